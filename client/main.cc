@@ -1,0 +1,102 @@
+// bitsweep: the command-line tool. `bitsweep help` lists the commands.
+#include <cstdio>
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "client/engine_commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "bitsweep: which number format and bit-width can each layer of a CNN use?\n"
+    "\n"
+    "Commands:\n"
+    "  eval  --model M.onnx --dataset idx:PREFIX [--mean 0.2860 --std 0.3530] [--limit N]\n"
+    "        [--batch 256] [--threads 2] [--json]\n"
+    "        top-1, top-5, loss and images/s of a model on a dataset\n"
+    "  run   --model M.onnx --input NAME=FILE.pb [--input ...] --output-dir DIR\n"
+    "        one batch from ONNX TensorProto files; writes DIR/OUTPUT.pb per graph output\n"
+    "  train --arch linear --dataset idx:PREFIX --out M.onnx [--mean ..] [--std ..] [--limit N]\n"
+    "        fits a baseline model on a training split (linear: closed-form ridge classifier)\n"
+    "\n"
+    "Run 'bitsweep COMMAND --help' for the flags.\n";
+
+// absl flags cannot repeat: pull every `--input X` / `--input=X` out of argv first.
+std::vector<std::string> ExtractRepeated(const char* flag, std::vector<char*>* args) {
+  std::vector<std::string> values;
+  const std::string eq = std::string("--") + flag + "=";
+  const std::string bare = std::string("--") + flag;
+  std::vector<char*> kept;
+  for (size_t i = 0; i < args->size(); ++i) {
+    const std::string a = (*args)[i];
+    if (a.rfind(eq, 0) == 0) {
+      values.push_back(a.substr(eq.size()));
+    } else if (a == bare && i + 1 < args->size()) {
+      values.push_back((*args)[++i]);
+    } else {
+      kept.push_back((*args)[i]);
+    }
+  }
+  *args = kept;
+  return values;
+}
+
+// People write --output-dir; absl flag names are C++ identifiers (--output_dir). Accept both.
+void NormalizeFlagNames(std::vector<std::string>* storage, std::vector<char*>* args) {
+  storage->reserve(args->size());
+  for (char*& arg : *args) {
+    std::string a = arg;
+    if (a.rfind("--", 0) == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      for (size_t i = 2; i < end; ++i) {
+        if (a[i] == '-') a[i] = '_';
+      }
+    }
+    storage->push_back(a);
+    arg = storage->back().data();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  if (argc < 2 || std::strcmp(argv[1], "help") == 0 || std::strcmp(argv[1], "--help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  // argv[1] (the command) plays the program name for absl's parser.
+  std::vector<char*> args(argv + 1, argv + argc);
+  std::vector<std::string> inputs;
+  if (command == "run") inputs = ExtractRepeated("input", &args);
+  std::vector<std::string> normalized;
+  NormalizeFlagNames(&normalized, &args);
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "bitsweep %s: unexpected argument '%s'\n", command.c_str(), rest[1]);
+    return 2;
+  }
+
+  absl::Status status;
+  if (command == "eval") {
+    status = bitsweep::cli::EvalCommand();
+  } else if (command == "run") {
+    status = bitsweep::cli::RunCommand(inputs);
+  } else if (command == "train") {
+    status = bitsweep::cli::TrainCommand();
+  } else {
+    std::fprintf(stderr, "bitsweep: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    return 2;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "bitsweep %s: %s\n", command.c_str(), std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,104 @@
+#include "worker/engine/evaluate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/engine/network.h"
+
+namespace bitsweep::engine {
+
+RowScore ScoreRow(const float* scores, int num_classes, int label, bool scores_are_probabilities) {
+  RowScore r;
+  const float target = scores[label];
+  // Classes ranked above the label; ties go to the lower index, as argmax does.
+  int better = 0;
+  for (int c = 0; c < num_classes; ++c) {
+    better += scores[c] > target || (scores[c] == target && c < label);
+  }
+  r.top1 = better == 0;
+  r.top5 = better < 5;
+  if (scores_are_probabilities) {
+    r.loss = -std::log(std::max(static_cast<double>(target), 1e-12));
+  } else {
+    const double max_score = *std::max_element(scores, scores + num_classes);
+    double sum = 0;
+    for (int c = 0; c < num_classes; ++c) sum += std::exp(double{scores[c]} - max_score);
+    r.loss = std::log(sum) + max_score - target;
+  }
+  return r;
+}
+
+absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
+                                    const EvalOptions& options) {
+  if (graph.inputs.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(graph.source, ": evaluation needs exactly one "
+                                                   "runtime input, the model has ",
+                                                   graph.inputs.size()));
+  }
+  if (dataset.size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset '", dataset.reference, "' is empty"));
+  }
+  RETURN_IF_ERROR(CheckFitsInput(dataset, graph.inputs[0].shape, graph.inputs[0].name));
+  const int64_t batch = std::min<int64_t>(options.batch, dataset.size());
+  NetworkOptions net_options;
+  net_options.batch = batch;
+  net_options.threads = options.threads;
+  Shape input_shape = dataset.images.shape();
+  input_shape[0] = batch;
+  net_options.input_shapes[graph.inputs[0].name] = input_shape;
+  ASSIGN_OR_RETURN(std::unique_ptr<Network> net, Network::Create(graph, net_options));
+
+  const Shape& out_shape = net->outputs()[0].shape;
+  if (out_shape.size() != 2 || out_shape[0] != batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        graph.source, ": output '", net->outputs()[0].name, "' has shape ",
+        ShapeToString(out_shape), "; evaluation needs class scores [batch, classes]"));
+  }
+  const int num_classes = static_cast<int>(out_shape[1]);
+  if (dataset.num_classes > num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset '", dataset.reference, "' has labels up to ", dataset.num_classes - 1,
+        " but the model's output '", net->outputs()[0].name, "' has only ", num_classes,
+        " classes"));
+  }
+  const int producer = net->graph().ProducerOf(net->outputs()[0].name);
+  const bool probabilities =
+      producer >= 0 && net->graph().nodes[producer].op == OpKind::kSoftmax;
+
+  const int64_t sample_size = NumElements(dataset.sample_shape());
+  std::vector<float> input(batch * sample_size);
+  std::vector<float> scores(batch * num_classes);
+  int64_t top1 = 0, top5 = 0;
+  double loss = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t first = 0; first < dataset.size(); first += batch) {
+    const int64_t count = std::min(batch, dataset.size() - first);
+    const float* src = dataset.images.floats().data() + first * sample_size;
+    std::memcpy(input.data(), src, count * sample_size * sizeof(float));
+    if (count < batch) std::fill(input.begin() + count * sample_size, input.end(), 0.0f);
+    RETURN_IF_ERROR(net->RunSingle(input.data(), scores.data()));
+    for (int64_t i = 0; i < count; ++i) {
+      const RowScore r = ScoreRow(scores.data() + i * num_classes, num_classes,
+                                  dataset.labels[first + i], probabilities);
+      top1 += r.top1;
+      top5 += r.top5;
+      loss += r.loss;
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EvalResult result;
+  result.samples = dataset.size();
+  result.top1 = static_cast<double>(top1) / result.samples;
+  result.top5 = static_cast<double>(top5) / result.samples;
+  result.loss = loss / result.samples;
+  result.seconds = seconds;
+  result.images_per_second = seconds > 0 ? result.samples / seconds : 0;
+  return result;
+}
+
+}  // namespace bitsweep::engine

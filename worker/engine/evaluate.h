@@ -1,0 +1,47 @@
+// Evaluation: accuracy and loss of a graph on a dataset, batched through a compiled Network.
+//
+// The last partial batch is padded with zeros and the padded rows ignored, so one Network serves
+// the whole dataset. The first graph output is read as class scores [N, num_classes]: logits, or
+// probabilities when the graph ends in Softmax (then the loss is -log p directly).
+//
+//   ASSIGN_OR_RETURN(EvalResult r, Evaluate(graph, dataset, {.batch = 256, .threads = 2}));
+//   printf("top1 %.4f\n", r.top1);
+#ifndef BITSWEEP_WORKER_ENGINE_EVALUATE_H_
+#define BITSWEEP_WORKER_ENGINE_EVALUATE_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/dataset.h"
+#include "worker/engine/graph.h"
+
+namespace bitsweep::engine {
+
+struct EvalOptions {
+  int64_t batch = 256;
+  int threads = 0;  // 0: OpenMP default
+};
+
+struct EvalResult {
+  double top1 = 0;  // fraction in [0, 1]
+  double top5 = 0;
+  double loss = 0;  // mean cross-entropy, natural log
+  int64_t samples = 0;
+  double seconds = 0;  // inference time only (compilation excluded)
+  double images_per_second = 0;
+};
+
+// Top-k hits and cross-entropy of one row of class scores; shared with tests and training.
+struct RowScore {
+  bool top1 = false;
+  bool top5 = false;
+  double loss = 0;
+};
+RowScore ScoreRow(const float* scores, int num_classes, int label, bool scores_are_probabilities);
+
+absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
+                                    const EvalOptions& options);
+
+}  // namespace bitsweep::engine
+
+#endif  // BITSWEEP_WORKER_ENGINE_EVALUATE_H_

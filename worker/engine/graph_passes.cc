@@ -1,0 +1,85 @@
+#include "worker/engine/graph_passes.h"
+
+#include <cmath>
+
+namespace bitsweep::engine {
+namespace {
+
+// True when `value` is read by exactly one node and is not a graph output.
+bool HasSingleInternalConsumer(const Graph& g, const std::string& value) {
+  return g.ConsumersOf(value).size() == 1 && !g.IsGraphOutput(value);
+}
+
+}  // namespace
+
+int FoldBatchNorm(Graph* graph) {
+  Graph& g = *graph;
+  int folded = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    Node& conv = g.nodes[i];
+    if (conv.op != OpKind::kConv || !conv.post_ops.empty()) continue;
+    const std::string& out = conv.outputs[0];
+    if (!HasSingleInternalConsumer(g, out)) continue;
+    const int bn_index = g.ConsumersOf(out)[0];
+    Node& bn = g.nodes[bn_index];
+    if (bn.op != OpKind::kBatchNorm || bn.inputs[0] != out) continue;
+
+    const Tensor& w = g.constants.at(conv.inputs[1]);
+    const int64_t oc = w.shape()[0];
+    const Tensor& scale = g.constants.at(bn.inputs[1]);
+    const Tensor& shift = g.constants.at(bn.inputs[2]);
+    const Tensor& mean = g.constants.at(bn.inputs[3]);
+    const Tensor& var = g.constants.at(bn.inputs[4]);
+    if (scale.num_elements() != oc || shift.num_elements() != oc || mean.num_elements() != oc ||
+        var.num_elements() != oc) {
+      continue;  // malformed; the unfolded BatchNormalization reports it at compile time
+    }
+    const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
+    Tensor folded_w = w;
+    Tensor folded_b = Tensor::Float({oc});
+    const int64_t per_channel = w.num_elements() / oc;
+    for (int64_t c = 0; c < oc; ++c) {
+      const double s = scale.floats()[c] / std::sqrt(double{var.floats()[c]} + bn.epsilon);
+      for (int64_t k = 0; k < per_channel; ++k) {
+        folded_w.floats()[c * per_channel + k] =
+            static_cast<float>(w.floats()[c * per_channel + k] * s);
+      }
+      const double b = has_bias ? g.constants.at(conv.inputs[2]).floats()[c] : 0.0;
+      folded_b.floats()[c] = static_cast<float>((b - mean.floats()[c]) * s + shift.floats()[c]);
+    }
+    const std::string w_name = conv.name + "/W_bn_folded";
+    const std::string b_name = conv.name + "/B_bn_folded";
+    g.constants[w_name] = std::move(folded_w);
+    g.constants[b_name] = std::move(folded_b);
+    conv.inputs.resize(3);
+    conv.inputs[1] = w_name;
+    conv.inputs[2] = b_name;
+    conv.outputs[0] = bn.outputs[0];
+    g.nodes.erase(g.nodes.begin() + bn_index);
+    ++folded;
+  }
+  return folded;
+}
+
+int FuseActivations(Graph* graph) {
+  Graph& g = *graph;
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    // Re-examine the same layer after each fusion: Conv -> Relu -> Clip fuses both.
+    while (IsQuantizableLayer(g.nodes[i].op)) {
+      Node& layer = g.nodes[i];
+      const std::string& out = layer.outputs[0];
+      if (!HasSingleInternalConsumer(g, out)) break;
+      const int act_index = g.ConsumersOf(out)[0];
+      const Node& act = g.nodes[act_index];
+      if (!IsFusableActivation(act.op)) break;
+      layer.post_ops.push_back(PostOp{act.op, act.alpha, act.beta, act.name});
+      layer.outputs[0] = act.outputs[0];
+      g.nodes.erase(g.nodes.begin() + act_index);
+      ++fused;
+    }
+  }
+  return fused;
+}
+
+}  // namespace bitsweep::engine

@@ -1,0 +1,848 @@
+#include "worker/engine/network.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "oneapi/dnnl/dnnl.hpp"
+#include "worker/engine/graph_passes.h"
+
+namespace bitsweep::engine {
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+// oneDNN has no rank-0 tensors: a scalar is a one-element vector inside the engine.
+Dims DnnlDims(const Shape& shape) { return shape.empty() ? Dims{1} : Dims(shape.begin(), shape.end()); }
+
+memory::desc PlainDesc(const Dims& dims) {
+  Dims strides(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+  return memory::desc(dims, memory::data_type::f32, strides);
+}
+
+memory::desc AnyDesc(const Dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+}
+
+int64_t Product(const Shape& s, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) p *= s[i];
+  return p;
+}
+
+absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, const Node& n) {
+  if (axis < -rank || axis >= rank) {
+    return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): axis ",
+                                                   axis, " is out of range for rank ", rank));
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+dnnl::algorithm PostOpAlgorithm(OpKind op) {
+  switch (op) {
+    case OpKind::kRelu:
+    case OpKind::kLeakyRelu: return dnnl::algorithm::eltwise_relu;
+    case OpKind::kClip: return dnnl::algorithm::eltwise_clip;
+    case OpKind::kSigmoid: return dnnl::algorithm::eltwise_logistic;
+    default: return dnnl::algorithm::undef;
+  }
+}
+
+// (alpha, beta) of the oneDNN eltwise for an activation node or post-op.
+std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta) {
+  if (op == OpKind::kRelu || op == OpKind::kSigmoid) return {0.0f, 0.0f};
+  if (op == OpKind::kLeakyRelu) return {alpha, 0.0f};
+  return {alpha, beta};  // Clip: [min, max]
+}
+
+dnnl::primitive_attr PostOpAttr(const Node& n) {
+  dnnl::post_ops ops;
+  for (const PostOp& p : n.post_ops) {
+    auto [alpha, beta] = EltwiseParams(p.op, p.alpha, p.beta);
+    ops.append_eltwise(1.0f, PostOpAlgorithm(p.op), alpha, beta);
+  }
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+}  // namespace
+
+class Network::Impl {
+ public:
+  Impl(Graph graph, const NetworkOptions& options)
+      : graph_(std::move(graph)), options_(options), engine_(dnnl::engine::kind::cpu, 0),
+        stream_(engine_) {}
+
+  absl::Status Compile();
+  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
+                   std::map<std::string, Tensor>* outputs);
+  absl::Status RunSingle(const float* input, float* output);
+
+  Graph graph_;
+  std::vector<ValueInfo> inputs_;
+  std::vector<ValueInfo> outputs_;
+
+ private:
+  struct Value {
+    Shape shape;  // logical ONNX shape (may be rank 0)
+    memory mem;   // dims are DnnlDims(shape); layout may be blocked
+  };
+  struct Step {
+    dnnl::primitive primitive;
+    std::unordered_map<int, memory> args;
+    std::string node;  // for error messages; empty for graph-edge reorders
+  };
+
+  absl::Status CompileNode(const Node& n);
+  absl::Status CompileConv(const Node& n);
+  absl::Status CompilePool(const Node& n);
+  absl::Status CompileGlobalAveragePool(const Node& n);
+  absl::Status CompileEltwise(const Node& n);
+  absl::Status CompileBinary(const Node& n);
+  absl::Status CompileConcat(const Node& n);
+  absl::Status CompileBatchNorm(const Node& n);
+  absl::Status CompileLrn(const Node& n);
+  absl::Status CompileSoftmax(const Node& n);
+  absl::Status CompileGemm(const Node& n);
+  absl::Status CompileMatMul(const Node& n);
+  absl::Status CompileReshapeLike(const Node& n);
+
+  absl::StatusOr<Value> Get(const std::string& name, const Node& n);
+  // The value's data in plain row-major layout, reordering once if needed.
+  Value Plain(const std::string& name, const Value& v);
+  // A plain view of `v` with other dims (same element count); `v` must be plain.
+  Value View(const Value& v, Shape shape);
+  memory ConstantMemory(const Dims& dims, const float* data);
+  memory ReorderNow(const memory& src, const memory::desc& dst_desc);
+  void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
+    steps_.push_back(Step{std::move(p), std::move(args), n ? n->name : std::string()});
+  }
+  absl::Status Error(const Node& n, const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): ", what));
+  }
+  // Resolves pads (auto_pad, ceil_mode) and output spatial dims for Conv and pooling.
+  absl::Status ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode, Dims* pads_begin,
+                             Dims* pads_end, Shape* out_spatial) const;
+
+  NetworkOptions options_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<std::string, Value> values_;
+  std::map<std::string, Value> plain_cache_;
+  std::vector<Step> steps_;
+  std::vector<memory> input_mems_;   // plain, one per runtime input
+  std::vector<memory> output_mems_;  // plain, one per graph output
+};
+
+absl::StatusOr<Network::Impl::Value> Network::Impl::Get(const std::string& name, const Node& n) {
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  auto c = graph_.constants.find(name);
+  if (c == graph_.constants.end()) return Error(n, absl::StrCat("input '", name, "' is undefined"));
+  if (c->second.dtype() != DataType::kFloat) {
+    return Error(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
+  }
+  Value v{c->second.shape(), ConstantMemory(DnnlDims(c->second.shape()), c->second.floats().data())};
+  values_[name] = v;
+  return v;
+}
+
+memory Network::Impl::ConstantMemory(const Dims& dims, const float* data) {
+  memory m(PlainDesc(dims), engine_);
+  std::memcpy(m.get_data_handle(), data, m.get_desc().get_size());
+  return m;
+}
+
+memory Network::Impl::ReorderNow(const memory& src, const memory::desc& dst_desc) {
+  if (src.get_desc() == dst_desc) return src;
+  memory dst(dst_desc, engine_);
+  dnnl::reorder(src, dst).execute(stream_, const_cast<memory&>(src), dst);
+  stream_.wait();
+  return dst;
+}
+
+Network::Impl::Value Network::Impl::Plain(const std::string& name, const Value& v) {
+  const memory::desc plain = PlainDesc(DnnlDims(v.shape));
+  if (v.mem.get_desc() == plain) return v;
+  auto it = plain_cache_.find(name);
+  if (it != plain_cache_.end()) return it->second;
+  Value out{v.shape, memory(plain, engine_)};
+  AddStep(dnnl::reorder(v.mem, out.mem), {{DNNL_ARG_FROM, v.mem}, {DNNL_ARG_TO, out.mem}}, nullptr);
+  plain_cache_[name] = out;
+  return out;
+}
+
+Network::Impl::Value Network::Impl::View(const Value& v, Shape shape) {
+  Value out{std::move(shape), {}};
+  out.mem = memory(PlainDesc(DnnlDims(out.shape)), engine_, v.mem.get_data_handle());
+  return out;
+}
+
+absl::Status Network::Impl::ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode,
+                                          Dims* pads_begin, Dims* pads_end,
+                                          Shape* out_spatial) const {
+  const size_t spatial = n.kernel.size();
+  if (in_shape.size() != spatial + 2) {
+    return Error(n, absl::StrCat("input of shape ", ShapeToString(in_shape), " does not have ",
+                                 spatial, " spatial dimensions"));
+  }
+  pads_begin->assign(spatial, 0);
+  pads_end->assign(spatial, 0);
+  out_spatial->assign(spatial, 0);
+  for (size_t i = 0; i < spatial; ++i) {
+    const int64_t in = in_shape[i + 2];
+    const int64_t s = n.strides[i];
+    const int64_t dk = (n.kernel[i] - 1) * n.dilations[i] + 1;
+    int64_t pb = 0, pe = 0, out = 0;
+    if (n.auto_pad == "SAME_UPPER" || n.auto_pad == "SAME_LOWER") {
+      out = (in + s - 1) / s;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * s + dk - in);
+      const int64_t small = total / 2;
+      pb = n.auto_pad == "SAME_UPPER" ? small : total - small;
+      pe = total - pb;
+    } else {
+      if (n.auto_pad == "NOTSET") {
+        pb = n.pads_begin[i];
+        pe = n.pads_end[i];
+      }
+      const int64_t span = in + pb + pe - dk;
+      if (span < 0) {
+        return Error(n, absl::StrCat("window ", dk, " is larger than the padded input ", in + pb + pe,
+                                     " in spatial dimension ", i));
+      }
+      out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+      // The last window must start inside the input or its leading pad (Caffe/PyTorch rule).
+      if (ceil_mode && (out - 1) * s >= in + pb) --out;
+      // oneDNN has no ceil mode: extend the trailing pad so that the last window fits.
+      pe = std::max(pe, (out - 1) * s + dk - in - pb);
+    }
+    if (out < 1) return Error(n, absl::StrCat("output spatial dimension ", i, " would be empty"));
+    (*pads_begin)[i] = pb;
+    (*pads_end)[i] = pe;
+    (*out_spatial)[i] = out;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileConv(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  const Tensor& w = graph_.constants.at(n.inputs[1]);
+  const Shape& ws = w.shape();
+  if (x.shape.size() != ws.size() || x.shape[1] != ws[1] * n.group) {
+    return Error(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
+                                 ShapeToString(ws), " with group ", n.group));
+  }
+  Dims pb, pe;
+  Shape out_spatial;
+  RETURN_IF_ERROR(ResolveWindow(n, x.shape, false, &pb, &pe, &out_spatial));
+  Shape out_shape = {x.shape[0], ws[0]};
+  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+
+  Dims w_dims(ws.begin(), ws.end());
+  if (n.group > 1) {
+    w_dims = {n.group, ws[0] / n.group};
+    w_dims.insert(w_dims.end(), ws.begin() + 1, ws.end());
+  }
+  const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
+  Dims strides(n.strides.begin(), n.strides.end());
+  Dims dilations;
+  for (int64_t d : n.dilations) dilations.push_back(d - 1);
+  const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+      AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
+      strides, dilations, pb, pe);
+  dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n), engine_);
+
+  memory src = x.mem;
+  if (src.get_desc() != pd.src_desc()) {
+    memory reordered(pd.src_desc(), engine_);
+    AddStep(dnnl::reorder(src, reordered), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, reordered}}, &n);
+    src = reordered;
+  }
+  memory weights = ReorderNow(ConstantMemory(w_dims, w.floats().data()), pd.weights_desc());
+  memory dst(pd.dst_desc(), engine_);
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+  if (has_bias) {
+    const Tensor& b = graph_.constants.at(n.inputs[2]);
+    if (b.num_elements() != ws[0]) {
+      return Error(n, absl::StrCat("bias has ", b.num_elements(), " values for ", ws[0],
+                                   " output channels"));
+    }
+    args[DNNL_ARG_BIAS] = ConstantMemory({ws[0]}, b.floats().data());
+  }
+  AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
+  values_[n.outputs[0]] = Value{out_shape, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompilePool(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  Dims pb, pe;
+  Shape out_spatial;
+  RETURN_IF_ERROR(ResolveWindow(n, x.shape, n.ceil_mode, &pb, &pe, &out_spatial));
+  dnnl::algorithm alg = dnnl::algorithm::pooling_max;
+  if (n.op == OpKind::kAveragePool) {
+    alg = n.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                              : dnnl::algorithm::pooling_avg_exclude_padding;
+    if (n.count_include_pad && n.ceil_mode) {
+      for (size_t i = 0; i < pe.size(); ++i) {
+        const int64_t given = n.auto_pad == "NOTSET" ? n.pads_end[i] : pe[i];
+        if (pe[i] != given) {
+          return absl::UnimplementedError(absl::StrCat(
+              "node '", n.name, "' (AveragePool): ceil_mode=1 with count_include_pad=1 whose last "
+              "window passes the padding is not supported"));
+        }
+      }
+    }
+  }
+  Shape out_shape = {x.shape[0], x.shape[1]};
+  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+  Dims dilations;
+  for (int64_t d : n.dilations) dilations.push_back(d - 1);
+  dnnl::pooling_v2_forward::desc desc(
+      dnnl::prop_kind::forward_inference, alg, x.mem.get_desc(), AnyDesc(DnnlDims(out_shape)),
+      Dims(n.strides.begin(), n.strides.end()), Dims(n.kernel.begin(), n.kernel.end()), dilations,
+      pb, pe);
+  dnnl::pooling_v2_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::pooling_v2_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
+  values_[n.outputs[0]] = Value{out_shape, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileGlobalAveragePool(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (x.shape.size() < 3) return Error(n, "input needs at least one spatial dimension");
+  Node window = n;
+  const size_t spatial = x.shape.size() - 2;
+  window.kernel.assign(x.shape.begin() + 2, x.shape.end());
+  window.strides.assign(spatial, 1);
+  window.dilations.assign(spatial, 1);
+  window.pads_begin.assign(spatial, 0);
+  window.pads_end.assign(spatial, 0);
+  window.auto_pad = "NOTSET";
+  window.op = OpKind::kAveragePool;
+  window.count_include_pad = false;
+  window.ceil_mode = false;
+  return CompilePool(window);
+}
+
+absl::Status Network::Impl::CompileEltwise(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
+  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
+                                   x.mem.get_desc(), alpha, beta);
+  dnnl::eltwise_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
+  values_[n.outputs[0]] = Value{x.shape, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileBinary(const Node& n) {
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
+  const size_t rank = std::max(a.shape.size(), b.shape.size());
+  Shape out(rank, 1);
+  auto aligned = [rank](const Shape& s) {
+    Shape r(rank - s.size(), 1);
+    r.insert(r.end(), s.begin(), s.end());
+    return r;
+  };
+  const Shape as = aligned(a.shape), bs = aligned(b.shape);
+  for (size_t i = 0; i < rank; ++i) {
+    if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
+      return Error(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ",
+                                   ShapeToString(b.shape), " do not broadcast"));
+    }
+    out[i] = std::max(as[i], bs[i]);
+  }
+  if (as.size() != a.shape.size()) a = View(Plain(n.inputs[0], a), as);
+  if (bs.size() != b.shape.size()) b = View(Plain(n.inputs[1], b), bs);
+  const dnnl::algorithm alg =
+      n.op == OpKind::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
+  if (a.shape != out) std::swap(a, b);  // Add and Mul commute
+  if (a.shape != out) {
+    // Both operands broadcast: materialize the first one at the output shape (0 + a).
+    Tensor zeros = Tensor::Float(out);
+    memory zero_mem = ConstantMemory(DnnlDims(out), zeros.floats().data());
+    dnnl::binary::desc expand_desc(dnnl::algorithm::binary_add, zero_mem.get_desc(),
+                                   a.mem.get_desc(), zero_mem.get_desc());
+    dnnl::binary::primitive_desc expand_pd(expand_desc, engine_);
+    memory expanded(expand_pd.dst_desc(), engine_);
+    AddStep(dnnl::binary(expand_pd),
+            {{DNNL_ARG_SRC_0, zero_mem}, {DNNL_ARG_SRC_1, a.mem}, {DNNL_ARG_DST, expanded}}, &n);
+    a = Value{out, expanded};
+  }
+  // Same-shape operands in different layouts: bring the second to the first's layout so the
+  // optimized kernel applies.
+  if (b.shape == a.shape && b.mem.get_desc() != a.mem.get_desc()) {
+    memory reordered(a.mem.get_desc(), engine_);
+    AddStep(dnnl::reorder(b.mem, reordered), {{DNNL_ARG_FROM, b.mem}, {DNNL_ARG_TO, reordered}}, &n);
+    b.mem = reordered;
+  }
+  dnnl::binary::desc desc(alg, a.mem.get_desc(), b.mem.get_desc(), a.mem.get_desc());
+  dnnl::binary::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst}},
+          &n);
+  values_[n.outputs[0]] = Value{out, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileConcat(const Node& n) {
+  std::vector<Value> parts;
+  for (const std::string& in : n.inputs) {
+    ASSIGN_OR_RETURN(Value v, Get(in, n));
+    parts.push_back(v);
+  }
+  const int64_t rank = static_cast<int64_t>(parts[0].shape.size());
+  if (rank == 0) return Error(n, "cannot concatenate scalars");
+  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
+  Shape out = parts[0].shape;
+  out[axis] = 0;
+  std::vector<memory::desc> descs;
+  std::unordered_map<int, memory> args;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Shape& s = parts[i].shape;
+    for (int64_t d = 0; d < rank; ++d) {
+      if (static_cast<int64_t>(s.size()) != rank || (d != axis && s[d] != parts[0].shape[d])) {
+        return Error(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
+                                     " does not match ", ShapeToString(parts[0].shape),
+                                     " outside axis ", axis));
+      }
+    }
+    out[axis] += s[axis];
+    descs.push_back(parts[i].mem.get_desc());
+    args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = parts[i].mem;
+  }
+  dnnl::concat::primitive_desc pd(static_cast<int>(axis), descs, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  args[DNNL_ARG_DST] = dst;
+  AddStep(dnnl::concat(pd), std::move(args), &n);
+  values_[n.outputs[0]] = Value{out, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileBatchNorm(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (x.shape.size() < 2) return Error(n, "input needs a channel dimension");
+  const int64_t c = x.shape[1];
+  std::vector<memory> params;
+  for (int i = 1; i < 5; ++i) {
+    const Tensor& t = graph_.constants.at(n.inputs[i]);
+    if (t.num_elements() != c || t.dtype() != DataType::kFloat) {
+      return Error(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
+    }
+    params.push_back(ConstantMemory({c}, t.floats().data()));
+  }
+  const Shape original_shape = x.shape;
+  memory::desc src_desc = x.mem.get_desc();
+  if (x.shape.size() == 2) {  // oneDNN wants a spatial dimension: view [N,C] as [N,C,1]
+    x = View(Plain(n.inputs[0], x), {x.shape[0], c, 1});
+    src_desc = x.mem.get_desc();
+  }
+  dnnl::batch_normalization_forward::desc desc(
+      dnnl::prop_kind::forward_inference, src_desc, n.epsilon,
+      dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+          dnnl::normalization_flags::use_shift);
+  dnnl::batch_normalization_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::batch_normalization_forward(pd),
+          {{DNNL_ARG_SRC, x.mem},
+           {DNNL_ARG_SCALE, params[0]},
+           {DNNL_ARG_SHIFT, params[1]},
+           {DNNL_ARG_MEAN, params[2]},
+           {DNNL_ARG_VARIANCE, params[3]},
+           {DNNL_ARG_DST, dst}},
+          &n);
+  Value out{x.shape, dst};
+  if (original_shape.size() == 2) out = View(out, original_shape);
+  values_[n.outputs[0]] = out;
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileLrn(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (x.shape.size() < 3) return Error(n, "input needs rank >= 3 (N, C, spatial...)");
+  dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
+                               dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
+                               n.alpha, n.beta, n.bias);
+  dnnl::lrn_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::lrn_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
+  values_[n.outputs[0]] = Value{x.shape, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileSoftmax(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0) return Error(n, "input must have rank >= 1");
+  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
+  Value in = Plain(n.inputs[0], x);
+  if (n.softmax_coerce_2d) {
+    in = View(in, {Product(x.shape, 0, axis), Product(x.shape, axis, rank)});
+    axis = 1;
+  }
+  dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, in.mem.get_desc(),
+                                   static_cast<int>(axis));
+  dnnl::softmax_forward::primitive_desc pd(desc, engine_);
+  Value out{in.shape, memory(pd.dst_desc(), engine_)};
+  AddStep(dnnl::softmax_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, out.mem}}, &n);
+  values_[n.outputs[0]] = View(out, x.shape);
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileGemm(const Node& n) {
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  if (a.shape.size() != 2) return Error(n, absl::StrCat("A must be 2-D, got ", ShapeToString(a.shape)));
+  a = Plain(n.inputs[0], a);
+  const int64_t m = n.trans_a ? a.shape[1] : a.shape[0];
+  const int64_t k = n.trans_a ? a.shape[0] : a.shape[1];
+  const Tensor& b = graph_.constants.at(n.inputs[1]);
+  if (b.shape().size() != 2) return Error(n, "B must be 2-D");
+  const int64_t bk = n.trans_b ? b.shape()[1] : b.shape()[0];
+  const int64_t nn = n.trans_b ? b.shape()[0] : b.shape()[1];
+  if (bk != k) {
+    return Error(n, absl::StrCat("A ", ShapeToString(a.shape), " and B ", ShapeToString(b.shape()),
+                                 " disagree on K (transA=", n.trans_a, ", transB=", n.trans_b, ")"));
+  }
+  // Constant operands are prepared once: B transposed to [K, N] and scaled by alpha, C broadcast
+  // to [1, N] or [M, N] and scaled by beta.
+  std::vector<float> b_kn(k * nn);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < nn; ++j) {
+      b_kn[i * nn + j] = n.alpha * (n.trans_b ? b.floats()[j * k + i] : b.floats()[i * nn + j]);
+    }
+  }
+  const memory::desc src_desc(Dims{m, k}, memory::data_type::f32,
+                              n.trans_a ? Dims{1, m} : Dims{k, 1});
+  memory::desc bias_desc;
+  std::vector<float> bias;
+  if (n.inputs.size() > 2 && !n.inputs[2].empty() && n.beta != 0.0f) {
+    const Tensor& c = graph_.constants.at(n.inputs[2]);
+    Shape cs = c.shape();
+    if (cs.size() > 2) return Error(n, "C must have rank <= 2");
+    while (cs.size() < 2) cs.insert(cs.begin(), 1);
+    if ((cs[0] != 1 && cs[0] != m) || (cs[1] != 1 && cs[1] != nn)) {
+      return Error(n, absl::StrCat("C ", ShapeToString(c.shape()), " does not broadcast to [", m,
+                                   ",", nn, "]"));
+    }
+    const int64_t rows = cs[0] == 1 ? 1 : m;
+    bias.resize(rows * nn);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < nn; ++j) {
+        bias[i * nn + j] = n.beta * c.floats()[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)];
+      }
+    }
+    bias_desc = PlainDesc({rows, nn});
+  }
+  dnnl::matmul::desc desc(src_desc, AnyDesc({k, nn}), bias_desc, PlainDesc({m, nn}));
+  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n), engine_);
+  memory src = a.mem;
+  if (n.trans_a) src = memory(src_desc, engine_, a.mem.get_data_handle());
+  memory weights = ReorderNow(ConstantMemory({k, nn}, b_kn.data()), pd.weights_desc());
+  memory dst(pd.dst_desc(), engine_);
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+  if (!bias.empty()) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc.dims(), bias.data());
+  AddStep(dnnl::matmul(pd), std::move(args), &n);
+  values_[n.outputs[0]] = Value{{m, nn}, dst};
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileMatMul(const Node& n) {
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
+  if (a.shape.empty() || b.shape.empty()) return Error(n, "operands must have rank >= 1");
+  Shape as = a.shape, bs = b.shape;
+  const bool a_vector = as.size() == 1, b_vector = bs.size() == 1;
+  if (a_vector) as.insert(as.begin(), 1);
+  if (b_vector) bs.push_back(1);
+  const size_t rank = std::max(as.size(), bs.size());
+  while (as.size() < rank) as.insert(as.begin(), 1);
+  while (bs.size() < rank) bs.insert(bs.begin(), 1);
+  if (as[rank - 1] != bs[rank - 2]) {
+    return Error(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ", ShapeToString(b.shape),
+                                 " disagree on K"));
+  }
+  Shape out(rank);
+  for (size_t i = 0; i + 2 < rank; ++i) {
+    if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
+      return Error(n, absl::StrCat("batch dimensions of ", ShapeToString(a.shape), " and ",
+                                   ShapeToString(b.shape), " do not broadcast"));
+    }
+    out[i] = std::max(as[i], bs[i]);
+  }
+  out[rank - 2] = as[rank - 2];
+  out[rank - 1] = bs[rank - 1];
+  a = View(Plain(n.inputs[0], a), as);
+  const bool b_constant = graph_.IsConstant(n.inputs[1]);
+  if (!b_constant) b = View(Plain(n.inputs[1], b), bs);
+  dnnl::matmul::desc desc(a.mem.get_desc(), b_constant ? AnyDesc(DnnlDims(bs)) : b.mem.get_desc(),
+                          PlainDesc(DnnlDims(out)));
+  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n), engine_);
+  memory weights = b_constant ? ReorderNow(View(b, bs).mem, pd.weights_desc()) : b.mem;
+  Value result{out, memory(pd.dst_desc(), engine_)};
+  AddStep(dnnl::matmul(pd),
+          {{DNNL_ARG_SRC, a.mem}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, result.mem}}, &n);
+  Shape logical = out;
+  if (b_vector) logical.erase(logical.end() - 1);
+  if (a_vector) logical.erase(logical.end() - (b_vector ? 1 : 2));
+  values_[n.outputs[0]] = View(result, logical);
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  const Shape& in = x.shape;
+  const int64_t rank = static_cast<int64_t>(in.size());
+  Shape out;
+  switch (n.op) {
+    case OpKind::kIdentity:
+      values_[n.outputs[0]] = x;
+      return absl::OkStatus();
+    case OpKind::kFlatten: {
+      if (n.axis < -rank || n.axis > rank) {
+        return Error(n, absl::StrCat("axis ", n.axis, " is out of range for rank ", rank));
+      }
+      const int64_t axis = n.axis < 0 ? n.axis + rank : n.axis;
+      out = {Product(in, 0, axis), Product(in, axis, rank)};
+      break;
+    }
+    case OpKind::kReshape: {
+      int infer = -1;
+      int64_t known = 1;
+      for (size_t i = 0; i < n.target_shape.size(); ++i) {
+        int64_t d = n.target_shape[i];
+        if (d == 0 && !n.allowzero) {
+          if (static_cast<int64_t>(i) >= rank) return Error(n, "shape copies a missing dimension");
+          d = in[i];
+        }
+        if (d == -1) {
+          if (infer >= 0) return Error(n, "shape has more than one -1");
+          infer = static_cast<int>(i);
+          d = 1;
+        } else if (d < 0) {
+          return Error(n, absl::StrCat("invalid dimension ", d, " in shape"));
+        } else {
+          known *= d;
+        }
+        out.push_back(d);
+      }
+      if (infer >= 0) {
+        if (known == 0 || NumElements(in) % known != 0) {
+          return Error(n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ",
+                                       ShapeToString(n.target_shape)));
+        }
+        out[infer] = NumElements(in) / known;
+      }
+      break;
+    }
+    case OpKind::kSqueeze: {
+      std::vector<bool> drop(rank, false);
+      for (int64_t a : n.axes) {
+        ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, rank, n));
+        if (in[axis] != 1) {
+          return Error(n, absl::StrCat("cannot squeeze axis ", a, " of size ", in[axis]));
+        }
+        drop[axis] = true;
+      }
+      for (int64_t i = 0; i < rank; ++i) {
+        if (!(n.axes.empty() ? in[i] == 1 : drop[i])) out.push_back(in[i]);
+      }
+      break;
+    }
+    case OpKind::kUnsqueeze: {
+      const int64_t out_rank = rank + static_cast<int64_t>(n.axes.size());
+      std::vector<bool> inserted(out_rank, false);
+      for (int64_t a : n.axes) {
+        ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, out_rank, n));
+        if (inserted[axis]) return Error(n, absl::StrCat("axis ", a, " is repeated"));
+        inserted[axis] = true;
+      }
+      size_t next = 0;
+      for (int64_t i = 0; i < out_rank; ++i) out.push_back(inserted[i] ? 1 : in[next++]);
+      break;
+    }
+    default:
+      return Error(n, "not a reshape");
+  }
+  if (NumElements(out) != NumElements(in)) {
+    return Error(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
+                                 " values) to ", ShapeToString(out)));
+  }
+  values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::CompileNode(const Node& n) {
+  switch (n.op) {
+    case OpKind::kConv: return CompileConv(n);
+    case OpKind::kGemm: return CompileGemm(n);
+    case OpKind::kMatMul: return CompileMatMul(n);
+    case OpKind::kRelu:
+    case OpKind::kLeakyRelu:
+    case OpKind::kClip:
+    case OpKind::kSigmoid: return CompileEltwise(n);
+    case OpKind::kMaxPool:
+    case OpKind::kAveragePool: return CompilePool(n);
+    case OpKind::kGlobalAveragePool: return CompileGlobalAveragePool(n);
+    case OpKind::kConcat: return CompileConcat(n);
+    case OpKind::kAdd:
+    case OpKind::kMul: return CompileBinary(n);
+    case OpKind::kBatchNorm: return CompileBatchNorm(n);
+    case OpKind::kLrn: return CompileLrn(n);
+    case OpKind::kSoftmax: return CompileSoftmax(n);
+    case OpKind::kFlatten:
+    case OpKind::kReshape:
+    case OpKind::kSqueeze:
+    case OpKind::kUnsqueeze:
+    case OpKind::kIdentity: return CompileReshapeLike(n);
+  }
+  return Error(n, "unknown operator kind");
+}
+
+absl::Status Network::Impl::Compile() {
+  if (options_.fold_batch_norm) FoldBatchNorm(&graph_);
+  if (options_.fuse_activations) FuseActivations(&graph_);
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+
+  for (const ValueInfo& declared : graph_.inputs) {
+    ValueInfo info = declared;
+    auto it = options_.input_shapes.find(info.name);
+    if (it != options_.input_shapes.end()) {
+      info.shape = it->second;
+    } else if (!info.shape.empty()) {
+      info.shape[0] = options_.batch;
+    }
+    for (size_t i = 0; i < info.shape.size(); ++i) {
+      if (info.shape[i] < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            graph_.source, ": input '", info.name, "' has unknown dimension ", i, " in ",
+            ShapeToString(declared.shape), "; give its full shape"));
+      }
+    }
+    memory mem(PlainDesc(DnnlDims(info.shape)), engine_);
+    input_mems_.push_back(mem);
+    values_[info.name] = Value{info.shape, mem};
+    inputs_.push_back(std::move(info));
+  }
+  for (const Node& n : graph_.nodes) {
+    try {
+      RETURN_IF_ERROR(CompileNode(n));
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat("node '", n.name, "' (", n.onnx_op,
+                                              "): oneDNN rejected it: ", e.what()));
+    }
+  }
+  for (const std::string& name : graph_.outputs) {
+    auto it = values_.find(name);
+    if (it == values_.end()) {
+      Node edge;
+      edge.name = name;
+      edge.onnx_op = "graph output";
+      ASSIGN_OR_RETURN(Value v, Get(name, edge));  // a constant output
+      it = values_.find(name);
+    }
+    Value plain = Plain(name, it->second);
+    output_mems_.push_back(plain.mem);
+    outputs_.push_back(ValueInfo{name, plain.shape});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::RunSingle(const float* input, float* output) {
+  if (input_mems_.size() != 1 || output_mems_.empty()) {
+    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
+  }
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
+  for (Step& step : steps_) {
+    try {
+      step.primitive.execute(stream_, step.args);
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(
+          "node '", step.node.empty() ? "output reorder" : step.node, "' failed: ", e.what()));
+    }
+  }
+  stream_.wait();
+  std::memcpy(output, output_mems_[0].get_data_handle(), output_mems_[0].get_desc().get_size());
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::Run(const std::map<std::string, const Tensor*>& inputs,
+                                std::map<std::string, Tensor>* outputs) {
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    auto it = inputs.find(inputs_[i].name);
+    if (it == inputs.end() || it->second == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("missing input '", inputs_[i].name, "'"));
+    }
+    const Tensor& t = *it->second;
+    if (t.dtype() != DataType::kFloat || t.shape() != inputs_[i].shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", inputs_[i].name, "' has shape ", ShapeToString(t.shape()),
+          "; the network was compiled for float32 ", ShapeToString(inputs_[i].shape)));
+    }
+    std::memcpy(input_mems_[i].get_data_handle(), t.floats().data(), t.floats().size() * 4);
+  }
+  for (Step& step : steps_) {
+    try {
+      step.primitive.execute(stream_, step.args);
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(
+          "node '", step.node.empty() ? "output reorder" : step.node, "' failed: ", e.what()));
+    }
+  }
+  stream_.wait();
+  outputs->clear();
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    Tensor t = Tensor::Float(outputs_[i].shape);
+    std::memcpy(t.floats().data(), output_mems_[i].get_data_handle(), t.floats().size() * 4);
+    (*outputs)[outputs_[i].name] = std::move(t);
+  }
+  return absl::OkStatus();
+}
+
+Network::Network(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Network::~Network() = default;
+
+absl::StatusOr<std::unique_ptr<Network>> Network::Create(const Graph& graph,
+                                                         const NetworkOptions& options) {
+  if (options.batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", options.batch));
+  }
+  auto impl = std::make_unique<Impl>(graph, options);
+  try {
+    RETURN_IF_ERROR(impl->Compile());
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(graph.source, ": oneDNN error: ", e.what()));
+  }
+  return std::unique_ptr<Network>(new Network(std::move(impl)));
+}
+
+const std::vector<ValueInfo>& Network::inputs() const { return impl_->inputs_; }
+const std::vector<ValueInfo>& Network::outputs() const { return impl_->outputs_; }
+const Graph& Network::graph() const { return impl_->graph_; }
+
+absl::Status Network::Run(const std::map<std::string, const Tensor*>& inputs,
+                          std::map<std::string, Tensor>* outputs) {
+  return impl_->Run(inputs, outputs);
+}
+
+absl::Status Network::RunSingle(const float* input, float* output) {
+  return impl_->RunSingle(input, output);
+}
+
+}  // namespace bitsweep::engine

@@ -1,0 +1,72 @@
+// Network: a Graph compiled into oneDNN primitives for fixed input shapes, ready to run batches.
+//
+// Compilation resolves every shape, creates each primitive descriptor once, reorders constant
+// weights once into the layouts oneDNN prefers, and lets activations flow between primitives in
+// blocked layouts; reorders happen only where an operator needs plain row-major data (Flatten,
+// Reshape, Softmax, Gemm) and at the graph's outputs. oneDNN errors are converted to Status here,
+// at one boundary, naming the node being compiled or run.
+//
+//   NetworkOptions opts;
+//   opts.batch = 256;
+//   ASSIGN_OR_RETURN(std::unique_ptr<Network> net, Network::Create(graph, opts));
+//   std::map<std::string, Tensor> outputs;
+//   RETURN_IF_ERROR(net->Run({{"input", &batch}}, &outputs));
+//
+// A Network is not thread-safe: one caller runs it at a time (oneDNN parallelizes inside).
+#ifndef BITSWEEP_WORKER_ENGINE_NETWORK_H_
+#define BITSWEEP_WORKER_ENGINE_NETWORK_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/graph.h"
+#include "worker/engine/tensor.h"
+
+namespace bitsweep::engine {
+
+struct NetworkOptions {
+  // The first dimension of every runtime input (its batch), unless `input_shapes` names it.
+  int64_t batch = 1;
+  // Full shapes for runtime inputs; overrides `batch` for the inputs it names.
+  std::map<std::string, Shape> input_shapes;
+  // OpenMP threads for oneDNN; 0 keeps the process default.
+  int threads = 0;
+  // Inference rewrites (graph_passes.h); tests turn them off to compare.
+  bool fold_batch_norm = true;
+  bool fuse_activations = true;
+};
+
+class Network {
+ public:
+  static absl::StatusOr<std::unique_ptr<Network>> Create(const Graph& graph,
+                                                         const NetworkOptions& options);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // Runtime inputs and graph outputs with their resolved shapes.
+  const std::vector<ValueInfo>& inputs() const;
+  const std::vector<ValueInfo>& outputs() const;
+  // The graph as compiled (after the inference rewrites).
+  const Graph& graph() const;
+
+  // Runs one batch. `inputs` holds a float tensor of the compiled shape for every runtime input.
+  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
+                   std::map<std::string, Tensor>* outputs);
+
+  // Fast path for one input and one output (evaluation): copies `input` (inputs()[0] shape) in,
+  // runs, and copies the first output to `output` (outputs()[0] shape).
+  absl::Status RunSingle(const float* input, float* output);
+
+ private:
+  class Impl;
+  explicit Network(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bitsweep::engine
+
+#endif  // BITSWEEP_WORKER_ENGINE_NETWORK_H_
