@@ -1,0 +1,82 @@
+// fp32 evaluation throughput over Fashion-MNIST's 10,000 test images: the denominator of every
+// later overhead ratio (quantized / fp32).
+//
+//   build/bench/eval_throughput_bench [--benchmark_filter=lenet5]
+//
+// Each iteration evaluates the whole test split with Evaluate() (compilation included in the
+// wall time, excluded from the images_per_s counter, which is what `bitsweep eval` reports).
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "worker/engine/dataset.h"
+#include "worker/engine/evaluate.h"
+#include "worker/engine/onnx_import.h"
+#include "worker/engine/zoo/zoo.h"
+
+namespace bitsweep::engine {
+namespace {
+
+const Dataset& TestSplit() {
+  static const Dataset* data = [] {
+    absl::StatusOr<Dataset> d = LoadDataset(
+        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/t10k"), {{0.2860f}, {0.3530f}, 0});
+    if (!d.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(d.status().message()).c_str());
+      std::exit(1);
+    }
+    return new Dataset(*std::move(d));
+  }();
+  return *data;
+}
+
+const Graph& ZooGraph(const std::string& arch) {
+  static std::map<std::string, Graph>* graphs = new std::map<std::string, Graph>;
+  auto it = graphs->find(arch);
+  if (it == graphs->end()) {
+    absl::StatusOr<onnx::ModelProto> model = zoo::BuildArchitecture(arch, {});
+    absl::StatusOr<Graph> graph =
+        model.ok() ? ImportOnnxModel(*model, {}, arch) : absl::StatusOr<Graph>(model.status());
+    if (!graph.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(graph.status().message()).c_str());
+      std::exit(1);
+    }
+    it = graphs->emplace(arch, *std::move(graph)).first;
+  }
+  return it->second;
+}
+
+void BM_EvalFp32(benchmark::State& state, const std::string& arch) {
+  const Graph& graph = ZooGraph(arch);
+  const Dataset& data = TestSplit();
+  EvalOptions options;
+  options.batch = state.range(0);
+  options.threads = 2;
+  double images = 0, seconds = 0;
+  for (auto _ : state) {
+    absl::StatusOr<EvalResult> r = Evaluate(graph, data, options);
+    if (!r.ok()) {
+      state.SkipWithError(std::string(r.status().message()).c_str());
+      return;
+    }
+    images += r->samples;
+    seconds += r->seconds;
+    state.SetIterationTime(r->seconds);
+  }
+  state.counters["images_per_s"] = images / seconds;
+}
+
+BENCHMARK_CAPTURE(BM_EvalFp32, lenet5, std::string("lenet5"))
+    ->Arg(64)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalFp32, squeezenet_mini, std::string("squeezenet-mini"))
+    ->Arg(64)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalFp32, resnet_mini, std::string("resnet-mini"))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalFp32, alexnet_mini, std::string("alexnet-mini"))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+
+}  // namespace
+}  // namespace bitsweep::engine
+
+BENCHMARK_MAIN();
