@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/engine/onnx_import.h"
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/tensor.h"
 #include "worker/engine/tensor_proto.h"
@@ -165,7 +166,7 @@ class OnnxNodeTest : public ::testing::TestWithParam<Case> {};
 TEST_P(OnnxNodeTest, MatchesExpectedOutputs) {
   const fs::path dir = CaseDir(GetParam());
   ASSERT_TRUE(fs::is_directory(dir)) << dir << " is missing (package libonnx-testdata)";
-  absl::StatusOr<onnx::ModelProto> model = engine::LoadModelProto((dir / "model.onnx").string());
+  absl::StatusOr<onnx::ModelProto> model = engine::ReadOnnxModel((dir / "model.onnx").string());
   ASSERT_TRUE(model.ok()) << model.status();
 
   // input_k.pb feeds the k-th graph input that has no initializer.

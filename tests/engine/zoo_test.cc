@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "worker/engine/onnx_import.h"
 #include "onnx/checker.h"
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/tensor.h"
@@ -174,12 +175,12 @@ TEST(OnnxBuilderTest, SaveAndLoadRoundTrip) {
   const std::string path =
       (std::filesystem::path(::testing::TempDir()) / "zoo_test_lenet5.onnx").string();
   ASSERT_TRUE(SaveModel(*model, path).ok());
-  absl::StatusOr<onnx::ModelProto> loaded = LoadModelProto(path);
+  absl::StatusOr<onnx::ModelProto> loaded = ReadOnnxModel(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->SerializeAsString(), model->SerializeAsString());
   std::filesystem::remove(path);
 
-  absl::StatusOr<onnx::ModelProto> missing = LoadModelProto("/nonexistent/dir/m.onnx");
+  absl::StatusOr<onnx::ModelProto> missing = ReadOnnxModel("/nonexistent/dir/m.onnx");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/nonexistent/dir/m.onnx"), std::string::npos);
   EXPECT_FALSE(SaveModel(*model, "/nonexistent/dir/m.onnx").ok());

@@ -5,7 +5,7 @@
 // nodes in file order (ONNX requires topological order) and returns every graph output by name.
 // It is slow (direct convolution); use small batches.
 //
-//   ASSIGN_OR_RETURN(onnx::ModelProto model, engine::LoadModelProto("model.onnx"));
+//   ASSIGN_OR_RETURN(onnx::ModelProto model, engine::ReadOnnxModel("model.onnx"));
 //   ASSIGN_OR_RETURN(auto outputs, reference::RunReference(model, {{"input", x}}));
 //   const engine::Tensor& logits = outputs.at("logits");
 //

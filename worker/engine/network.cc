@@ -121,6 +121,14 @@ class Network::Impl {
   Value View(const Value& v, Shape shape);
   memory ConstantMemory(const Dims& dims, const float* data);
   memory ReorderNow(const memory& src, const memory::desc& dst_desc);
+  // Adds a primitive reading x and writing a new value (pd.dst_desc()) named by n.outputs[0].
+  template <typename Primitive>
+  void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x,
+                     Shape out_shape, const Node& n) {
+    memory dst(pd.dst_desc(), engine_);
+    AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, dst}}, &n);
+    values_[n.outputs[0]] = Value{std::move(out_shape), dst};
+  }
   void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
     steps_.push_back(Step{std::move(p), std::move(args), n ? n->name : std::string()});
   }
@@ -312,10 +320,7 @@ absl::Status Network::Impl::CompilePool(const Node& n) {
       dnnl::prop_kind::forward_inference, alg, x.mem.get_desc(), AnyDesc(DnnlDims(out_shape)),
       Dims(n.strides.begin(), n.strides.end()), Dims(n.kernel.begin(), n.kernel.end()), dilations,
       pb, pe);
-  dnnl::pooling_v2_forward::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  AddStep(dnnl::pooling_v2_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
-  values_[n.outputs[0]] = Value{out_shape, dst};
+  AddSrcDstStep<dnnl::pooling_v2_forward>({desc, engine_}, x.mem, out_shape, n);
   return absl::OkStatus();
 }
 
@@ -341,10 +346,7 @@ absl::Status Network::Impl::CompileEltwise(const Node& n) {
   auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
                                    x.mem.get_desc(), alpha, beta);
-  dnnl::eltwise_forward::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  AddStep(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
-  values_[n.outputs[0]] = Value{x.shape, dst};
+  AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem, x.shape, n);
   return absl::OkStatus();
 }
 
@@ -477,10 +479,7 @@ absl::Status Network::Impl::CompileLrn(const Node& n) {
   dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
                                dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
                                n.alpha, n.beta, n.bias);
-  dnnl::lrn_forward::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  AddStep(dnnl::lrn_forward(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, dst}}, &n);
-  values_[n.outputs[0]] = Value{x.shape, dst};
+  AddSrcDstStep<dnnl::lrn_forward>({desc, engine_}, x.mem, x.shape, n);
   return absl::OkStatus();
 }
 

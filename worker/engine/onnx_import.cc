@@ -475,6 +475,9 @@ absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not an ONNX model (protobuf "
                                                    "parse failed)"));
   }
+  if (!model.has_graph()) {
+    return absl::InvalidArgumentError(absl::StrCat("ONNX model '", path, "' has no graph"));
+  }
   return model;
 }
 

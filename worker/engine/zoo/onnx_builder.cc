@@ -143,20 +143,4 @@ absl::Status SaveModel(const onnx::ModelProto& model, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<onnx::ModelProto> LoadModelProto(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ONNX model '", path, "'"));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ONNX model '", path, "'"));
-  onnx::ModelProto model;
-  if (!model.ParseFromString(bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", path, "' is not a serialized ONNX ModelProto"));
-  }
-  if (!model.has_graph()) {
-    return absl::InvalidArgumentError(absl::StrCat("ONNX model '", path, "' has no graph"));
-  }
-  return model;
-}
-
 }  // namespace bitsweep::engine

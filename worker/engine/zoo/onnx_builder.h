@@ -84,8 +84,7 @@ class OnnxGraphBuilder {
 
 // Serializes `model` to `path` (binary protobuf). Errors name the path.
 absl::Status SaveModel(const onnx::ModelProto& model, const std::string& path);
-// Parses a binary ONNX model file. NotFound if unreadable, InvalidArgument if not a ModelProto.
-absl::StatusOr<onnx::ModelProto> LoadModelProto(const std::string& path);
+// (Reading a model file is ReadOnnxModel in worker/engine/onnx_import.h.)
 
 }  // namespace bitsweep::engine
 
