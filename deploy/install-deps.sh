@@ -15,7 +15,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  zlib1g-dev
+  zlib1g-dev nlohmann-json3-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
 )
 

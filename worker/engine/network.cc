@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "worker/engine/dnnl_util.h"
 #include "worker/engine/graph_passes.h"
 
 namespace bitsweep::engine {
@@ -16,61 +17,6 @@ namespace {
 
 using dnnl::memory;
 using Dims = memory::dims;
-
-// oneDNN has no rank-0 tensors: a scalar is a one-element vector inside the engine.
-Dims DnnlDims(const Shape& shape) { return shape.empty() ? Dims{1} : Dims(shape.begin(), shape.end()); }
-
-memory::desc PlainDesc(const Dims& dims) {
-  Dims strides(dims.size(), 1);
-  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
-  return memory::desc(dims, memory::data_type::f32, strides);
-}
-
-memory::desc AnyDesc(const Dims& dims) {
-  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
-}
-
-int64_t Product(const Shape& s, size_t begin, size_t end) {
-  int64_t p = 1;
-  for (size_t i = begin; i < end; ++i) p *= s[i];
-  return p;
-}
-
-absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, const Node& n) {
-  if (axis < -rank || axis >= rank) {
-    return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): axis ",
-                                                   axis, " is out of range for rank ", rank));
-  }
-  return axis < 0 ? axis + rank : axis;
-}
-
-dnnl::algorithm PostOpAlgorithm(OpKind op) {
-  switch (op) {
-    case OpKind::kRelu:
-    case OpKind::kLeakyRelu: return dnnl::algorithm::eltwise_relu;
-    case OpKind::kClip: return dnnl::algorithm::eltwise_clip;
-    case OpKind::kSigmoid: return dnnl::algorithm::eltwise_logistic;
-    default: return dnnl::algorithm::undef;
-  }
-}
-
-// (alpha, beta) of the oneDNN eltwise for an activation node or post-op.
-std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta) {
-  if (op == OpKind::kRelu || op == OpKind::kSigmoid) return {0.0f, 0.0f};
-  if (op == OpKind::kLeakyRelu) return {alpha, 0.0f};
-  return {alpha, beta};  // Clip: [min, max]
-}
-
-dnnl::primitive_attr PostOpAttr(const Node& n) {
-  dnnl::post_ops ops;
-  for (const PostOp& p : n.post_ops) {
-    auto [alpha, beta] = EltwiseParams(p.op, p.alpha, p.beta);
-    ops.append_eltwise(1.0f, PostOpAlgorithm(p.op), alpha, beta);
-  }
-  dnnl::primitive_attr attr;
-  attr.set_post_ops(ops);
-  return attr;
-}
 
 }  // namespace
 
@@ -132,12 +78,6 @@ class Network::Impl {
   void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
     steps_.push_back(Step{std::move(p), std::move(args), n ? n->name : std::string()});
   }
-  absl::Status Error(const Node& n, const std::string& what) const {
-    return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): ", what));
-  }
-  // Resolves pads (auto_pad, ceil_mode) and output spatial dims for Conv and pooling.
-  absl::Status ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode, Dims* pads_begin,
-                             Dims* pads_end, Shape* out_spatial) const;
 
   NetworkOptions options_;
   dnnl::engine engine_;
@@ -153,9 +93,9 @@ absl::StatusOr<Network::Impl::Value> Network::Impl::Get(const std::string& name,
   auto it = values_.find(name);
   if (it != values_.end()) return it->second;
   auto c = graph_.constants.find(name);
-  if (c == graph_.constants.end()) return Error(n, absl::StrCat("input '", name, "' is undefined"));
+  if (c == graph_.constants.end()) return NodeError(n, absl::StrCat("input '", name, "' is undefined"));
   if (c->second.dtype() != DataType::kFloat) {
-    return Error(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
+    return NodeError(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
   }
   Value v{c->second.shape(), ConstantMemory(DnnlDims(c->second.shape()), c->second.floats().data())};
   values_[name] = v;
@@ -193,58 +133,12 @@ Network::Impl::Value Network::Impl::View(const Value& v, Shape shape) {
   return out;
 }
 
-absl::Status Network::Impl::ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode,
-                                          Dims* pads_begin, Dims* pads_end,
-                                          Shape* out_spatial) const {
-  const size_t spatial = n.kernel.size();
-  if (in_shape.size() != spatial + 2) {
-    return Error(n, absl::StrCat("input of shape ", ShapeToString(in_shape), " does not have ",
-                                 spatial, " spatial dimensions"));
-  }
-  pads_begin->assign(spatial, 0);
-  pads_end->assign(spatial, 0);
-  out_spatial->assign(spatial, 0);
-  for (size_t i = 0; i < spatial; ++i) {
-    const int64_t in = in_shape[i + 2];
-    const int64_t s = n.strides[i];
-    const int64_t dk = (n.kernel[i] - 1) * n.dilations[i] + 1;
-    int64_t pb = 0, pe = 0, out = 0;
-    if (n.auto_pad == "SAME_UPPER" || n.auto_pad == "SAME_LOWER") {
-      out = (in + s - 1) / s;
-      const int64_t total = std::max<int64_t>(0, (out - 1) * s + dk - in);
-      const int64_t small = total / 2;
-      pb = n.auto_pad == "SAME_UPPER" ? small : total - small;
-      pe = total - pb;
-    } else {
-      if (n.auto_pad == "NOTSET") {
-        pb = n.pads_begin[i];
-        pe = n.pads_end[i];
-      }
-      const int64_t span = in + pb + pe - dk;
-      if (span < 0) {
-        return Error(n, absl::StrCat("window ", dk, " is larger than the padded input ", in + pb + pe,
-                                     " in spatial dimension ", i));
-      }
-      out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-      // The last window must start inside the input or its leading pad (Caffe/PyTorch rule).
-      if (ceil_mode && (out - 1) * s >= in + pb) --out;
-      // oneDNN has no ceil mode: extend the trailing pad so that the last window fits.
-      pe = std::max(pe, (out - 1) * s + dk - in - pb);
-    }
-    if (out < 1) return Error(n, absl::StrCat("output spatial dimension ", i, " would be empty"));
-    (*pads_begin)[i] = pb;
-    (*pads_end)[i] = pe;
-    (*out_spatial)[i] = out;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Network::Impl::CompileConv(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
   const Tensor& w = graph_.constants.at(n.inputs[1]);
   const Shape& ws = w.shape();
   if (x.shape.size() != ws.size() || x.shape[1] != ws[1] * n.group) {
-    return Error(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
+    return NodeError(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
                                  ShapeToString(ws), " with group ", n.group));
   }
   Dims pb, pe;
@@ -267,7 +161,7 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
       AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
       strides, dilations, pb, pe);
-  dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n), engine_);
+  dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
 
   memory src = x.mem;
   if (src.get_desc() != pd.src_desc()) {
@@ -282,7 +176,7 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
   if (has_bias) {
     const Tensor& b = graph_.constants.at(n.inputs[2]);
     if (b.num_elements() != ws[0]) {
-      return Error(n, absl::StrCat("bias has ", b.num_elements(), " values for ", ws[0],
+      return NodeError(n, absl::StrCat("bias has ", b.num_elements(), " values for ", ws[0],
                                    " output channels"));
     }
     args[DNNL_ARG_BIAS] = ConstantMemory({ws[0]}, b.floats().data());
@@ -326,7 +220,7 @@ absl::Status Network::Impl::CompilePool(const Node& n) {
 
 absl::Status Network::Impl::CompileGlobalAveragePool(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  if (x.shape.size() < 3) return Error(n, "input needs at least one spatial dimension");
+  if (x.shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
   Node window = n;
   const size_t spatial = x.shape.size() - 2;
   window.kernel.assign(x.shape.begin() + 2, x.shape.end());
@@ -363,7 +257,7 @@ absl::Status Network::Impl::CompileBinary(const Node& n) {
   const Shape as = aligned(a.shape), bs = aligned(b.shape);
   for (size_t i = 0; i < rank; ++i) {
     if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
-      return Error(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ",
+      return NodeError(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ",
                                    ShapeToString(b.shape), " do not broadcast"));
     }
     out[i] = std::max(as[i], bs[i]);
@@ -408,7 +302,7 @@ absl::Status Network::Impl::CompileConcat(const Node& n) {
     parts.push_back(v);
   }
   const int64_t rank = static_cast<int64_t>(parts[0].shape.size());
-  if (rank == 0) return Error(n, "cannot concatenate scalars");
+  if (rank == 0) return NodeError(n, "cannot concatenate scalars");
   ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
   Shape out = parts[0].shape;
   out[axis] = 0;
@@ -418,7 +312,7 @@ absl::Status Network::Impl::CompileConcat(const Node& n) {
     const Shape& s = parts[i].shape;
     for (int64_t d = 0; d < rank; ++d) {
       if (static_cast<int64_t>(s.size()) != rank || (d != axis && s[d] != parts[0].shape[d])) {
-        return Error(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
+        return NodeError(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
                                      " does not match ", ShapeToString(parts[0].shape),
                                      " outside axis ", axis));
       }
@@ -437,13 +331,13 @@ absl::Status Network::Impl::CompileConcat(const Node& n) {
 
 absl::Status Network::Impl::CompileBatchNorm(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  if (x.shape.size() < 2) return Error(n, "input needs a channel dimension");
+  if (x.shape.size() < 2) return NodeError(n, "input needs a channel dimension");
   const int64_t c = x.shape[1];
   std::vector<memory> params;
   for (int i = 1; i < 5; ++i) {
     const Tensor& t = graph_.constants.at(n.inputs[i]);
     if (t.num_elements() != c || t.dtype() != DataType::kFloat) {
-      return Error(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
+      return NodeError(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
     }
     params.push_back(ConstantMemory({c}, t.floats().data()));
   }
@@ -475,7 +369,7 @@ absl::Status Network::Impl::CompileBatchNorm(const Node& n) {
 
 absl::Status Network::Impl::CompileLrn(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  if (x.shape.size() < 3) return Error(n, "input needs rank >= 3 (N, C, spatial...)");
+  if (x.shape.size() < 3) return NodeError(n, "input needs rank >= 3 (N, C, spatial...)");
   dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
                                dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
                                n.alpha, n.beta, n.bias);
@@ -486,7 +380,7 @@ absl::Status Network::Impl::CompileLrn(const Node& n) {
 absl::Status Network::Impl::CompileSoftmax(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
-  if (rank == 0) return Error(n, "input must have rank >= 1");
+  if (rank == 0) return NodeError(n, "input must have rank >= 1");
   ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
   Value in = Plain(n.inputs[0], x);
   if (n.softmax_coerce_2d) {
@@ -504,16 +398,16 @@ absl::Status Network::Impl::CompileSoftmax(const Node& n) {
 
 absl::Status Network::Impl::CompileGemm(const Node& n) {
   ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
-  if (a.shape.size() != 2) return Error(n, absl::StrCat("A must be 2-D, got ", ShapeToString(a.shape)));
+  if (a.shape.size() != 2) return NodeError(n, absl::StrCat("A must be 2-D, got ", ShapeToString(a.shape)));
   a = Plain(n.inputs[0], a);
   const int64_t m = n.trans_a ? a.shape[1] : a.shape[0];
   const int64_t k = n.trans_a ? a.shape[0] : a.shape[1];
   const Tensor& b = graph_.constants.at(n.inputs[1]);
-  if (b.shape().size() != 2) return Error(n, "B must be 2-D");
+  if (b.shape().size() != 2) return NodeError(n, "B must be 2-D");
   const int64_t bk = n.trans_b ? b.shape()[1] : b.shape()[0];
   const int64_t nn = n.trans_b ? b.shape()[0] : b.shape()[1];
   if (bk != k) {
-    return Error(n, absl::StrCat("A ", ShapeToString(a.shape), " and B ", ShapeToString(b.shape()),
+    return NodeError(n, absl::StrCat("A ", ShapeToString(a.shape), " and B ", ShapeToString(b.shape()),
                                  " disagree on K (transA=", n.trans_a, ", transB=", n.trans_b, ")"));
   }
   // Constant operands are prepared once: B transposed to [K, N] and scaled by alpha, C broadcast
@@ -531,10 +425,10 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   if (n.inputs.size() > 2 && !n.inputs[2].empty() && n.beta != 0.0f) {
     const Tensor& c = graph_.constants.at(n.inputs[2]);
     Shape cs = c.shape();
-    if (cs.size() > 2) return Error(n, "C must have rank <= 2");
+    if (cs.size() > 2) return NodeError(n, "C must have rank <= 2");
     while (cs.size() < 2) cs.insert(cs.begin(), 1);
     if ((cs[0] != 1 && cs[0] != m) || (cs[1] != 1 && cs[1] != nn)) {
-      return Error(n, absl::StrCat("C ", ShapeToString(c.shape()), " does not broadcast to [", m,
+      return NodeError(n, absl::StrCat("C ", ShapeToString(c.shape()), " does not broadcast to [", m,
                                    ",", nn, "]"));
     }
     const int64_t rows = cs[0] == 1 ? 1 : m;
@@ -547,7 +441,7 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
     bias_desc = PlainDesc({rows, nn});
   }
   dnnl::matmul::desc desc(src_desc, AnyDesc({k, nn}), bias_desc, PlainDesc({m, nn}));
-  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n), engine_);
+  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
   memory src = a.mem;
   if (n.trans_a) src = memory(src_desc, engine_, a.mem.get_data_handle());
   memory weights = ReorderNow(ConstantMemory({k, nn}, b_kn.data()), pd.weights_desc());
@@ -563,7 +457,7 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
 absl::Status Network::Impl::CompileMatMul(const Node& n) {
   ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
   ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
-  if (a.shape.empty() || b.shape.empty()) return Error(n, "operands must have rank >= 1");
+  if (a.shape.empty() || b.shape.empty()) return NodeError(n, "operands must have rank >= 1");
   Shape as = a.shape, bs = b.shape;
   const bool a_vector = as.size() == 1, b_vector = bs.size() == 1;
   if (a_vector) as.insert(as.begin(), 1);
@@ -572,13 +466,13 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   while (as.size() < rank) as.insert(as.begin(), 1);
   while (bs.size() < rank) bs.insert(bs.begin(), 1);
   if (as[rank - 1] != bs[rank - 2]) {
-    return Error(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ", ShapeToString(b.shape),
+    return NodeError(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ", ShapeToString(b.shape),
                                  " disagree on K"));
   }
   Shape out(rank);
   for (size_t i = 0; i + 2 < rank; ++i) {
     if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
-      return Error(n, absl::StrCat("batch dimensions of ", ShapeToString(a.shape), " and ",
+      return NodeError(n, absl::StrCat("batch dimensions of ", ShapeToString(a.shape), " and ",
                                    ShapeToString(b.shape), " do not broadcast"));
     }
     out[i] = std::max(as[i], bs[i]);
@@ -590,7 +484,7 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   if (!b_constant) b = View(Plain(n.inputs[1], b), bs);
   dnnl::matmul::desc desc(a.mem.get_desc(), b_constant ? AnyDesc(DnnlDims(bs)) : b.mem.get_desc(),
                           PlainDesc(DnnlDims(out)));
-  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n), engine_);
+  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
   memory weights = b_constant ? ReorderNow(View(b, bs).mem, pd.weights_desc()) : b.mem;
   Value result{out, memory(pd.dst_desc(), engine_)};
   AddStep(dnnl::matmul(pd),
@@ -613,7 +507,7 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       return absl::OkStatus();
     case OpKind::kFlatten: {
       if (n.axis < -rank || n.axis > rank) {
-        return Error(n, absl::StrCat("axis ", n.axis, " is out of range for rank ", rank));
+        return NodeError(n, absl::StrCat("axis ", n.axis, " is out of range for rank ", rank));
       }
       const int64_t axis = n.axis < 0 ? n.axis + rank : n.axis;
       out = {Product(in, 0, axis), Product(in, axis, rank)};
@@ -625,15 +519,15 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       for (size_t i = 0; i < n.target_shape.size(); ++i) {
         int64_t d = n.target_shape[i];
         if (d == 0 && !n.allowzero) {
-          if (static_cast<int64_t>(i) >= rank) return Error(n, "shape copies a missing dimension");
+          if (static_cast<int64_t>(i) >= rank) return NodeError(n, "shape copies a missing dimension");
           d = in[i];
         }
         if (d == -1) {
-          if (infer >= 0) return Error(n, "shape has more than one -1");
+          if (infer >= 0) return NodeError(n, "shape has more than one -1");
           infer = static_cast<int>(i);
           d = 1;
         } else if (d < 0) {
-          return Error(n, absl::StrCat("invalid dimension ", d, " in shape"));
+          return NodeError(n, absl::StrCat("invalid dimension ", d, " in shape"));
         } else {
           known *= d;
         }
@@ -641,7 +535,7 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       }
       if (infer >= 0) {
         if (known == 0 || NumElements(in) % known != 0) {
-          return Error(n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ",
+          return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ",
                                        ShapeToString(n.target_shape)));
         }
         out[infer] = NumElements(in) / known;
@@ -653,7 +547,7 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       for (int64_t a : n.axes) {
         ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, rank, n));
         if (in[axis] != 1) {
-          return Error(n, absl::StrCat("cannot squeeze axis ", a, " of size ", in[axis]));
+          return NodeError(n, absl::StrCat("cannot squeeze axis ", a, " of size ", in[axis]));
         }
         drop[axis] = true;
       }
@@ -667,7 +561,7 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       std::vector<bool> inserted(out_rank, false);
       for (int64_t a : n.axes) {
         ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, out_rank, n));
-        if (inserted[axis]) return Error(n, absl::StrCat("axis ", a, " is repeated"));
+        if (inserted[axis]) return NodeError(n, absl::StrCat("axis ", a, " is repeated"));
         inserted[axis] = true;
       }
       size_t next = 0;
@@ -675,10 +569,10 @@ absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
       break;
     }
     default:
-      return Error(n, "not a reshape");
+      return NodeError(n, "not a reshape");
   }
   if (NumElements(out) != NumElements(in)) {
-    return Error(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
+    return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
                                  " values) to ", ShapeToString(out)));
   }
   values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
@@ -709,7 +603,7 @@ absl::Status Network::Impl::CompileNode(const Node& n) {
     case OpKind::kUnsqueeze:
     case OpKind::kIdentity: return CompileReshapeLike(n);
   }
-  return Error(n, "unknown operator kind");
+  return NodeError(n, "unknown operator kind");
 }
 
 absl::Status Network::Impl::Compile() {

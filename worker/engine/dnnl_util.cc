@@ -1,0 +1,119 @@
+#include "worker/engine/dnnl_util.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace bitsweep::engine {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+Dims DnnlDims(const Shape& shape) {
+  return shape.empty() ? Dims{1} : Dims(shape.begin(), shape.end());
+}
+
+memory::desc PlainDesc(const Dims& dims) {
+  Dims strides(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) {
+    strides[i] = strides[i + 1] * dims[i + 1];
+  }
+  return memory::desc(dims, memory::data_type::f32, strides);
+}
+
+memory::desc AnyDesc(const Dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+}
+
+int64_t Product(const Shape& s, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) p *= s[i];
+  return p;
+}
+
+absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, const Node& n) {
+  if (axis < -rank || axis >= rank) {
+    return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): axis ",
+                                                   axis, " is out of range for rank ", rank));
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+absl::Status NodeError(const Node& n, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("node '", n.name, "' (", n.onnx_op, "): ", what));
+}
+
+dnnl::algorithm PostOpAlgorithm(OpKind op) {
+  switch (op) {
+    case OpKind::kRelu:
+    case OpKind::kLeakyRelu: return dnnl::algorithm::eltwise_relu;
+    case OpKind::kClip: return dnnl::algorithm::eltwise_clip;
+    case OpKind::kSigmoid: return dnnl::algorithm::eltwise_logistic;
+    default: return dnnl::algorithm::undef;
+  }
+}
+
+std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta) {
+  if (op == OpKind::kRelu || op == OpKind::kSigmoid) return {0.0f, 0.0f};
+  if (op == OpKind::kLeakyRelu) return {alpha, 0.0f};
+  return {alpha, beta};  // Clip: [min, max]
+}
+
+dnnl::primitive_attr PostOpAttr(const std::vector<PostOp>& post_ops) {
+  dnnl::post_ops ops;
+  for (const PostOp& p : post_ops) {
+    auto [alpha, beta] = EltwiseParams(p.op, p.alpha, p.beta);
+    ops.append_eltwise(1.0f, PostOpAlgorithm(p.op), alpha, beta);
+  }
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+
+absl::Status ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode, Dims* pads_begin,
+                           Dims* pads_end, Shape* out_spatial) {
+  const size_t spatial = n.kernel.size();
+  if (in_shape.size() != spatial + 2) {
+    return NodeError(n, absl::StrCat("input of shape ", ShapeToString(in_shape), " does not have ",
+                                 spatial, " spatial dimensions"));
+  }
+  pads_begin->assign(spatial, 0);
+  pads_end->assign(spatial, 0);
+  out_spatial->assign(spatial, 0);
+  for (size_t i = 0; i < spatial; ++i) {
+    const int64_t in = in_shape[i + 2];
+    const int64_t s = n.strides[i];
+    const int64_t dk = (n.kernel[i] - 1) * n.dilations[i] + 1;
+    int64_t pb = 0, pe = 0, out = 0;
+    if (n.auto_pad == "SAME_UPPER" || n.auto_pad == "SAME_LOWER") {
+      out = (in + s - 1) / s;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * s + dk - in);
+      const int64_t small = total / 2;
+      pb = n.auto_pad == "SAME_UPPER" ? small : total - small;
+      pe = total - pb;
+    } else {
+      if (n.auto_pad == "NOTSET") {
+        pb = n.pads_begin[i];
+        pe = n.pads_end[i];
+      }
+      const int64_t span = in + pb + pe - dk;
+      if (span < 0) {
+        return NodeError(n, absl::StrCat("window ", dk, " is larger than the padded input ", in + pb + pe,
+                                     " in spatial dimension ", i));
+      }
+      out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+      // The last window must start inside the input or its leading pad (Caffe/PyTorch rule).
+      if (ceil_mode && (out - 1) * s >= in + pb) --out;
+      // oneDNN has no ceil mode: extend the trailing pad so that the last window fits.
+      pe = std::max(pe, (out - 1) * s + dk - in - pb);
+    }
+    if (out < 1) return NodeError(n, absl::StrCat("output spatial dimension ", i, " would be empty"));
+    (*pads_begin)[i] = pb;
+    (*pads_end)[i] = pe;
+    (*out_spatial)[i] = out;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bitsweep::engine

@@ -1,0 +1,68 @@
+// Size, BOPs and energy of one inference under a quantization plan, from a hardware profile
+// (../shared/DESIGN.md, "Size and energy model").
+//
+//   ASSIGN_OR_RETURN(HardwareProfile hw, LoadHardwareProfile("my_process.json"));  // or Default
+//   CostReport r = EstimateCost(network->layers(), formats, hw);
+//   printf("%.1f pJ, %lld weight bits\n", r.total.energy_pj, r.total.weight_bits);
+//
+// Per layer: MACs x (E_mult(b_w, b_a) + E_add(b_acc)) + weight bits x E_weight_bit + activation
+// bits x E_activation_bit, with b_acc = min(32, b_w + b_a + ceil(log2 fan_in)) for integer-like
+// formats and the profile's scaling rules for the rest. BOPs = sum MACs * b_w * b_a.
+#ifndef BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
+#define BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/layer_info.h"
+#include "worker/engine/quant/format.h"
+
+namespace bitsweep::engine::quant {
+
+// Energy constants (pJ) and scaling rules; defaults: Horowitz, ISSCC 2014, 45 nm.
+struct HardwareProfile {
+  std::string name = "horowitz-isscc2014-45nm";
+  double int8_add_pj = 0.03, int32_add_pj = 0.1;    // adders scale linearly in width between
+  double int8_mult_pj = 0.2, int32_mult_pj = 3.1;   // integer multipliers scale with b_w * b_a
+  double fp16_add_pj = 0.4, fp32_add_pj = 0.9;
+  double fp16_mult_pj = 1.1, fp32_mult_pj = 3.7;
+  double sram_read_32bit_pj = 5.0;    // 8 KB SRAM
+  double dram_read_32bit_pj = 640.0;
+  std::string weight_memory = "dram";      // where weights are fetched from: dram | sram
+  std::string activation_memory = "sram";  // where activations are read and written: dram | sram
+};
+
+HardwareProfile DefaultHardwareProfile();
+// JSON file with any subset of the fields above (unknown keys are errors naming the key).
+absl::StatusOr<HardwareProfile> LoadHardwareProfile(const std::string& path);
+
+// The formats one layer uses.
+struct LayerFormats {
+  NumberFormat weights, inputs, outputs;
+};
+
+struct LayerCost {
+  std::string name;
+  int64_t macs = 0;
+  int64_t weight_bits = 0;      // weights at their format's width (+ biases at 32 bits)
+  int64_t activation_bits = 0;  // input read + output written, at their formats' widths
+  int64_t bops = 0;             // macs * b_w * b_a
+  double mult_pj = 0, add_pj = 0, weight_fetch_pj = 0, activation_pj = 0;
+  double energy_pj = 0;         // the sum of the four above
+};
+
+struct CostReport {
+  std::vector<LayerCost> layers;
+  LayerCost total;                     // sums (name "total")
+  int64_t peak_activation_bits = 0;    // max over layers of input + output bits
+  std::string profile_name;
+};
+
+// `formats` is parallel to `layers`.
+CostReport EstimateCost(const std::vector<LayerInfo>& layers,
+                        const std::vector<LayerFormats>& formats, const HardwareProfile& profile);
+
+}  // namespace bitsweep::engine::quant
+
+#endif  // BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
