@@ -13,6 +13,8 @@
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/onnx_import.h"
+#include "worker/engine/quant/config.h"
+#include "worker/engine/trial.h"
 #include "worker/engine/zoo/zoo.h"
 
 namespace bitsweep::engine {
@@ -67,6 +69,51 @@ void BM_EvalFp32(benchmark::State& state, const std::string& arch) {
   state.counters["images_per_s"] = images / seconds;
 }
 
+// Quantized emulation of `config` (calibrated on the first 1000 training images), same run as
+// the fp32 figures above so that ratios are meaningful.
+void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const std::string& config) {
+  const Graph& graph = ZooGraph(arch);
+  const Dataset& data = TestSplit();
+  static const Dataset* calibration = [] {
+    absl::StatusOr<Dataset> d = LoadDataset(
+        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/train"), {{0.2860f}, {0.3530f}, 1000});
+    if (!d.ok()) std::exit(1);
+    return new Dataset(*std::move(d));
+  }();
+  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(config);
+  if (!parsed.ok()) {
+    state.SkipWithError(std::string(parsed.status().message()).c_str());
+    return;
+  }
+  TrialInputs in;
+  in.graph = &graph;
+  in.eval = &data;
+  in.calibration = calibration;
+  in.config = &*parsed;
+  EvalOptions options;
+  options.batch = state.range(0);
+  options.threads = 2;
+  double images = 0, seconds = 0;
+  for (auto _ : state) {
+    absl::StatusOr<TrialResult> r = RunTrial(in, options);
+    if (!r.ok()) {
+      state.SkipWithError(std::string(r.status().message()).c_str());
+      return;
+    }
+    images += r->eval.samples;
+    seconds += r->eval.seconds;
+    state.SetIterationTime(r->eval.seconds);
+  }
+  state.counters["images_per_s"] = images / seconds;
+}
+
+constexpr char kFixed8[] =
+    R"({"default": {"weights": "fixed:8", "inputs": "fixed:8", "outputs": "fixed:8"}})";
+constexpr char kMinifloat43[] =
+    R"({"default": {"weights": "minifloat:4:3", "inputs": "minifloat:4:3", "outputs": "minifloat:4:3"}})";
+constexpr char kInt8[] =
+    R"({"default": {"weights": "int:8", "inputs": "int:8", "outputs": "int:8"}})";
+
 BENCHMARK_CAPTURE(BM_EvalFp32, lenet5, std::string("lenet5"))
     ->Arg(64)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_EvalFp32, squeezenet_mini, std::string("squeezenet-mini"))
@@ -74,6 +121,23 @@ BENCHMARK_CAPTURE(BM_EvalFp32, squeezenet_mini, std::string("squeezenet-mini"))
 BENCHMARK_CAPTURE(BM_EvalFp32, resnet_mini, std::string("resnet-mini"))
     ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_EvalFp32, alexnet_mini, std::string("alexnet-mini"))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+
+BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_fixed8, std::string("lenet5"), std::string(kFixed8))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_minifloat43, std::string("lenet5"),
+                  std::string(kMinifloat43))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_int8, std::string("lenet5"), std::string(kInt8))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_fixed8, std::string("squeezenet-mini"),
+                  std::string(kFixed8))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_minifloat43, std::string("squeezenet-mini"),
+                  std::string(kMinifloat43))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_int8, std::string("squeezenet-mini"),
+                  std::string(kInt8))
     ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace

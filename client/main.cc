@@ -18,7 +18,12 @@ constexpr char kUsage[] =
     "Commands:\n"
     "  eval  --model M.onnx --dataset idx:PREFIX [--mean 0.2860 --std 0.3530] [--limit N]\n"
     "        [--batch 256] [--threads 2] [--json]\n"
-    "        top-1, top-5, loss and images/s of a model on a dataset\n"
+    "        [--config C.json [--hardware-profile P.json] [--calibration-dataset REF]\n"
+    "         [--calibration-samples 1000]]\n"
+    "        top-1, top-5, loss and images/s of a model on a dataset; with --config, of its\n"
+    "        quantized emulation, plus size, BOPs, energy and the formats each layer used\n"
+    "  inspect --model M.onnx [--dataset REF [--limit N]] [--json]\n"
+    "        quantizable layers: class, shapes, MACs, parameters and, given data, ranges\n"
     "  run   --model M.onnx --input NAME=FILE.pb [--input ...] --output-dir DIR\n"
     "        one batch from ONNX TensorProto files; writes DIR/OUTPUT.pb per graph output\n"
     "  train --arch linear --dataset idx:PREFIX --out M.onnx [--mean ..] [--std ..] [--limit N]\n"
@@ -88,6 +93,8 @@ int main(int argc, char** argv) {
     status = bitsweep::cli::EvalCommand();
   } else if (command == "run") {
     status = bitsweep::cli::RunCommand(inputs);
+  } else if (command == "inspect") {
+    status = bitsweep::cli::InspectCommand();
   } else if (command == "train") {
     status = bitsweep::cli::TrainCommand();
   } else {

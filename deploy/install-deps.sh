@@ -17,6 +17,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   zlib1g-dev nlohmann-json3-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
+  time
 )
 
 missing=()

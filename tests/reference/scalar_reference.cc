@@ -965,7 +965,8 @@ absl::Status CheckInput(const onnx::ValueInfoProto& info, const Tensor& t) {
 }  // namespace
 
 absl::StatusOr<std::map<std::string, Tensor>> RunReference(
-    const onnx::ModelProto& model, const std::map<std::string, Tensor>& inputs) {
+    const onnx::ModelProto& model, const std::map<std::string, Tensor>& inputs,
+    const ValueHook& hook) {
   int64_t opset = -1;
   for (const onnx::OperatorSetIdProto& id : model.opset_import()) {
     if (id.domain().empty() || id.domain() == "ai.onnx") opset = std::max(opset, id.version());
@@ -986,6 +987,7 @@ absl::StatusOr<std::map<std::string, Tensor>> RunReference(
     if (given != inputs.end()) {
       RETURN_IF_ERROR(CheckInput(info, given->second));
       values[info.name()] = given->second;
+      if (hook) hook(info.name(), &values[info.name()]);
     } else if (values.count(info.name()) == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("graph input '", info.name(), "' is neither given nor initialized"));
@@ -1023,7 +1025,9 @@ absl::StatusOr<std::map<std::string, Tensor>> RunReference(
     }
     ASSIGN_OR_RETURN(Outputs outputs, fn(node));
     for (size_t o = 0; o < outputs.size() && o < static_cast<size_t>(proto.output_size()); ++o) {
-      if (!proto.output(o).empty()) values[proto.output(o)] = std::move(outputs[o]);
+      if (proto.output(o).empty()) continue;
+      values[proto.output(o)] = std::move(outputs[o]);
+      if (hook) hook(proto.output(o), &values[proto.output(o)]);
     }
   }
 

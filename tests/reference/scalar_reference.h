@@ -28,6 +28,7 @@
 #ifndef BITSWEEP_TESTS_REFERENCE_SCALAR_REFERENCE_H_
 #define BITSWEEP_TESTS_REFERENCE_SCALAR_REFERENCE_H_
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -37,8 +38,13 @@
 
 namespace bitsweep::reference {
 
+// Called on every graph input as it is bound and on every node output as it is produced; it may
+// change the value in place (tests use it to emulate quantization independently of the engine).
+using ValueHook = std::function<void(const std::string& value, engine::Tensor* tensor)>;
+
 absl::StatusOr<std::map<std::string, engine::Tensor>> RunReference(
-    const onnx::ModelProto& model, const std::map<std::string, engine::Tensor>& inputs);
+    const onnx::ModelProto& model, const std::map<std::string, engine::Tensor>& inputs,
+    const ValueHook& hook = nullptr);
 
 }  // namespace bitsweep::reference
 

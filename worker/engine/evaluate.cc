@@ -47,6 +47,7 @@ absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
   NetworkOptions net_options;
   net_options.batch = batch;
   net_options.threads = options.threads;
+  net_options.quant = options.quant;
   Shape input_shape = dataset.images.shape();
   input_shape[0] = batch;
   net_options.input_shapes[graph.inputs[0].name] = input_shape;
@@ -98,6 +99,8 @@ absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
   result.loss = loss / result.samples;
   result.seconds = seconds;
   result.images_per_second = seconds > 0 ? result.samples / seconds : 0;
+  result.layers = net->layers();
+  result.weight_quantizers = net->weight_quantizers();
   return result;
 }
 

@@ -14,12 +14,15 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
+#include "worker/engine/layer_info.h"
+#include "worker/engine/quant/plan.h"
 
 namespace bitsweep::engine {
 
 struct EvalOptions {
   int64_t batch = 256;
   int threads = 0;  // 0: OpenMP default
+  const quant::QuantPlan* quant = nullptr;  // emulate this quantization (not owned)
 };
 
 struct EvalResult {
@@ -29,6 +32,8 @@ struct EvalResult {
   int64_t samples = 0;
   double seconds = 0;  // inference time only (compilation excluded)
   double images_per_second = 0;
+  std::vector<LayerInfo> layers;                             // the quantizable layers
+  std::map<std::string, quant::Quantizer> weight_quantizers;  // as chosen from the weights
 };
 
 // Top-k hits and cross-entropy of one row of class scores; shared with tests and training.

@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,16 @@ namespace {
 
 using dnnl::memory;
 using Dims = memory::dims;
+
+// [r, c] -> [c, r].
+Tensor Transposed2D(const Tensor& t) {
+  const int64_t rows = t.shape()[0], cols = t.shape()[1];
+  Tensor out = Tensor::Float({cols, rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out.floats()[j * rows + i] = t.floats()[i * cols + j];
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -34,15 +46,22 @@ class Network::Impl {
   Graph graph_;
   std::vector<ValueInfo> inputs_;
   std::vector<ValueInfo> outputs_;
+  std::vector<LayerInfo> layers_;
+  std::map<std::string, quant::Quantizer> weight_quantizers_;
 
  private:
   struct Value {
     Shape shape;  // logical ONNX shape (may be rank 0)
     memory mem;   // dims are DnnlDims(shape); layout may be blocked
+    // The quantizer whose grid the values lie on, if any: a layer input already on its
+    // quantizer's grid is not quantized again.
+    std::optional<quant::Quantizer> grid;
   };
+  // A oneDNN primitive with its arguments, or a host function (quantization, observation).
   struct Step {
     dnnl::primitive primitive;
     std::unordered_map<int, memory> args;
+    std::function<void()> host;
     std::string node;  // for error messages; empty for graph-edge reorders
   };
 
@@ -61,6 +80,19 @@ class Network::Impl {
   absl::Status CompileReshapeLike(const Node& n);
 
   absl::StatusOr<Value> Get(const std::string& name, const Node& n);
+  absl::Status ExecuteSteps();
+
+  // Quantization and observation around quantizable layers.
+  const quant::LayerQuantPlan* PlanFor(const Node& n) const;
+  // The layer's data input, quantized (on a copy) when the plan asks for it.
+  absl::StatusOr<Value> LayerInput(const Node& n, const std::string& name);
+  // `weights` quantized in place per the plan; `channels` is the size of dimension 0.
+  void QuantizeWeights(const Node& n, Tensor* weights, int64_t channels);
+  // Post-ops of the layer: its fused activations, then the output quantizer when it can be fused.
+  dnnl::primitive_attr LayerAttr(const Node& n, bool* output_quantizer_fused) const;
+  // Registers the layer's output value: host quantization when not fused, grid, observer, info.
+  void FinishLayer(const Node& n, Value out, bool output_quantizer_fused, LayerInfo info);
+  void Observe(const Node& n, bool is_output, const std::string& name, const Value& v);
   // The value's data in plain row-major layout, reordering once if needed.
   Value Plain(const std::string& name, const Value& v);
   // A plain view of `v` with other dims (same element count); `v` must be plain.
@@ -68,15 +100,20 @@ class Network::Impl {
   memory ConstantMemory(const Dims& dims, const float* data);
   memory ReorderNow(const memory& src, const memory::desc& dst_desc);
   // Adds a primitive reading x and writing a new value (pd.dst_desc()) named by n.outputs[0].
+  // `grid`: the quantization grid the output stays on (max pooling and Relu keep their input's).
   template <typename Primitive>
   void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x,
-                     Shape out_shape, const Node& n) {
+                     Shape out_shape, const Node& n,
+                     std::optional<quant::Quantizer> grid = std::nullopt) {
     memory dst(pd.dst_desc(), engine_);
     AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, dst}}, &n);
-    values_[n.outputs[0]] = Value{std::move(out_shape), dst};
+    values_[n.outputs[0]] = Value{std::move(out_shape), dst, std::move(grid)};
   }
   void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
-    steps_.push_back(Step{std::move(p), std::move(args), n ? n->name : std::string()});
+    steps_.push_back(Step{std::move(p), std::move(args), nullptr, n ? n->name : std::string()});
+  }
+  void AddHostStep(std::function<void()> f, const Node& n) {
+    steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
   }
 
   NetworkOptions options_;
@@ -121,21 +158,117 @@ Network::Impl::Value Network::Impl::Plain(const std::string& name, const Value& 
   if (v.mem.get_desc() == plain) return v;
   auto it = plain_cache_.find(name);
   if (it != plain_cache_.end()) return it->second;
-  Value out{v.shape, memory(plain, engine_)};
+  Value out{v.shape, memory(plain, engine_), v.grid};
   AddStep(dnnl::reorder(v.mem, out.mem), {{DNNL_ARG_FROM, v.mem}, {DNNL_ARG_TO, out.mem}}, nullptr);
   plain_cache_[name] = out;
   return out;
 }
 
 Network::Impl::Value Network::Impl::View(const Value& v, Shape shape) {
-  Value out{std::move(shape), {}};
+  Value out{std::move(shape), {}, v.grid};
   out.mem = memory(PlainDesc(DnnlDims(out.shape)), engine_, v.mem.get_data_handle());
   return out;
 }
 
+const quant::LayerQuantPlan* Network::Impl::PlanFor(const Node& n) const {
+  if (options_.quant == nullptr) return nullptr;
+  auto it = options_.quant->find(n.name);
+  return it == options_.quant->end() ? nullptr : &it->second;
+}
+
+void Network::Impl::Observe(const Node& n, bool is_output, const std::string& name,
+                            const Value& v) {
+  if (!options_.observer) return;
+  const Value plain = Plain(name, v);
+  const float* data = static_cast<const float*>(plain.mem.get_data_handle());
+  const int64_t count = NumElements(plain.shape);
+  AddHostStep([observer = options_.observer, layer = n.name, is_output, data, count] {
+    observer(layer, is_output, data, count);
+  }, n);
+}
+
+absl::StatusOr<Network::Impl::Value> Network::Impl::LayerInput(const Node& n,
+                                                               const std::string& name) {
+  ASSIGN_OR_RETURN(Value x, Get(name, n));
+  Observe(n, /*is_output=*/false, name, x);
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  if (plan == nullptr || plan->inputs.format.kind == quant::FormatKind::kFp32) return x;
+  if (x.grid && quant::SameGrid(*x.grid, plan->inputs)) return x;
+  // Quantize a copy: other readers of `name` keep their own values (Ristretto quantized a shared
+  // blob in place for every consumer).
+  Value copy{x.shape, memory(x.mem.get_desc(), engine_), plan->inputs};
+  const float* from = static_cast<const float*>(x.mem.get_data_handle());
+  float* to = static_cast<float*>(copy.mem.get_data_handle());
+  const int64_t count = static_cast<int64_t>(x.mem.get_desc().get_size() / sizeof(float));
+  AddHostStep([q = plan->inputs, from, to, count] {
+    std::memcpy(to, from, count * sizeof(float));
+    quant::QuantizeInPlace(q, to, count);
+  }, n);
+  return copy;
+}
+
+void Network::Impl::QuantizeWeights(const Node& n, Tensor* weights, int64_t channels) {
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  if (plan == nullptr || plan->weights.kind == quant::FormatKind::kFp32) return;
+  float* data = weights->floats().data();
+  const int64_t count = weights->num_elements();
+  quant::Quantizer q =
+      quant::MakeWeightQuantizer(plan->weights, plan->rounding, plan->seed, data, count, channels);
+  quant::QuantizeInPlace(q, data, count);
+  weight_quantizers_[n.name] = std::move(q);
+}
+
+dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quantizer_fused) const {
+  *output_quantizer_fused = false;
+  dnnl::primitive_attr attr = PostOpAttr(n.post_ops);
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  if (plan == nullptr) return attr;
+  const quant::Quantizer& q = plan->outputs;
+  const bool is_fixed =
+      q.format.kind == quant::FormatKind::kFixed || q.format.kind == quant::FormatKind::kUfixed;
+  if (!is_fixed || q.rounding != quant::Rounding::kNearestEven) return attr;
+  // linear(2^FL) -> round (half to even) -> clip -> pow(2^-FL, 1). A second eltwise_linear in
+  // the chain would reuse the first one's alpha in oneDNN 2.6.3 (DESIGN.md), hence pow.
+  const int b = q.format.bits;
+  const bool is_signed = q.format.kind == quant::FormatKind::kFixed;
+  const float lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
+  const float hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
+  dnnl::post_ops ops = attr.get_post_ops();
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits),
+                     0.0f);
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, lo, hi);
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits),
+                     1.0f);
+  attr.set_post_ops(ops);
+  *output_quantizer_fused = true;
+  return attr;
+}
+
+void Network::Impl::FinishLayer(const Node& n, Value out, bool output_quantizer_fused,
+                                LayerInfo info) {
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  if (plan != nullptr && plan->outputs.format.kind != quant::FormatKind::kFp32) {
+    if (!output_quantizer_fused) {
+      float* data = static_cast<float*>(out.mem.get_data_handle());
+      const int64_t count = static_cast<int64_t>(out.mem.get_desc().get_size() / sizeof(float));
+      AddHostStep([q = plan->outputs, data, count] { quant::QuantizeInPlace(q, data, count); }, n);
+    }
+    out.grid = plan->outputs;
+  }
+  info.name = n.name;
+  for (const PostOp& p : n.post_ops) {
+    info.output_non_negative |= p.op == OpKind::kRelu || p.op == OpKind::kSigmoid ||
+                                (p.op == OpKind::kClip && p.alpha >= 0.0f);
+  }
+  layers_.push_back(std::move(info));
+  values_[n.outputs[0]] = out;
+  Observe(n, /*is_output=*/true, n.outputs[0], out);
+}
+
 absl::Status Network::Impl::CompileConv(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  const Tensor& w = graph_.constants.at(n.inputs[1]);
+  ASSIGN_OR_RETURN(Value x, LayerInput(n, n.inputs[0]));
+  Tensor w = graph_.constants.at(n.inputs[1]);
   const Shape& ws = w.shape();
   if (x.shape.size() != ws.size() || x.shape[1] != ws[1] * n.group) {
     return NodeError(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
@@ -161,7 +294,9 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
       AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
       strides, dilations, pb, pe);
-  dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
+  bool output_fused = false;
+  dnnl::convolution_forward::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
+  QuantizeWeights(n, &w, ws[0]);
 
   memory src = x.mem;
   if (src.get_desc() != pd.src_desc()) {
@@ -182,7 +317,18 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
     args[DNNL_ARG_BIAS] = ConstantMemory({ws[0]}, b.floats().data());
   }
   AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
-  values_[n.outputs[0]] = Value{out_shape, dst};
+  LayerInfo info;
+  info.layer_class = LayerClass::kConv;
+  info.weight_shape = ws;
+  info.input_shape = x.shape;
+  info.input_shape[0] = 1;
+  info.output_shape = out_shape;
+  info.output_shape[0] = 1;
+  info.fan_in = Product(ws, 1, ws.size());
+  info.macs = Product(out_shape, 1, out_shape.size()) * info.fan_in;
+  info.weight_count = w.num_elements();
+  info.bias_count = has_bias ? ws[0] : 0;
+  FinishLayer(n, Value{out_shape, dst}, output_fused, std::move(info));
   return absl::OkStatus();
 }
 
@@ -214,7 +360,9 @@ absl::Status Network::Impl::CompilePool(const Node& n) {
       dnnl::prop_kind::forward_inference, alg, x.mem.get_desc(), AnyDesc(DnnlDims(out_shape)),
       Dims(n.strides.begin(), n.strides.end()), Dims(n.kernel.begin(), n.kernel.end()), dilations,
       pb, pe);
-  AddSrcDstStep<dnnl::pooling_v2_forward>({desc, engine_}, x.mem, out_shape, n);
+  AddSrcDstStep<dnnl::pooling_v2_forward>(
+      {desc, engine_}, x.mem, out_shape, n,
+      n.op == OpKind::kMaxPool ? x.grid : std::nullopt);
   return absl::OkStatus();
 }
 
@@ -240,7 +388,9 @@ absl::Status Network::Impl::CompileEltwise(const Node& n) {
   auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
                                    x.mem.get_desc(), alpha, beta);
-  AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem, x.shape, n);
+  const bool keeps_grid = n.op == OpKind::kRelu;  // max(x, 0): 0 is on every grid
+  AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem, x.shape, n,
+                                       keeps_grid ? x.grid : std::nullopt);
   return absl::OkStatus();
 }
 
@@ -325,7 +475,11 @@ absl::Status Network::Impl::CompileConcat(const Node& n) {
   memory dst(pd.dst_desc(), engine_);
   args[DNNL_ARG_DST] = dst;
   AddStep(dnnl::concat(pd), std::move(args), &n);
-  values_[n.outputs[0]] = Value{out, dst};
+  std::optional<quant::Quantizer> grid = parts[0].grid;
+  for (const Value& part : parts) {
+    if (!grid || !part.grid || !quant::SameGrid(*grid, *part.grid)) grid.reset();
+  }
+  values_[n.outputs[0]] = Value{out, dst, grid};
   return absl::OkStatus();
 }
 
@@ -397,26 +551,28 @@ absl::Status Network::Impl::CompileSoftmax(const Node& n) {
 }
 
 absl::Status Network::Impl::CompileGemm(const Node& n) {
-  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value a, LayerInput(n, n.inputs[0]));
   if (a.shape.size() != 2) return NodeError(n, absl::StrCat("A must be 2-D, got ", ShapeToString(a.shape)));
   a = Plain(n.inputs[0], a);
   const int64_t m = n.trans_a ? a.shape[1] : a.shape[0];
   const int64_t k = n.trans_a ? a.shape[0] : a.shape[1];
-  const Tensor& b = graph_.constants.at(n.inputs[1]);
-  if (b.shape().size() != 2) return NodeError(n, "B must be 2-D");
-  const int64_t bk = n.trans_b ? b.shape()[1] : b.shape()[0];
-  const int64_t nn = n.trans_b ? b.shape()[0] : b.shape()[1];
+  const Tensor& b_given = graph_.constants.at(n.inputs[1]);
+  if (b_given.shape().size() != 2) return NodeError(n, "B must be 2-D");
+  const Tensor b = n.trans_b ? b_given : Transposed2D(b_given);
+  const int64_t bk = b.shape()[1];
+  const int64_t nn = b.shape()[0];
   if (bk != k) {
     return NodeError(n, absl::StrCat("A ", ShapeToString(a.shape), " and B ", ShapeToString(b.shape()),
                                  " disagree on K (transA=", n.trans_a, ", transB=", n.trans_b, ")"));
   }
-  // Constant operands are prepared once: B transposed to [K, N] and scaled by alpha, C broadcast
-  // to [1, N] or [M, N] and scaled by beta.
+  // Constant operands are prepared once: B (held as [N, K], output channels first, so per-channel
+  // weight quantization sees rows) quantized, transposed to [K, N] and scaled by alpha; C
+  // broadcast to [1, N] or [M, N] and scaled by beta.
+  Tensor b_nk = b;
+  QuantizeWeights(n, &b_nk, nn);
   std::vector<float> b_kn(k * nn);
   for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j < nn; ++j) {
-      b_kn[i * nn + j] = n.alpha * (n.trans_b ? b.floats()[j * k + i] : b.floats()[i * nn + j]);
-    }
+    for (int64_t j = 0; j < nn; ++j) b_kn[i * nn + j] = n.alpha * b_nk.floats()[j * k + i];
   }
   const memory::desc src_desc(Dims{m, k}, memory::data_type::f32,
                               n.trans_a ? Dims{1, m} : Dims{k, 1});
@@ -441,7 +597,8 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
     bias_desc = PlainDesc({rows, nn});
   }
   dnnl::matmul::desc desc(src_desc, AnyDesc({k, nn}), bias_desc, PlainDesc({m, nn}));
-  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
+  bool output_fused = false;
+  dnnl::matmul::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
   memory src = a.mem;
   if (n.trans_a) src = memory(src_desc, engine_, a.mem.get_data_handle());
   memory weights = ReorderNow(ConstantMemory({k, nn}, b_kn.data()), pd.weights_desc());
@@ -450,12 +607,21 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
   if (!bias.empty()) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc.dims(), bias.data());
   AddStep(dnnl::matmul(pd), std::move(args), &n);
-  values_[n.outputs[0]] = Value{{m, nn}, dst};
+  LayerInfo info;
+  info.layer_class = LayerClass::kFc;
+  info.weight_shape = b_given.shape();
+  info.input_shape = n.trans_a ? Shape{k, 1} : Shape{1, k};
+  info.output_shape = {1, nn};
+  info.fan_in = k;
+  info.macs = k * nn;
+  info.weight_count = k * nn;
+  info.bias_count = bias.empty() ? 0 : nn;
+  FinishLayer(n, Value{{m, nn}, dst}, output_fused, std::move(info));
   return absl::OkStatus();
 }
 
 absl::Status Network::Impl::CompileMatMul(const Node& n) {
-  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value a, LayerInput(n, n.inputs[0]));
   ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
   if (a.shape.empty() || b.shape.empty()) return NodeError(n, "operands must have rank >= 1");
   Shape as = a.shape, bs = b.shape;
@@ -481,18 +647,50 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   out[rank - 1] = bs[rank - 1];
   a = View(Plain(n.inputs[0], a), as);
   const bool b_constant = graph_.IsConstant(n.inputs[1]);
-  if (!b_constant) b = View(Plain(n.inputs[1], b), bs);
-  dnnl::matmul::desc desc(a.mem.get_desc(), b_constant ? AnyDesc(DnnlDims(bs)) : b.mem.get_desc(),
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  const bool quantize_weights = plan != nullptr && plan->weights.kind != quant::FormatKind::kFp32;
+  memory b_mem;
+  if (b_constant) {
+    // Weights: per-channel quantization wants output channels (B's columns) as rows.
+    Tensor bt = graph_.constants.at(n.inputs[1]);
+    if (quantize_weights) {
+      if (plan->weights.per_channel && bt.shape().size() != 2) {
+        return NodeError(n, "per-channel weights need a 2-D constant B");
+      }
+      const bool columns = bt.shape().size() == 2;
+      Tensor rows = columns ? Transposed2D(bt) : bt;
+      QuantizeWeights(n, &rows, columns ? rows.shape()[0] : 1);
+      bt = columns ? Transposed2D(rows) : rows;
+    }
+    b_mem = ConstantMemory(DnnlDims(bs), bt.floats().data());
+  } else {
+    if (quantize_weights) return NodeError(n, "weight quantization needs a constant B operand");
+    b = View(Plain(n.inputs[1], b), bs);
+    b_mem = b.mem;
+  }
+  dnnl::matmul::desc desc(a.mem.get_desc(), b_constant ? AnyDesc(DnnlDims(bs)) : b_mem.get_desc(),
                           PlainDesc(DnnlDims(out)));
-  dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
-  memory weights = b_constant ? ReorderNow(View(b, bs).mem, pd.weights_desc()) : b.mem;
+  bool output_fused = false;
+  dnnl::matmul::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
+  memory weights = b_constant ? ReorderNow(b_mem, pd.weights_desc()) : b_mem;
   Value result{out, memory(pd.dst_desc(), engine_)};
   AddStep(dnnl::matmul(pd),
           {{DNNL_ARG_SRC, a.mem}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, result.mem}}, &n);
   Shape logical = out;
   if (b_vector) logical.erase(logical.end() - 1);
   if (a_vector) logical.erase(logical.end() - (b_vector ? 1 : 2));
-  values_[n.outputs[0]] = View(result, logical);
+  LayerInfo info;
+  info.layer_class = LayerClass::kFc;
+  info.weight_shape = b.shape;
+  info.input_shape = a.shape;
+  info.output_shape = logical;
+  if (!info.input_shape.empty() && !a_vector) info.input_shape[0] = 1;
+  if (!info.output_shape.empty() && !a_vector) info.output_shape[0] = 1;
+  const int64_t k = as[rank - 1];
+  info.fan_in = k;
+  info.macs = NumElements(out) / (a_vector ? 1 : std::max<int64_t>(out[0], 1)) * k;
+  info.weight_count = NumElements(bs);
+  FinishLayer(n, View(result, logical), output_fused, std::move(info));
   return absl::OkStatus();
 }
 
@@ -655,21 +853,31 @@ absl::Status Network::Impl::Compile() {
   return absl::OkStatus();
 }
 
-absl::Status Network::Impl::RunSingle(const float* input, float* output) {
-  if (input_mems_.size() != 1 || output_mems_.empty()) {
-    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
-  }
-  if (options_.threads > 0) omp_set_num_threads(options_.threads);
-  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
+absl::Status Network::Impl::ExecuteSteps() {
   for (Step& step : steps_) {
     try {
-      step.primitive.execute(stream_, step.args);
+      if (step.host) {
+        stream_.wait();  // host steps read what the primitives before them wrote
+        step.host();
+      } else {
+        step.primitive.execute(stream_, step.args);
+      }
     } catch (const dnnl::error& e) {
       return absl::InternalError(absl::StrCat(
           "node '", step.node.empty() ? "output reorder" : step.node, "' failed: ", e.what()));
     }
   }
   stream_.wait();
+  return absl::OkStatus();
+}
+
+absl::Status Network::Impl::RunSingle(const float* input, float* output) {
+  if (input_mems_.size() != 1 || output_mems_.empty()) {
+    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
+  }
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
+  RETURN_IF_ERROR(ExecuteSteps());
   std::memcpy(output, output_mems_[0].get_data_handle(), output_mems_[0].get_desc().get_size());
   return absl::OkStatus();
 }
@@ -690,15 +898,7 @@ absl::Status Network::Impl::Run(const std::map<std::string, const Tensor*>& inpu
     }
     std::memcpy(input_mems_[i].get_data_handle(), t.floats().data(), t.floats().size() * 4);
   }
-  for (Step& step : steps_) {
-    try {
-      step.primitive.execute(stream_, step.args);
-    } catch (const dnnl::error& e) {
-      return absl::InternalError(absl::StrCat(
-          "node '", step.node.empty() ? "output reorder" : step.node, "' failed: ", e.what()));
-    }
-  }
-  stream_.wait();
+  RETURN_IF_ERROR(ExecuteSteps());
   outputs->clear();
   for (size_t i = 0; i < outputs_.size(); ++i) {
     Tensor t = Tensor::Float(outputs_[i].shape);
@@ -728,6 +928,10 @@ absl::StatusOr<std::unique_ptr<Network>> Network::Create(const Graph& graph,
 const std::vector<ValueInfo>& Network::inputs() const { return impl_->inputs_; }
 const std::vector<ValueInfo>& Network::outputs() const { return impl_->outputs_; }
 const Graph& Network::graph() const { return impl_->graph_; }
+const std::vector<LayerInfo>& Network::layers() const { return impl_->layers_; }
+const std::map<std::string, quant::Quantizer>& Network::weight_quantizers() const {
+  return impl_->weight_quantizers_;
+}
 
 absl::Status Network::Run(const std::map<std::string, const Tensor*>& inputs,
                           std::map<std::string, Tensor>* outputs) {

@@ -16,6 +16,7 @@
 #ifndef BITSWEEP_WORKER_ENGINE_NETWORK_H_
 #define BITSWEEP_WORKER_ENGINE_NETWORK_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,9 +24,17 @@
 
 #include "absl/status/statusor.h"
 #include "worker/engine/graph.h"
+#include "worker/engine/layer_info.h"
+#include "worker/engine/quant/format.h"
+#include "worker/engine/quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine {
+
+// Sees a quantizable layer's input (is_output false) or output (after its fused activations) as
+// plain row-major data for the whole batch, during Run. Calibration uses it.
+using ActivationObserver = std::function<void(const std::string& layer, bool is_output,
+                                              const float* data, int64_t count)>;
 
 struct NetworkOptions {
   // The first dimension of every runtime input (its batch), unless `input_shapes` names it.
@@ -37,6 +46,13 @@ struct NetworkOptions {
   // Inference rewrites (graph_passes.h); tests turn them off to compare.
   bool fold_batch_norm = true;
   bool fuse_activations = true;
+  // Quantization emulation (not owned; must outlive Create). Layers it does not name stay fp32.
+  // Weights are quantized once here; fixed-point outputs with nearest-even rounding run as
+  // oneDNN post-ops of the producing primitive, other formats as a vectorized pass after it; a
+  // layer input is quantized (into its own copy: other readers keep their values) unless it is
+  // already on the right grid.
+  const quant::QuantPlan* quant = nullptr;
+  ActivationObserver observer;
 };
 
 class Network {
@@ -52,6 +68,10 @@ class Network {
   const std::vector<ValueInfo>& outputs() const;
   // The graph as compiled (after the inference rewrites).
   const Graph& graph() const;
+  // The quantizable layers (Conv, Gemm, MatMul) in execution order, per single inference.
+  const std::vector<LayerInfo>& layers() const;
+  // The weight quantizer each quantized layer ended up with (FL, e_max, scales chosen).
+  const std::map<std::string, quant::Quantizer>& weight_quantizers() const;
 
   // Runs one batch. `inputs` holds a float tensor of the compiled shape for every runtime input.
   absl::Status Run(const std::map<std::string, const Tensor*>& inputs,

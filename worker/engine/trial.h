@@ -1,0 +1,57 @@
+// A trial: one quantization config evaluated end to end on a model -- resolve each layer's formats,
+// calibrate activation ranges, build the plan, emulate inference on the evaluation split, and
+// price the result with the cost model. What `bitsweep eval --config` prints and what a worker
+// reports for each trial.
+//
+//   TrialInputs in{.graph = &graph, .eval = &test, .calibration = &calib, .config = &config};
+//   ASSIGN_OR_RETURN(TrialResult r, RunTrial(in, {.batch = 256, .threads = 2}));
+//   printf("top1 %.4f, %.1f pJ\n", r.eval.top1, r.cost.total.energy_pj);
+#ifndef BITSWEEP_WORKER_ENGINE_TRIAL_H_
+#define BITSWEEP_WORKER_ENGINE_TRIAL_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/dataset.h"
+#include "worker/engine/evaluate.h"
+#include "worker/engine/graph.h"
+#include "worker/engine/quant/config.h"
+#include "worker/engine/quant/cost_model.h"
+#include "worker/engine/quant/plan.h"
+
+namespace bitsweep::engine {
+
+struct TrialInputs {
+  const Graph* graph = nullptr;
+  const Dataset* eval = nullptr;
+  // Needed when any activation is quantized; may be null otherwise.
+  const Dataset* calibration = nullptr;
+  const quant::QuantConfig* config = nullptr;
+  quant::HardwareProfile profile = quant::DefaultHardwareProfile();
+  // Statistics from an earlier calibration of the same model and split (skips calibrating).
+  const std::map<std::string, quant::ActivationStats>* cached_stats = nullptr;
+};
+
+struct TrialResult {
+  EvalResult eval;
+  quant::CostReport cost;
+  std::vector<LayerInfo> layers;
+  std::vector<quant::LayerFormats> formats;        // parallel to layers
+  quant::QuantPlan plan;
+  std::map<std::string, quant::ActivationStats> stats;  // empty when nothing needed calibration
+};
+
+// The quantizable layers of a graph for a given sample shape (compiles an fp32 network, batch 1).
+absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
+
+absl::StatusOr<TrialResult> RunTrial(const TrialInputs& inputs, const EvalOptions& options);
+
+// The format a layer role ended up with, with its calibrated parameter:
+// "fixed:8 (FL=5)", "int:8:sym:tensor (scale=0.0123)", "pow2:4 (e_max=-1)", "fp32".
+std::string DescribeQuantizer(const quant::Quantizer& q);
+
+}  // namespace bitsweep::engine
+
+#endif  // BITSWEEP_WORKER_ENGINE_TRIAL_H_
