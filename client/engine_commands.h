@@ -1,4 +1,4 @@
-// `bitsweep` subcommands that run the engine in-process: eval, run, inspect and train.
+// `bitsweep` subcommands that run the engine in-process: eval, run, inspect, train and finetune.
 //
 // Each takes the arguments left after flag parsing and returns a Status; main.cc prints errors
 // for people and chooses the exit code. Flags are absl flags defined in engine_commands.cc.
@@ -25,9 +25,16 @@ absl::Status RunCommand(const std::vector<std::string>& inputs);
 // Lists the quantizable layers: class, shapes, MACs, parameters and, given data, their ranges.
 absl::Status InspectCommand();
 
-// bitsweep train --arch linear --dataset REF --out M.onnx [--mean ..] [--std ..] [--limit N]
-// Fits a zoo baseline on a training split and writes it as ONNX.
+// bitsweep train --arch lenet5|squeezenet-mini|resnet-mini|alexnet-mini|linear --dataset REF
+//                --out M.onnx [--epochs 10] [--lr 0.01] [--train_batch 64] [...]
+// Trains a zoo baseline from scratch on the training split (linear: closed-form ridge), writes it
+// as ONNX and scores the written file on the evaluation split when there is one.
 absl::Status TrainCommand();
+
+// bitsweep finetune --model M.onnx --config C.json --dataset idx:DIR --steps N [--out F.onnx]
+// Quantized fine-tuning (fp32 shadow weights, straight-through estimator); reports the quantized
+// accuracy before and after and can write the fine-tuned shadow model.
+absl::Status FinetuneCommand();
 
 }  // namespace bitsweep::cli
 

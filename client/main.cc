@@ -26,8 +26,16 @@ constexpr char kUsage[] =
     "        quantizable layers: class, shapes, MACs, parameters and, given data, ranges\n"
     "  run   --model M.onnx --input NAME=FILE.pb [--input ...] --output-dir DIR\n"
     "        one batch from ONNX TensorProto files; writes DIR/OUTPUT.pb per graph output\n"
-    "  train --arch linear --dataset idx:PREFIX --out M.onnx [--mean ..] [--std ..] [--limit N]\n"
-    "        fits a baseline model on a training split (linear: closed-form ridge classifier)\n"
+    "  train --arch lenet5|squeezenet-mini|resnet-mini|alexnet-mini|linear --dataset idx:DIR\n"
+    "        --out M.onnx [--epochs 10] [--lr 0.01] [--train-batch 64] [--momentum 0.9]\n"
+    "        [--weight-decay 5e-4] [--lr-decay 1] [--seed 1] [--mean ..] [--std ..]\n"
+    "        trains a zoo model from scratch (linear: closed-form ridge) and scores it\n"
+    "  finetune --model M.onnx --config C.json --dataset idx:DIR --steps N [--lr 0.001]\n"
+    "        [--out F.onnx] [--json]\n"
+    "        quantized fine-tuning with fp32 shadow weights; accuracy before and after\n"
+    "\n"
+    "Datasets: idx:DIR (MNIST naming: DIR/train and DIR/t10k), idx:PREFIX (one split),\n"
+    "npy:IMAGES.npy,LABELS.npy; or --train-data REF --eval-data REF.\n"
     "\n"
     "Run 'bitsweep COMMAND --help' for the flags.\n";
 
@@ -97,6 +105,8 @@ int main(int argc, char** argv) {
     status = bitsweep::cli::InspectCommand();
   } else if (command == "train") {
     status = bitsweep::cli::TrainCommand();
+  } else if (command == "finetune") {
+    status = bitsweep::cli::FinetuneCommand();
   } else {
     std::fprintf(stderr, "bitsweep: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;

@@ -406,10 +406,10 @@ TEST(TrainForwardTest, EvalModeMatchesScalarReferenceForEveryArchitecture) {
     std::unique_ptr<TrainingNetwork> net = MakeNet(*model, 3, {1, 28, 28});
     ASSERT_NE(net, nullptr);
     ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
-    EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 1e-4);
+    EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 5e-4);
     if (arch == "lenet5") {  // no dropout, no BatchNorm: training mode computes the same
       ASSERT_TRUE(net->Forward(input.floats().data()).ok());
-      EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 1e-4);
+      EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 5e-4);
     }
   }
 }
@@ -430,7 +430,7 @@ TEST(TrainForwardTest, HandBuiltModelsMatchScalarReference) {
         MakeNet(c.model, c.shape[0], Shape(c.shape.begin() + 1, c.shape.end()));
     ASSERT_NE(net, nullptr);
     ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
-    EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 1e-4);
+    EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 5e-4);
   }
 }
 

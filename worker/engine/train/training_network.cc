@@ -51,6 +51,25 @@ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Channel-blocked layouts (16 and 8 channels) for dims [N, C, spatial...].
+std::vector<memory::desc> BlockedDescs(const Dims& dims) {
+  using tag = memory::format_tag;
+  std::vector<memory::desc> out;
+  if (dims.size() == 3) {
+    out = {memory::desc(dims, memory::data_type::f32, tag::nCw16c),
+           memory::desc(dims, memory::data_type::f32, tag::nCw8c)};
+  } else if (dims.size() == 4) {
+    out = {memory::desc(dims, memory::data_type::f32, tag::nChw16c),
+           memory::desc(dims, memory::data_type::f32, tag::nChw8c)};
+  } else if (dims.size() == 5) {
+    out = {memory::desc(dims, memory::data_type::f32, tag::nCdhw16c),
+           memory::desc(dims, memory::data_type::f32, tag::nCdhw8c)};
+  }
+  return out;
+}
+
+bool IsJit(const std::string& impl) { return impl.find("jit") != std::string::npos; }
+
 Shape Aligned(const Shape& s, size_t rank) {
   Shape r(rank - s.size(), 1);
   r.insert(r.end(), s.begin(), s.end());
@@ -227,6 +246,46 @@ void HookCopy(Impl& net, const std::function<void(const std::string&, float*, in
   hook(layer, Data(copy), static_cast<int64_t>(bytes / sizeof(float)));
 }
 
+// A primitive argument in the layout the primitive chose (oneDNN's blocked layouts are several
+// times faster for convolutions and pooling): the plain memory itself when the layouts agree,
+// else a second buffer and reorders between the two.
+struct Arranged {
+  memory plain, mem;
+  dnnl::reorder to_mem, to_plain;
+  bool reordered = false;
+
+  void Bind(Impl& net, const memory& p, const memory::desc& wanted);
+  // Uses `other`'s buffer (already filled by `other.In`).
+  void Share(const Arranged& other) {
+    plain = other.plain;
+    mem = other.mem;
+    reordered = false;
+  }
+  void In(Impl& net) const;
+  void Out(Impl& net) const;
+};
+
+void Arranged::Bind(Impl& net, const memory& p, const memory::desc& wanted) {
+  plain = p;
+  if (p.get_desc() == wanted) {
+    mem = p;
+    reordered = false;
+    return;
+  }
+  mem = memory(wanted, net.engine_);
+  to_mem = dnnl::reorder(plain, mem);
+  to_plain = dnnl::reorder(mem, plain);
+  reordered = true;
+}
+
+void Arranged::In(Impl& net) const {
+  if (reordered) net.Exec(to_mem, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, mem}});
+}
+
+void Arranged::Out(Impl& net) const {
+  if (reordered) net.Exec(to_plain, {{DNNL_ARG_FROM, mem}, {DNNL_ARG_TO, plain}});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conv: convolution forward_training, backward_data and backward_weights (with bias).
 
@@ -235,47 +294,77 @@ class ConvOp : public Op {
   using Op::Op;
   void Forward(Impl& net, const StepOptions& step) override {
     const FakeQuantHooks& q = net.options_.quant;
-    if (q.inputs) HookCopy(net, q.inputs, node, net.V(in[0]).mem, src_used);
+    if (q.inputs) HookCopy(net, q.inputs, node, net.V(in[0]).mem, src.plain);
     if (q.weights) HookCopy(net, q.weights, node, net.V(in[1]).mem, w_copy);
-    Args args = {{DNNL_ARG_SRC, src_used}, {DNNL_ARG_WEIGHTS, w_used},
-                 {DNNL_ARG_DST, net.V(out).mem}};
+    src.In(net);
+    weights.In(net);
+    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_WEIGHTS, weights.mem},
+                 {DNNL_ARG_DST, dst.mem}};
     if (has_bias) args[DNNL_ARG_BIAS] = net.V(in[2]).mem;
     net.Exec(fwd, args);
+    dst.Out(net);
   }
   void BuildBackward(Impl& net) override {
     const Dims x_dims = net.V(in[0]).mem.get_desc().dims();
     const Dims y_dims = net.V(out).mem.get_desc().dims();
     if (grads[0].needed()) {
       dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct,
-                                               PlainDesc(x_dims), PlainDesc(w_dims),
-                                               PlainDesc(y_dims), strides, dilations, pb, pe);
-      bwd_data = dnnl::convolution_backward_data({d, net.engine_, fwd_pd});
+                                               AnyDesc(x_dims), AnyDesc(w_dims), AnyDesc(y_dims),
+                                               strides, dilations, pb, pe);
+      dnnl::convolution_backward_data::primitive_desc pd(d, net.engine_, fwd_pd);
+      bwd_data = dnnl::convolution_backward_data(pd);
+      bd_diff_dst.Bind(net, net.V(out).diff, pd.diff_dst_desc());
+      if (pd.weights_desc() == weights.mem.get_desc()) {
+        bd_weights.Share(weights);
+      } else {
+        bd_weights.Bind(net, weights.plain, pd.weights_desc());
+      }
+      bd_diff_src.Bind(net, grads[0].mem, pd.diff_src_desc());
     }
     const bool bias_grad = has_bias && grads[2].needed();
     if (grads[1].needed() || bias_grad) {
-      diff_w = grads[1].needed() ? net.ViewOf(grads[1].mem, w_dims) : net.NewMem(w_dims);
+      const memory diff_w =
+          grads[1].needed() ? net.ViewOf(grads[1].mem, w_dims) : net.NewMem(w_dims);
       memory::desc bias_desc;
       if (has_bias) {
         bias_desc = PlainDesc({w_dims_oc});
         diff_b = bias_grad ? grads[2].mem : net.NewMem({w_dims_oc});
       }
       dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct,
-                                                  PlainDesc(x_dims), PlainDesc(w_dims), bias_desc,
-                                                  PlainDesc(y_dims), strides, dilations, pb, pe);
-      bwd_weights = dnnl::convolution_backward_weights({d, net.engine_, fwd_pd});
+                                                  AnyDesc(x_dims), AnyDesc(w_dims), bias_desc,
+                                                  AnyDesc(y_dims), strides, dilations, pb, pe);
+      dnnl::convolution_backward_weights::primitive_desc pd(d, net.engine_, fwd_pd);
+      bwd_weights = dnnl::convolution_backward_weights(pd);
+      if (pd.src_desc() == src.mem.get_desc()) {
+        bw_src.Share(src);
+      } else {
+        bw_src.Bind(net, src.plain, pd.src_desc());
+      }
+      if (bwd_data && pd.diff_dst_desc() == bd_diff_dst.mem.get_desc()) {
+        bw_diff_dst.Share(bd_diff_dst);
+      } else {
+        bw_diff_dst.Bind(net, net.V(out).diff, pd.diff_dst_desc());
+      }
+      bw_diff_w.Bind(net, diff_w, pd.diff_weights_desc());
     }
   }
   void Backward(Impl& net) override {
-    const memory& dy = net.V(out).diff;
     if (grads[0].needed()) {
-      net.Exec(bwd_data, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w_used},
-                          {DNNL_ARG_DIFF_SRC, grads[0].mem}});
+      bd_diff_dst.In(net);
+      bd_weights.In(net);
+      net.Exec(bwd_data, {{DNNL_ARG_DIFF_DST, bd_diff_dst.mem},
+                          {DNNL_ARG_WEIGHTS, bd_weights.mem},
+                          {DNNL_ARG_DIFF_SRC, bd_diff_src.mem}});
+      bd_diff_src.Out(net);
     }
     if (bwd_weights) {
-      Args args = {{DNNL_ARG_SRC, src_used}, {DNNL_ARG_DIFF_DST, dy},
-                   {DNNL_ARG_DIFF_WEIGHTS, diff_w}};
+      bw_src.In(net);
+      bw_diff_dst.In(net);
+      Args args = {{DNNL_ARG_SRC, bw_src.mem}, {DNNL_ARG_DIFF_DST, bw_diff_dst.mem},
+                   {DNNL_ARG_DIFF_WEIGHTS, bw_diff_w.mem}};
       if (has_bias) args[DNNL_ARG_DIFF_BIAS] = diff_b;
       net.Exec(bwd_weights, args);
+      bw_diff_w.Out(net);
     }
   }
 
@@ -284,12 +373,15 @@ class ConvOp : public Op {
   bool has_bias = false;
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
-  memory src_used;  // the input, or its hooked copy
-  memory w_used;    // grouped view of the weights or of their hooked copy
-  memory w_copy;    // hooked weights (ONNX dims)
+  Arranged src;      // plain: the input, or its hooked copy
+  Arranged weights;  // plain: grouped view of the weights or of their hooked copy
+  Arranged dst;      // plain: the output value
+  memory w_copy;     // hooked weights (ONNX dims)
   dnnl::convolution_backward_data bwd_data;
+  Arranged bd_diff_dst, bd_weights, bd_diff_src;
   dnnl::convolution_backward_weights bwd_weights;
-  memory diff_w, diff_b;
+  Arranged bw_src, bw_diff_dst, bw_diff_w;
+  memory diff_b;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -426,57 +518,69 @@ class PoolOp : public Op {
  public:
   using Op::Op;
   void Forward(Impl& net, const StepOptions& step) override {
-    Args args = {{DNNL_ARG_SRC, net.V(in[0]).mem}, {DNNL_ARG_DST, net.V(out).mem}};
+    src.In(net);
+    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}};
     if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
     net.Exec(fwd, args);
+    dst.Out(net);
   }
   void BuildBackward(Impl& net) override {
-    dnnl::pooling_v2_backward::desc d(alg, net.V(in[0]).mem.get_desc(),
-                                      net.V(out).mem.get_desc(), strides, kernel, dilations, pb,
-                                      pe);
-    bwd = dnnl::pooling_v2_backward({d, net.engine_, fwd_pd});
+    dnnl::pooling_v2_backward::desc d(alg, fwd_pd.src_desc(), fwd_pd.dst_desc(), strides, kernel,
+                                      dilations, pb, pe);
+    dnnl::pooling_v2_backward::primitive_desc pd(d, net.engine_, fwd_pd);
+    bwd = dnnl::pooling_v2_backward(pd);
+    diff_dst.Bind(net, net.V(out).diff, pd.diff_dst_desc());
+    diff_src.Bind(net, grads[0].mem, pd.diff_src_desc());
   }
   void Backward(Impl& net) override {
-    Args args = {{DNNL_ARG_DIFF_DST, net.V(out).diff}, {DNNL_ARG_DIFF_SRC, grads[0].mem}};
+    diff_dst.In(net);
+    Args args = {{DNNL_ARG_DIFF_DST, diff_dst.mem}, {DNNL_ARG_DIFF_SRC, diff_src.mem}};
     if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
     net.Exec(bwd, args);
+    diff_src.Out(net);
   }
 
   dnnl::algorithm alg = dnnl::algorithm::pooling_max;
   Dims strides, kernel, dilations, pb, pe;
   dnnl::pooling_v2_forward::primitive_desc fwd_pd;
   dnnl::pooling_v2_forward fwd;
+  Arranged src, dst;
   memory workspace;
   dnnl::pooling_v2_backward bwd;
+  Arranged diff_dst, diff_src;
 };
 
 class LrnOp : public Op {
  public:
   using Op::Op;
   void Forward(Impl& net, const StepOptions& step) override {
-    Args args = {{DNNL_ARG_SRC, net.V(in[0]).mem}, {DNNL_ARG_DST, net.V(out).mem}};
+    src.In(net);
+    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}};
     if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
     net.Exec(fwd, args);
+    dst.Out(net);
   }
   void BuildBackward(Impl& net) override {
-    const memory::desc d = net.V(in[0]).mem.get_desc();
-    dnnl::lrn_backward::desc bd(dnnl::algorithm::lrn_across_channels, d, d, size, alpha, beta,
-                                bias);
-    bwd = dnnl::lrn_backward({bd, net.engine_, fwd_pd});
+    diff_dst.Bind(net, net.V(out).diff, bwd_pd.diff_dst_desc());
+    diff_src.Bind(net, grads[0].mem, bwd_pd.diff_src_desc());
+    bwd = dnnl::lrn_backward(bwd_pd);
   }
   void Backward(Impl& net) override {
-    Args args = {{DNNL_ARG_SRC, net.V(in[0]).mem}, {DNNL_ARG_DIFF_DST, net.V(out).diff},
-                 {DNNL_ARG_DIFF_SRC, grads[0].mem}};
+    diff_dst.In(net);
+    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DIFF_DST, diff_dst.mem},
+                 {DNNL_ARG_DIFF_SRC, diff_src.mem}};
     if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
     net.Exec(bwd, args);
+    diff_src.Out(net);
   }
 
-  int64_t size = 0;
-  float alpha = 0, beta = 0, bias = 0;
   dnnl::lrn_forward::primitive_desc fwd_pd;
   dnnl::lrn_forward fwd;
+  Arranged src, dst;
   memory workspace;
+  dnnl::lrn_backward::primitive_desc bwd_pd;
   dnnl::lrn_backward bwd;
+  Arranged diff_dst, diff_src;
 };
 
 class BatchNormOp : public Op {
@@ -883,19 +987,19 @@ absl::Status Impl::CompileConv(const Node& n) {
   const memory::desc bias_desc = op->has_bias ? PlainDesc({ws[0]}) : memory::desc();
   dnnl::convolution_forward::desc d(
       dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      PlainDesc(DnnlDims(x_shape)), PlainDesc(op->w_dims), bias_desc,
-      PlainDesc(DnnlDims(out_shape)), op->strides, op->dilations, op->pb, op->pe);
+      AnyDesc(DnnlDims(x_shape)), AnyDesc(op->w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
+      op->strides, op->dilations, op->pb, op->pe);
   op->fwd_pd = dnnl::convolution_forward::primitive_desc(d, engine_);
   op->fwd = dnnl::convolution_forward(op->fwd_pd);
-  op->src_used = options_.quant.inputs ? NewMem(DnnlDims(x_shape)) : vals_[x_id].mem;
-  if (options_.quant.weights) {
-    op->w_copy = NewMem(DnnlDims(ws));
-    op->w_used = ViewOf(op->w_copy, op->w_dims);
-  } else {
-    op->w_used = ViewOf(vals_[w_id].mem, op->w_dims);
-  }
+  const memory src = options_.quant.inputs ? NewMem(DnnlDims(x_shape)) : vals_[x_id].mem;
+  op->src.Bind(*this, src, op->fwd_pd.src_desc());
+  if (options_.quant.weights) op->w_copy = NewMem(DnnlDims(ws));
+  op->weights.Bind(*this, ViewOf(options_.quant.weights ? op->w_copy : vals_[w_id].mem,
+                                 op->w_dims),
+                   op->fwd_pd.weights_desc());
   const int pre = AddVal(LayerOutputName(n), out_shape);
   op->out = pre;
+  op->dst.Bind(*this, vals_[pre].mem, op->fwd_pd.dst_desc());
   ops_.push_back(std::move(op));
   AddLayerTail(n, pre);
   return absl::OkStatus();
@@ -1037,16 +1141,35 @@ absl::Status Impl::CompilePool(const Node& n) {
   op->strides = Dims(n.strides.begin(), n.strides.end());
   op->kernel = Dims(n.kernel.begin(), n.kernel.end());
   for (int64_t d : n.dilations) op->dilations.push_back(d - 1);
-  dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_training, op->alg,
-                                   PlainDesc(DnnlDims(x_shape)), PlainDesc(DnnlDims(out_shape)),
-                                   op->strides, op->kernel, op->dilations, op->pb, op->pe);
-  op->fwd_pd = dnnl::pooling_v2_forward::primitive_desc(d, engine_);
+  // oneDNN pools plain nchw data with a slow generic kernel: use a channel-blocked layout that
+  // has a jit kernel on this CPU (with reorders around the primitive), else plain.
+  const Dims x_dims = DnnlDims(x_shape), y_dims = DnnlDims(out_shape);
+  auto make = [&](const memory::desc& src_desc, const memory::desc& dst_desc) {
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_training, op->alg, src_desc,
+                                     dst_desc, op->strides, op->kernel, op->dilations, op->pb,
+                                     op->pe);
+    return dnnl::pooling_v2_forward::primitive_desc(d, engine_);
+  };
+  op->fwd_pd = make(PlainDesc(x_dims), PlainDesc(y_dims));
+  for (const memory::desc& blocked : BlockedDescs(x_dims)) {
+    try {
+      auto pd = make(blocked, AnyDesc(y_dims));
+      if (IsJit(pd.impl_info_str())) {
+        op->fwd_pd = pd;
+        break;
+      }
+    } catch (const dnnl::error&) {
+      // no implementation for this layout: try the next one
+    }
+  }
   op->fwd = dnnl::pooling_v2_forward(op->fwd_pd);
   if (op->fwd_pd.workspace_desc().get_size() > 0) {
     op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
   }
   op->in = {x_id};
   op->out = AddVal(n.outputs[0], out_shape);
+  op->src.Bind(*this, vals_[x_id].mem, op->fwd_pd.src_desc());
+  op->dst.Bind(*this, vals_[op->out].mem, op->fwd_pd.dst_desc());
   ops_.push_back(std::move(op));
   return absl::OkStatus();
 }
@@ -1074,20 +1197,38 @@ absl::Status Impl::CompileLrn(const Node& n) {
   const Shape shape = vals_[x_id].shape;
   if (shape.size() < 3) return NodeError(n, "input needs rank >= 3 (N, C, spatial...)");
   auto op = std::make_unique<LrnOp>(n);
-  op->size = n.size;
-  op->alpha = n.alpha;
-  op->beta = n.beta;
-  op->bias = n.bias;
-  dnnl::lrn_forward::desc d(dnnl::prop_kind::forward_training,
-                            dnnl::algorithm::lrn_across_channels, vals_[x_id].mem.get_desc(),
-                            n.size, n.alpha, n.beta, n.bias);
-  op->fwd_pd = dnnl::lrn_forward::primitive_desc(d, engine_);
+  // The backward pass has only a reference kernel for plain layouts: prefer a channel-blocked
+  // layout with jit kernels both ways (the workspace ties the two passes to one layout).
+  const Dims dims = DnnlDims(shape);
+  auto make = [&](const memory::desc& d) {
+    dnnl::lrn_forward::desc fd(dnnl::prop_kind::forward_training,
+                               dnnl::algorithm::lrn_across_channels, d, n.size, n.alpha, n.beta,
+                               n.bias);
+    dnnl::lrn_forward::primitive_desc fpd(fd, engine_);
+    dnnl::lrn_backward::desc bd(dnnl::algorithm::lrn_across_channels, d, d, n.size, n.alpha,
+                                n.beta, n.bias);
+    return std::make_pair(fpd, dnnl::lrn_backward::primitive_desc(bd, engine_, fpd));
+  };
+  std::tie(op->fwd_pd, op->bwd_pd) = make(PlainDesc(dims));
+  for (const memory::desc& blocked : BlockedDescs(dims)) {
+    try {
+      auto pds = make(blocked);
+      if (IsJit(pds.first.impl_info_str()) && IsJit(pds.second.impl_info_str())) {
+        std::tie(op->fwd_pd, op->bwd_pd) = pds;
+        break;
+      }
+    } catch (const dnnl::error&) {
+      // no implementation for this layout: try the next one
+    }
+  }
   op->fwd = dnnl::lrn_forward(op->fwd_pd);
   if (op->fwd_pd.workspace_desc().get_size() > 0) {
     op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
   }
   op->in = {x_id};
   op->out = AddVal(n.outputs[0], shape);
+  op->src.Bind(*this, vals_[x_id].mem, op->fwd_pd.src_desc());
+  op->dst.Bind(*this, vals_[op->out].mem, op->fwd_pd.dst_desc());
   ops_.push_back(std::move(op));
   return absl::OkStatus();
 }
