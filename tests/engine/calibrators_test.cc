@@ -265,5 +265,19 @@ TEST(ChooseClipMagnitude, MseAndEntropyKeepUniformRange) {
   }
 }
 
+TEST(ChooseClipMagnitude, EntropyIgnoresTheReluZeroSpike) {
+  // A post-ReLU tensor: 70% exact zeros, the rest |Laplace(1)|. The zeros must not pull the KL
+  // threshold down: it should match the threshold of the positive tail alone within 25%.
+  std::vector<float> tail = Laplace(60000, 11);
+  for (float& v : tail) v = std::fabs(v);
+  std::vector<float> relu(140000, 0.0f);
+  relu.insert(relu.end(), tail.begin(), tail.end());
+  const CalibrationOptions entropy{.method = CalibrationMethod::kEntropy};
+  const float with_zeros = ChooseClipMagnitude(StatsOf(relu), entropy, 8);
+  const float tail_only = ChooseClipMagnitude(StatsOf(tail), entropy, 8);
+  EXPECT_GT(with_zeros, 0.75f * tail_only) << with_zeros << " vs " << tail_only;
+  EXPECT_LT(with_zeros, 1.25f * tail_only) << with_zeros << " vs " << tail_only;
+}
+
 }  // namespace
 }  // namespace bitsweep::engine::quant

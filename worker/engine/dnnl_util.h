@@ -38,6 +38,10 @@ std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta);
 // A primitive_attr with the activations as eltwise post-ops, in order.
 dnnl::primitive_attr PostOpAttr(const std::vector<PostOp>& post_ops);
 
+// Output shape of a view operator (Flatten, Reshape, Squeeze, Unsqueeze, Identity) on input
+// shape `in`; errors name the node.
+absl::StatusOr<Shape> ViewOutputShape(const Node& n, const Shape& in);
+
 // Pads (auto_pad and ceil_mode resolved; oneDNN has no ceil mode, so the trailing pad grows until
 // the last window fits) and output spatial sizes of a Conv or pooling node on input `in_shape`
 // [N, C, spatial...]. With ceil_mode, a last window starting in the trailing pad is dropped

@@ -696,83 +696,11 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
 
 absl::Status Network::Impl::CompileReshapeLike(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  const Shape& in = x.shape;
-  const int64_t rank = static_cast<int64_t>(in.size());
-  Shape out;
-  switch (n.op) {
-    case OpKind::kIdentity:
-      values_[n.outputs[0]] = x;
-      return absl::OkStatus();
-    case OpKind::kFlatten: {
-      if (n.axis < -rank || n.axis > rank) {
-        return NodeError(n, absl::StrCat("axis ", n.axis, " is out of range for rank ", rank));
-      }
-      const int64_t axis = n.axis < 0 ? n.axis + rank : n.axis;
-      out = {Product(in, 0, axis), Product(in, axis, rank)};
-      break;
-    }
-    case OpKind::kReshape: {
-      int infer = -1;
-      int64_t known = 1;
-      for (size_t i = 0; i < n.target_shape.size(); ++i) {
-        int64_t d = n.target_shape[i];
-        if (d == 0 && !n.allowzero) {
-          if (static_cast<int64_t>(i) >= rank) return NodeError(n, "shape copies a missing dimension");
-          d = in[i];
-        }
-        if (d == -1) {
-          if (infer >= 0) return NodeError(n, "shape has more than one -1");
-          infer = static_cast<int>(i);
-          d = 1;
-        } else if (d < 0) {
-          return NodeError(n, absl::StrCat("invalid dimension ", d, " in shape"));
-        } else {
-          known *= d;
-        }
-        out.push_back(d);
-      }
-      if (infer >= 0) {
-        if (known == 0 || NumElements(in) % known != 0) {
-          return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ",
-                                       ShapeToString(n.target_shape)));
-        }
-        out[infer] = NumElements(in) / known;
-      }
-      break;
-    }
-    case OpKind::kSqueeze: {
-      std::vector<bool> drop(rank, false);
-      for (int64_t a : n.axes) {
-        ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, rank, n));
-        if (in[axis] != 1) {
-          return NodeError(n, absl::StrCat("cannot squeeze axis ", a, " of size ", in[axis]));
-        }
-        drop[axis] = true;
-      }
-      for (int64_t i = 0; i < rank; ++i) {
-        if (!(n.axes.empty() ? in[i] == 1 : drop[i])) out.push_back(in[i]);
-      }
-      break;
-    }
-    case OpKind::kUnsqueeze: {
-      const int64_t out_rank = rank + static_cast<int64_t>(n.axes.size());
-      std::vector<bool> inserted(out_rank, false);
-      for (int64_t a : n.axes) {
-        ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, out_rank, n));
-        if (inserted[axis]) return NodeError(n, absl::StrCat("axis ", a, " is repeated"));
-        inserted[axis] = true;
-      }
-      size_t next = 0;
-      for (int64_t i = 0; i < out_rank; ++i) out.push_back(inserted[i] ? 1 : in[next++]);
-      break;
-    }
-    default:
-      return NodeError(n, "not a reshape");
+  if (n.op == OpKind::kIdentity) {
+    values_[n.outputs[0]] = x;
+    return absl::OkStatus();
   }
-  if (NumElements(out) != NumElements(in)) {
-    return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
-                                 " values) to ", ShapeToString(out)));
-  }
+  ASSIGN_OR_RETURN(Shape out, ViewOutputShape(n, x.shape));
   values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
   return absl::OkStatus();
 }

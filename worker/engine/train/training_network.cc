@@ -130,7 +130,7 @@ struct GradTarget {
 
 class Op {
  public:
-  Op(const Node& n) : node(n.name), onnx_op(n.onnx_op) {}
+  explicit Op(const Node& n) : node(n.name), onnx_op(n.onnx_op) {}
   Op(std::string node_name, std::string op_name)
       : node(std::move(node_name)), onnx_op(std::move(op_name)) {}
   virtual ~Op() = default;

@@ -107,7 +107,8 @@ class TrainingNetwork {
   int64_t num_classes() const;       // logits per row
   const std::string& logits_name() const;
 
-  // Trainable parameters, in order of first use. Values may be changed between steps (SGD).
+  // Trainable parameters, in order of first use. Values may be changed in place between steps
+  // (SGD); the network reads them through their buffers, so never reassign or resize them.
   std::vector<Parameter>& parameters();
   const std::vector<Parameter>& parameters() const;
   Parameter* FindParameter(const std::string& name);
