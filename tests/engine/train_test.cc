@@ -148,11 +148,12 @@ int CheckGradients(const onnx::ModelProto& model, const Shape& input_shape, uint
       for (int i = 0; i < check.random_entries; ++i) indices.push_back(pick(rng));
       std::vector<int64_t> order(count);
       std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + std::min<int64_t>(check.top_entries, count),
-                        order.end(), [&](int64_t a, int64_t b) {
+      const int64_t top = std::min<int64_t>(check.top_entries, count);
+      std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                        [&](int64_t a, int64_t b) {
                           return std::fabs(t.grad[a]) > std::fabs(t.grad[b]);
                         });
-      indices.insert(indices.end(), order.begin(), order.begin() + std::min<int64_t>(check.top_entries, count));
+      indices.insert(indices.end(), order.begin(), order.begin() + top);
     }
     for (int64_t i : indices) {
       std::vector<float> unit(count, 0.0f);
@@ -480,8 +481,8 @@ TEST(TrainForwardTest, BatchNormUpdatesRunningStatisticsLikePyTorch) {
 
 const Dataset& TrainSplit() {
   static const Dataset* data = [] {
-    absl::StatusOr<Dataset> d =
-        LoadDataset("idx:" + kData + "/train", {.mean = {0.2860f}, .std = {0.3530f}, .limit = 5000});
+    absl::StatusOr<Dataset> d = LoadDataset("idx:" + kData + "/train",
+                                            {.mean = {0.2860f}, .std = {0.3530f}, .limit = 5000});
     EXPECT_TRUE(d.ok()) << d.status();
     return new Dataset(d.ok() ? *std::move(d) : Dataset());
   }();
@@ -640,7 +641,9 @@ TEST(TrainQuantTest, CoarseWeightGridChangesForwardAndStillTrainsThroughSte) {
   ASSERT_TRUE(fp->Forward(x.data()).ok());
   ASSERT_TRUE(q->Forward(x.data()).ok());
   double diff = 0;
-  for (int i = 0; i < 80; ++i) diff = std::max(diff, double{std::fabs(fp->logits()[i] - q->logits()[i])});
+  for (int i = 0; i < 80; ++i) {
+    diff = std::max(diff, double{std::fabs(fp->logits()[i] - q->logits()[i])});
+  }
   EXPECT_GT(diff, 1e-2);
 
   Dataset small = TrainSplit();

@@ -8,8 +8,8 @@
 //   TrainingNetworkOptions opts;
 //   opts.batch = 8;
 //   ASSIGN_OR_RETURN(std::unique_ptr<TrainingNetwork> net, TrainingNetwork::Create(model, opts));
-//   ASSIGN_OR_RETURN(BatchLoss l, net->ForwardBackward(images, labels, {.update_running_stats =
-//                                                                       false}));
+//   ASSIGN_OR_RETURN(BatchLoss l, net->ForwardBackward(images, labels,
+//                                                     {.update_running_stats = false}));
 //   for (const Parameter& p : net->parameters()) use(p.name, p.grad);
 //   RETURN_IF_ERROR(net->Forward(images, {.training = false}));   // eval mode: net->logits()
 //   RETURN_IF_ERROR(net->WriteTo(&model));                          // trained initializers
@@ -26,8 +26,13 @@
 //
 // Parameters are the float initializers read as Conv W and B, Gemm B and C, MatMul B,
 // BatchNormalization scale and bias, and constant operands of Add; weight decay applies to Conv,
-// Gemm and MatMul weights only. Other constants (Mul operands, values of Constant nodes) stay fixed.
-// All activations are kept in plain row-major layouts. Not thread-safe; oneDNN parallelizes inside.
+// Gemm and MatMul weights only. Other constants (Mul operands, values of Constant nodes) stay
+// fixed.
+//
+// Values between operations are plain row-major; convolutions, pooling and LRN run in the
+// (channel-blocked) layouts their fastest oneDNN kernels want, with reorders around them. Dropout
+// masks come from a counter-based generator (independent of OpenMP scheduling); the same seed and
+// thread count give bit-identical results. Not thread-safe; oneDNN parallelizes inside.
 #ifndef BITSWEEP_WORKER_ENGINE_TRAIN_TRAINING_NETWORK_H_
 #define BITSWEEP_WORKER_ENGINE_TRAIN_TRAINING_NETWORK_H_
 
