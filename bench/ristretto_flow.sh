@@ -52,11 +52,19 @@ smallest() {  # smallest GROUP -> smallest passing width, printing the rows
   done
   echo "$best"
 }
+# A group with no layers (SqueezeNet has no fc layers) is left out of the sweep and combination.
+layers=$("$B" inspect --model "$MODEL" --json)
 conv_bits=$(smallest conv 2>>"$WORK/rows")
-fc_bits=$(smallest fc 2>>"$WORK/rows")
+combined="{\"conv\": {\"weights\": \"fixed:$conv_bits\"}, "
+if grep -q '"class":"fc"' <<<"$layers"; then
+  fc_bits=$(smallest fc 2>>"$WORK/rows")
+  combined+="\"fc\": {\"weights\": \"fixed:$fc_bits\"}, "
+else
+  echo "| fc sweep | (no fc layers) | - | - | - | - |" >>"$WORK/rows"
+fi
 act_bits=$(smallest act 2>>"$WORK/rows")
 cat "$WORK/rows"
-combined="{\"conv\": {\"weights\": \"fixed:$conv_bits\"}, \"fc\": {\"weights\": \"fixed:$fc_bits\"}, \"default\": {\"inputs\": \"fixed:$act_bits\", \"outputs\": \"fixed:$act_bits\"}}"
+combined+="\"default\": {\"inputs\": \"fixed:$act_bits\", \"outputs\": \"fixed:$act_bits\"}}"
 read -r top1 size energy <<<"$(eval_config "$combined")"
 drop=$(awk -v b="$base_top1" -v t="$top1" 'BEGIN { printf "%.2f", 100 * (b - t) }')
 echo "| combination | \`$combined\` | $(pp "$top1") | $drop | $size | $(printf %.0f "$energy") |"

@@ -16,11 +16,12 @@ absl::Status RunObserved(const Graph& graph, const Dataset& data, const Calibrat
                          const ActivationObserver& observer) {
   const int64_t sample = NumElements(data.sample_shape());
   const int64_t full = std::min<int64_t>(options.batch, data.size());
-  std::unique_ptr<Network> nets[2];
+  std::unique_ptr<Network> net;
+  int64_t net_batch = 0;
   for (int64_t first = 0; first < data.size(); first += full) {
     const int64_t count = std::min(full, data.size() - first);
-    std::unique_ptr<Network>& net = nets[count == full ? 0 : 1];
-    if (net == nullptr) {
+    if (count != net_batch) {
+      net.reset();  // one network (and its activation buffers) alive at a time
       NetworkOptions net_options;
       net_options.threads = options.threads;
       Shape shape = data.images.shape();
@@ -28,6 +29,7 @@ absl::Status RunObserved(const Graph& graph, const Dataset& data, const Calibrat
       net_options.input_shapes[graph.inputs[0].name] = shape;
       net_options.observer = observer;
       ASSIGN_OR_RETURN(net, Network::Create(graph, net_options));
+      net_batch = count;
     }
     std::vector<float> out(NumElements(net->outputs()[0].shape));
     RETURN_IF_ERROR(net->RunSingle(data.images.floats().data() + first * sample, out.data()));

@@ -20,7 +20,9 @@
 namespace bitsweep::engine {
 
 struct CalibrationRunOptions {
-  int64_t batch = 256;
+  // Small batches keep calibration's memory (activations plus their observed plain copies) well
+  // below an evaluation's; 100 divides the default 1000 calibration images.
+  int64_t batch = 100;
   int threads = 0;
   // A second pass fills |x| histograms (percentile, mse and entropy calibrators need them).
   bool histograms = true;

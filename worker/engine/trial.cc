@@ -42,7 +42,6 @@ absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& o
             "the config quantizes activations: a calibration split is required");
       }
       CalibrationRunOptions calibration;
-      calibration.batch = options.batch;
       calibration.threads = options.threads;
       calibration.histograms = in.config->calibration.method != quant::CalibrationMethod::kMax;
       ASSIGN_OR_RETURN(result.stats, CalibrateActivations(*in.graph, *in.calibration, calibration));
