@@ -19,8 +19,9 @@ NORM=(--mean 0.2860 --std 0.3530)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-field() {  # field NAME JSON -> value of a numeric top-level field
-  sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p" <<<"$2" | head -1
+field() {  # field NAME JSON -> value of a numeric top-level field (keys are sorted, so the
+           # top-level one comes before the per-layer ones inside "layers")
+  grep -o "\"$1\":[-0-9.e+]*" <<<"$2" | head -1 | cut -d: -f2
 }
 eval_config() {  # eval_config CONFIG_JSON -> "top1 size_bits energy_pj"
   echo "$1" > "$WORK/c.json"
