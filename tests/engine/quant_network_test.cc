@@ -288,3 +288,61 @@ TEST(ZooQuantizationTest, WeightQuantizersAreReported) {
 
 }  // namespace
 }  // namespace bitsweep::engine
+
+namespace bitsweep::engine {
+namespace {
+
+TEST(CalibrationCacheTest, CalibratesOncePerModelAndSplit) {
+  absl::StatusOr<onnx::ModelProto> model = zoo::BuildArchitecture("lenet5", {});
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<Graph> graph = ImportOnnxModel(*model);
+  ASSERT_TRUE(graph.ok());
+  Dataset calib;
+  calib.images = Random({20, 1, 28, 28}, 12, 0.0f, 1.0f);
+  calib.labels.assign(20, 1);
+  calib.num_classes = 10;
+  Dataset eval = calib;
+
+  CalibrationCache cache;
+  absl::StatusOr<ActivationStatsMap> first =
+      cache.GetOrCompute(*graph, "lenet5@seed1", calib, "calib20", {.histograms = false});
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<ActivationStatsMap> again =
+      cache.GetOrCompute(*graph, "lenet5@seed1", calib, "calib20", {.histograms = false});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(cache.computations(), 1);
+  EXPECT_EQ(again->at("conv1").outputs.max, first->at("conv1").outputs.max);
+  EXPECT_GT(first->at("conv1").outputs.count, 0);
+
+  // Histograms were not computed: a request that needs them calibrates again, and that entry
+  // then serves both kinds of request.
+  ASSERT_TRUE(cache.GetOrCompute(*graph, "lenet5@seed1", calib, "calib20", {}).ok());
+  EXPECT_EQ(cache.computations(), 2);
+  ASSERT_TRUE(cache.GetOrCompute(*graph, "lenet5@seed1", calib, "calib20", {.histograms = false}).ok());
+  EXPECT_EQ(cache.computations(), 2);
+  // Another split is another entry.
+  ASSERT_TRUE(cache.GetOrCompute(*graph, "lenet5@seed1", calib, "calib20b", {}).ok());
+  EXPECT_EQ(cache.computations(), 3);
+
+  // Trials of several configs on the same model and split share one calibration.
+  CalibrationCache trials_cache;
+  for (const char* json : {R"({"default": {"outputs": "fixed:8"}})",
+                           R"({"default": {"inputs": "fixed:6", "outputs": "fixed:6"}})"}) {
+    absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(json);
+    ASSERT_TRUE(config.ok());
+    TrialInputs in;
+    in.graph = &*graph;
+    in.eval = &eval;
+    in.calibration = &calib;
+    in.config = &*config;
+    in.calibration_cache = &trials_cache;
+    in.model_key = "lenet5@seed1";
+    in.calibration_key = "calib20";
+    absl::StatusOr<TrialResult> r = RunTrial(in, {.batch = 10});
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  EXPECT_EQ(trials_cache.computations(), 1);
+}
+
+}  // namespace
+}  // namespace bitsweep::engine

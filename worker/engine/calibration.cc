@@ -72,4 +72,29 @@ absl::StatusOr<std::map<std::string, quant::ActivationStats>> CalibrateActivatio
   return stats;
 }
 
+absl::StatusOr<ActivationStatsMap> CalibrationCache::GetOrCompute(
+    const Graph& graph, const std::string& model_key, const Dataset& data,
+    const std::string& data_key, const CalibrationRunOptions& options) {
+  const std::string key = model_key + '\n' + data_key;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end() && (it->second.histograms || !options.histograms)) {
+      return it->second.stats;
+    }
+  }
+  // Calibrate without the lock: other keys stay available meanwhile. Two threads missing on the
+  // same key both compute; the results are identical.
+  ASSIGN_OR_RETURN(ActivationStatsMap stats, CalibrateActivations(graph, data, options));
+  absl::MutexLock lock(&mu_);
+  ++computations_;
+  entries_[key] = Entry{options.histograms, stats};
+  return stats;
+}
+
+int64_t CalibrationCache::computations() const {
+  absl::MutexLock lock(&mu_);
+  return computations_;
+}
+
 }  // namespace bitsweep::engine

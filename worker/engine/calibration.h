@@ -12,7 +12,9 @@
 #include <map>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/quant/plan.h"
@@ -28,8 +30,37 @@ struct CalibrationRunOptions {
   bool histograms = true;
 };
 
-absl::StatusOr<std::map<std::string, quant::ActivationStats>> CalibrateActivations(
-    const Graph& graph, const Dataset& data, const CalibrationRunOptions& options);
+using ActivationStatsMap = std::map<std::string, quant::ActivationStats>;
+
+absl::StatusOr<ActivationStatsMap> CalibrateActivations(const Graph& graph, const Dataset& data,
+                                                        const CalibrationRunOptions& options);
+
+// Calibration results kept per (model, calibration split): the trials of a sweep share one model
+// and split, so calibration runs once per process instead of once per trial. Keys are chosen by
+// the caller and must identify content (e.g. the model's SHA-256 and the split's reference with
+// its preprocessing). Thread-safe.
+//
+//   CalibrationCache cache;
+//   ASSIGN_OR_RETURN(auto stats, cache.GetOrCompute(graph, model_sha, calib, calib_key, {}));
+class CalibrationCache {
+ public:
+  // Computes on a miss. An entry with histograms also serves requests without them.
+  absl::StatusOr<ActivationStatsMap> GetOrCompute(const Graph& graph, const std::string& model_key,
+                                                  const Dataset& data, const std::string& data_key,
+                                                  const CalibrationRunOptions& options)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // How many calibrations ran (misses).
+  int64_t computations() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Entry {
+    bool histograms = false;
+    ActivationStatsMap stats;
+  };
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  int64_t computations_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 }  // namespace bitsweep::engine
 

@@ -34,16 +34,18 @@ absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& o
                    f.outputs.kind != quant::FormatKind::kFp32;
   }
   if (needs_stats) {
-    if (in.cached_stats != nullptr) {
-      result.stats = *in.cached_stats;
+    if (in.calibration == nullptr) {
+      return absl::InvalidArgumentError(
+          "the config quantizes activations: a calibration split is required");
+    }
+    CalibrationRunOptions calibration;
+    calibration.threads = options.threads;
+    calibration.histograms = in.config->calibration.method != quant::CalibrationMethod::kMax;
+    if (in.calibration_cache != nullptr) {
+      ASSIGN_OR_RETURN(result.stats,
+                       in.calibration_cache->GetOrCompute(*in.graph, in.model_key, *in.calibration,
+                                                          in.calibration_key, calibration));
     } else {
-      if (in.calibration == nullptr) {
-        return absl::InvalidArgumentError(
-            "the config quantizes activations: a calibration split is required");
-      }
-      CalibrationRunOptions calibration;
-      calibration.threads = options.threads;
-      calibration.histograms = in.config->calibration.method != quant::CalibrationMethod::kMax;
       ASSIGN_OR_RETURN(result.stats, CalibrateActivations(*in.graph, *in.calibration, calibration));
     }
   }

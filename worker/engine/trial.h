@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/graph.h"
@@ -30,8 +31,11 @@ struct TrialInputs {
   const Dataset* calibration = nullptr;
   const quant::QuantConfig* config = nullptr;
   quant::HardwareProfile profile = quant::DefaultHardwareProfile();
-  // Statistics from an earlier calibration of the same model and split (skips calibrating).
-  const std::map<std::string, quant::ActivationStats>* cached_stats = nullptr;
+  // Optional: reuse calibrations across trials of the same model and split. The keys identify
+  // the model and the calibration split (content, not just names).
+  CalibrationCache* calibration_cache = nullptr;
+  std::string model_key;
+  std::string calibration_key;
 };
 
 struct TrialResult {
