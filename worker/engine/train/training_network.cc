@@ -70,6 +70,22 @@ std::vector<memory::desc> BlockedDescs(const Dims& dims) {
 
 bool IsJit(const std::string& impl) { return impl.find("jit") != std::string::npos; }
 
+// make(layout) for the first channel-blocked layout of `dims` whose primitive descriptors are all
+// jit kernels (`all_jit`), else make(plain): oneDNN's plain-layout pooling and LRN kernels are
+// slow generic ones.
+template <typename Make, typename AllJit>
+auto PreferJitLayout(const Dims& dims, Make make, AllJit all_jit) {
+  for (const memory::desc& blocked : BlockedDescs(dims)) {
+    try {
+      auto pds = make(blocked);
+      if (all_jit(pds)) return pds;
+    } catch (const dnnl::error&) {
+      // no implementation for this layout: try the next one
+    }
+  }
+  return make(PlainDesc(dims));
+}
+
 Shape Aligned(const Shape& s, size_t rank) {
   Shape r(rank - s.size(), 1);
   r.insert(r.end(), s.begin(), s.end());
@@ -1150,18 +1166,12 @@ absl::Status Impl::CompilePool(const Node& n) {
                                      op->pe);
     return dnnl::pooling_v2_forward::primitive_desc(d, engine_);
   };
-  op->fwd_pd = make(PlainDesc(x_dims), PlainDesc(y_dims));
-  for (const memory::desc& blocked : BlockedDescs(x_dims)) {
-    try {
-      auto pd = make(blocked, AnyDesc(y_dims));
-      if (IsJit(pd.impl_info_str())) {
-        op->fwd_pd = pd;
-        break;
-      }
-    } catch (const dnnl::error&) {
-      // no implementation for this layout: try the next one
-    }
-  }
+  op->fwd_pd = PreferJitLayout(
+      x_dims,
+      [&](const memory::desc& src) {
+        return make(src, src == PlainDesc(x_dims) ? PlainDesc(y_dims) : AnyDesc(y_dims));
+      },
+      [](const auto& pd) { return IsJit(pd.impl_info_str()); });
   op->fwd = dnnl::pooling_v2_forward(op->fwd_pd);
   if (op->fwd_pd.workspace_desc().get_size() > 0) {
     op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
@@ -1209,18 +1219,9 @@ absl::Status Impl::CompileLrn(const Node& n) {
                                 n.beta, n.bias);
     return std::make_pair(fpd, dnnl::lrn_backward::primitive_desc(bd, engine_, fpd));
   };
-  std::tie(op->fwd_pd, op->bwd_pd) = make(PlainDesc(dims));
-  for (const memory::desc& blocked : BlockedDescs(dims)) {
-    try {
-      auto pds = make(blocked);
-      if (IsJit(pds.first.impl_info_str()) && IsJit(pds.second.impl_info_str())) {
-        std::tie(op->fwd_pd, op->bwd_pd) = pds;
-        break;
-      }
-    } catch (const dnnl::error&) {
-      // no implementation for this layout: try the next one
-    }
-  }
+  std::tie(op->fwd_pd, op->bwd_pd) = PreferJitLayout(dims, make, [](const auto& pds) {
+    return IsJit(pds.first.impl_info_str()) && IsJit(pds.second.impl_info_str());
+  });
   op->fwd = dnnl::lrn_forward(op->fwd_pd);
   if (op->fwd_pd.workspace_desc().get_size() > 0) {
     op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
