@@ -235,6 +235,20 @@ class TrainingNetwork::Impl {
   absl::Status CompilePool(const Node& n);
   absl::Status CompileGlobalAveragePool(const Node& n);
   absl::Status CompileLrn(const Node& n);
+  // Finishes a pooling or LRN op whose fwd_pd is chosen: workspace, output value, layout binds.
+  template <typename Op>
+  absl::Status AddWorkspaceOp(std::unique_ptr<Op> op, int x_id, const Node& n,
+                              const Shape& out_shape) {
+    if (op->fwd_pd.workspace_desc().get_size() > 0) {
+      op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
+    }
+    op->in = {x_id};
+    op->out = AddVal(n.outputs[0], out_shape);
+    op->src.Bind(*this, vals_[x_id].mem, op->fwd_pd.src_desc());
+    op->dst.Bind(*this, vals_[op->out].mem, op->fwd_pd.dst_desc());
+    ops_.push_back(std::move(op));
+    return absl::OkStatus();
+  }
   absl::Status CompileBatchNorm(const Node& n);
   absl::Status CompileConcat(const Node& n);
   absl::Status CompileBinary(const Node& n);
@@ -1173,15 +1187,7 @@ absl::Status Impl::CompilePool(const Node& n) {
       },
       [](const auto& pd) { return IsJit(pd.impl_info_str()); });
   op->fwd = dnnl::pooling_v2_forward(op->fwd_pd);
-  if (op->fwd_pd.workspace_desc().get_size() > 0) {
-    op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
-  }
-  op->in = {x_id};
-  op->out = AddVal(n.outputs[0], out_shape);
-  op->src.Bind(*this, vals_[x_id].mem, op->fwd_pd.src_desc());
-  op->dst.Bind(*this, vals_[op->out].mem, op->fwd_pd.dst_desc());
-  ops_.push_back(std::move(op));
-  return absl::OkStatus();
+  return AddWorkspaceOp(std::move(op), x_id, n, out_shape);
 }
 
 absl::Status Impl::CompileGlobalAveragePool(const Node& n) {
@@ -1223,15 +1229,7 @@ absl::Status Impl::CompileLrn(const Node& n) {
     return IsJit(pds.first.impl_info_str()) && IsJit(pds.second.impl_info_str());
   });
   op->fwd = dnnl::lrn_forward(op->fwd_pd);
-  if (op->fwd_pd.workspace_desc().get_size() > 0) {
-    op->workspace = memory(op->fwd_pd.workspace_desc(), engine_);
-  }
-  op->in = {x_id};
-  op->out = AddVal(n.outputs[0], shape);
-  op->src.Bind(*this, vals_[x_id].mem, op->fwd_pd.src_desc());
-  op->dst.Bind(*this, vals_[op->out].mem, op->fwd_pd.dst_desc());
-  ops_.push_back(std::move(op));
-  return absl::OkStatus();
+  return AddWorkspaceOp(std::move(op), x_id, n, shape);
 }
 
 absl::Status Impl::CompileBatchNorm(const Node& n) {
