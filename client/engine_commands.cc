@@ -430,40 +430,6 @@ absl::StatusOr<engine::TrainOptions> TrainOptionsFromFlags(double default_lr) {
   return o;
 }
 
-// Weight/input/output fake quantizers for fine-tuning, from a plan. Weight quantizers follow the
-// shadow weights (their FL or scale is re-derived from the current values each step).
-engine::FakeQuantHooks HooksFromPlan(const engine::quant::QuantPlan& plan,
-                                     const engine::Graph& graph) {
-  using engine::quant::FormatKind;
-  auto channels_of = [&graph](const std::string& layer, int64_t count) -> int64_t {
-    for (const engine::Node& n : graph.nodes) {
-      if (n.name != layer) continue;
-      const engine::Shape& w = graph.constants.at(n.inputs[1]).shape();
-      // Output channels lead for Conv and transB=1 Gemm; otherwise quantize per tensor.
-      if (n.op == engine::OpKind::kConv || (n.op == engine::OpKind::kGemm && n.trans_b)) return w[0];
-    }
-    return 1;
-  };
-  engine::FakeQuantHooks hooks;
-  hooks.weights = [&plan, channels_of](const std::string& layer, float* data, int64_t count) {
-    auto it = plan.find(layer);
-    if (it == plan.end() || it->second.weights.kind == FormatKind::kFp32) return;
-    const engine::quant::Quantizer q = engine::quant::MakeWeightQuantizer(
-        it->second.weights, it->second.rounding, it->second.seed, data, count,
-        channels_of(layer, count));
-    engine::quant::QuantizeInPlace(q, data, count);
-  };
-  hooks.inputs = [&plan](const std::string& layer, float* data, int64_t count) {
-    auto it = plan.find(layer);
-    if (it != plan.end()) engine::quant::QuantizeInPlace(it->second.inputs, data, count);
-  };
-  hooks.outputs = [&plan](const std::string& layer, float* data, int64_t count) {
-    auto it = plan.find(layer);
-    if (it != plan.end()) engine::quant::QuantizeInPlace(it->second.outputs, data, count);
-  };
-  return hooks;
-}
-
 }  // namespace
 
 absl::Status TrainCommand() {
@@ -553,28 +519,21 @@ absl::Status FinetuneCommand() {
   engine::EvalOptions eval_options;
   eval_options.threads = absl::GetFlag(FLAGS_threads);
   engine::TrialInputs in;
-  in.graph = &graph;
   in.eval = &eval;
   in.calibration = calibration ? &*calibration : nullptr;
   in.config = &config;
-  ASSIGN_OR_RETURN(engine::TrialResult before, engine::RunTrial(in, eval_options));
+  ASSIGN_OR_RETURN(engine::TrainOptions options, TrainOptionsFromFlags(0.001));
+  options.max_steps = steps;
+  ASSIGN_OR_RETURN(engine::FinetuneResult tuned,
+                   engine::FinetuneTrial(model, in, train, options, eval_options));
+  const engine::TrialResult& before = tuned.before;
+  const engine::TrialResult& after = tuned.after;
   absl::PrintF("quantized before fine-tuning: top1 %.4f  loss %.4f\n", before.eval.top1,
                before.eval.loss);
-
-  ASSIGN_OR_RETURN(engine::TrainOptions options, TrainOptionsFromFlags(0.001));
-  options.epochs = std::max<int>(options.epochs, 1000);  // --steps decides
-  options.max_steps = steps;
-  options.quant = HooksFromPlan(before.plan, graph);
-  ASSIGN_OR_RETURN(onnx::ModelProto tuned, engine::Train(model, train, options));
-
-  // Evaluate the fine-tuned shadow weights under the same config, recalibrated.
-  ASSIGN_OR_RETURN(engine::Graph tuned_graph, engine::ImportOnnxModel(tuned, {}, model_path));
-  in.graph = &tuned_graph;
-  ASSIGN_OR_RETURN(engine::TrialResult after, engine::RunTrial(in, eval_options));
   absl::PrintF("quantized after %d steps:  top1 %.4f  loss %.4f\n", steps, after.eval.top1,
                after.eval.loss);
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
-    RETURN_IF_ERROR(engine::SaveModel(tuned, out));
+    RETURN_IF_ERROR(engine::SaveModel(tuned.tuned, out));
     absl::PrintF("wrote the fine-tuned fp32 shadow model to %s\n", out);
   }
   if (absl::GetFlag(FLAGS_json)) {

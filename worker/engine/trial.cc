@@ -5,6 +5,7 @@
 #include "common/status_macros.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/network.h"
+#include "worker/engine/onnx_import.h"
 
 namespace bitsweep::engine {
 
@@ -55,6 +56,57 @@ absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& o
   eval_options.quant = &result.plan;
   ASSIGN_OR_RETURN(result.eval, Evaluate(*in.graph, *in.eval, eval_options));
   result.cost = quant::EstimateCost(result.layers, result.formats, in.profile);
+  return result;
+}
+
+FakeQuantHooks HooksFromPlan(const quant::QuantPlan& plan, const Graph& graph) {
+  using quant::FormatKind;
+  // Output channels lead for Conv and transB=1 Gemm; otherwise weights are one tensor.
+  std::map<std::string, int64_t> channels;
+  for (const Node& n : graph.nodes) {
+    if (n.inputs.size() < 2 || !graph.constants.contains(n.inputs[1])) continue;
+    const Shape& w = graph.constants.at(n.inputs[1]).shape();
+    const bool leading = n.op == OpKind::kConv || (n.op == OpKind::kGemm && n.trans_b);
+    channels[n.name] = leading && !w.empty() ? w[0] : 1;
+  }
+  FakeQuantHooks hooks;
+  hooks.weights = [&plan, channels](const std::string& layer, float* data, int64_t count) {
+    auto it = plan.find(layer);
+    if (it == plan.end() || it->second.weights.kind == FormatKind::kFp32) return;
+    auto c = channels.find(layer);
+    const quant::Quantizer q = quant::MakeWeightQuantizer(
+        it->second.weights, it->second.rounding, it->second.seed, data, count,
+        c == channels.end() ? 1 : c->second);
+    quant::QuantizeInPlace(q, data, count);
+  };
+  hooks.inputs = [&plan](const std::string& layer, float* data, int64_t count) {
+    auto it = plan.find(layer);
+    if (it != plan.end()) quant::QuantizeInPlace(it->second.inputs, data, count);
+  };
+  hooks.outputs = [&plan](const std::string& layer, float* data, int64_t count) {
+    auto it = plan.find(layer);
+    if (it != plan.end()) quant::QuantizeInPlace(it->second.outputs, data, count);
+  };
+  return hooks;
+}
+
+absl::StatusOr<FinetuneResult> FinetuneTrial(const onnx::ModelProto& model, TrialInputs inputs,
+                                             const Dataset& train, const TrainOptions& options,
+                                             const EvalOptions& eval_options) {
+  if (options.max_steps < 1) return absl::InvalidArgumentError("fine-tuning needs steps >= 1");
+  FinetuneResult result;
+  ASSIGN_OR_RETURN(Graph graph, ImportOnnxModel(model, {}, "fine-tuning input"));
+  inputs.graph = &graph;
+  // Calibration of the tuned model differs from the original's: never share it through a cache.
+  inputs.calibration_cache = nullptr;
+  ASSIGN_OR_RETURN(result.before, RunTrial(inputs, eval_options));
+  TrainOptions train_options = options;
+  train_options.epochs = std::max<int>(train_options.epochs, 1000);  // max_steps decides
+  train_options.quant = HooksFromPlan(result.before.plan, graph);
+  ASSIGN_OR_RETURN(result.tuned, Train(model, train, train_options));
+  ASSIGN_OR_RETURN(Graph tuned_graph, ImportOnnxModel(result.tuned, {}, "fine-tuned model"));
+  inputs.graph = &tuned_graph;
+  ASSIGN_OR_RETURN(result.after, RunTrial(inputs, eval_options));
   return result;
 }
 

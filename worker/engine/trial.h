@@ -21,6 +21,8 @@
 #include "worker/engine/quant/config.h"
 #include "worker/engine/quant/cost_model.h"
 #include "worker/engine/quant/plan.h"
+#include "worker/engine/train/trainer.h"
+#include "onnx/onnx_pb.h"
 
 namespace bitsweep::engine {
 
@@ -51,6 +53,23 @@ struct TrialResult {
 absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
 
 absl::StatusOr<TrialResult> RunTrial(const TrialInputs& inputs, const EvalOptions& options);
+
+// Quantization-aware fine-tuning of one trial: RunTrial on `model`, then `options` (max_steps,
+// learning rate, ...) of SGD on `train` with the trial's quantizers as fake-quant hooks (weights
+// re-quantized from the fp32 shadow weights every step), then RunTrial again on the tuned model,
+// recalibrated. `inputs.graph` is ignored: the graph is imported from `model`.
+struct FinetuneResult {
+  TrialResult before;
+  TrialResult after;
+  onnx::ModelProto tuned;  // the fp32 shadow model
+};
+absl::StatusOr<FinetuneResult> FinetuneTrial(const onnx::ModelProto& model, TrialInputs inputs,
+                                             const Dataset& train, const TrainOptions& options,
+                                             const EvalOptions& eval_options);
+
+// Fake-quant hooks applying a plan's quantizers. Weight quantizers follow the shadow weights:
+// their FL or scale is re-derived from the current values each step.
+FakeQuantHooks HooksFromPlan(const quant::QuantPlan& plan, const Graph& graph);
 
 // The format a layer role ended up with, with its calibrated parameter:
 // "fixed:8 (FL=5)", "int:8:sym:tensor (scale=0.0123)", "pow2:4 (e_max=-1)", "fp32".

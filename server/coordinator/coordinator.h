@@ -1,0 +1,96 @@
+// The coordinator's domain: sweeps, trials, leases and results over a SQLite store, with the
+// planner deciding what runs next and the frontier kept current. The gRPC services
+// (server/service/) are thin layers over this class; `bitsweep local` uses it in-process.
+//
+//   RealClock clock;
+//   ASSIGN_OR_RETURN(auto c, Coordinator::Open({.db_path = "results.db", .clock = &clock}));
+//   ASSIGN_OR_RETURN(v1::UploadModelResponse m, c->PutModel("lenet5.onnx", bytes, ""));
+//   ASSIGN_OR_RETURN(v1::Sweep s, c->SubmitSweep(spec));
+//   // workers: RegisterWorker, Lease, Heartbeat, Report; clients: GetSweep, GetFrontier, ...
+//
+// Semantics (../shared/DESIGN.md, "Service contract"):
+// - Every state change is one SQLite transaction; reopening the same file resumes every sweep:
+//   queued and expired trials run again, reported results stay, none is stored twice.
+// - Leases: Lease hands out the oldest queued trial of the oldest unfinished sweep (FIFO between
+//   sweeps) with deadline now + lease_duration; Heartbeat moves the deadline of the worker's live
+//   leases; a lease whose deadline passed expires (the trial is queued again, one attempt used).
+//   After max_attempts attempts, or at once for a permanent error, a trial fails with the
+//   worker's error text.
+// - Report is idempotent per (trial, lease): the first report of an unfinished trial is stored
+//   (even from an expired lease: the work is valid) and later ones are refused without change.
+// - Deduplication: a trial whose (model, eval settings, config hash, fine-tuning) was already
+//   evaluated, in this sweep or another, is not run again; it succeeds at once with the earlier
+//   result, marked cached.
+// - Errors: INVALID_ARGUMENT for bad specs (naming the field and value), NOT_FOUND for unknown
+//   ids, FAILED_PRECONDITION for state conflicts; store failures are INTERNAL.
+#ifndef BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
+#define BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "bitsweep/v1/explorer.pb.h"
+#include "bitsweep/v1/worker.pb.h"
+#include "common/clock.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace bitsweep::server {
+
+struct CoordinatorOptions {
+  std::string db_path;                      // SQLite file, created (with migrations) if missing
+  Clock* clock = nullptr;                   // not owned; required
+  absl::Duration lease_duration = absl::Seconds(60);
+  absl::Duration heartbeat_interval = absl::Seconds(10);
+  // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
+  // best accuracy per sweep) are registered here when set. Not owned.
+  prometheus::Registry* metrics = nullptr;
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Open(const CoordinatorOptions& options);
+  virtual ~Coordinator() = default;
+
+  // --- Models (content-addressed by SHA-256; the bytes must parse as ONNX and pass the checker).
+  virtual absl::StatusOr<v1::UploadModelResponse> PutModel(absl::string_view name,
+                                                           const std::string& bytes,
+                                                           absl::string_view expected_sha256) = 0;
+  virtual absl::StatusOr<std::string> GetModelBytes(absl::string_view model_hash) = 0;
+
+  // --- Explorer.
+  virtual absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& spec) = 0;
+  virtual absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) = 0;
+  virtual absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& r) = 0;
+  virtual absl::StatusOr<v1::Sweep> CancelSweep(int64_t sweep_id) = 0;
+  virtual absl::StatusOr<v1::ListTrialsResponse> ListTrials(const v1::ListTrialsRequest& r) = 0;
+  virtual absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) = 0;
+  virtual absl::StatusOr<v1::ExportConfigResponse> ExportConfig(
+      const v1::ExportConfigRequest& r) = 0;
+  // Blocks (real time, at most `timeout`) until the sweep's version passes `seen_version`;
+  // returns the current version (the same one on timeout). Version 0 is never current, so
+  // WaitForSweepChange(id, 0, ...) returns at once. NOT_FOUND for unknown sweeps.
+  virtual absl::StatusOr<int64_t> WaitForSweepChange(int64_t sweep_id, int64_t seen_version,
+                                                     absl::Duration timeout) = 0;
+
+  // --- WorkerService.
+  virtual absl::StatusOr<v1::RegisterResponse> RegisterWorker(const v1::RegisterRequest& r) = 0;
+  // Long poll: waits up to r.wait_ms (real time) for a queued trial.
+  virtual absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) = 0;
+  virtual absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) = 0;
+  virtual absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) = 0;
+
+  // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;
+  // public so that tests drive it with a fake clock.
+  virtual absl::Status ExpireLeases() = 0;
+};
+
+}  // namespace bitsweep::server
+
+#endif  // BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
