@@ -1,7 +1,9 @@
 // fp32 evaluation throughput over Fashion-MNIST's 10,000 test images: the denominator of every
-// later overhead ratio (quantized / fp32).
+// later overhead ratio (quantized / fp32); quantized emulation; and the true int8 path
+// (worker/engine/int8/) against fp32 and emulated int:8 in the same run.
 //
 //   build/bench/eval_throughput_bench [--benchmark_filter=lenet5]
+//   OMP_WAIT_POLICY=PASSIVE build/bench/eval_throughput_bench --benchmark_filter=Int8
 //
 // Each iteration evaluates the whole test split with Evaluate() (compilation included in the
 // wall time, excluded from the images_per_s counter, which is what `bitsweep eval` reports).
@@ -12,6 +14,7 @@
 #include "benchmark/benchmark.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
+#include "worker/engine/int8/int8_evaluate.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/quant/config.h"
 #include "worker/engine/trial.h"
@@ -117,12 +120,76 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
   state.counters["ratio"] = fp32_seconds / quant_seconds;
 }
 
+// True int8 (oneDNN int8 primitives) for `config`, with the fp32 network and the emulation of
+// the same plan evaluated back to back in each iteration, so both ratios come from one run.
+void BM_EvalInt8(benchmark::State& state, const std::string& arch, const std::string& config) {
+  const Graph& graph = ZooGraph(arch);
+  const Dataset& data = TestSplit();
+  static const Dataset* calibration = [] {
+    absl::StatusOr<Dataset> d = LoadDataset(
+        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/train"), {{0.2860f}, {0.3530f}, 1000});
+    if (!d.ok()) std::exit(1);
+    return new Dataset(*std::move(d));
+  }();
+  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(config);
+  if (!parsed.ok()) {
+    state.SkipWithError(std::string(parsed.status().message()).c_str());
+    return;
+  }
+  TrialInputs in;
+  in.graph = &graph;
+  in.eval = &data;
+  in.calibration = calibration;
+  in.config = &*parsed;
+  static CalibrationCache* cache = new CalibrationCache;
+  in.calibration_cache = cache;
+  in.model_key = arch;
+  in.calibration_key = "fashion-mnist/train:1000";
+  EvalOptions options;
+  options.batch = state.range(0);
+  options.threads = 2;
+  double int8_seconds = 0, emulated_seconds = 0, fp32_seconds = 0, images = 0;
+  double top1_int8 = 0, top1_emulated = 0;
+  for (auto _ : state) {
+    absl::StatusOr<TrialResult> emulated = RunTrial(in, options);  // plan + emulated eval
+    if (!emulated.ok()) {
+      state.SkipWithError(std::string(emulated.status().message()).c_str());
+      return;
+    }
+    EvalOptions int8_options = options;
+    int8_options.quant = &emulated->plan;
+    absl::StatusOr<EvalResult> int8 = int8::EvaluateInt8(graph, data, int8_options);
+    absl::StatusOr<EvalResult> fp32 = Evaluate(graph, data, options);
+    if (!int8.ok() || !fp32.ok()) {
+      const absl::Status failed = int8.ok() ? fp32.status() : int8.status();
+      state.SkipWithError(std::string(failed.message()).c_str());
+      return;
+    }
+    images += int8->samples;
+    int8_seconds += int8->seconds;
+    emulated_seconds += emulated->eval.seconds;
+    fp32_seconds += fp32->seconds;
+    top1_int8 = int8->top1;
+    top1_emulated = emulated->eval.top1;
+    state.SetIterationTime(int8->seconds);
+  }
+  state.counters["images_per_s"] = images / int8_seconds;
+  state.counters["fp32_images_per_s"] = images / fp32_seconds;
+  state.counters["emulated_images_per_s"] = images / emulated_seconds;
+  state.counters["ratio_vs_fp32"] = fp32_seconds / int8_seconds;
+  state.counters["ratio_vs_emulated"] = emulated_seconds / int8_seconds;
+  // Random-weight zoo graphs: the top-1 values only show that both paths agree.
+  state.counters["top1_delta"] = top1_int8 - top1_emulated;
+}
+
 constexpr char kFixed8[] =
     R"({"default": {"weights": "fixed:8", "inputs": "fixed:8", "outputs": "fixed:8"}})";
 constexpr char kMinifloat43[] =
     R"({"default": {"weights": "minifloat:4:3", "inputs": "minifloat:4:3", "outputs": "minifloat:4:3"}})";
 constexpr char kInt8[] =
     R"({"default": {"weights": "int:8", "inputs": "int:8", "outputs": "int:8"}})";
+constexpr char kInt8PerChannel[] =
+    R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8", "outputs": "int:8"}})";
 
 BENCHMARK_CAPTURE(BM_EvalFp32, lenet5, std::string("lenet5"))
     ->Arg(64)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
@@ -149,6 +216,15 @@ BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_minifloat43, std::string("sq
 BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_int8, std::string("squeezenet-mini"),
                   std::string(kInt8))
     ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+
+BENCHMARK_CAPTURE(BM_EvalInt8, lenet5_int8, std::string("lenet5"), std::string(kInt8))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
+BENCHMARK_CAPTURE(BM_EvalInt8, lenet5_int8_channel, std::string("lenet5"),
+                  std::string(kInt8PerChannel))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
+BENCHMARK_CAPTURE(BM_EvalInt8, squeezenet_mini_int8, std::string("squeezenet-mini"),
+                  std::string(kInt8))
+    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
 
 }  // namespace
 }  // namespace bitsweep::engine

@@ -17,6 +17,7 @@
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
+#include "worker/engine/int8/int8_evaluate.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/runner.h"
 #include "worker/engine/quant/config.h"
@@ -42,6 +43,9 @@ ABSL_FLAG(int64_t, batch, 256, "batch size");
 ABSL_FLAG(int32_t, threads, 2, "oneDNN (OpenMP) threads");
 ABSL_FLAG(bool, json, false, "print one JSON object on a single line");
 ABSL_FLAG(std::string, config, "", "quantization config JSON (eval): formats per layer and role");
+ABSL_FLAG(bool, int8, false,
+          "eval --config: run the quantized layers on oneDNN's true int8 primitives instead of "
+          "the fp32 emulation (int:8:sym configs only; others are an error naming the layer)");
 ABSL_FLAG(std::string, hardware_profile, "",
           "hardware profile JSON with energy constants (default: Horowitz ISSCC 2014, 45 nm)");
 ABSL_FLAG(std::string, calibration_dataset, "",
@@ -231,6 +235,10 @@ absl::Status EvalCommand() {
   RETURN_IF_ERROR(RequireFlag("model", model));
   if (absl::GetFlag(FLAGS_batch) < 1) return absl::InvalidArgumentError("--batch must be >= 1");
   RETURN_IF_ERROR(CheckThreads());
+  const bool true_int8 = absl::GetFlag(FLAGS_int8);
+  if (true_int8 && config_path.empty()) {
+    return absl::InvalidArgumentError("--int8 needs --config (an int:8:sym quantization config)");
+  }
   ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/false));
   const std::string dataset_ref = splits.eval;
   ASSIGN_OR_RETURN(engine::Graph graph, engine::ImportOnnxFile(model));
@@ -258,7 +266,8 @@ absl::Status EvalCommand() {
     ASSIGN_OR_RETURN(std::optional<engine::Dataset> calibration,
                      CalibrationSplit(splits, &calibration_ref));
     if (calibration) in.calibration = &*calibration;
-    absl::StatusOr<engine::TrialResult> t = engine::RunTrial(in, options);
+    absl::StatusOr<engine::TrialResult> t =
+        true_int8 ? engine::int8::RunInt8Trial(in, options) : engine::RunTrial(in, options);
     if (!t.ok() && in.calibration == nullptr) {
       return Annotate(t.status(), "give --calibration_dataset REF or --train_data REF");
     }
@@ -268,6 +277,7 @@ absl::Status EvalCommand() {
     out["config"] = config_path;
     out["config_hash"] = engine::quant::ConfigHash(config);
     if (in.calibration != nullptr) out["calibration_dataset"] = calibration_ref;
+    if (true_int8) out["path"] = "int8";
   }
   out["samples"] = r.samples;
   out["top1"] = r.top1;
@@ -282,6 +292,7 @@ absl::Status EvalCommand() {
   }
   absl::PrintF("model         %s\n", model);
   absl::PrintF("dataset       %s\n", dataset_ref);
+  if (true_int8) absl::PrintF("path          int8 (oneDNN int8 primitives)\n");
   absl::PrintF("samples       %d\n", r.samples);
   absl::PrintF("top1          %.4f\n", r.top1);
   absl::PrintF("top5          %.4f\n", r.top5);

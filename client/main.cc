@@ -1,5 +1,6 @@
 // bitsweep: the command-line tool. `bitsweep help` lists the commands.
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "client/engine_commands.h"
+#include "client/service_commands.h"
 
 namespace {
 
@@ -33,6 +35,23 @@ constexpr char kUsage[] =
     "  finetune --model M.onnx --config C.json --dataset idx:DIR --steps N [--lr 0.001]\n"
     "        [--out F.onnx] [--json]\n"
     "        quantized fine-tuning with fp32 shadow weights; accuracy before and after\n"
+    "  local --model M.onnx|zoo:lenet5 --dataset idx:DIR [--mean .. --std ..]\n"
+    "        [--strategy ristretto|sensitivity|grid|random] [--error-margin 1.0] [--workers 2]\n"
+    "        [--db results.db] [--finetune-steps N] [sweep flags as for submit]\n"
+    "        a coordinator and workers in this process: runs one sweep, prints its frontier\n"
+    "\n"
+    "Service (a coordinator at --server HOST:PORT; --token T when it requires one):\n"
+    "  submit   --model M.onnx --dataset idx:DIR [--strategy ..] [--error-margin ..]\n"
+    "           [--weight-formats fixed:16,fixed:8,..] [--activation-formats ..]\n"
+    "           [--grid 'conv.weights=fixed:8,fixed:4;default.activations=fixed:8']\n"
+    "           [--objectives top1,size] [--finetune-steps N] [--sweep-file S.json] [--wait]\n"
+    "  watch    --sweep ID            progress, stage, best so far, ETA\n"
+    "  frontier --sweep ID [--objectives top1,energy] [--format table|csv|json]\n"
+    "           [--plot frontier.svg] [--within-margin-only]\n"
+    "  trials   --sweep ID [--state succeeded] [--stage S] [--format table|csv|json]\n"
+    "  export   --trial ID [--out manifest.json] [--qdq model.onnx]\n"
+    "  cancel   --sweep ID\n"
+    "  sweeps   [--format table|json]\n"
     "\n"
     "Datasets: idx:DIR (MNIST naming: DIR/train and DIR/t10k), idx:PREFIX (one split),\n"
     "npy:IMAGES.npy,LABELS.npy; or --train-data REF --eval-data REF.\n"
@@ -84,6 +103,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  // Several workers share the cores in `local`: OpenMP threads that spin while idle would take
+  // the cores from the other workers (10-25x slower when two spin). Must precede OpenMP's start.
+  if (command == "local") setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
   // argv[1] (the command) plays the program name for absl's parser.
   std::vector<char*> args(argv + 1, argv + argc);
   std::vector<std::string> inputs;
@@ -107,6 +129,22 @@ int main(int argc, char** argv) {
     status = bitsweep::cli::TrainCommand();
   } else if (command == "finetune") {
     status = bitsweep::cli::FinetuneCommand();
+  } else if (command == "local") {
+    status = bitsweep::cli::LocalCommand();
+  } else if (command == "submit") {
+    status = bitsweep::cli::SubmitCommand();
+  } else if (command == "watch") {
+    status = bitsweep::cli::WatchCommand();
+  } else if (command == "frontier") {
+    status = bitsweep::cli::FrontierCommand();
+  } else if (command == "trials") {
+    status = bitsweep::cli::TrialsCommand();
+  } else if (command == "export") {
+    status = bitsweep::cli::ExportCommand();
+  } else if (command == "cancel") {
+    status = bitsweep::cli::CancelCommand();
+  } else if (command == "sweeps") {
+    status = bitsweep::cli::SweepsCommand();
   } else {
     std::fprintf(stderr, "bitsweep: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;

@@ -27,6 +27,7 @@
 #define BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,7 @@
 #include "bitsweep/v1/explorer.pb.h"
 #include "bitsweep/v1/worker.pb.h"
 #include "common/clock.h"
+#include "server/planner/strategy.h"
 
 namespace prometheus {
 class Registry;
@@ -51,6 +53,10 @@ struct CoordinatorOptions {
   // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
   // best accuracy per sweep) are registered here when set. Not owned.
   prometheus::Registry* metrics = nullptr;
+  // Turns SweepSpec.strategy into a strategy; tests inject fakes here. Called once per name
+  // (strategies are pure, one instance serves every sweep). Unset: MakeStrategy.
+  std::function<absl::StatusOr<std::unique_ptr<Strategy>>(absl::string_view)> strategy_factory =
+      MakeStrategy;
 };
 
 class Coordinator {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "bitsweep/v1/explorer.pb.h"
 
 namespace bitsweep::server {
@@ -39,10 +40,26 @@ absl::StatusOr<v1::Objective> ParseObjective(absl::string_view name);
 absl::StatusOr<std::vector<v1::Objective>> ResolveObjectives(
     const std::vector<v1::Objective>& requested, const std::vector<v1::Objective>& defaults);
 
+// True when a top-1 is within the error margin: top1 >= baseline_top1 - margin_pp / 100, with a
+// 1e-9 tolerance so that a top-1 exactly on the boundary is not lost to floating-point rounding
+// (0.9 - 0.01 is not exactly 0.89). The planner and the coordinator both use this one test.
+bool WithinMargin(double top1, double baseline_top1, double margin_pp);
+
 // The frontier of the succeeded trials among `trials` (others are ignored). A point is within
-// the margin when baseline_top1 is known and top1 >= baseline_top1 - margin_pp / 100. With
-// within_margin_only, only those points compete. Points sorted best first by the first
-// objective; hypervolume set for two objectives (see Frontier.hypervolume in explorer.proto).
+// the margin when baseline_top1 is known and WithinMargin(top1, *baseline_top1, margin_pp). With
+// within_margin_only, only those points compete (without a baseline, none do). Point values are
+// the raw objective values (ObjectiveValue); dominance negates the maximized ones. Points sorted
+// best first by the first objective, ties by the following objectives, then by trial id.
+//
+// Hypervolume, set for exactly two objectives: each point is mapped to the unit square, both
+// coordinates minimized, with the reference point at (1, 1):
+//   accuracy (top1, top5):        1 - value             (reference: accuracy 0, best: 1)
+//   cost (size, energy, bops):    value / max_value     (reference: max_value, best: 0)
+// where max_value is the largest value of that cost among ALL succeeded trials given (also with
+// within_margin_only, so the reference does not move when the filter changes). The result is
+// Hypervolume2D of the frontier points against (1, 1), in [0, 1]: the fraction of the square
+// that the frontier dominates. A point at the largest cost contributes nothing; when the largest
+// cost is 0 (or there are no points) the hypervolume is 0.
 v1::Frontier BuildFrontier(int64_t sweep_id, const std::vector<v1::Trial>& trials,
                            const std::vector<v1::Objective>& objectives,
                            std::optional<double> baseline_top1, double margin_pp,

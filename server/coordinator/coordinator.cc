@@ -1,0 +1,1704 @@
+// SqliteCoordinator: the Coordinator over bitsweep_store. One mutex guards the connection and
+// every in-memory cache; every public call is one transaction (plus, for Lease, a wait on a
+// condition variable between attempts). Effects outside the database (metrics, waking waiters,
+// the frontier-metric cache) are collected while the transaction runs and applied only after it
+// commits, so a rolled-back call leaves no trace anywhere.
+#include "server/coordinator/coordinator.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/json_util.h"
+#include "onnx/checker.h"
+#include "onnx/onnx_pb.h"
+#include "server/coordinator/dedup.h"
+#include "server/coordinator/manifest.h"
+#include "server/coordinator/metrics.h"
+#include "server/frontier/frontier.h"
+#include "server/store/store.h"
+#include "worker/engine/quant/config.h"
+
+namespace bitsweep::server {
+namespace {
+
+using store::Blob;
+using store::Database;
+using store::Statement;
+using store::Transaction;
+
+// Database spelling of v1::TrialState and v1::SweepState (same numbering).
+constexpr const char* kStateNames[] = {"", "queued", "running", "succeeded", "failed",
+                                       "cancelled"};
+
+int StateFromName(absl::string_view name) {
+  for (int i = 1; i < 6; ++i) {
+    if (name == kStateNames[i]) return i;
+  }
+  return 0;
+}
+
+const char* StateName(int state) { return state >= 1 && state <= 5 ? kStateNames[state] : ""; }
+
+constexpr int kDefaultMaxAttempts = 3;
+constexpr double kDefaultErrorMarginPp = 1.0;
+constexpr int kMaxLeaseBatch = 64;
+constexpr int kDefaultSweepPageSize = 50;
+constexpr int kDefaultTrialPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+// A planner that keeps emitting steps whose trials are all cached would loop without bound.
+constexpr int kMaxImmediateSteps = 1000;
+
+const std::vector<v1::Objective>& DefaultObjectives() {
+  static const auto* const objectives =
+      new std::vector<v1::Objective>{v1::OBJECTIVE_TOP1, v1::OBJECTIVE_SIZE};
+  return *objectives;
+}
+
+std::string RandomHex(int bytes) {
+  std::string raw(bytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), bytes) != 1) {
+    // OpenSSL's CSPRNG failing is near impossible; time-derived bytes still keep ids distinct
+    // enough for leases (they are also prefixed with the trial id and attempt).
+    int64_t now = absl::GetCurrentTimeNanos();
+    for (int i = 0; i < bytes; ++i) raw[i] = static_cast<char>(now >> (8 * (i % 8)));
+  }
+  return absl::BytesToHexString(raw);
+}
+
+// The smallest top-1 within the margin: `top1 >= MarginThreshold(...)` is exactly
+// frontier.h's WithinMargin (same expression, same tolerance), for SQL queries that take the
+// threshold as a parameter. The SQL views and ListTrials spell the expression the same way.
+double MarginThreshold(double baseline_top1, double error_margin_pp) {
+  return baseline_top1 - error_margin_pp / 100.0 - 1e-9;
+}
+
+// Repeated enum fields are stored as ints.
+std::vector<v1::Objective> ToObjectives(const google::protobuf::RepeatedField<int>& values) {
+  std::vector<v1::Objective> objectives;
+  objectives.reserve(values.size());
+  for (int value : values) objectives.push_back(static_cast<v1::Objective>(value));
+  return objectives;
+}
+
+std::vector<v1::Objective> ObjectivesOf(const v1::SweepSpec& spec) {
+  return ToObjectives(spec.objectives());
+}
+
+absl::StatusOr<int64_t> ParsePageToken(absl::string_view token) {
+  if (token.empty()) return 0;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(token, &value) || value <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: '", token, "' is not a token this server returned"));
+  }
+  return value;
+}
+
+absl::StatusOr<int> ResolvePageSize(int requested, int default_size) {
+  if (requested < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be >= 0, got ", requested));
+  }
+  if (requested == 0) return default_size;
+  return std::min(requested, kMaxPageSize);
+}
+
+// The numbers of a result the frontier metrics need.
+struct ResultSummary {
+  int64_t trial_id = 0;
+  v1::TrialResult result;  // only top1, top5, size_bits, energy_pj, bops set
+};
+
+// A planner trial ready to insert: config parsed, hashed, keyed.
+struct PreparedTrial {
+  v1::TrialSpec spec;
+  std::string canonical_config;
+  std::string config_hash;
+  std::string dedup_key;
+};
+
+// What a call changed outside the database; applied after commit.
+struct Effects {
+  std::set<int64_t> touched_sweeps;
+  CoordinatorMetrics::TrialCounts trial_delta{};
+  bool work_queued = false;
+  int64_t lease_expiries = 0;
+  std::vector<double> trial_durations;
+  std::vector<double> stage_durations;
+  std::vector<std::pair<int64_t, ResultSummary>> landed_results;  // by sweep
+  std::vector<std::string> reports;
+
+  void Move(int from, int to) {
+    trial_delta[from] -= 1;
+    trial_delta[to] += 1;
+  }
+};
+
+// The immutable facts of a sweep, cached in memory, plus the frontier-metric cache.
+struct SweepInfo {
+  int64_t id = 0;
+  v1::SweepSpec spec;
+  int max_attempts = kDefaultMaxAttempts;
+  double error_margin = kDefaultErrorMarginPp;
+  std::vector<v1::Objective> objectives;
+  bool frontier_loaded = false;
+  std::vector<ResultSummary> frontier;  // non-dominated for `objectives`
+  double best_top1 = 0;
+};
+
+// Columns of a trial row as the API returns it (see ReadTrial).
+constexpr absl::string_view kTrialSelect =
+    "SELECT t.id, t.sweep_id, t.spec_proto, t.config_hash, t.state, t.attempts, t.error, "
+    "t.cached, t.cached_from, t.created_ms, t.finished_ms, r.result_proto, s.baseline_top1, "
+    "s.error_margin, t.config_json "
+    "FROM trials t JOIN sweeps s ON s.id = t.sweep_id "
+    "LEFT JOIN results r ON r.trial_id = coalesce(t.cached_from, t.id) "
+    "AND t.state = 'succeeded' ";
+
+absl::StatusOr<v1::Trial> ReadTrial(const Statement& row) {
+  v1::Trial trial;
+  trial.set_id(row.Int64(0));
+  trial.set_sweep_id(row.Int64(1));
+  if (!trial.mutable_spec()->ParseFromString(row.BlobColumn(2))) {
+    return absl::InternalError(absl::StrCat("trial ", trial.id(), ": stored spec is corrupt"));
+  }
+  trial.set_config_hash(row.Text(3));
+  trial.set_state(static_cast<v1::TrialState>(StateFromName(row.Text(4))));
+  trial.set_attempts(static_cast<int32_t>(row.Int64(5)));
+  trial.set_error(row.Text(6));
+  trial.set_cached(row.Int64(7) != 0);
+  trial.set_cached_from(row.IsNull(8) ? 0 : row.Int64(8));
+  trial.set_created_ms(row.Int64(9));
+  trial.set_finished_ms(row.IsNull(10) ? 0 : row.Int64(10));
+  if (!row.IsNull(11)) {
+    if (!trial.mutable_result()->ParseFromString(row.BlobColumn(11))) {
+      return absl::InternalError(
+          absl::StrCat("trial ", trial.id(), ": stored result is corrupt"));
+    }
+    std::optional<double> baseline = row.OptionalDouble(12);
+    trial.set_within_margin(baseline.has_value() &&
+                            WithinMargin(trial.result().top1(), *baseline, row.Double(13)));
+  }
+  return trial;
+}
+
+class SqliteCoordinator final : public Coordinator {
+ public:
+  SqliteCoordinator(const CoordinatorOptions& options, std::unique_ptr<Database> db)
+      : options_(options), clock_(options.clock), metrics_(options.metrics), db_(std::move(db)) {}
+
+  absl::Status Init() ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::StatusOr<v1::UploadModelResponse> PutModel(absl::string_view name,
+                                                   const std::string& bytes,
+                                                   absl::string_view expected_sha256) override;
+  absl::StatusOr<std::string> GetModelBytes(absl::string_view model_hash) override;
+  absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& spec) override;
+  absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) override;
+  absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& r) override;
+  absl::StatusOr<v1::Sweep> CancelSweep(int64_t sweep_id) override;
+  absl::StatusOr<v1::ListTrialsResponse> ListTrials(const v1::ListTrialsRequest& r) override;
+  absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) override;
+  absl::StatusOr<v1::ExportConfigResponse> ExportConfig(
+      const v1::ExportConfigRequest& r) override;
+  absl::StatusOr<int64_t> WaitForSweepChange(int64_t sweep_id, int64_t seen_version,
+                                             absl::Duration timeout) override;
+  absl::StatusOr<v1::RegisterResponse> RegisterWorker(const v1::RegisterRequest& r) override;
+  absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) override;
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) override;
+  absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) override;
+  absl::Status ExpireLeases() override;
+
+ private:
+  int64_t NowMs() { return absl::ToUnixMillis(clock_->Now()); }
+
+  // --- Small SQL helpers.
+  template <typename... Args>
+  absl::Status Exec(absl::string_view sql, const Args&... args)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(Statement statement, db_->Prepare(sql));
+    statement.BindAll(args...);
+    return statement.Run();
+  }
+  // The first column of the first row; nullopt for no row or NULL.
+  template <typename... Args>
+  absl::StatusOr<std::optional<int64_t>> QueryInt(absl::string_view sql, const Args&... args)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(Statement statement, db_->Prepare(sql));
+    statement.BindAll(args...);
+    ASSIGN_OR_RETURN(bool row, statement.Step());
+    if (!row) return std::optional<int64_t>();
+    return statement.OptionalInt64(0);
+  }
+
+  // Bumps the touched sweeps' versions, commits, then applies the effects.
+  absl::Status Commit(Transaction& txn, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyEffects(const Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateFrontierMetrics(int64_t sweep_id, const ResultSummary& landed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RefreshWorkersConnected(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::StatusOr<SweepInfo*> GetSweepInfo(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<const Strategy*> StrategyFor(absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Sweep> BuildSweep(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND naming the worker (it registers again) unless the worker exists; marks it seen.
+  absl::Status TouchWorker(absl::string_view worker_id, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- Planner flow.
+  absl::StatusOr<std::vector<PreparedTrial>> PrepareTrials(const SweepInfo& sweep,
+                                                           const PlanStep& step);
+  absl::Status InsertTrial(const SweepInfo& sweep, int64_t step_no, const PreparedTrial& trial,
+                           int64_t now_ms, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the strategy for steps until one has unfinished trials or the sweep ends. At submit,
+  // planner errors are the caller's (returned); later they fail the sweep.
+  absl::Status AdvanceSweep(int64_t sweep_id, bool at_submit, int64_t now_ms, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EndSweep(int64_t sweep_id, int state, absl::string_view error, int64_t now_ms,
+                        Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<TrialOutcome>> LoadOutcomes(int64_t sweep_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- Trial transitions.
+  // A trial of `sweep_id` now holds the result stored under `result_trial_id`: baseline, best
+  // trial and frontier metrics follow.
+  absl::Status OnTrialSucceeded(int64_t sweep_id, int64_t trial_id, absl::string_view stage,
+                                int64_t result_trial_id, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecomputeBestTrial(int64_t sweep_id, double threshold)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Trials waiting on `original_id` succeed with its result; returns their sweeps.
+  absl::StatusOr<std::set<int64_t>> CompleteDuplicates(int64_t original_id, int64_t now_ms,
+                                                       Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `original_id` will not produce a result: the oldest trial waiting on it runs instead and
+  // the others wait on that one.
+  absl::Status PromoteDuplicates(int64_t original_id, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FailTrial(int64_t trial_id, int64_t sweep_id, int from_state,
+                         absl::string_view error, int64_t now_ms, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StoreResult(int64_t trial_id, const SweepInfo& sweep,
+                           absl::string_view dedup_key, const v1::ReportRequest& report,
+                           int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ExpireLeasesLocked(int64_t now_ms, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LeaseLocked(const v1::LeaseRequest& r, int64_t now_ms, v1::LeaseResponse& out,
+                           Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
+                                    Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CoordinatorOptions options_;
+  Clock* const clock_;
+
+  absl::Mutex mu_;
+  absl::CondVar work_available_;  // trials were queued (Lease long-polls wait on it)
+  absl::CondVar sweep_changed_;   // some sweep's version moved (WaitForSweepChange)
+  CoordinatorMetrics metrics_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, std::unique_ptr<SweepInfo>> sweeps_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<Strategy>, std::less<>> strategies_ ABSL_GUARDED_BY(mu_);
+  int64_t workers_refreshed_ms_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
+  // When each known worker's last_seen_ms was last written (see TouchWorker).
+  absl::flat_hash_map<std::string, int64_t> worker_seen_written_ms_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Setup and shared helpers.
+
+absl::Status SqliteCoordinator::Init() {
+  absl::MutexLock lock(&mu_);
+  // Metrics start from what the database holds.
+  CoordinatorMetrics::TrialCounts counts{};
+  {
+    ASSIGN_OR_RETURN(Statement count,
+                     db_->Prepare("SELECT state, count(*) FROM trials GROUP BY state"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, count.Step());
+      if (!row) break;
+      counts[StateFromName(count.Text(0))] = count.Int64(1);
+    }
+  }
+  metrics_.SetTrialCounts(counts);
+  // Resume: a sweep whose step finished but was not advanced (impossible with one transaction
+  // per call, but cheap to check) moves on now; live leases simply stay live.
+  std::vector<int64_t> live_sweeps;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id FROM sweeps WHERE state IN ('queued', 'running') "
+                                  "ORDER BY id"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      live_sweeps.push_back(select.Int64(0));
+    }
+  }
+  if (!live_sweeps.empty()) {
+    Effects effects;
+    ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+    for (int64_t sweep_id : live_sweeps) {
+      RETURN_IF_ERROR(AdvanceSweep(sweep_id, /*at_submit=*/false, NowMs(), effects));
+    }
+    RETURN_IF_ERROR(Commit(txn, effects));
+  }
+  return RefreshWorkersConnected(/*force=*/true);
+}
+
+absl::Status SqliteCoordinator::Commit(Transaction& txn, Effects& effects) {
+  const int64_t now_ms = NowMs();
+  for (int64_t sweep_id : effects.touched_sweeps) {
+    RETURN_IF_ERROR(Exec("UPDATE sweeps SET version = version + 1, updated_ms = ?2 WHERE id = ?1",
+                         sweep_id, now_ms));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  ApplyEffects(effects);
+  return absl::OkStatus();
+}
+
+void SqliteCoordinator::ApplyEffects(const Effects& effects) {
+  for (int state = v1::TRIAL_QUEUED; state <= v1::TRIAL_CANCELLED; ++state) {
+    metrics_.AddTrials(static_cast<v1::TrialState>(state), effects.trial_delta[state]);
+  }
+  metrics_.AddLeaseExpiries(effects.lease_expiries);
+  for (double seconds : effects.trial_durations) metrics_.ObserveTrialDuration(seconds);
+  for (double seconds : effects.stage_durations) metrics_.ObserveStageDuration(seconds);
+  for (const std::string& outcome : effects.reports) metrics_.CountReport(outcome);
+  if (metrics_.enabled()) {
+    for (const auto& [sweep_id, landed] : effects.landed_results) {
+      UpdateFrontierMetrics(sweep_id, landed);
+    }
+  }
+  if (effects.work_queued) work_available_.SignalAll();
+  if (!effects.touched_sweeps.empty()) sweep_changed_.SignalAll();
+}
+
+// Keeps the sweep's frontier (its own objectives) in memory: the first landed result loads the
+// sweep's succeeded results (numbers only), later ones are merged into the current frontier.
+void SqliteCoordinator::UpdateFrontierMetrics(int64_t sweep_id, const ResultSummary& landed) {
+  absl::StatusOr<SweepInfo*> info = GetSweepInfo(sweep_id);
+  if (!info.ok()) return;  // metrics are best effort
+  SweepInfo& sweep = **info;
+  std::vector<ResultSummary> candidates;
+  if (!sweep.frontier_loaded) {
+    absl::StatusOr<Statement> select = db_->Prepare(
+        "SELECT t.id, r.top1, r.top5, r.size_bits, r.energy_pj, r.bops FROM trials t "
+        "JOIN results r ON r.trial_id = coalesce(t.cached_from, t.id) "
+        "WHERE t.sweep_id = ?1 AND t.state = 'succeeded' ORDER BY t.id");
+    if (!select.ok()) return;
+    select->Bind(1, sweep_id);
+    for (;;) {
+      absl::StatusOr<bool> row = select->Step();
+      if (!row.ok()) return;
+      if (!*row) break;
+      ResultSummary summary;
+      summary.trial_id = select->Int64(0);
+      summary.result.set_top1(select->Double(1));
+      summary.result.set_top5(select->Double(2));
+      summary.result.set_size_bits(select->Int64(3));
+      summary.result.set_energy_pj(select->Double(4));
+      summary.result.set_bops(select->Int64(5));
+      sweep.best_top1 = std::max(sweep.best_top1, summary.result.top1());
+      candidates.push_back(std::move(summary));
+    }
+    sweep.frontier_loaded = true;
+  } else {
+    candidates = sweep.frontier;
+    candidates.push_back(landed);
+    sweep.best_top1 = std::max(sweep.best_top1, landed.result.top1());
+  }
+  std::vector<std::vector<double>> points;
+  points.reserve(candidates.size());
+  for (const ResultSummary& candidate : candidates) {
+    std::vector<double> point;
+    for (v1::Objective objective : sweep.objectives) {
+      double value = ObjectiveValue(candidate.result, objective);
+      point.push_back(IsMaximized(objective) ? -value : value);
+    }
+    points.push_back(std::move(point));
+  }
+  std::vector<ResultSummary> frontier;
+  for (size_t index : NonDominated(points)) frontier.push_back(candidates[index]);
+  sweep.frontier = std::move(frontier);
+  metrics_.SetFrontier(sweep_id, static_cast<int64_t>(sweep.frontier.size()), sweep.best_top1);
+}
+
+absl::Status SqliteCoordinator::RefreshWorkersConnected(bool force) {
+  if (!metrics_.enabled()) return absl::OkStatus();
+  const int64_t now_ms = NowMs();
+  // Lease calls arrive thousands of times a second; once a second is plenty for a gauge.
+  if (!force && now_ms - workers_refreshed_ms_ < 1000) return absl::OkStatus();
+  workers_refreshed_ms_ = now_ms;
+  const int64_t since_ms = now_ms - 3 * absl::ToInt64Milliseconds(options_.heartbeat_interval);
+  ASSIGN_OR_RETURN(std::optional<int64_t> count,
+                   QueryInt("SELECT count(*) FROM workers WHERE last_seen_ms >= ?1", since_ms));
+  metrics_.SetWorkersConnected(count.value_or(0));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SweepInfo*> SqliteCoordinator::GetSweepInfo(int64_t sweep_id) {
+  auto it = sweeps_.find(sweep_id);
+  if (it != sweeps_.end()) return it->second.get();
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT spec_proto, max_attempts, error_margin FROM sweeps "
+                                "WHERE id = ?1"));
+  select.Bind(1, sweep_id);
+  ASSIGN_OR_RETURN(bool row, select.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+  auto info = std::make_unique<SweepInfo>();
+  info->id = sweep_id;
+  if (!info->spec.ParseFromString(select.BlobColumn(0))) {
+    return absl::InternalError(absl::StrCat("sweep ", sweep_id, ": stored spec is corrupt"));
+  }
+  info->max_attempts = static_cast<int>(select.Int64(1));
+  info->error_margin = select.Double(2);
+  absl::StatusOr<std::vector<v1::Objective>> objectives =
+      ResolveObjectives(ObjectivesOf(info->spec), DefaultObjectives());
+  info->objectives = objectives.ok() ? *objectives : DefaultObjectives();
+  SweepInfo* raw = info.get();
+  sweeps_.emplace(sweep_id, std::move(info));
+  return raw;
+}
+
+absl::StatusOr<const Strategy*> SqliteCoordinator::StrategyFor(absl::string_view name) {
+  auto it = strategies_.find(name);
+  if (it != strategies_.end()) return it->second.get();
+  auto factory = options_.strategy_factory ? options_.strategy_factory : MakeStrategy;
+  ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, factory(name));
+  if (strategy == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown strategy '", name, "'"));
+  }
+  const Strategy* raw = strategy.get();
+  strategies_.emplace(std::string(name), std::move(strategy));
+  return raw;
+}
+
+absl::Status SqliteCoordinator::TouchWorker(absl::string_view worker_id, int64_t now_ms) {
+  // Lease and Report arrive thousands of times a second: last_seen is written at most once a
+  // second per worker (plenty for "seen within three heartbeat intervals"), which keeps the
+  // workers page out of most commits.
+  auto known = worker_seen_written_ms_.find(worker_id);
+  if (known != worker_seen_written_ms_.end() && now_ms - known->second < 1000 &&
+      now_ms >= known->second) {
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(
+      Exec("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", worker_id, now_ms));
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown worker '", worker_id, "': register again"));
+  }
+  worker_seen_written_ms_[std::string(worker_id)] = now_ms;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Sweep> SqliteCoordinator::BuildSweep(int64_t sweep_id) {
+  v1::Sweep sweep;
+  std::optional<int64_t> best_trial_id;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT spec_proto, state, stage, error, baseline_top1, "
+                                  "best_trial_id, created_ms, updated_ms, finished_ms "
+                                  "FROM sweeps WHERE id = ?1"));
+    select.Bind(1, sweep_id);
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+    sweep.set_id(sweep_id);
+    if (!sweep.mutable_spec()->ParseFromString(select.BlobColumn(0))) {
+      return absl::InternalError(absl::StrCat("sweep ", sweep_id, ": stored spec is corrupt"));
+    }
+    sweep.set_state(static_cast<v1::SweepState>(StateFromName(select.Text(1))));
+    sweep.set_stage(select.Text(2));
+    sweep.set_error(select.Text(3));
+    if (!select.IsNull(4)) sweep.set_baseline_top1(select.Double(4));
+    best_trial_id = select.OptionalInt64(5);
+    sweep.set_created_ms(select.Int64(6));
+    sweep.set_updated_ms(select.Int64(7));
+    sweep.set_finished_ms(select.IsNull(8) ? 0 : select.Int64(8));
+  }
+  {
+    ASSIGN_OR_RETURN(Statement count,
+                     db_->Prepare("SELECT state, cached, count(*) FROM trials "
+                                  "WHERE sweep_id = ?1 GROUP BY state, cached"));
+    count.Bind(1, sweep_id);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, count.Step());
+      if (!row) break;
+      const int64_t n = count.Int64(2);
+      sweep.set_trials_total(sweep.trials_total() + n);
+      switch (StateFromName(count.Text(0))) {
+        case v1::TRIAL_QUEUED: sweep.set_trials_queued(sweep.trials_queued() + n); break;
+        case v1::TRIAL_RUNNING: sweep.set_trials_running(sweep.trials_running() + n); break;
+        case v1::TRIAL_SUCCEEDED:
+          sweep.set_trials_succeeded(sweep.trials_succeeded() + n);
+          if (count.Int64(1) != 0) sweep.set_trials_cached(sweep.trials_cached() + n);
+          break;
+        case v1::TRIAL_FAILED: sweep.set_trials_failed(sweep.trials_failed() + n); break;
+        case v1::TRIAL_CANCELLED: sweep.set_trials_cancelled(sweep.trials_cancelled() + n); break;
+        default: break;
+      }
+    }
+  }
+  {
+    ASSIGN_OR_RETURN(Statement stages,
+                     db_->Prepare("SELECT stage FROM sweep_stages WHERE sweep_id = ?1 "
+                                  "AND finished_ms IS NOT NULL ORDER BY step"));
+    stages.Bind(1, sweep_id);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, stages.Step());
+      if (!row) break;
+      sweep.add_finished_stages(stages.Text(0));
+    }
+  }
+  if (best_trial_id.has_value()) {
+    ASSIGN_OR_RETURN(Statement best,
+                     db_->Prepare("SELECT r.top1, r.size_bits FROM trials t JOIN results r "
+                                  "ON r.trial_id = coalesce(t.cached_from, t.id) WHERE t.id = ?1"));
+    best.Bind(1, *best_trial_id);
+    ASSIGN_OR_RETURN(bool row, best.Step());
+    if (row) {
+      sweep.set_best_trial_id(*best_trial_id);
+      sweep.set_best_top1(best.Double(0));
+      sweep.set_best_size_bits(best.Int64(1));
+    }
+  }
+  return sweep;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models.
+
+absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
+    absl::string_view name, const std::string& bytes, absl::string_view expected_sha256) {
+  if (bytes.empty()) return absl::InvalidArgumentError("model: no bytes uploaded");
+  const std::string hash = Sha256Hex(bytes);
+  if (!expected_sha256.empty() && absl::AsciiStrToLower(expected_sha256) != hash) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected_sha256: the upload hashes to ", hash, ", not ", expected_sha256));
+  }
+  v1::UploadModelResponse response;
+  response.set_model_hash(hash);
+  response.set_size_bytes(static_cast<int64_t>(bytes.size()));
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(std::optional<int64_t> present,
+                     QueryInt("SELECT 1 FROM models WHERE hash = ?1", hash));
+    if (present.has_value()) {
+      response.set_already_present(true);
+      return response;
+    }
+  }
+  // Parsing and checking can take a while for big models: done outside the lock.
+  {
+    onnx::ModelProto model;
+    if (!model.ParseFromString(bytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", name, "': not an ONNX model (protobuf parse failed)"));
+    }
+    try {
+      onnx::checker::check_model(model);
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", name, "': the ONNX checker rejected it: ", e.what()));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(std::optional<int64_t> present,
+                   QueryInt("SELECT 1 FROM models WHERE hash = ?1", hash));
+  if (present.has_value()) {
+    response.set_already_present(true);  // a concurrent upload of the same bytes won
+    return response;
+  }
+  RETURN_IF_ERROR(Exec("INSERT INTO models(hash, name, size_bytes, bytes, created_ms) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+                       hash, name, static_cast<int64_t>(bytes.size()), Blob{bytes}, NowMs()));
+  RETURN_IF_ERROR(txn.Commit());
+  return response;
+}
+
+absl::StatusOr<std::string> SqliteCoordinator::GetModelBytes(absl::string_view model_hash) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT bytes FROM models WHERE hash = ?1"));
+  select.Bind(1, model_hash);
+  ASSIGN_OR_RETURN(bool row, select.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("model '", model_hash, "' not found"));
+  return select.BlobColumn(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps and the planner.
+
+absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& spec) {
+  // Validation that needs no lock first.
+  if (spec.settings().dataset().eval().empty()) {
+    return absl::InvalidArgumentError(
+        "settings.dataset.eval: required (the evaluation split, e.g. "
+        "'idx:/usr/share/datasets/fashion-mnist/t10k')");
+  }
+  if (spec.has_error_margin() && !(spec.error_margin() >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("error_margin: must be >= 0 percentage points, got ", spec.error_margin()));
+  }
+  if (spec.max_attempts() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_attempts: must be >= 0, got ", spec.max_attempts()));
+  }
+  if (spec.budget() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 0, got ", spec.budget()));
+  }
+  {
+    absl::StatusOr<std::vector<v1::Objective>> objectives =
+        ResolveObjectives(ObjectivesOf(spec), DefaultObjectives());
+    if (!objectives.ok()) return Annotate(objectives.status(), "objectives");
+  }
+
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<const Strategy*> strategy = StrategyFor(spec.strategy());
+  if (!strategy.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy: ", strategy.status().message()));
+  }
+  RETURN_IF_ERROR((*strategy)->Validate(spec));
+
+  const int64_t now_ms = NowMs();
+  Effects effects;
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(std::optional<int64_t> model_known,
+                   QueryInt("SELECT 1 FROM models WHERE hash = ?1", spec.model_hash()));
+  if (!model_known.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model_hash: no model '", spec.model_hash(), "' was uploaded (UploadModel first)"));
+  }
+  std::string spec_json;
+  {
+    google::protobuf::util::JsonPrintOptions json_options;
+    json_options.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(spec, &spec_json, json_options).ok()) {
+      spec_json = "{}";  // only for people; the proto bytes are what counts
+    }
+  }
+  const double error_margin = spec.has_error_margin() ? spec.error_margin()
+                                                      : kDefaultErrorMarginPp;
+  const int max_attempts = spec.max_attempts() > 0 ? spec.max_attempts() : kDefaultMaxAttempts;
+  RETURN_IF_ERROR(Exec(
+      "INSERT INTO sweeps(name, model_hash, strategy, dataset_eval, error_margin, max_attempts, "
+      "spec_proto, spec_json, state, created_ms, updated_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?9)",
+      spec.name(), spec.model_hash(), spec.strategy(), spec.settings().dataset().eval(),
+      error_margin, static_cast<int64_t>(max_attempts), Blob{spec.SerializeAsString()},
+      spec_json, now_ms));
+  const int64_t sweep_id = db_->LastInsertRowId();
+  effects.touched_sweeps.insert(sweep_id);
+  absl::Status status = AdvanceSweep(sweep_id, /*at_submit=*/true, now_ms, effects);
+  if (status.ok()) status = Commit(txn, effects);
+  if (!status.ok()) {
+    // Rolled back: the id may be reused by the next sweep, so forget what was cached for it.
+    sweeps_.erase(sweep_id);
+    return status;
+  }
+  return BuildSweep(sweep_id);
+}
+
+absl::StatusOr<std::vector<PreparedTrial>> SqliteCoordinator::PrepareTrials(
+    const SweepInfo& sweep, const PlanStep& step) {
+  std::vector<PreparedTrial> prepared;
+  prepared.reserve(step.trials.size());
+  for (size_t i = 0; i < step.trials.size(); ++i) {
+    PreparedTrial trial;
+    trial.spec = step.trials[i];
+    if (trial.spec.stage().empty()) trial.spec.set_stage(step.stage);
+    absl::StatusOr<engine::quant::QuantConfig> config =
+        engine::quant::ParseQuantConfig(trial.spec.config_json());
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage '", trial.spec.stage(), "' trial ", i, " ('", trial.spec.label(),
+          "'): config_json: ", config.status().message()));
+    }
+    trial.canonical_config = engine::quant::CanonicalJson(*config);
+    trial.config_hash = engine::quant::ConfigHash(*config);
+    trial.dedup_key = TrialDedupKey(sweep.spec.model_hash(), sweep.spec.settings(),
+                                    trial.config_hash, trial.spec.finetune());
+    prepared.push_back(std::move(trial));
+  }
+  return prepared;
+}
+
+absl::Status SqliteCoordinator::InsertTrial(const SweepInfo& sweep, int64_t step_no,
+                                            const PreparedTrial& trial, int64_t now_ms,
+                                            Effects& effects) {
+  static constexpr absl::string_view kInsert =
+      "INSERT INTO trials(sweep_id, step, stage, label, spec_proto, config_json, config_hash, "
+      "dedup_key, state, cached, cached_from, duplicate_of, created_ms, finished_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+  const std::string spec_bytes = trial.spec.SerializeAsString();
+  // Already evaluated (in any sweep): reuse the result, nothing runs.
+  ASSIGN_OR_RETURN(std::optional<int64_t> evaluated,
+                   QueryInt("SELECT trial_id FROM results WHERE dedup_key = ?1 "
+                            "ORDER BY trial_id LIMIT 1",
+                            trial.dedup_key));
+  if (evaluated.has_value()) {
+    RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
+                         Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
+                         trial.dedup_key, "succeeded", int64_t{1}, *evaluated, nullptr, now_ms,
+                         now_ms));
+    const int64_t trial_id = db_->LastInsertRowId();
+    effects.trial_delta[v1::TRIAL_SUCCEEDED] += 1;
+    return OnTrialSucceeded(sweep.id, trial_id, trial.spec.stage(), *evaluated, effects);
+  }
+  // Being evaluated right now: wait for that one instead of running it twice.
+  ASSIGN_OR_RETURN(std::optional<int64_t> original,
+                   QueryInt("SELECT id FROM trials WHERE dedup_key = ?1 "
+                            "AND state IN ('queued', 'running') AND duplicate_of IS NULL "
+                            "ORDER BY id LIMIT 1",
+                            trial.dedup_key));
+  RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
+                       Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
+                       trial.dedup_key, "queued", int64_t{0}, nullptr, original, now_ms,
+                       nullptr));
+  effects.trial_delta[v1::TRIAL_QUEUED] += 1;
+  if (!original.has_value()) effects.work_queued = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<TrialOutcome>> SqliteCoordinator::LoadOutcomes(int64_t sweep_id) {
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT t.id, t.spec_proto, t.state, t.error, r.result_proto "
+                                "FROM trials t LEFT JOIN results r "
+                                "ON r.trial_id = coalesce(t.cached_from, t.id) "
+                                "AND t.state = 'succeeded' "
+                                "WHERE t.sweep_id = ?1 "
+                                "AND t.state IN ('succeeded', 'failed', 'cancelled') "
+                                "ORDER BY t.id"));
+  select.Bind(1, sweep_id);
+  std::vector<TrialOutcome> outcomes;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    TrialOutcome outcome;
+    outcome.trial_id = select.Int64(0);
+    if (!outcome.spec.ParseFromString(select.BlobColumn(1))) {
+      return absl::InternalError(
+          absl::StrCat("trial ", outcome.trial_id, ": stored spec is corrupt"));
+    }
+    outcome.succeeded = StateFromName(select.Text(2)) == v1::TRIAL_SUCCEEDED;
+    outcome.error = select.Text(3);
+    if (outcome.succeeded && !outcome.result.ParseFromString(select.BlobColumn(4))) {
+      return absl::InternalError(
+          absl::StrCat("trial ", outcome.trial_id, ": stored result is corrupt"));
+    }
+    if (outcome.succeeded) outcome.error.clear();
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
+absl::Status SqliteCoordinator::EndSweep(int64_t sweep_id, int state, absl::string_view error,
+                                         int64_t now_ms, Effects& effects) {
+  RETURN_IF_ERROR(Exec("UPDATE sweeps SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1",
+                       sweep_id, StateName(state), error, now_ms));
+  effects.touched_sweeps.insert(sweep_id);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteCoordinator::AdvanceSweep(int64_t sweep_id, bool at_submit, int64_t now_ms,
+                                             Effects& effects) {
+  ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(sweep_id));
+  for (int steps = 0; steps < kMaxImmediateSteps; ++steps) {
+    int64_t step_no = 0;
+    {
+      ASSIGN_OR_RETURN(Statement select,
+                       db_->Prepare("SELECT state, step FROM sweeps WHERE id = ?1"));
+      select.Bind(1, sweep_id);
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+      const int state = StateFromName(select.Text(0));
+      if (state != v1::SWEEP_QUEUED && state != v1::SWEEP_RUNNING) return absl::OkStatus();
+      step_no = select.Int64(1);
+    }
+    ASSIGN_OR_RETURN(std::optional<int64_t> unfinished,
+                     QueryInt("SELECT EXISTS(SELECT 1 FROM trials WHERE sweep_id = ?1 "
+                              "AND state IN ('queued', 'running'))",
+                              sweep_id));
+    if (unfinished.value_or(0) != 0) return absl::OkStatus();
+
+    // The current step is over.
+    if (step_no > 0) {
+      ASSIGN_OR_RETURN(std::optional<int64_t> started_ms,
+                       QueryInt("SELECT started_ms FROM sweep_stages WHERE sweep_id = ?1 "
+                                "AND step = ?2 AND finished_ms IS NULL",
+                                sweep_id, step_no));
+      if (started_ms.has_value()) {
+        RETURN_IF_ERROR(Exec("UPDATE sweep_stages SET finished_ms = ?3 WHERE sweep_id = ?1 "
+                             "AND step = ?2",
+                             sweep_id, step_no, now_ms));
+        effects.stage_durations.push_back((now_ms - *started_ms) / 1000.0);
+      }
+    }
+    effects.touched_sweeps.insert(sweep_id);
+
+    absl::StatusOr<const Strategy*> strategy = StrategyFor(sweep->spec.strategy());
+    if (!strategy.ok()) {
+      if (at_submit) return strategy.status();
+      return EndSweep(sweep_id, v1::SWEEP_FAILED,
+                      absl::StrCat("planner: ", strategy.status().message()), now_ms, effects);
+    }
+    ASSIGN_OR_RETURN(std::vector<TrialOutcome> outcomes, LoadOutcomes(sweep_id));
+    absl::StatusOr<PlanStep> step = (*strategy)->Next(sweep->spec, outcomes);
+    if (!step.ok()) {
+      if (at_submit) return step.status();
+      return EndSweep(sweep_id, v1::SWEEP_FAILED,
+                      absl::StrCat("planner: ", step.status().message()), now_ms, effects);
+    }
+    if (!step->failure.empty()) {
+      return EndSweep(sweep_id, v1::SWEEP_FAILED, step->failure, now_ms, effects);
+    }
+    if (step->done) return EndSweep(sweep_id, v1::SWEEP_SUCCEEDED, "", now_ms, effects);
+    if (step->trials.empty()) {
+      const std::string error =
+          absl::StrCat("planner: step '", step->stage, "' has no trials and is not done");
+      if (at_submit) return absl::InternalError(error);
+      return EndSweep(sweep_id, v1::SWEEP_FAILED, error, now_ms, effects);
+    }
+    absl::StatusOr<std::vector<PreparedTrial>> trials = PrepareTrials(*sweep, *step);
+    if (!trials.ok()) {
+      if (at_submit) return trials.status();
+      return EndSweep(sweep_id, v1::SWEEP_FAILED,
+                      absl::StrCat("planner: ", trials.status().message()), now_ms, effects);
+    }
+    ++step_no;
+    RETURN_IF_ERROR(Exec("INSERT INTO sweep_stages(sweep_id, step, stage, trials, started_ms) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5)",
+                         sweep_id, step_no, step->stage, static_cast<int64_t>(trials->size()),
+                         now_ms));
+    RETURN_IF_ERROR(Exec("UPDATE sweeps SET step = ?2, stage = ?3 WHERE id = ?1", sweep_id,
+                         step_no, step->stage));
+    for (const PreparedTrial& trial : *trials) {
+      RETURN_IF_ERROR(InsertTrial(*sweep, step_no, trial, now_ms, effects));
+    }
+    // Loop: if every trial of the step was cached, the step is already over.
+  }
+  return EndSweep(sweep_id, v1::SWEEP_FAILED,
+                  absl::StrCat("planner: no trial to run after ", kMaxImmediateSteps,
+                               " steps whose trials were all cached"),
+                  now_ms, effects);
+}
+
+absl::StatusOr<v1::Sweep> SqliteCoordinator::GetSweep(int64_t sweep_id) {
+  absl::MutexLock lock(&mu_);
+  return BuildSweep(sweep_id);
+}
+
+absl::StatusOr<v1::ListSweepsResponse> SqliteCoordinator::ListSweeps(
+    const v1::ListSweepsRequest& r) {
+  ASSIGN_OR_RETURN(int page_size, ResolvePageSize(r.page_size(), kDefaultSweepPageSize));
+  ASSIGN_OR_RETURN(int64_t after, ParsePageToken(r.page_token()));
+  const int64_t before_id = after == 0 ? std::numeric_limits<int64_t>::max() : after;
+  absl::MutexLock lock(&mu_);
+  std::vector<int64_t> ids;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id FROM sweeps WHERE id < ?1 ORDER BY id DESC "
+                                  "LIMIT ?2"));
+    select.BindAll(before_id, static_cast<int64_t>(page_size) + 1);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      ids.push_back(select.Int64(0));
+    }
+  }
+  v1::ListSweepsResponse response;
+  for (int i = 0; i < static_cast<int>(ids.size()) && i < page_size; ++i) {
+    ASSIGN_OR_RETURN(*response.add_sweeps(), BuildSweep(ids[i]));
+  }
+  if (static_cast<int>(ids.size()) > page_size) {
+    response.set_next_page_token(absl::StrCat(ids[page_size - 1]));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Sweep> SqliteCoordinator::CancelSweep(int64_t sweep_id) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = NowMs();
+  Effects effects;
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(v1::Sweep sweep, BuildSweep(sweep_id));
+  if (sweep.state() != v1::SWEEP_QUEUED && sweep.state() != v1::SWEEP_RUNNING) {
+    return sweep;  // finished: cancelling is a no-op
+  }
+  std::vector<std::pair<int64_t, int>> cancelled;  // trial id, previous state
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, state, lease_id FROM trials WHERE sweep_id = ?1 "
+                                  "AND state IN ('queued', 'running') ORDER BY id"));
+    select.Bind(1, sweep_id);
+    std::vector<std::string> live_leases;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      const int state = StateFromName(select.Text(1));
+      cancelled.emplace_back(select.Int64(0), state);
+      if (state == v1::TRIAL_RUNNING && !select.IsNull(2)) live_leases.push_back(select.Text(2));
+    }
+    // Workers holding these learn it from their next heartbeat.
+    for (const std::string& lease_id : live_leases) {
+      RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'cancelled', ended_ms = ?2 "
+                           "WHERE id = ?1 AND outcome IS NULL",
+                           lease_id, now_ms));
+    }
+  }
+  RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'cancelled', finished_ms = ?2, "
+                       "lease_deadline_ms = NULL, duplicate_of = NULL, "
+                       "error = CASE WHEN error = '' THEN 'sweep cancelled' ELSE error END "
+                       "WHERE sweep_id = ?1 AND state IN ('queued', 'running')",
+                       sweep_id, now_ms));
+  for (const auto& [trial_id, state] : cancelled) {
+    effects.Move(state, v1::TRIAL_CANCELLED);
+    RETURN_IF_ERROR(PromoteDuplicates(trial_id, effects));  // identical trials of other sweeps
+  }
+  RETURN_IF_ERROR(EndSweep(sweep_id, v1::SWEEP_CANCELLED, "", now_ms, effects));
+  RETURN_IF_ERROR(Commit(txn, effects));
+  return BuildSweep(sweep_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trials and results.
+
+absl::StatusOr<v1::ListTrialsResponse> SqliteCoordinator::ListTrials(
+    const v1::ListTrialsRequest& r) {
+  if (r.sweep_id() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sweep_id: required, got ", r.sweep_id()));
+  }
+  ASSIGN_OR_RETURN(int page_size, ResolvePageSize(r.page_size(), kDefaultTrialPageSize));
+  ASSIGN_OR_RETURN(int64_t after_id, ParsePageToken(r.page_token()));
+  if (r.state() != v1::TRIAL_STATE_UNSPECIFIED && StateName(r.state())[0] == '\0') {
+    return absl::InvalidArgumentError(absl::StrCat("state: unknown value ", r.state()));
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::optional<int64_t> exists,
+                   QueryInt("SELECT 1 FROM sweeps WHERE id = ?1", r.sweep_id()));
+  if (!exists.has_value()) {
+    return absl::NotFoundError(absl::StrCat("sweep ", r.sweep_id(), " not found"));
+  }
+  ASSIGN_OR_RETURN(
+      Statement select,
+      db_->Prepare(absl::StrCat(
+          kTrialSelect,
+          "WHERE t.sweep_id = ?1 AND t.id > ?2 AND (?3 = '' OR t.state = ?3) "
+          "AND (?4 = '' OR t.stage = ?4) "
+          "AND (?5 = 0 OR (t.state = 'succeeded' AND s.baseline_top1 IS NOT NULL "
+          "AND r.top1 >= s.baseline_top1 - s.error_margin / 100.0 - 1e-9)) "
+          "ORDER BY t.id LIMIT ?6")));
+  select.BindAll(r.sweep_id(), after_id,
+                 r.state() == v1::TRIAL_STATE_UNSPECIFIED ? "" : StateName(r.state()), r.stage(),
+                 r.within_margin_only(), static_cast<int64_t>(page_size) + 1);
+  v1::ListTrialsResponse response;
+  int64_t last_id = 0;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    if (response.trials_size() == page_size) {
+      response.set_next_page_token(absl::StrCat(last_id));
+      break;
+    }
+    ASSIGN_OR_RETURN(*response.add_trials(), ReadTrial(select));
+    last_id = response.trials(response.trials_size() - 1).id();
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Frontier> SqliteCoordinator::GetFrontier(const v1::GetFrontierRequest& r) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(r.sweep_id()));
+  absl::StatusOr<std::vector<v1::Objective>> objectives = ResolveObjectives(
+      ToObjectives(r.objectives()),
+      sweep->objectives);
+  if (!objectives.ok()) return Annotate(objectives.status(), "objectives");
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare("SELECT baseline_top1 FROM sweeps WHERE id = ?1"));
+  select.Bind(1, r.sweep_id());
+  ASSIGN_OR_RETURN(bool found, select.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("sweep ", r.sweep_id(), " not found"));
+  const std::optional<double> baseline = select.OptionalDouble(0);
+
+  // The numbers of every succeeded trial (no protos: a sweep may hold 100,000 of them), then
+  // full specs and results only for the points on the frontier.
+  std::vector<v1::Trial> candidates;
+  {
+    ASSIGN_OR_RETURN(Statement numbers,
+                     db_->Prepare("SELECT t.id, r.top1, r.top5, r.size_bits, r.energy_pj, "
+                                  "r.bops FROM trials t "
+                                  "JOIN results r ON r.trial_id = coalesce(t.cached_from, t.id) "
+                                  "WHERE t.sweep_id = ?1 AND t.state = 'succeeded' "
+                                  "ORDER BY t.id"));
+    numbers.Bind(1, r.sweep_id());
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, numbers.Step());
+      if (!row) break;
+      v1::Trial& trial = candidates.emplace_back();
+      trial.set_id(numbers.Int64(0));
+      trial.set_sweep_id(r.sweep_id());
+      trial.set_state(v1::TRIAL_SUCCEEDED);
+      trial.mutable_result()->set_top1(numbers.Double(1));
+      trial.mutable_result()->set_top5(numbers.Double(2));
+      trial.mutable_result()->set_size_bits(numbers.Int64(3));
+      trial.mutable_result()->set_energy_pj(numbers.Double(4));
+      trial.mutable_result()->set_bops(numbers.Int64(5));
+    }
+  }
+  v1::Frontier frontier = BuildFrontier(r.sweep_id(), candidates, *objectives, baseline,
+                                        sweep->error_margin, r.within_margin_only());
+  ASSIGN_OR_RETURN(Statement detail,
+                   db_->Prepare(absl::StrCat(kTrialSelect, "WHERE t.id = ?1")));
+  for (v1::FrontierPoint& point : *frontier.mutable_points()) {
+    detail.Reset();
+    detail.Bind(1, point.trial_id());
+    ASSIGN_OR_RETURN(bool row, detail.Step());
+    if (!row) continue;
+    ASSIGN_OR_RETURN(v1::Trial trial, ReadTrial(detail));
+    *point.mutable_spec() = trial.spec();
+    *point.mutable_result() = trial.result();
+  }
+  return frontier;
+}
+
+absl::StatusOr<v1::ExportConfigResponse> SqliteCoordinator::ExportConfig(
+    const v1::ExportConfigRequest& r) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement select,
+                   db_->Prepare(absl::StrCat(kTrialSelect, "WHERE t.id = ?1")));
+  select.Bind(1, r.trial_id());
+  ASSIGN_OR_RETURN(bool row, select.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
+  ASSIGN_OR_RETURN(v1::Trial trial, ReadTrial(select));
+  const std::string canonical_config = select.Text(14);
+  if (trial.state() != v1::TRIAL_SUCCEEDED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trial ", trial.id(), " has no result to export (it is ",
+                     StateName(trial.state()), ")"));
+  }
+  if (r.qdq_onnx()) {
+    return absl::FailedPreconditionError(
+        "qdq_onnx: QDQ ONNX export is not available yet; export the JSON manifest (without "
+        "--qdq) and apply it in your own flow");
+  }
+  ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id()));
+  v1::ExportConfigResponse response;
+  response.set_manifest_json(
+      BuildConfigManifest(trial, sweep->spec.model_hash(), canonical_config));
+  return response;
+}
+
+absl::StatusOr<int64_t> SqliteCoordinator::WaitForSweepChange(int64_t sweep_id,
+                                                              int64_t seen_version,
+                                                              absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    ASSIGN_OR_RETURN(std::optional<int64_t> version,
+                     QueryInt("SELECT version FROM sweeps WHERE id = ?1", sweep_id));
+    if (!version.has_value()) {
+      return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+    }
+    if (*version != seen_version) return *version;
+    const absl::Duration remaining = deadline - absl::Now();
+    if (remaining <= absl::ZeroDuration()) return *version;
+    sweep_changed_.WaitWithTimeout(&mu_, remaining);
+  }
+}
+
+absl::Status SqliteCoordinator::OnTrialSucceeded(int64_t sweep_id, int64_t trial_id,
+                                                 absl::string_view stage,
+                                                 int64_t result_trial_id, Effects& effects) {
+  effects.touched_sweeps.insert(sweep_id);
+  ResultSummary summary;
+  summary.trial_id = trial_id;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT top1, top5, size_bits, energy_pj, bops FROM results "
+                                  "WHERE trial_id = ?1"));
+    select.Bind(1, result_trial_id);
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) {
+      return absl::InternalError(absl::StrCat("result of trial ", result_trial_id, " missing"));
+    }
+    summary.result.set_top1(select.Double(0));
+    summary.result.set_top5(select.Double(1));
+    summary.result.set_size_bits(select.Int64(2));
+    summary.result.set_energy_pj(select.Double(3));
+    summary.result.set_bops(select.Int64(4));
+  }
+  effects.landed_results.emplace_back(sweep_id, summary);
+
+  std::optional<double> baseline;
+  double error_margin = 0;
+  std::optional<int64_t> best_trial_id;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT baseline_top1, error_margin, best_trial_id FROM sweeps "
+                                  "WHERE id = ?1"));
+    select.Bind(1, sweep_id);
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+    baseline = select.OptionalDouble(0);
+    error_margin = select.Double(1);
+    best_trial_id = select.OptionalInt64(2);
+  }
+  const double top1 = summary.result.top1();
+  if (!baseline.has_value()) {
+    if (stage != "baseline") return absl::OkStatus();  // nothing is "within margin" yet
+    RETURN_IF_ERROR(
+        Exec("UPDATE sweeps SET baseline_top1 = ?2 WHERE id = ?1", sweep_id, top1));
+    return RecomputeBestTrial(sweep_id, MarginThreshold(top1, error_margin));
+  }
+  if (top1 < MarginThreshold(*baseline, error_margin)) return absl::OkStatus();
+  if (best_trial_id.has_value()) {
+    ASSIGN_OR_RETURN(Statement best,
+                     db_->Prepare("SELECT r.top1, r.size_bits FROM trials t JOIN results r "
+                                  "ON r.trial_id = coalesce(t.cached_from, t.id) "
+                                  "WHERE t.id = ?1"));
+    best.Bind(1, *best_trial_id);
+    ASSIGN_OR_RETURN(bool row, best.Step());
+    if (row) {
+      const double best_top1 = best.Double(0);
+      const int64_t best_size = best.Int64(1);
+      const int64_t size = summary.result.size_bits();
+      const bool better = size < best_size || (size == best_size && top1 > best_top1);
+      if (!better) return absl::OkStatus();
+    }
+  }
+  return Exec("UPDATE sweeps SET best_trial_id = ?2 WHERE id = ?1", sweep_id, trial_id);
+}
+
+absl::Status SqliteCoordinator::RecomputeBestTrial(int64_t sweep_id, double threshold) {
+  ASSIGN_OR_RETURN(std::optional<int64_t> best,
+                   QueryInt("SELECT t.id FROM trials t JOIN results r "
+                            "ON r.trial_id = coalesce(t.cached_from, t.id) "
+                            "WHERE t.sweep_id = ?1 AND t.state = 'succeeded' AND r.top1 >= ?2 "
+                            "ORDER BY r.size_bits, r.top1 DESC, t.id LIMIT 1",
+                            sweep_id, threshold));
+  return Exec("UPDATE sweeps SET best_trial_id = ?2 WHERE id = ?1", sweep_id, best);
+}
+
+absl::StatusOr<std::set<int64_t>> SqliteCoordinator::CompleteDuplicates(int64_t original_id,
+                                                                        int64_t now_ms,
+                                                                        Effects& effects) {
+  struct Waiting {
+    int64_t id, sweep_id;
+    std::string stage;
+  };
+  std::vector<Waiting> waiting;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, sweep_id, stage FROM trials "
+                                  "WHERE duplicate_of = ?1 AND state = 'queued' ORDER BY id"));
+    select.Bind(1, original_id);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      waiting.push_back({select.Int64(0), select.Int64(1), select.Text(2)});
+    }
+  }
+  std::set<int64_t> sweeps;
+  for (const Waiting& trial : waiting) {
+    RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'succeeded', cached = 1, cached_from = ?2, "
+                         "duplicate_of = NULL, finished_ms = ?3 WHERE id = ?1",
+                         trial.id, original_id, now_ms));
+    effects.Move(v1::TRIAL_QUEUED, v1::TRIAL_SUCCEEDED);
+    RETURN_IF_ERROR(OnTrialSucceeded(trial.sweep_id, trial.id, trial.stage, original_id, effects));
+    sweeps.insert(trial.sweep_id);
+  }
+  return sweeps;
+}
+
+absl::Status SqliteCoordinator::PromoteDuplicates(int64_t original_id, Effects& effects) {
+  ASSIGN_OR_RETURN(std::optional<int64_t> successor,
+                   QueryInt("SELECT id FROM trials WHERE duplicate_of = ?1 AND state = 'queued' "
+                            "ORDER BY id LIMIT 1",
+                            original_id));
+  if (!successor.has_value()) return absl::OkStatus();
+  RETURN_IF_ERROR(Exec("UPDATE trials SET duplicate_of = NULL WHERE id = ?1", *successor));
+  RETURN_IF_ERROR(Exec("UPDATE trials SET duplicate_of = ?2 WHERE duplicate_of = ?1 "
+                       "AND state = 'queued'",
+                       original_id, *successor));
+  effects.work_queued = true;
+  return absl::OkStatus();
+}
+
+absl::Status SqliteCoordinator::FailTrial(int64_t trial_id, int64_t sweep_id, int from_state,
+                                          absl::string_view error, int64_t now_ms,
+                                          Effects& effects) {
+  RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'failed', error = ?2, finished_ms = ?3, "
+                       "lease_deadline_ms = NULL WHERE id = ?1",
+                       trial_id, error, now_ms));
+  effects.Move(from_state, v1::TRIAL_FAILED);
+  effects.touched_sweeps.insert(sweep_id);
+  RETURN_IF_ERROR(PromoteDuplicates(trial_id, effects));
+  return AdvanceSweep(sweep_id, /*at_submit=*/false, now_ms, effects);
+}
+
+absl::Status SqliteCoordinator::StoreResult(int64_t trial_id, const SweepInfo& sweep,
+                                            absl::string_view dedup_key,
+                                            const v1::ReportRequest& report, int64_t now_ms) {
+  v1::TrialResult result = report.result();
+  if (result.worker_id().empty()) result.set_worker_id(report.worker_id());
+  std::optional<double> loss;
+  if (std::isfinite(result.loss())) loss = result.loss();
+  std::optional<double> top1_before_finetune;
+  if (result.has_top1_before_finetune()) {
+    top1_before_finetune = result.top1_before_finetune();
+  }
+  RETURN_IF_ERROR(Exec(
+      "INSERT INTO results(trial_id, dedup_key, lease_id, worker_id, top1, top5, loss, samples, "
+      "size_bits, peak_activation_bits, activation_bits, bops, macs, energy_pj, "
+      "hardware_profile, wall_seconds, images_per_second, engine_version, "
+      "top1_before_finetune, result_proto, created_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+      "?19, ?20, ?21)",
+      trial_id, dedup_key, report.lease_id(), report.worker_id(), result.top1(), result.top5(),
+      loss, result.samples(), result.size_bits(), result.peak_activation_bits(),
+      result.activation_bits(), result.bops(), result.macs(), result.energy_pj(),
+      result.hardware_profile(), result.wall_seconds(), result.images_per_second(),
+      result.engine_version(), top1_before_finetune, Blob{result.SerializeAsString()}, now_ms));
+
+  auto optional_params = [](const v1::LayerResult& layer, const v1::QuantParams& params,
+                            bool present) {
+    struct Columns {
+      std::optional<std::string> format;
+      std::optional<int64_t> bits, fractional_bits, max_exponent;
+      std::optional<std::string> scale, zero_point;
+    } columns;
+    if (!present || params.format().empty()) return columns;
+    columns.format = params.format();
+    columns.bits = params.bits();
+    if (params.has_fractional_bits()) columns.fractional_bits = params.fractional_bits();
+    if (params.has_max_exponent()) columns.max_exponent = params.max_exponent();
+    if (params.scale_size() > 0) {
+      columns.scale = absl::StrCat("[", absl::StrJoin(params.scale(), ","), "]");
+    }
+    if (params.zero_point_size() > 0) {
+      columns.zero_point = absl::StrCat("[", absl::StrJoin(params.zero_point(), ","), "]");
+    }
+    return columns;
+  };
+  const v1::EvalSettings settings = NormalizedEvalSettings(sweep.spec.settings());
+  for (int i = 0; i < result.layers_size(); ++i) {
+    const v1::LayerResult& layer = result.layers(i);
+    auto w = optional_params(layer, layer.weights(), layer.has_weights());
+    auto in = optional_params(layer, layer.inputs(), layer.has_inputs());
+    auto out = optional_params(layer, layer.outputs(), layer.has_outputs());
+    RETURN_IF_ERROR(Exec(
+        "INSERT INTO trial_layers(trial_id, layer_index, name, layer_class, weights_format, "
+        "weights_bits, weights_fractional_bits, weights_scale, weights_zero_point, "
+        "weights_max_exponent, inputs_format, inputs_bits, inputs_fractional_bits, "
+        "inputs_scale, inputs_zero_point, outputs_format, outputs_bits, "
+        "outputs_fractional_bits, outputs_scale, outputs_zero_point, macs, weight_count, "
+        "weight_bits, activation_bits, bops, energy_pj) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+        "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+        trial_id, static_cast<int64_t>(i), layer.name(), layer.layer_class(), w.format, w.bits,
+        w.fractional_bits, w.scale, w.zero_point, w.max_exponent, in.format, in.bits,
+        in.fractional_bits, in.scale, in.zero_point, out.format, out.bits, out.fractional_bits,
+        out.scale, out.zero_point, layer.macs(), layer.weight_count(), layer.weight_bits(),
+        layer.activation_bits(), layer.bops(), layer.energy_pj()));
+    const bool has_input = layer.input_range().count() > 0;
+    const bool has_output = layer.output_range().count() > 0;
+    if (!has_input && !has_output) continue;
+    auto range_value = [](bool has, double value) {
+      return has ? std::optional<double>(value) : std::nullopt;
+    };
+    auto range_count = [](bool has, int64_t value) {
+      return has ? std::optional<int64_t>(value) : std::nullopt;
+    };
+    RETURN_IF_ERROR(Exec(
+        "INSERT OR REPLACE INTO calibration_stats(model_hash, dataset, calibration_samples, "
+        "layer, input_min, input_max, input_count, output_min, output_max, output_count, "
+        "trial_id, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        sweep.spec.model_hash(), settings.dataset().train(),
+        settings.dataset().calibration_samples(), layer.name(),
+        range_value(has_input, layer.input_range().min()),
+        range_value(has_input, layer.input_range().max()),
+        range_count(has_input, layer.input_range().count()),
+        range_value(has_output, layer.output_range().min()),
+        range_value(has_output, layer.output_range().max()),
+        range_count(has_output, layer.output_range().count()), trial_id, now_ms));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// WorkerService.
+
+absl::StatusOr<v1::RegisterResponse> SqliteCoordinator::RegisterWorker(
+    const v1::RegisterRequest& r) {
+  if (r.threads() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("threads: must be >= 0, got ", r.threads()));
+  }
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = NowMs();
+  const std::string worker_id = absl::StrCat("w-", RandomHex(8));
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  RETURN_IF_ERROR(Exec("INSERT INTO workers(id, name, threads, engine_version, registered_ms, "
+                       "last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                       worker_id, r.name(), static_cast<int64_t>(r.threads()),
+                       r.engine_version(), now_ms));
+  RETURN_IF_ERROR(txn.Commit());
+  worker_seen_written_ms_[worker_id] = now_ms;
+  RETURN_IF_ERROR(RefreshWorkersConnected(/*force=*/true));
+  v1::RegisterResponse response;
+  response.set_worker_id(worker_id);
+  response.set_lease_duration_ms(absl::ToInt64Milliseconds(options_.lease_duration));
+  response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  return response;
+}
+
+absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effects) {
+  struct Expired {
+    int64_t id, sweep_id, attempts;
+    std::string error, lease_id;
+  };
+  std::vector<Expired> expired;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, sweep_id, attempts, error, lease_id FROM trials "
+                                  "WHERE state = 'running' AND lease_deadline_ms < ?1"));
+    select.Bind(1, now_ms);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      expired.push_back({select.Int64(0), select.Int64(1), select.Int64(2), select.Text(3),
+                         select.Text(4)});
+    }
+  }
+  // Sorted here, not by ORDER BY id: that makes SQLite walk the whole table in rowid order
+  // instead of the small partial index of running trials, on every Lease and Heartbeat.
+  std::sort(expired.begin(), expired.end(),
+            [](const Expired& a, const Expired& b) { return a.id < b.id; });
+  for (const Expired& trial : expired) {
+    effects.lease_expiries += 1;
+    RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'expired', ended_ms = ?2 "
+                         "WHERE id = ?1 AND outcome IS NULL",
+                         trial.lease_id, now_ms));
+    ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
+    if (trial.attempts >= sweep->max_attempts) {
+      const std::string error =
+          trial.error.empty() ? absl::StrCat("lease expired ", trial.attempts, " times")
+                              : trial.error;
+      RETURN_IF_ERROR(
+          FailTrial(trial.id, trial.sweep_id, v1::TRIAL_RUNNING, error, now_ms, effects));
+    } else {
+      RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', lease_deadline_ms = NULL "
+                           "WHERE id = ?1",
+                           trial.id));
+      effects.Move(v1::TRIAL_RUNNING, v1::TRIAL_QUEUED);
+      effects.work_queued = true;
+      effects.touched_sweeps.insert(trial.sweep_id);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteCoordinator::ExpireLeases() {
+  absl::MutexLock lock(&mu_);
+  Effects effects;
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  RETURN_IF_ERROR(ExpireLeasesLocked(NowMs(), effects));
+  return Commit(txn, effects);
+}
+
+absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t now_ms,
+                                            v1::LeaseResponse& out, Effects& effects) {
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  RETURN_IF_ERROR(ExpireLeasesLocked(now_ms, effects));
+  const int64_t limit = std::clamp(r.max_trials() == 0 ? 1 : r.max_trials(), 1, kMaxLeaseBatch);
+  struct Queued {
+    int64_t id, sweep_id, attempts;
+    std::string spec_bytes, config_hash;
+  };
+  std::vector<Queued> queued;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, sweep_id, attempts, spec_proto, config_hash "
+                                  "FROM trials WHERE state = 'queued' AND duplicate_of IS NULL "
+                                  "ORDER BY sweep_id, id LIMIT ?1"));
+    select.Bind(1, limit);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      queued.push_back({select.Int64(0), select.Int64(1), select.Int64(2),
+                        select.BlobColumn(3), select.Text(4)});
+    }
+  }
+  const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
+  for (const Queued& trial : queued) {
+    const int64_t attempt = trial.attempts + 1;
+    const std::string lease_id = absl::StrCat(trial.id, "-", attempt, "-", RandomHex(6));
+    RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'running', attempts = ?2, lease_id = ?3, "
+                         "worker_id = ?4, lease_deadline_ms = ?5, "
+                         "started_ms = coalesce(started_ms, ?6) WHERE id = ?1",
+                         trial.id, attempt, lease_id, r.worker_id(), deadline_ms, now_ms));
+    RETURN_IF_ERROR(Exec("INSERT INTO leases(id, trial_id, worker_id, attempt, leased_ms) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5)",
+                         lease_id, trial.id, r.worker_id(), attempt, now_ms));
+    RETURN_IF_ERROR(Exec("UPDATE sweeps SET state = 'running' WHERE id = ?1 AND state = 'queued'",
+                         trial.sweep_id));
+    effects.Move(v1::TRIAL_QUEUED, v1::TRIAL_RUNNING);
+    effects.touched_sweeps.insert(trial.sweep_id);
+    ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
+    v1::LeasedTrial& leased = *out.add_trials();
+    leased.set_trial_id(trial.id);
+    leased.set_lease_id(lease_id);
+    leased.set_deadline_ms(deadline_ms);
+    leased.set_attempt(static_cast<int32_t>(attempt));
+    leased.set_model_hash(sweep->spec.model_hash());
+    *leased.mutable_settings() = sweep->spec.settings();
+    if (!leased.mutable_spec()->ParseFromString(trial.spec_bytes)) {
+      return absl::InternalError(absl::StrCat("trial ", trial.id, ": stored spec is corrupt"));
+    }
+    leased.set_config_hash(trial.config_hash);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::LeaseResponse> SqliteCoordinator::Lease(const v1::LeaseRequest& r) {
+  if (r.max_trials() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_trials: must be >= 0, got ", r.max_trials()));
+  }
+  const absl::Time wait_until = absl::Now() + absl::Milliseconds(std::max<int64_t>(0, r.wait_ms()));
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    v1::LeaseResponse response;
+    Effects effects;
+    {
+      ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+      RETURN_IF_ERROR(LeaseLocked(r, NowMs(), response, effects));
+      RETURN_IF_ERROR(Commit(txn, effects));
+    }
+    RETURN_IF_ERROR(RefreshWorkersConnected(/*force=*/false));
+    if (response.trials_size() > 0) return response;
+    const absl::Duration remaining = wait_until - absl::Now();
+    if (remaining <= absl::ZeroDuration()) return response;
+    // Woken when trials are queued; the loop re-checks (another worker may have taken them).
+    work_available_.WaitWithTimeout(&mu_, remaining);
+  }
+}
+
+absl::StatusOr<v1::HeartbeatResponse> SqliteCoordinator::Heartbeat(
+    const v1::HeartbeatRequest& r) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = NowMs();
+  const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
+  Effects effects;
+  v1::HeartbeatResponse response;
+  response.set_deadline_ms(deadline_ms);
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  // Leases that ran out before this heartbeat are gone: the worker hears so below.
+  RETURN_IF_ERROR(ExpireLeasesLocked(now_ms, effects));
+  for (const std::string& lease_id : r.lease_ids()) {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT trial_id, worker_id, outcome FROM leases "
+                                  "WHERE id = ?1"));
+    select.Bind(1, lease_id);
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row || select.Text(1) != r.worker_id()) {
+      response.add_lost_lease_ids(lease_id);
+      continue;
+    }
+    const int64_t trial_id = select.Int64(0);
+    const bool live = select.IsNull(2);
+    const std::string outcome = select.Text(2);
+    if (live) {
+      RETURN_IF_ERROR(Exec("UPDATE trials SET lease_deadline_ms = ?3 WHERE id = ?1 "
+                           "AND lease_id = ?2 AND state = 'running'",
+                           trial_id, lease_id, deadline_ms));
+      if (db_->Changes() == 0) response.add_lost_lease_ids(lease_id);
+    } else if (outcome == "cancelled") {
+      response.add_cancelled_lease_ids(lease_id);
+    } else {
+      response.add_lost_lease_ids(lease_id);
+    }
+  }
+  RETURN_IF_ERROR(Commit(txn, effects));
+  RETURN_IF_ERROR(RefreshWorkersConnected(/*force=*/true));
+  return response;
+}
+
+absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
+                                                     Effects& effects) {
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  // The lease decides idempotency: its first report's answer is every later report's answer.
+  int64_t lease_trial_id = 0;
+  int64_t leased_ms = 0;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms FROM leases "
+                                  "WHERE id = ?1"));
+    select.Bind(1, r.lease_id());
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (row) {
+      lease_trial_id = select.Int64(0);
+      if (lease_trial_id == r.trial_id() && !select.IsNull(1)) return select.Int64(1) != 0;
+      leased_ms = select.Int64(2);
+    }
+  }
+  if (lease_trial_id != r.trial_id()) {
+    ASSIGN_OR_RETURN(std::optional<int64_t> exists,
+                     QueryInt("SELECT 1 FROM trials WHERE id = ?1", r.trial_id()));
+    if (!exists.has_value()) {
+      return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
+    }
+    effects.reports.push_back("refused");
+    return false;  // a lease this trial never had: nothing to store
+  }
+
+  int64_t sweep_id = 0, attempts = 0;
+  int state = 0;
+  std::string current_lease, stage, dedup_key;
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT sweep_id, state, attempts, lease_id, stage, dedup_key "
+                                  "FROM trials WHERE id = ?1"));
+    select.Bind(1, r.trial_id());
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
+    sweep_id = select.Int64(0);
+    state = StateFromName(select.Text(1));
+    attempts = select.Int64(2);
+    current_lease = select.Text(3);
+    stage = select.Text(4);
+    dedup_key = select.Text(5);
+  }
+  if (state != v1::TRIAL_QUEUED && state != v1::TRIAL_RUNNING) {
+    RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 0 WHERE id = ?1", r.lease_id()));
+    effects.reports.push_back("refused");
+    return false;  // finished (another attempt reported first, or it was cancelled)
+  }
+  ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(sweep_id));
+  const bool is_current_lease = state == v1::TRIAL_RUNNING && current_lease == r.lease_id();
+  // Ends this lease with `outcome` (if still live) and, when another lease of the trial is
+  // live, that one as superseded (its worker hears "lost" at its next heartbeat).
+  auto end_leases = [&](absl::string_view outcome, bool trial_finished) -> absl::Status {
+    RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 1, "
+                         "outcome = coalesce(outcome, ?2), ended_ms = coalesce(ended_ms, ?3) "
+                         "WHERE id = ?1",
+                         r.lease_id(), outcome, now_ms));
+    if (trial_finished && state == v1::TRIAL_RUNNING && !is_current_lease) {
+      RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'superseded', ended_ms = ?2 "
+                           "WHERE id = ?1 AND outcome IS NULL",
+                           current_lease, now_ms));
+    }
+    return absl::OkStatus();
+  };
+  effects.touched_sweeps.insert(sweep_id);
+
+  if (r.has_result()) {
+    for (double value : {r.result().top1(), r.result().top5(), r.result().energy_pj()}) {
+      if (!std::isfinite(value)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("result: top1, top5 and energy_pj must be finite (trial ",
+                         r.trial_id(), ")"));
+      }
+    }
+    RETURN_IF_ERROR(StoreResult(r.trial_id(), *sweep, dedup_key, r, now_ms));
+    RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'succeeded', finished_ms = ?2, "
+                         "lease_deadline_ms = NULL WHERE id = ?1",
+                         r.trial_id(), now_ms));
+    effects.Move(state, v1::TRIAL_SUCCEEDED);
+    RETURN_IF_ERROR(end_leases("result", /*trial_finished=*/true));
+    effects.trial_durations.push_back((now_ms - leased_ms) / 1000.0);
+    effects.reports.push_back("result");
+    RETURN_IF_ERROR(OnTrialSucceeded(sweep_id, r.trial_id(), stage, r.trial_id(), effects));
+    ASSIGN_OR_RETURN(std::set<int64_t> other_sweeps,
+                     CompleteDuplicates(r.trial_id(), now_ms, effects));
+    other_sweeps.insert(sweep_id);
+    for (int64_t id : other_sweeps) {
+      RETURN_IF_ERROR(AdvanceSweep(id, /*at_submit=*/false, now_ms, effects));
+    }
+    return true;
+  }
+  if (!r.has_error()) {
+    return absl::InvalidArgumentError("report: neither result nor error is set");
+  }
+  const std::string& message = r.error().message().empty() ? std::string("unknown worker error")
+                                                           : r.error().message();
+  if (r.error().permanent()) {
+    RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/true));
+    effects.reports.push_back("permanent_error");
+    RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
+    return true;
+  }
+  effects.reports.push_back("error");
+  if (!is_current_lease) {
+    // A stale lease's failure: its attempt was already counted when it expired; keep the text.
+    RETURN_IF_ERROR(Exec("UPDATE trials SET error = ?2 WHERE id = ?1", r.trial_id(), message));
+    RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
+    return true;
+  }
+  RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
+  if (attempts >= sweep->max_attempts) {
+    RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
+    return true;
+  }
+  RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', error = ?2, "
+                       "lease_deadline_ms = NULL WHERE id = ?1",
+                       r.trial_id(), message));
+  effects.Move(state, v1::TRIAL_QUEUED);
+  effects.work_queued = true;
+  return true;
+}
+
+absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {
+  absl::MutexLock lock(&mu_);
+  Effects effects;
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(bool accepted, ReportLocked(r, NowMs(), effects));
+  RETURN_IF_ERROR(Commit(txn, effects));
+  v1::ReportResponse response;
+  response.set_accepted(accepted);
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(
+    const CoordinatorOptions& options) {
+  if (options.clock == nullptr) {
+    return absl::InvalidArgumentError("CoordinatorOptions.clock: required");
+  }
+  if (options.db_path.empty()) {
+    return absl::InvalidArgumentError("CoordinatorOptions.db_path: required");
+  }
+  if (options.lease_duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("CoordinatorOptions.lease_duration: must be positive");
+  }
+  absl::StatusOr<std::unique_ptr<store::Database>> db = store::Database::Open(options.db_path);
+  if (!db.ok()) return Annotate(db.status(), absl::StrCat("database '", options.db_path, "'"));
+  auto coordinator = std::make_unique<SqliteCoordinator>(options, std::move(*db));
+  RETURN_IF_ERROR(coordinator->Init());
+  return coordinator;
+}
+
+}  // namespace bitsweep::server

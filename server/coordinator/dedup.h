@@ -1,0 +1,34 @@
+// The deduplication key of a trial: what decides its result. Two trials with the same key are
+// evaluated once, across sweeps (DESIGN.md, "Concepts": the same (model, dataset, config, eval
+// settings) is evaluated once).
+//
+//   std::string key = TrialDedupKey(model_hash, spec.settings(), config_hash, trial.finetune());
+//
+// Settings are normalized before hashing so that spelling a default out does not change the key
+// (batch 0 and 256 are the same; fine-tuning with steps == 0 is no fine-tuning whatever its other
+// fields say). TrialSpec.collect_ranges, stage and label are deliberately not part of the key.
+#ifndef BITSWEEP_SERVER_COORDINATOR_DEDUP_H_
+#define BITSWEEP_SERVER_COORDINATOR_DEDUP_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "bitsweep/v1/common.pb.h"
+
+namespace bitsweep::server {
+
+// EvalSettings and FinetuneSpec with their "0 means ..." defaults written out.
+v1::EvalSettings NormalizedEvalSettings(const v1::EvalSettings& settings);
+v1::FinetuneSpec NormalizedFinetune(const v1::FinetuneSpec& finetune);
+
+// Lower-case hex SHA-256 over the length-prefixed model hash, deterministic serialization of the
+// normalized EvalSettings, config hash and normalized FinetuneSpec.
+std::string TrialDedupKey(absl::string_view model_hash, const v1::EvalSettings& settings,
+                          absl::string_view config_hash, const v1::FinetuneSpec& finetune);
+
+// Lower-case hex SHA-256 of `bytes`.
+std::string Sha256Hex(absl::string_view bytes);
+
+}  // namespace bitsweep::server
+
+#endif  // BITSWEEP_SERVER_COORDINATOR_DEDUP_H_

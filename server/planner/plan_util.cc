@@ -1,0 +1,244 @@
+// Helpers shared by the search strategies: canonical configs, baseline lookup, candidate formats
+// and validation (see plan_util.h).
+#include "server/planner/plan_util.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/frontier/frontier.h"
+#include "worker/engine/quant/config.h"
+#include "worker/engine/quant/format.h"
+
+namespace bitsweep::server::plan {
+namespace {
+
+namespace quant = ::bitsweep::engine::quant;
+
+const std::vector<std::string>& DefaultFormats() {
+  static const std::vector<std::string> kDefaults = {"fixed:16", "fixed:8", "fixed:4", "fixed:2"};
+  return kDefaults;
+}
+
+absl::StatusOr<std::vector<Candidate>> Candidates(
+    const google::protobuf::RepeatedPtrField<std::string>& requested) {
+  std::vector<std::string> texts(requested.begin(), requested.end());
+  if (texts.empty()) texts = DefaultFormats();
+  std::vector<Candidate> candidates;
+  for (const std::string& text : texts) {
+    ASSIGN_OR_RETURN(quant::NumberFormat f, quant::ParseFormat(text));
+    Candidate c{quant::FormatToString(f), f.bits};
+    const bool seen = std::any_of(candidates.begin(), candidates.end(),
+                                  [&](const Candidate& o) { return o.format == c.format; });
+    if (!seen) candidates.push_back(std::move(c));
+  }
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.bits > b.bits; });
+  return candidates;
+}
+
+absl::Status Invalid(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+absl::Status ValidateFormatList(const google::protobuf::RepeatedPtrField<std::string>& formats,
+                                const std::string& field, bool activation) {
+  for (int i = 0; i < formats.size(); ++i) {
+    RETURN_IF_ERROR(ValidateSpaceFormat(formats[i], absl::StrCat(field, "[", i, "]"), activation));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void SetRole(ConfigJson& config, const std::string& selector, const std::string& role,
+             const std::string& format) {
+  if (absl::StartsWith(selector, "layers.")) {
+    SetLayerRole(config, selector.substr(7), role, format);
+    return;
+  }
+  if (role == "activations") {
+    config[selector]["inputs"] = format;
+    config[selector]["outputs"] = format;
+  } else {
+    config[selector][role] = format;
+  }
+}
+
+void SetLayerRole(ConfigJson& config, const std::string& layer, const std::string& role,
+                  const std::string& format) {
+  ConfigJson& roles = config["layers"][layer];
+  if (role == "activations") {
+    roles["inputs"] = format;
+    roles["outputs"] = format;
+  } else {
+    roles[role] = format;
+  }
+}
+
+absl::StatusOr<std::string> CanonicalConfig(const ConfigJson& config) {
+  std::string text;
+  try {
+    text = config.is_null() ? std::string("{}") : config.dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot serialize a planner config: ", e.what()));
+  }
+  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(text);
+  if (!parsed.ok()) {
+    // The planner built it from validated formats: an error here is a planner bug.
+    return absl::InternalError(
+        absl::StrCat("planner built an invalid config ", text, ": ", parsed.status().message()));
+  }
+  return quant::CanonicalJson(*parsed);
+}
+
+v1::TrialSpec MakeTrial(const std::string& stage, const std::string& label,
+                        const std::string& canonical_config) {
+  v1::TrialSpec trial;
+  trial.set_stage(stage);
+  trial.set_label(label);
+  trial.set_config_json(canonical_config);
+  return trial;
+}
+
+v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spec,
+                            const std::string& label) {
+  v1::TrialSpec tuned = MakeTrial(kFinetuneStage, label, trial.config_json());
+  *tuned.mutable_finetune() = spec.finetune();
+  return tuned;
+}
+
+absl::StatusOr<BaselineOrStep> ResolveBaseline(const std::vector<TrialOutcome>& outcomes) {
+  BaselineOrStep out;
+  std::vector<const TrialOutcome*> runs = OfStage(outcomes, kBaselineStage);
+  if (runs.empty()) {
+    ASSIGN_OR_RETURN(std::string config, CanonicalConfig(ConfigJson::object()));
+    v1::TrialSpec trial = MakeTrial(kBaselineStage, "fp32 baseline", config);
+    trial.set_collect_ranges(true);
+    out.step = StageStep(kBaselineStage, {trial});
+    return out;
+  }
+  auto succeeded = std::find_if(runs.begin(), runs.end(),
+                                [](const TrialOutcome* o) { return o->succeeded; });
+  if (succeeded == runs.end()) {
+    PlanStep failed;
+    const std::string& error = runs.back()->error;
+    failed.failure = absl::StrCat("baseline failed: ", error.empty() ? "no error text" : error);
+    out.step = failed;
+    return out;
+  }
+  const v1::TrialResult& result = (*succeeded)->result;
+  out.baseline.top1 = result.top1();
+  out.baseline.layers.assign(result.layers().begin(), result.layers().end());
+  if (out.baseline.layers.empty()) {
+    PlanStep failed;
+    failed.failure =
+        "baseline found no quantizable layers (Conv, Gemm or MatMul with constant weights)";
+    out.step = failed;
+  }
+  return out;
+}
+
+bool HasStage(const std::vector<TrialOutcome>& outcomes, const std::string& stage) {
+  return std::any_of(outcomes.begin(), outcomes.end(),
+                     [&](const TrialOutcome& o) { return o.spec.stage() == stage; });
+}
+
+std::vector<const TrialOutcome*> OfStage(const std::vector<TrialOutcome>& outcomes,
+                                         const std::string& stage) {
+  std::vector<const TrialOutcome*> found;
+  for (const TrialOutcome& o : outcomes) {
+    if (o.spec.stage() == stage) found.push_back(&o);
+  }
+  return found;
+}
+
+const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
+                                 const std::string& stage, const std::string& canonical_config) {
+  for (const TrialOutcome& o : outcomes) {
+    if (o.spec.stage() == stage && o.spec.config_json() == canonical_config) return &o;
+  }
+  return nullptr;
+}
+
+double ErrorMarginPp(const v1::SweepSpec& spec) {
+  return spec.has_error_margin() ? spec.error_margin() : kDefaultErrorMarginPp;
+}
+
+bool Passes(const TrialOutcome& outcome, double baseline_top1, double margin_pp) {
+  return outcome.succeeded && WithinMargin(outcome.result.top1(), baseline_top1, margin_pp);
+}
+
+PlanStep DoneStep() {
+  PlanStep step;
+  step.done = true;
+  return step;
+}
+
+PlanStep StageStep(const std::string& stage, std::vector<v1::TrialSpec> trials) {
+  PlanStep step;
+  step.stage = stage;
+  step.trials = std::move(trials);
+  return step;
+}
+
+absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec) {
+  return Candidates(spec.space().weight_formats());
+}
+
+absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec) {
+  return Candidates(spec.space().activation_formats());
+}
+
+absl::Status ValidateSpaceFormat(const std::string& text, const std::string& field,
+                                 bool activation) {
+  absl::StatusOr<quant::NumberFormat> format = quant::ParseFormat(text);
+  if (!format.ok()) return Invalid(field, std::string(format.status().message()));
+  if (format->fractional_bits.has_value()) {
+    return Invalid(field, absl::StrCat("'", text,
+                                       "' fixes the fractional length; search spaces leave it to "
+                                       "calibration (write it without the last ':FL')"));
+  }
+  if (activation && format->kind == quant::FormatKind::kPow2) {
+    return Invalid(field, absl::StrCat("'", text,
+                                       "': pow2 is a weight format (activations need fixed, "
+                                       "ufixed, minifloat, int or fp32)"));
+  }
+  if (activation && format->kind == quant::FormatKind::kInt && format->per_channel) {
+    return Invalid(field, absl::StrCat("'", text, "': per-channel int is for weights only"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCommon(const v1::SweepSpec& spec) {
+  if (spec.has_error_margin() && !(std::isfinite(spec.error_margin()) && spec.error_margin() >= 0)) {
+    return Invalid("error_margin", absl::StrCat(spec.error_margin(),
+                                                " is not a top-1 drop in percentage points >= 0"));
+  }
+  const v1::FinetuneSpec& ft = spec.finetune();
+  if (ft.steps() < 0) return Invalid("finetune.steps", absl::StrCat(ft.steps(), " is negative"));
+  if (!(std::isfinite(ft.learning_rate()) && ft.learning_rate() >= 0)) {
+    return Invalid("finetune.learning_rate", absl::StrCat(ft.learning_rate(), " is not >= 0"));
+  }
+  if (ft.batch() < 0) return Invalid("finetune.batch", absl::StrCat(ft.batch(), " is negative"));
+  if (spec.budget() < 0) return Invalid("budget", absl::StrCat(spec.budget(), " is negative"));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCandidateSpace(const v1::SweepSpec& spec, const std::string& strategy) {
+  if (spec.space().axes_size() > 0) {
+    return Invalid("space.axes", absl::StrCat("only the grid strategy uses axes; ", strategy,
+                                              " searches space.weight_formats and "
+                                              "space.activation_formats"));
+  }
+  RETURN_IF_ERROR(ValidateFormatList(spec.space().weight_formats(), "space.weight_formats",
+                                     /*activation=*/false));
+  RETURN_IF_ERROR(ValidateFormatList(spec.space().activation_formats(),
+                                     "space.activation_formats", /*activation=*/true));
+  return absl::OkStatus();
+}
+
+}  // namespace bitsweep::server::plan

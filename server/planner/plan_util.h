@@ -1,0 +1,108 @@
+// Helpers shared by the search strategies (grid.cc, ristretto.cc, sensitivity.cc, random.cc):
+// building canonical trial configs, finding the baseline among the outcomes, candidate formats
+// ordered by width, margin checks and spec validation. Internal to bitsweep_planner.
+#ifndef BITSWEEP_SERVER_PLANNER_PLAN_UTIL_H_
+#define BITSWEEP_SERVER_PLANNER_PLAN_UTIL_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "bitsweep/v1/explorer.pb.h"
+#include "server/planner/strategy.h"
+
+namespace bitsweep::server::plan {
+
+inline constexpr char kBaselineStage[] = "baseline";
+inline constexpr char kFinetuneStage[] = "finetune";
+inline constexpr double kDefaultErrorMarginPp = 1.0;
+
+// The factories registry.cc lists (one per strategy file).
+std::unique_ptr<Strategy> NewGridStrategy();
+std::unique_ptr<Strategy> NewRistrettoStrategy();
+std::unique_ptr<Strategy> NewSensitivityStrategy();
+std::unique_ptr<Strategy> NewRandomStrategy();
+
+// ---- configs ---------------------------------------------------------------------------------
+
+// A config under construction, in the JSON shape of worker/engine/quant/config.h.
+using ConfigJson = nlohmann::json;
+
+// Sets `role` ("weights", "inputs", "outputs", or "activations" = inputs and outputs) of
+// `selector` ("default", "conv", "fc", or "layers.NAME") to `format`.
+void SetRole(ConfigJson& config, const std::string& selector, const std::string& role,
+             const std::string& format);
+// Sets a role of one layer (no "layers." prefix: layer names may contain dots).
+void SetLayerRole(ConfigJson& config, const std::string& layer, const std::string& role,
+                  const std::string& format);
+// Parses the config with the engine's own parser and returns its canonical serialization, so
+// every emitted config_json is exactly what the worker and the dedup hash see.
+absl::StatusOr<std::string> CanonicalConfig(const ConfigJson& config);
+
+v1::TrialSpec MakeTrial(const std::string& stage, const std::string& label,
+                        const std::string& canonical_config);
+// The trial again, with the sweep's fine-tuning, in stage "finetune".
+v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spec,
+                            const std::string& label);
+
+// ---- outcomes --------------------------------------------------------------------------------
+
+struct Baseline {
+  double top1 = 0;
+  std::vector<v1::LayerResult> layers;  // the quantizable layers, in the model's order
+};
+
+// Either the step to take now (run the baseline, or fail the sweep because it failed or found
+// nothing to quantize) or the baseline's result.
+struct BaselineOrStep {
+  std::optional<PlanStep> step;
+  Baseline baseline;
+};
+absl::StatusOr<BaselineOrStep> ResolveBaseline(const std::vector<TrialOutcome>& outcomes);
+
+bool HasStage(const std::vector<TrialOutcome>& outcomes, const std::string& stage);
+std::vector<const TrialOutcome*> OfStage(const std::vector<TrialOutcome>& outcomes,
+                                         const std::string& stage);
+// The outcome of `stage` whose config is `canonical_config` (the first), or null.
+const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
+                                 const std::string& stage, const std::string& canonical_config);
+
+double ErrorMarginPp(const v1::SweepSpec& spec);  // SweepSpec.error_margin, 1.0 when unset
+// Succeeded and within the margin (see WithinMargin in server/frontier/frontier.h).
+bool Passes(const TrialOutcome& outcome, double baseline_top1, double margin_pp);
+
+PlanStep DoneStep();
+// A step of one stage. An empty `trials` is a caller bug: steps that are not done hold trials.
+PlanStep StageStep(const std::string& stage, std::vector<v1::TrialSpec> trials);
+
+// ---- candidate formats -----------------------------------------------------------------------
+
+struct Candidate {
+  std::string format;  // canonical format string
+  int bits = 32;
+};
+// SearchSpace.weight_formats / activation_formats (default fixed:16, fixed:8, fixed:4, fixed:2),
+// canonical, sorted widest first (stable: equal widths keep the user's order).
+absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);
+absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec);
+
+// ---- validation ------------------------------------------------------------------------------
+
+// INVALID_ARGUMENT naming `field` when `text` is not a usable search-space format: it must parse,
+// carry no fractional length (calibration picks it per layer) and, for activations, be neither
+// pow2 nor per-channel int.
+absl::Status ValidateSpaceFormat(const std::string& text, const std::string& field,
+                                 bool activation);
+// Settings every strategy shares: error_margin, finetune, budget.
+absl::Status ValidateCommon(const v1::SweepSpec& spec);
+// ristretto, sensitivity, random: weight_formats and activation_formats valid, no grid axes.
+absl::Status ValidateCandidateSpace(const v1::SweepSpec& spec, const std::string& strategy);
+
+}  // namespace bitsweep::server::plan
+
+#endif  // BITSWEEP_SERVER_PLANNER_PLAN_UTIL_H_

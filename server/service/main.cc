@@ -1,0 +1,97 @@
+// bitsweep-coordinator: the coordinator as a server. Plans sweeps, leases trials to workers,
+// stores results in SQLite and serves frontiers over gRPC; Prometheus metrics on --metrics_port.
+//
+//   bitsweep-coordinator --listen 0.0.0.0:50051 --db /var/lib/bitsweep/results.db
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/coordinator/coordinator.h"
+#include "server/service/services.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to serve gRPC on");
+ABSL_FLAG(std::string, db, "", "SQLite results database (created if missing)");
+ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
+ABSL_FLAG(int32_t, lease_seconds, 60, "a lease lasts this long past its last heartbeat");
+ABSL_FLAG(int32_t, heartbeat_seconds, 10, "workers heartbeat this often while busy");
+ABSL_FLAG(std::string, client_token, "", "bearer token clients must send (empty: none)");
+ABSL_FLAG(std::string, worker_token, "", "bearer token workers must send (empty: none)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "bitsweep-coordinator: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--client_token T] "
+      "[--worker_token T] [--tls_cert PEM --tls_key PEM]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string db = absl::GetFlag(FLAGS_db);
+  if (db.empty()) return Fail("--db is required (the SQLite results file)");
+  if (absl::GetFlag(FLAGS_lease_seconds) < 1 || absl::GetFlag(FLAGS_heartbeat_seconds) < 1 ||
+      absl::GetFlag(FLAGS_heartbeat_seconds) >= absl::GetFlag(FLAGS_lease_seconds)) {
+    return Fail("need 1 <= --heartbeat_seconds < --lease_seconds");
+  }
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", port));
+    } catch (const std::exception& e) {
+      return Fail(absl::StrCat("cannot serve metrics on port ", port, ": ", e.what()));
+    }
+    exposer->RegisterCollectable(registry);
+  }
+
+  bitsweep::RealClock clock;
+  bitsweep::server::CoordinatorOptions options;
+  options.db_path = db;
+  options.clock = &clock;
+  options.lease_duration = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  options.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+  options.metrics = registry.get();
+  auto coordinator = bitsweep::server::Coordinator::Open(options);
+  if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()));
+
+  bitsweep::server::ServerOptions server_options;
+  server_options.listen = absl::GetFlag(FLAGS_listen);
+  server_options.client_token = absl::GetFlag(FLAGS_client_token);
+  server_options.worker_token = absl::GetFlag(FLAGS_worker_token);
+  server_options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  server_options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  auto server = bitsweep::server::CoordinatorServer::Start(coordinator->get(), server_options);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  std::printf("bitsweep-coordinator listening on port %d, database %s\n", (*server)->port(),
+              db.c_str());
+  std::fflush(stdout);
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  std::printf("bitsweep-coordinator: signal %d, shutting down\n", signal);
+  (*server)->Shutdown();
+  return 0;
+}

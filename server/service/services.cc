@@ -1,0 +1,290 @@
+#include "server/service/services.h"
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bitsweep/v1/explorer.grpc.pb.h"
+#include "bitsweep/v1/worker.grpc.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/service/grpc_status.h"
+
+namespace bitsweep::server {
+namespace {
+
+constexpr int64_t kMaxModelBytes = int64_t{1} << 30;  // protobuf cannot parse more than 2 GB
+constexpr size_t kChunkBytes = 1 << 20;
+
+// The bearer token check, shared by both services. Constant-time comparison is not needed for
+// the threat model (tokens on a private network) but costs nothing.
+grpc::Status CheckToken(grpc::ServerContext* context, const std::string& token) {
+  if (token.empty()) return grpc::Status::OK;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this coordinator requires a bearer token (--token)");
+  }
+  const std::string value(it->second.data(), it->second.size());
+  const std::string expected = "Bearer " + token;
+  bool equal = value.size() == expected.size();
+  unsigned char diff = 0;
+  for (size_t i = 0; equal && i < value.size(); ++i) diff |= value[i] ^ expected[i];
+  if (!equal || diff != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+  }
+  return grpc::Status::OK;
+}
+
+template <typename T>
+grpc::Status Reply(absl::StatusOr<T> result, T* response) {
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
+bool IsFinal(v1::SweepState s) {
+  return s == v1::SWEEP_SUCCEEDED || s == v1::SWEEP_FAILED || s == v1::SWEEP_CANCELLED;
+}
+
+class ExplorerService final : public v1::Explorer::Service {
+ public:
+  ExplorerService(Coordinator* coordinator, std::string token, const std::atomic<bool>* stopping)
+      : coordinator_(coordinator), token_(std::move(token)), stopping_(stopping) {}
+
+  grpc::Status UploadModel(grpc::ServerContext* context,
+                           grpc::ServerReader<v1::UploadModelRequest>* reader,
+                           v1::UploadModelResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    v1::UploadModelRequest chunk;
+    std::string name, expected, bytes;
+    bool first = true;
+    while (reader->Read(&chunk)) {
+      if (first) {
+        name = chunk.name();
+        expected = chunk.expected_sha256();
+        first = false;
+      }
+      if (static_cast<int64_t>(bytes.size() + chunk.chunk().size()) > kMaxModelBytes) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("model '", name, "' is larger than ", kMaxModelBytes,
+                                         " bytes"));
+      }
+      bytes += chunk.chunk();
+    }
+    if (first) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "UploadModel received no chunks");
+    }
+    return Reply(coordinator_->PutModel(name, bytes, expected), response);
+  }
+
+  grpc::Status SubmitSweep(grpc::ServerContext* context, const v1::SubmitSweepRequest* request,
+                           v1::Sweep* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->SubmitSweep(request->spec()), response);
+  }
+
+  grpc::Status GetSweep(grpc::ServerContext* context, const v1::GetSweepRequest* request,
+                        v1::Sweep* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->GetSweep(request->sweep_id()), response);
+  }
+
+  grpc::Status ListSweeps(grpc::ServerContext* context, const v1::ListSweepsRequest* request,
+                          v1::ListSweepsResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->ListSweeps(*request), response);
+  }
+
+  grpc::Status CancelSweep(grpc::ServerContext* context, const v1::CancelSweepRequest* request,
+                           v1::Sweep* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->CancelSweep(request->sweep_id()), response);
+  }
+
+  // One event now, then one per change of the sweep, until it is final or the client leaves.
+  // Waits in one-second slices so a cancelled call or a shutdown ends the stream promptly.
+  grpc::Status WatchSweep(grpc::ServerContext* context, const v1::WatchSweepRequest* request,
+                          grpc::ServerWriter<v1::SweepEvent>* writer) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    v1::GetFrontierRequest frontier_request;
+    frontier_request.set_sweep_id(request->sweep_id());
+    *frontier_request.mutable_objectives() = request->objectives();
+    int64_t seen = 0;
+    std::string last_frontier;
+    std::string last_stage;
+    while (!context->IsCancelled() && !stopping_->load()) {
+      absl::StatusOr<int64_t> version =
+          coordinator_->WaitForSweepChange(request->sweep_id(), seen, absl::Seconds(1));
+      if (!version.ok()) return ToGrpcStatus(version.status());
+      if (*version == seen) continue;
+      seen = *version;
+      absl::StatusOr<v1::Sweep> sweep = coordinator_->GetSweep(request->sweep_id());
+      if (!sweep.ok()) return ToGrpcStatus(sweep.status());
+      v1::SweepEvent event;
+      *event.mutable_sweep() = *sweep;
+      absl::StatusOr<v1::Frontier> frontier = coordinator_->GetFrontier(frontier_request);
+      if (!frontier.ok()) return ToGrpcStatus(frontier.status());
+      std::string serialized;
+      frontier->SerializeToString(&serialized);
+      if (serialized != last_frontier) {
+        *event.mutable_frontier() = *frontier;
+        last_frontier = std::move(serialized);
+      }
+      if (sweep->stage() != last_stage) {
+        event.set_message(absl::StrCat("stage ", sweep->stage()));
+        last_stage = sweep->stage();
+      }
+      if (!writer->Write(event)) break;  // the client went away
+      if (IsFinal(sweep->state())) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListTrials(grpc::ServerContext* context, const v1::ListTrialsRequest* request,
+                          v1::ListTrialsResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->ListTrials(*request), response);
+  }
+
+  grpc::Status GetFrontier(grpc::ServerContext* context, const v1::GetFrontierRequest* request,
+                           v1::Frontier* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->GetFrontier(*request), response);
+  }
+
+  grpc::Status ExportConfig(grpc::ServerContext* context, const v1::ExportConfigRequest* request,
+                            v1::ExportConfigResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->ExportConfig(*request), response);
+  }
+
+ private:
+  Coordinator* coordinator_;
+  const std::string token_;
+  const std::atomic<bool>* stopping_;
+};
+
+class WorkerService final : public v1::WorkerService::Service {
+ public:
+  WorkerService(Coordinator* coordinator, std::string token)
+      : coordinator_(coordinator), token_(std::move(token)) {}
+
+  grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
+                        v1::RegisterResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->RegisterWorker(*request), response);
+  }
+
+  grpc::Status Lease(grpc::ServerContext* context, const v1::LeaseRequest* request,
+                     v1::LeaseResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->Lease(*request), response);
+  }
+
+  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+                         v1::HeartbeatResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->Heartbeat(*request), response);
+  }
+
+  grpc::Status Report(grpc::ServerContext* context, const v1::ReportRequest* request,
+                      v1::ReportResponse* response) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    return Reply(coordinator_->Report(*request), response);
+  }
+
+  grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
+                          grpc::ServerWriter<v1::ModelChunk>* writer) override {
+    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
+    absl::StatusOr<std::string> bytes = coordinator_->GetModelBytes(request->model_hash());
+    if (!bytes.ok()) return ToGrpcStatus(bytes.status());
+    for (size_t offset = 0; offset < bytes->size() || offset == 0; offset += kChunkBytes) {
+      v1::ModelChunk chunk;
+      if (offset == 0) chunk.set_total_size(static_cast<int64_t>(bytes->size()));
+      chunk.set_data(bytes->substr(offset, kChunkBytes));
+      if (!writer->Write(chunk)) break;
+      if (bytes->empty()) break;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  Coordinator* coordinator_;
+  const std::string token_;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+struct CoordinatorServer::Services {
+  std::atomic<bool> stopping{false};
+  std::unique_ptr<ExplorerService> explorer;
+  std::unique_ptr<WorkerService> worker;
+};
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    Coordinator* coordinator, const ServerOptions& options) {
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("TLS needs both a certificate and a key file");
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file);
+    if (!key.ok()) return key.status();
+    pair.cert_chain = *cert;
+    pair.private_key = *key;
+    ssl.pem_key_cert_pairs.push_back(pair);
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->services_ = std::make_unique<Services>();
+  server->services_->explorer = std::make_unique<ExplorerService>(
+      coordinator, options.client_token, &server->services_->stopping);
+  server->services_->worker = std::make_unique<WorkerService>(coordinator, options.worker_token);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
+  builder.RegisterService(server->services_->explorer.get());
+  builder.RegisterService(server->services_->worker.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
+                                               " (address in use or invalid?)"));
+  }
+  return server;
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+void CoordinatorServer::Shutdown() {
+  if (server_ == nullptr) return;
+  services_->stopping = true;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+  server_.reset();
+}
+
+void CoordinatorServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace bitsweep::server

@@ -1,0 +1,705 @@
+// Tests for server/planner: every strategy driven to completion by a fake evaluator (a function
+// from a config to a synthetic TrialResult: accuracy falls as widths shrink, with a sensitivity
+// per layer and role; size is weight count x weight width), checking stage sequences, canonical
+// configs, Ristretto's narrowest passing widths and retries, the sensitivity table and greedy
+// walk, random sampling determinism, grid products, baseline failures and Validate messages.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "server/planner/strategy.h"
+#include "worker/engine/layer_info.h"
+#include "worker/engine/quant/config.h"
+#include "worker/engine/quant/format.h"
+
+namespace bitsweep::server {
+namespace {
+
+namespace quant = ::bitsweep::engine::quant;
+using ::testing::HasSubstr;
+
+// ---- the fake model and evaluator ------------------------------------------------------------
+
+struct FakeLayer {
+  std::string name;
+  std::string layer_class;  // "conv" | "fc"
+  int64_t weight_count;
+  int64_t macs;
+  int64_t activation_elements;
+  double weight_sensitivity;      // top-1 lost at 8 bits (see Penalty)
+  double activation_sensitivity;
+};
+
+// Relative accuracy loss of a width: none at 16 bits and above, 1 at 8, 2 at 6, 4 at 4, 8 at 2.
+double Penalty(int bits) { return bits >= 16 ? 0.0 : std::pow(2.0, (8 - bits) / 2.0); }
+
+struct FakeModel {
+  std::vector<FakeLayer> layers;
+  double baseline_top1 = 0.90;
+
+  std::vector<engine::LayerInfo> Infos() const {
+    std::vector<engine::LayerInfo> infos;
+    for (const FakeLayer& l : layers) {
+      engine::LayerInfo info;
+      info.name = l.name;
+      info.layer_class = l.layer_class == "conv" ? engine::LayerClass::kConv : engine::LayerClass::kFc;
+      info.weight_count = l.weight_count;
+      info.macs = l.macs;
+      infos.push_back(info);
+    }
+    return infos;
+  }
+
+  // Accuracy drops add up over layers and roles (inputs and outputs each count half).
+  v1::TrialResult Evaluate(const v1::TrialSpec& trial) const {
+    absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(trial.config_json());
+    EXPECT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<std::vector<quant::LayerFormats>> formats =
+        quant::ResolveFormats(*config, Infos());
+    EXPECT_TRUE(formats.ok()) << formats.status();
+    v1::TrialResult r;
+    double drop = 0;
+    int64_t size = 0;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const FakeLayer& l = layers[i];
+      const quant::LayerFormats& f = (*formats)[i];
+      drop += l.weight_sensitivity * Penalty(f.weights.bits);
+      drop += l.activation_sensitivity * (Penalty(f.inputs.bits) + Penalty(f.outputs.bits)) / 2;
+      size += l.weight_count * f.weights.bits;
+      v1::LayerResult* lr = r.add_layers();
+      lr->set_name(l.name);
+      lr->set_layer_class(l.layer_class);
+      lr->set_weight_count(l.weight_count);
+      lr->set_macs(l.macs);
+      lr->set_activation_bits(l.activation_elements * (f.inputs.bits + f.outputs.bits) / 2);
+    }
+    if (trial.finetune().steps() > 0) {
+      r.set_top1_before_finetune(baseline_top1 - drop);
+      drop /= 2;  // fine-tuning recovers half
+    }
+    r.set_top1(baseline_top1 - drop);
+    r.set_size_bits(size);
+    return r;
+  }
+};
+
+FakeModel LeNetLike() {
+  return {{{"conv1", "conv", 500, 300000, 4000, 0.0005, 0.0005},
+           {"conv2", "conv", 25000, 1600000, 2400, 0.0005, 0.0002},
+           {"fc1", "fc", 40000, 40000, 900, 0.0002, 0.0001},
+           {"fc2", "fc", 1000, 1000, 110, 0.0010, 0.0002}}};
+}
+
+// ---- the driver ------------------------------------------------------------------------------
+
+struct Sweep {
+  std::vector<PlanStep> steps;           // every step, the final done/failure one included
+  std::vector<TrialOutcome> outcomes;
+  const PlanStep& last() const { return steps.back(); }
+  std::vector<std::string> StepStages() const {
+    std::vector<std::string> stages;
+    for (const PlanStep& s : steps) {
+      if (!s.done && s.failure.empty()) stages.push_back(s.stage);
+    }
+    return stages;
+  }
+  std::vector<const TrialOutcome*> OfStage(const std::string& stage) const {
+    std::vector<const TrialOutcome*> found;
+    for (const TrialOutcome& o : outcomes) {
+      if (o.spec.stage() == stage) found.push_back(&o);
+    }
+    return found;
+  }
+};
+
+using FailWhen = std::function<bool(const v1::TrialSpec&)>;
+
+void ExpectCanonical(const v1::TrialSpec& trial) {
+  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(trial.config_json());
+  ASSERT_TRUE(parsed.ok()) << trial.config_json() << ": " << parsed.status();
+  EXPECT_EQ(quant::CanonicalJson(*parsed), trial.config_json());
+  EXPECT_FALSE(trial.stage().empty());
+  EXPECT_FALSE(trial.label().empty()) << trial.config_json();
+}
+
+Sweep RunSweep(const Strategy& strategy, const v1::SweepSpec& spec, const FakeModel& model,
+          FailWhen fail = nullptr) {
+  Sweep sweep;
+  for (int guard = 0; guard < 50; ++guard) {
+    absl::StatusOr<PlanStep> step = strategy.Next(spec, sweep.outcomes);
+    EXPECT_TRUE(step.ok()) << step.status();
+    if (!step.ok()) return sweep;
+    // Stateless: asking again with the same outcomes gives the same step.
+    absl::StatusOr<PlanStep> again = strategy.Next(spec, sweep.outcomes);
+    EXPECT_TRUE(again.ok());
+    EXPECT_EQ(again->trials.size(), step->trials.size());
+    for (size_t i = 0; i < std::min(again->trials.size(), step->trials.size()); ++i) {
+      EXPECT_EQ(again->trials[i].SerializeAsString(), step->trials[i].SerializeAsString());
+    }
+    sweep.steps.push_back(*step);
+    if (step->done || !step->failure.empty()) return sweep;
+    EXPECT_FALSE(step->trials.empty()) << "a step that is not done holds trials";
+    EXPECT_FALSE(step->stage.empty());
+    for (const v1::TrialSpec& trial : step->trials) {
+      ExpectCanonical(trial);
+      TrialOutcome o;
+      o.trial_id = static_cast<int64_t>(sweep.outcomes.size()) + 1;
+      o.spec = trial;
+      if (fail && fail(trial)) {
+        o.error = "boom";
+      } else {
+        o.succeeded = true;
+        o.result = model.Evaluate(trial);
+      }
+      sweep.outcomes.push_back(o);
+      if (std::getenv("BITSWEEP_PRINT_TRIALS") != nullptr) {  // for people debugging a strategy
+        std::printf("%-12s %-70s top1 %.4f size %lld\n", trial.stage().c_str(),
+                    trial.label().c_str(), o.result.top1(),
+                    static_cast<long long>(o.result.size_bits()));
+      }
+    }
+  }
+  ADD_FAILURE() << "the strategy never finished";
+  return sweep;
+}
+
+std::unique_ptr<Strategy> Make(const std::string& name) {
+  absl::StatusOr<std::unique_ptr<Strategy>> s = MakeStrategy(name);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+v1::SweepSpec Spec(const std::string& strategy) {
+  v1::SweepSpec spec;
+  spec.set_strategy(strategy);
+  spec.set_model_hash("abc");
+  return spec;
+}
+
+std::string ExpectedCanonical(const std::string& json) {
+  return quant::CanonicalJson(*quant::ParseQuantConfig(json));
+}
+
+// ---- registry and shared behaviour -----------------------------------------------------------
+
+TEST(Registry, NamesAndUnknown) {
+  EXPECT_EQ(StrategyNames(),
+            (std::vector<std::string>{"grid", "ristretto", "sensitivity", "random"}));
+  for (const std::string& name : StrategyNames()) EXPECT_TRUE(MakeStrategy(name).ok()) << name;
+  absl::StatusOr<std::unique_ptr<Strategy>> bad = MakeStrategy("annealing");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("annealing"));
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("grid, ristretto, sensitivity, random"));
+}
+
+v1::SweepSpec ValidSpec(const std::string& strategy) {
+  v1::SweepSpec spec = Spec(strategy);
+  if (strategy == "grid") {
+    v1::GridAxis* axis = spec.mutable_space()->add_axes();
+    axis->set_selector("conv");
+    axis->set_role("weights");
+    axis->add_formats("fixed:8");
+  }
+  return spec;
+}
+
+TEST(AllStrategies, StartWithTheBaselineAndFailWhenItFails) {
+  for (const std::string& name : StrategyNames()) {
+    SCOPED_TRACE(name);
+    auto strategy = Make(name);
+    const v1::SweepSpec spec = ValidSpec(name);
+    EXPECT_TRUE(strategy->Validate(spec).ok()) << strategy->Validate(spec);
+    absl::StatusOr<PlanStep> first = strategy->Next(spec, {});
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(first->stage, "baseline");
+    ASSERT_EQ(first->trials.size(), 1u);
+    EXPECT_EQ(first->trials[0].stage(), "baseline");
+    EXPECT_EQ(first->trials[0].label(), "fp32 baseline");
+    EXPECT_TRUE(first->trials[0].collect_ranges());
+    EXPECT_EQ(first->trials[0].config_json(), ExpectedCanonical("{}"));
+    EXPECT_EQ(first->trials[0].finetune().steps(), 0);
+
+    const Sweep failed = RunSweep(*strategy, spec, LeNetLike(), [](const v1::TrialSpec& t) {
+      return t.stage() == "baseline";
+    });
+    EXPECT_EQ(failed.last().failure, "baseline failed: boom");
+    EXPECT_FALSE(failed.last().done);
+    EXPECT_EQ(failed.outcomes.size(), 1u);
+
+    const Sweep empty = RunSweep(*strategy, spec, FakeModel{});
+    EXPECT_THAT(empty.last().failure, HasSubstr("no quantizable layers"));
+  }
+}
+
+TEST(AllStrategies, ValidateNamesTheField) {
+  struct Case {
+    std::string strategy;
+    std::function<void(v1::SweepSpec&)> edit;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"ristretto", [](v1::SweepSpec& s) { s.mutable_space()->add_weight_formats("fixed:8");
+                                           s.mutable_space()->add_weight_formats("fixd:4"); },
+       "space.weight_formats[1]"},
+      {"ristretto", [](v1::SweepSpec& s) { s.mutable_space()->add_weight_formats("fixed:0"); },
+       "space.weight_formats[0]"},
+      {"sensitivity", [](v1::SweepSpec& s) { s.mutable_space()->add_activation_formats("pow2:4"); },
+       "space.activation_formats[0]"},
+      {"random", [](v1::SweepSpec& s) { s.mutable_space()->add_activation_formats("int:8:sym:channel"); },
+       "space.activation_formats[0]"},
+      {"random", [](v1::SweepSpec& s) { s.mutable_space()->add_weight_formats("fixed:8:3"); },
+       "space.weight_formats[0]"},
+      {"ristretto", [](v1::SweepSpec& s) { s.set_error_margin(-1); }, "error_margin"},
+      {"sensitivity", [](v1::SweepSpec& s) { s.mutable_finetune()->set_steps(-5); }, "finetune.steps"},
+      {"random", [](v1::SweepSpec& s) { s.set_budget(-1); }, "budget"},
+      {"ristretto", [](v1::SweepSpec& s) { s.mutable_space()->add_axes()->set_selector("conv"); },
+       "space.axes"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->clear_axes(); }, "space.axes"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->set_selector("convs"); },
+       "space.axes[0].selector"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->set_selector("layers."); },
+       "space.axes[0].selector"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->set_role("bias"); },
+       "space.axes[0].role"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->clear_formats(); },
+       "space.axes[0].formats"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->add_formats("minifloat:0:3"); },
+       "space.axes[0].formats[1]"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->mutable_axes(0)->add_formats("fixed:8"); },
+       "space.axes[0].formats[1]"},
+      {"grid", [](v1::SweepSpec& s) {
+         v1::GridAxis* a = s.mutable_space()->add_axes();
+         a->set_selector("default");
+         a->set_role("activations");
+         a->add_formats("fixed:8");
+         a->add_formats("pow2:4");
+       }, "space.axes[1].formats[1]"},
+      {"grid", [](v1::SweepSpec& s) {
+         v1::GridAxis* a = s.mutable_space()->add_axes();
+         a->set_selector("conv");
+         a->set_role("weights");
+         a->add_formats("fixed:4");
+       }, "space.axes[1]"},
+      {"grid", [](v1::SweepSpec& s) { s.mutable_space()->add_weight_formats("fixed:8"); },
+       "space.weight_formats"},
+  };
+  for (const Case& c : cases) {
+    v1::SweepSpec spec = ValidSpec(c.strategy);
+    c.edit(spec);
+    absl::Status status = Make(c.strategy)->Validate(spec);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field << ": " << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(c.field + ":")) << status;
+  }
+  // pow2 is fine for weights, and per-channel int too.
+  v1::SweepSpec spec = ValidSpec("sensitivity");
+  spec.mutable_space()->add_weight_formats("pow2:4");
+  spec.mutable_space()->add_weight_formats("int:8:sym:channel");
+  spec.mutable_space()->add_activation_formats("minifloat:4:3");
+  EXPECT_TRUE(Make("sensitivity")->Validate(spec).ok());
+}
+
+// ---- grid ------------------------------------------------------------------------------------
+
+v1::GridAxis* AddAxis(v1::SweepSpec& spec, const std::string& selector, const std::string& role,
+                      std::vector<std::string> formats) {
+  v1::GridAxis* axis = spec.mutable_space()->add_axes();
+  axis->set_selector(selector);
+  axis->set_role(role);
+  for (const std::string& f : formats) axis->add_formats(f);
+  return axis;
+}
+
+TEST(Grid, CartesianProduct) {
+  v1::SweepSpec spec = Spec("grid");
+  AddAxis(spec, "conv", "weights", {"fixed:8", "fixed:4"});
+  AddAxis(spec, "default", "activations", {"fixed:16", "fixed:8", "int:8"});
+  AddAxis(spec, "layers.fc2", "weights", {"pow2:4", "minifloat:4:3"});
+  auto grid = Make("grid");
+  ASSERT_TRUE(grid->Validate(spec).ok()) << grid->Validate(spec);
+  const Sweep sweep = RunSweep(*grid, spec, LeNetLike());
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "grid"}));
+  const auto trials = sweep.OfStage("grid");
+  ASSERT_EQ(trials.size(), 2u * 3u * 2u);
+  std::set<std::string> configs;
+  for (const TrialOutcome* t : trials) configs.insert(t->spec.config_json());
+  EXPECT_EQ(configs.size(), trials.size());
+  EXPECT_EQ(trials[0]->spec.config_json(),
+            ExpectedCanonical(R"({"conv": {"weights": "fixed:8"},
+                                  "default": {"inputs": "fixed:16", "outputs": "fixed:16"},
+                                  "layers": {"fc2": {"weights": "pow2:4"}}})"));
+  EXPECT_EQ(trials[0]->spec.label(),
+            "conv weights fixed:8, default activations fixed:16, layers.fc2 weights pow2:4");
+  EXPECT_EQ(trials.back()->spec.config_json(),
+            ExpectedCanonical(R"({"conv": {"weights": "fixed:4"},
+                                  "default": {"inputs": "int:8", "outputs": "int:8"},
+                                  "layers": {"fc2": {"weights": "minifloat:4:3"}}})"));
+}
+
+TEST(Grid, RefusesHugeProducts) {
+  v1::SweepSpec spec = Spec("grid");
+  for (const char* selector : {"default", "conv", "fc"}) {
+    std::vector<std::string> formats;
+    for (int bits = 2; bits <= 32; ++bits) formats.push_back("fixed:" + std::to_string(bits));
+    AddAxis(spec, selector, "weights", formats);  // 31^3 combinations
+  }
+  absl::Status status = Make("grid")->Validate(spec);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("random strategy"));
+}
+
+TEST(Grid, UnknownLayerFailsTheSweepNamingIt) {
+  v1::SweepSpec spec = Spec("grid");
+  AddAxis(spec, "conv", "weights", {"fixed:8"});
+  AddAxis(spec, "layers.conv9", "outputs", {"fixed:8"});
+  auto grid = Make("grid");
+  ASSERT_TRUE(grid->Validate(spec).ok());
+  const Sweep sweep = RunSweep(*grid, spec, LeNetLike());
+  EXPECT_THAT(sweep.last().failure, HasSubstr("'conv9'"));
+  EXPECT_THAT(sweep.last().failure, HasSubstr("space.axes[1]"));
+  EXPECT_THAT(sweep.last().failure, HasSubstr("conv1, conv2, fc1, fc2"));
+}
+
+// ---- ristretto -------------------------------------------------------------------------------
+
+// Three-layer model whose group drops are set directly: each group's drop at 8 bits.
+FakeModel GroupModel(double conv_drop, double fc_drop, double act_drop, bool with_fc = true) {
+  FakeModel m;
+  m.layers.push_back({"conv1", "conv", 1000, 100000, 1000, conv_drop / 2, act_drop / 3});
+  m.layers.push_back({"conv2", "conv", 3000, 200000, 1000, conv_drop / 2, act_drop / 3});
+  if (with_fc) {
+    m.layers.push_back({"fc1", "fc", 20000, 20000, 100, fc_drop, act_drop / 3});
+  } else {
+    m.layers[0].activation_sensitivity = m.layers[1].activation_sensitivity = act_drop / 2;
+  }
+  return m;
+}
+
+quant::QuantConfig ParsedConfig(const TrialOutcome& o) {
+  return *quant::ParseQuantConfig(o.spec.config_json());
+}
+
+std::string Fmt(const std::optional<quant::NumberFormat>& f) {
+  return f ? quant::FormatToString(*f) : "fp32";
+}
+
+TEST(Ristretto, WidthSweepsThenNarrowestPassingCombination) {
+  // Own drops (margin 1 pp): conv 0.0005 x {1,4,8} at 8/4/2 bits -> fixed:2 passes (0.004);
+  // fc 0.003 at 8 bits, 0.012 at 4 -> fixed:8; activations 0.0002 -> fixed:2 (0.0016).
+  // Sum 0.0086 < 0.01: the first combination passes.
+  const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
+  v1::SweepSpec spec = Spec("ristretto");
+  auto ristretto = Make("ristretto");
+  const Sweep sweep = RunSweep(*ristretto, spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(),
+            (std::vector<std::string>{"baseline", "width_sweeps", "combined"}));
+  EXPECT_EQ(sweep.OfStage("conv_weights").size(), 4u);
+  EXPECT_EQ(sweep.OfStage("fc_weights").size(), 4u);
+  EXPECT_EQ(sweep.OfStage("activations").size(), 4u);
+  EXPECT_EQ(sweep.OfStage("conv_weights")[0]->spec.label(), "conv weights fixed:16");
+  EXPECT_EQ(sweep.OfStage("activations")[3]->spec.label(), "activations fixed:2");
+  EXPECT_EQ(sweep.OfStage("fc_weights")[2]->spec.config_json(),
+            ExpectedCanonical(R"({"fc": {"weights": "fixed:4"}})"));
+  EXPECT_EQ(sweep.OfStage("activations")[1]->spec.config_json(),
+            ExpectedCanonical(R"({"default": {"inputs": "fixed:8", "outputs": "fixed:8"}})"));
+
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_EQ(combined.size(), 1u);
+  EXPECT_EQ(combined[0]->spec.config_json(),
+            ExpectedCanonical(R"({"conv": {"weights": "fixed:2"}, "fc": {"weights": "fixed:8"},
+                                  "default": {"inputs": "fixed:2", "outputs": "fixed:2"}})"));
+  EXPECT_EQ(combined[0]->spec.label(), "combined: conv w fixed:2, fc w fixed:8, act fixed:2");
+  EXPECT_TRUE(sweep.OfStage("finetune").empty()) << "finetune.steps == 0";
+}
+
+TEST(Ristretto, WidensTheWorstGroupUntilTheCombinationPasses) {
+  // conv fixed:2 alone loses 0.008 (passes), fc fixed:8 0.003, act fixed:2 0.0016: together
+  // 0.0126 > 0.01. conv lost the most on its own -> widened to fixed:4 (0.004): 0.0086 passes.
+  const FakeModel model = GroupModel(0.001, 0.003, 0.0002);
+  v1::SweepSpec spec = Spec("ristretto");
+  spec.mutable_finetune()->set_steps(100);
+  spec.mutable_finetune()->set_learning_rate(0.01);
+  const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "width_sweeps", "combined",
+                                                          "combined", "finetune"}));
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_EQ(combined.size(), 2u);
+  EXPECT_LT(combined[0]->result.top1(), model.baseline_top1 - 0.01);
+  const quant::QuantConfig retry = ParsedConfig(*combined[1]);
+  EXPECT_EQ(Fmt(retry.conv.weights), "fixed:4");
+  EXPECT_EQ(Fmt(retry.fc.weights), "fixed:8");
+  EXPECT_EQ(Fmt(retry.default_formats.inputs), "fixed:2");
+  EXPECT_THAT(combined[1]->spec.label(), HasSubstr("retry 1"));
+  EXPECT_THAT(combined[1]->spec.label(), HasSubstr("widened conv w to fixed:4"));
+  EXPECT_GE(combined[1]->result.top1(), model.baseline_top1 - 0.01);
+
+  const auto tuned = sweep.OfStage("finetune");
+  ASSERT_EQ(tuned.size(), 1u);
+  EXPECT_EQ(tuned[0]->spec.config_json(), combined[1]->spec.config_json());
+  EXPECT_EQ(tuned[0]->spec.finetune().steps(), 100);
+  EXPECT_DOUBLE_EQ(tuned[0]->spec.finetune().learning_rate(), 0.01);
+  EXPECT_THAT(tuned[0]->spec.label(), HasSubstr("finetune"));
+  // No other trial fine-tunes.
+  for (const TrialOutcome& o : sweep.outcomes) {
+    if (o.spec.stage() != "finetune") {
+      EXPECT_EQ(o.spec.finetune().steps(), 0) << o.spec.label();
+    }
+  }
+}
+
+TEST(Ristretto, StopsWideningAtTheWidestPassingCandidates) {
+  // Only fixed:8 and fixed:4 offered; each group passes at 8 bits alone (0.004) but not together
+  // (0.012), and no group can widen: one combination, then fine-tuning of it.
+  const FakeModel model = GroupModel(0.004, 0.004, 0.004);
+  v1::SweepSpec spec = Spec("ristretto");
+  for (auto* list : {spec.mutable_space()->mutable_weight_formats(),
+                     spec.mutable_space()->mutable_activation_formats()}) {
+    list->Add("fixed:4");  // narrowest first: the planner orders them itself
+    list->Add("fixed:8");
+  }
+  spec.mutable_finetune()->set_steps(10);
+  const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(),
+            (std::vector<std::string>{"baseline", "width_sweeps", "combined", "finetune"}));
+  EXPECT_EQ(sweep.OfStage("conv_weights")[0]->spec.label(), "conv weights fixed:8");
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_EQ(combined.size(), 1u);
+  EXPECT_EQ(combined[0]->spec.label(), "combined: conv w fixed:8, fc w fixed:8, act fixed:8");
+  EXPECT_EQ(sweep.OfStage("finetune")[0]->spec.config_json(), combined[0]->spec.config_json());
+}
+
+TEST(Ristretto, GroupWithoutPassingWidthStaysFp32AndNoFcStageWithoutFc) {
+  // Activations fail at every width below 16 bits... and fixed:16 is not offered.
+  const FakeModel model = GroupModel(0.001, 0, 0.05, /*with_fc=*/false);
+  v1::SweepSpec spec = Spec("ristretto");
+  for (const char* f : {"fixed:8", "fixed:4", "fixed:2"}) {
+    spec.mutable_space()->add_weight_formats(f);
+    spec.mutable_space()->add_activation_formats(f);
+  }
+  const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_TRUE(sweep.OfStage("fc_weights").empty());
+  EXPECT_EQ(sweep.OfStage("conv_weights").size(), 3u);
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_EQ(combined.size(), 1u);
+  EXPECT_EQ(combined[0]->spec.label(), "combined: conv w fixed:2, act fp32");
+  EXPECT_EQ(combined[0]->spec.config_json(), ExpectedCanonical(R"({"conv": {"weights": "fixed:2"}})"));
+}
+
+TEST(Ristretto, NothingPassingEndsAfterTheWidthSweeps) {
+  const FakeModel model = GroupModel(0.05, 0.05, 0.05);
+  v1::SweepSpec spec = Spec("ristretto");
+  spec.set_error_margin(0.5);
+  spec.mutable_space()->add_weight_formats("fixed:4");
+  spec.mutable_space()->add_activation_formats("fixed:4");
+  spec.mutable_finetune()->set_steps(10);
+  const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "width_sweeps"}));
+  EXPECT_EQ(sweep.outcomes.size(), 4u);  // baseline + one candidate per group
+}
+
+TEST(Ristretto, FailedSweepTrialsCountAsNotPassing) {
+  const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
+  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model, [](const v1::TrialSpec& t) {
+    return t.label() == "conv weights fixed:2";
+  });
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_FALSE(combined.empty());
+  EXPECT_EQ(Fmt(ParsedConfig(*combined[0]).conv.weights), "fixed:4");
+}
+
+TEST(Ristretto, FailedCombinationIsRetriedWider) {
+  // The first combination (conv fixed:2, fc fixed:8, act fixed:2) would pass, but its trial
+  // fails on the worker: it counts as missing the margin and conv, which lost the most on its
+  // own, is widened.
+  const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
+  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model,
+                               [](const v1::TrialSpec& t) {
+                                 return t.label().rfind("combined: ", 0) == 0;
+                               });
+  EXPECT_TRUE(sweep.last().done);
+  const auto combined = sweep.OfStage("combined");
+  ASSERT_EQ(combined.size(), 2u);
+  EXPECT_FALSE(combined[0]->succeeded);
+  EXPECT_EQ(combined[1]->spec.label(),
+            "combined retry 1 (widened conv w to fixed:4): conv w fixed:4, fc w fixed:8, act fixed:2");
+}
+
+// ---- sensitivity -----------------------------------------------------------------------------
+
+TEST(Sensitivity, TableGreedyAndFinetune) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("sensitivity");
+  spec.mutable_finetune()->set_steps(50);
+  const Sweep sweep = RunSweep(*Make("sensitivity"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(),
+            (std::vector<std::string>{"baseline", "sensitivity", "greedy", "finetune"}));
+
+  const auto table = sweep.OfStage("sensitivity");
+  EXPECT_EQ(table.size(), model.layers.size() * (4 + 4));
+  EXPECT_EQ(table[0]->spec.label(), "conv1 weights fixed:16");
+  EXPECT_EQ(table[0]->spec.config_json(),
+            ExpectedCanonical(R"({"layers": {"conv1": {"weights": "fixed:16"}}})"));
+  EXPECT_EQ(table[4]->spec.config_json(),
+            ExpectedCanonical(
+                R"({"layers": {"conv1": {"inputs": "fixed:16", "outputs": "fixed:16"}}})"));
+  std::set<std::string> configs;
+  for (const TrialOutcome* t : table) configs.insert(t->spec.config_json());
+  EXPECT_EQ(configs.size(), table.size());
+
+  const auto greedy = sweep.OfStage("greedy");
+  ASSERT_FALSE(greedy.empty());
+  EXPECT_LE(greedy.size(), table.size());
+  // The walk went past the margin (3 margins are allowed) and stopped there.
+  EXPECT_LT(greedy.back()->result.top1(), model.baseline_top1 - 0.01);
+  // The cheapest first move: fc1's 40000 weights to 16 bits cost nothing and save the most.
+  EXPECT_THAT(greedy[0]->spec.label(), HasSubstr("greedy step 1: fc1 weights fixed:16"));
+  EXPECT_EQ(greedy[0]->spec.config_json(),
+            ExpectedCanonical(R"({"layers": {"fc1": {"weights": "fixed:16"}}})"));
+  // Cumulative: each config lowers exactly one (layer, role) one step below the previous one,
+  // so sizes never grow and accuracy falls as the walk goes on.
+  auto width = [](const std::optional<quant::NumberFormat>& f) { return f ? f->bits : 32; };
+  for (size_t i = 1; i < greedy.size(); ++i) {
+    EXPECT_LE(greedy[i]->result.size_bits(), greedy[i - 1]->result.size_bits());
+    EXPECT_LE(greedy[i]->result.top1(), greedy[i - 1]->result.top1() + 1e-12);
+    const quant::QuantConfig prev = ParsedConfig(*greedy[i - 1]);
+    const quant::QuantConfig now = ParsedConfig(*greedy[i]);
+    int changed = 0;
+    for (const FakeLayer& l : model.layers) {
+      const quant::RoleFormats none;
+      const auto& p = prev.layers.count(l.name) ? prev.layers.at(l.name) : none;
+      const auto& n = now.layers.count(l.name) ? now.layers.at(l.name) : none;
+      EXPECT_LE(width(n.weights), width(p.weights));
+      EXPECT_LE(width(n.inputs), width(p.inputs));
+      EXPECT_EQ(width(n.inputs), width(n.outputs));
+      changed += width(n.weights) != width(p.weights);
+      changed += width(n.inputs) != width(p.inputs);
+    }
+    EXPECT_EQ(changed, 1) << greedy[i]->spec.label();
+  }
+  EXPECT_LT(greedy.back()->result.size_bits(), greedy[0]->result.size_bits());
+
+  const auto tuned = sweep.OfStage("finetune");
+  ASSERT_FALSE(tuned.empty());
+  EXPECT_LE(tuned.size(), 4u);
+  std::set<std::string> greedy_configs;
+  for (const TrialOutcome* g : greedy) greedy_configs.insert(g->spec.config_json());
+  // The smallest configs of the greedy frontier, smallest first: the first is the smallest
+  // greedy result (of equal sizes, the most accurate).
+  const TrialOutcome* smallest = *std::min_element(
+      greedy.begin(), greedy.end(), [](const TrialOutcome* a, const TrialOutcome* b) {
+        if (a->result.size_bits() != b->result.size_bits()) {
+          return a->result.size_bits() < b->result.size_bits();
+        }
+        return a->result.top1() > b->result.top1();
+      });
+  EXPECT_EQ(tuned[0]->spec.config_json(), smallest->spec.config_json());
+  for (size_t i = 1; i < tuned.size(); ++i) {
+    EXPECT_GT(tuned[i]->result.size_bits(), tuned[i - 1]->result.size_bits());
+    EXPECT_GT(tuned[i]->result.top1_before_finetune(), tuned[i - 1]->result.top1_before_finetune());
+  }
+  for (const TrialOutcome* t : tuned) {
+    EXPECT_TRUE(greedy_configs.count(t->spec.config_json())) << t->spec.label();
+    EXPECT_EQ(t->spec.finetune().steps(), 50);
+  }
+}
+
+TEST(Sensitivity, NoFinetuneWithoutStepsAndCandidateCountsFollowTheSpace) {
+  v1::SweepSpec spec = Spec("sensitivity");
+  spec.mutable_space()->add_weight_formats("fixed:8");
+  spec.mutable_space()->add_weight_formats("pow2:4");
+  spec.mutable_space()->add_weight_formats("fixed:4");
+  spec.mutable_space()->add_activation_formats("fixed:8");
+  const Sweep sweep = RunSweep(*Make("sensitivity"), spec, LeNetLike());
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "sensitivity", "greedy"}));
+  EXPECT_EQ(sweep.OfStage("sensitivity").size(), 4u * (3 + 1));
+}
+
+TEST(Sensitivity, StopsPastThreeMargins) {
+  // Very sensitive layers: the walk must stop soon after the estimate passes 3 x 0.1 pp.
+  FakeModel model = LeNetLike();
+  for (FakeLayer& l : model.layers) {
+    l.weight_sensitivity *= 20;
+    l.activation_sensitivity *= 20;
+  }
+  v1::SweepSpec spec = Spec("sensitivity");
+  spec.set_error_margin(0.1);
+  const Sweep sweep = RunSweep(*Make("sensitivity"), spec, model);
+  const auto greedy = sweep.OfStage("greedy");
+  ASSERT_FALSE(greedy.empty());
+  // Every step but the last stays within 3 margins of estimated (here: additive = true) drop.
+  for (size_t i = 0; i + 1 < greedy.size(); ++i) {
+    EXPECT_GE(greedy[i]->result.top1(), model.baseline_top1 - 0.003 - 1e-12);
+  }
+  EXPECT_LT(greedy.back()->result.top1(), model.baseline_top1 - 0.003);
+}
+
+// ---- random ----------------------------------------------------------------------------------
+
+std::vector<std::string> RandomConfigs(const v1::SweepSpec& spec, const FakeModel& model) {
+  std::vector<std::string> configs;
+  const Sweep sweep = RunSweep(*Make("random"), spec, model);
+  for (const TrialOutcome* o : sweep.OfStage("random")) {
+    configs.push_back(o->spec.config_json());
+  }
+  return configs;
+}
+
+TEST(Random, DeterministicBySeedWithBudget) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("random");
+  spec.set_seed(42);
+  const std::vector<std::string> a = RandomConfigs(spec, model);
+  EXPECT_EQ(a.size(), 32u);  // budget 0 means 32
+  EXPECT_EQ(std::set<std::string>(a.begin(), a.end()).size(), a.size());
+  EXPECT_EQ(RandomConfigs(spec, model), a);
+  spec.set_seed(43);
+  EXPECT_NE(RandomConfigs(spec, model), a);
+  spec.set_budget(5);
+  EXPECT_EQ(RandomConfigs(spec, model).size(), 5u);
+
+  // Every layer gets weights and activations from the candidates.
+  const std::set<std::string> candidates = {"fixed:16", "fixed:8", "fixed:4", "fixed:2"};
+  const Sweep sweep = RunSweep(*Make("random"), spec, model);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "random"}));
+  for (const TrialOutcome* o : sweep.OfStage("random")) {
+    const quant::QuantConfig c = ParsedConfig(*o);
+    ASSERT_EQ(c.layers.size(), model.layers.size());
+    for (const auto& [name, roles] : c.layers) {
+      EXPECT_TRUE(candidates.count(Fmt(roles.weights)));
+      EXPECT_TRUE(candidates.count(Fmt(roles.inputs)));
+      EXPECT_EQ(Fmt(roles.inputs), Fmt(roles.outputs));
+    }
+  }
+}
+
+TEST(Random, SmallSpaceYieldsEachConfigOnce) {
+  FakeModel model;
+  model.layers.push_back({"fc", "fc", 100, 100, 20, 0.001, 0.001});
+  v1::SweepSpec spec = Spec("random");
+  spec.set_budget(10);
+  spec.mutable_space()->add_weight_formats("fixed:8");
+  spec.mutable_space()->add_activation_formats("fixed:8");
+  spec.mutable_space()->add_activation_formats("fixed:4");
+  const std::vector<std::string> configs = RandomConfigs(spec, model);
+  EXPECT_EQ(configs.size(), 2u);
+}
+
+}  // namespace
+}  // namespace bitsweep::server

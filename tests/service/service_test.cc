@@ -1,0 +1,233 @@
+// End to end on loopback: a real bitsweep-coordinator process and real bitsweep-worker processes
+// run sweeps on the committed LeNet-5; the client talks to them through the Explorer API and the
+// test reads the SQLite file the coordinator wrote, as a user would.
+#include <sqlite3.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/explorer_client.h"
+#include "gtest/gtest.h"
+#include "tests/service/process.h"
+
+namespace bitsweep {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::Process;
+
+const std::string kData = std::string("idx:") + BITSWEEP_FASHION_MNIST_DIR;
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("bitsweep_service_" + std::string(::testing::UnitTest::GetInstance()
+                                                  ->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+
+  // Starts the coordinator on a free port and connects a client.
+  void StartCoordinator(int lease_seconds, int heartbeat_seconds) {
+    coordinator_ = std::make_unique<Process>(
+        BITSWEEP_COORDINATOR, std::vector<std::string>{
+            "--listen=127.0.0.1:0", "--db=" + db(),
+            "--lease_seconds=" + std::to_string(lease_seconds),
+            "--heartbeat_seconds=" + std::to_string(heartbeat_seconds)},
+        (dir_ / "coordinator.log").string());
+    std::optional<std::string> port =
+        coordinator_->WaitForLine("listening on port ", seconds(30));
+    ASSERT_TRUE(port.has_value()) << coordinator_->Log();
+    address_ = "127.0.0.1:" + port->substr(0, port->find(','));
+    absl::StatusOr<std::unique_ptr<cli::ExplorerClient>> client =
+        cli::ExplorerClient::Connect(address_, {});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+
+  std::unique_ptr<Process> StartWorker(const std::string& name) {
+    return std::make_unique<Process>(
+        BITSWEEP_WORKER, std::vector<std::string>{
+            "--coordinator=" + address_, "--threads=1", "--name=" + name,
+            "--cache_dir=" + (dir_ / ("cache-" + name)).string()},
+        (dir_ / (name + ".log")).string());
+  }
+
+  v1::SweepSpec LenetSpec(const std::string& strategy, int64_t eval_limit) {
+    absl::StatusOr<std::string> hash = client_->UploadModelFile(BITSWEEP_LENET5_MODEL);
+    EXPECT_TRUE(hash.ok()) << hash.status();
+    v1::SweepSpec spec;
+    spec.set_name("integration");
+    spec.set_model_hash(hash.value_or(""));
+    spec.set_strategy(strategy);
+    spec.set_error_margin(1.0);
+    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
+    data->set_train(kData + "/train");
+    data->set_eval(kData + "/t10k");
+    data->add_mean(0.2860f);
+    data->add_std(0.3530f);
+    data->set_eval_limit(eval_limit);
+    data->set_calibration_samples(200);
+    return spec;
+  }
+
+  // Polls until the sweep is final (the watch stream is tested by the CLI commands).
+  v1::Sweep WaitUntilFinal(int64_t sweep_id, seconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    v1::Sweep sweep;
+    while (std::chrono::steady_clock::now() < end) {
+      absl::StatusOr<v1::Sweep> s = client_->GetSweep(sweep_id);
+      EXPECT_TRUE(s.ok()) << s.status();
+      if (!s.ok()) break;
+      sweep = *s;
+      if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED ||
+          sweep.state() == v1::SWEEP_CANCELLED) {
+        break;
+      }
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return sweep;
+  }
+
+  std::vector<v1::Trial> AllTrials(int64_t sweep_id) {
+    v1::ListTrialsRequest request;
+    request.set_sweep_id(sweep_id);
+    request.set_page_size(1000);
+    absl::StatusOr<v1::ListTrialsResponse> r = client_->ListTrials(request);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? std::vector<v1::Trial>(r->trials().begin(), r->trials().end())
+                  : std::vector<v1::Trial>{};
+  }
+
+  // Runs `sql` (one integer column) on the coordinator's database, read-only.
+  std::vector<int64_t> QueryIds(const std::string& sql) {
+    sqlite3* db = nullptr;
+    std::vector<int64_t> ids;
+    EXPECT_EQ(sqlite3_open_v2(this->db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* statement = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    while (statement != nullptr && sqlite3_step(statement) == SQLITE_ROW) {
+      ids.push_back(sqlite3_column_int64(statement, 0));
+    }
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return ids;
+  }
+
+  std::string db() const { return (dir_ / "results.db").string(); }
+
+  fs::path dir_;
+  std::string address_;
+  std::unique_ptr<Process> coordinator_;
+  std::unique_ptr<cli::ExplorerClient> client_;
+};
+
+// The frontier (top-1 vs size) of a sweep, recomputed from the tables by SQL: succeeded trials
+// (cached ones read their original's result) that no other dominates; of equal points the
+// oldest trial.
+std::string FrontierSql(int64_t sweep_id) {
+  return "WITH pts AS (SELECT t.id, r.top1, r.size_bits FROM trials t "
+         "JOIN results r ON r.trial_id = COALESCE(t.cached_from, t.id) "
+         "WHERE t.sweep_id = " + std::to_string(sweep_id) + " AND t.state = 'succeeded') "
+         "SELECT a.id FROM pts a WHERE NOT EXISTS (SELECT 1 FROM pts b WHERE "
+         "b.top1 >= a.top1 AND b.size_bits <= a.size_bits AND "
+         "(b.top1 > a.top1 OR b.size_bits < a.size_bits OR b.id < a.id)) ORDER BY a.id";
+}
+
+TEST_F(ServiceTest, RistrettoSweepOnLenetMatchesTheFrontierRecomputedBySql) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(/*lease_seconds=*/30, /*heartbeat_seconds=*/2));
+  auto worker1 = StartWorker("w1");
+  auto worker2 = StartWorker("w2");
+  v1::SweepSpec spec = LenetSpec("ristretto", /*eval_limit=*/1000);
+  spec.mutable_finetune()->set_steps(30);
+  absl::StatusOr<v1::Sweep> submitted = client_->Submit(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const v1::Sweep sweep = WaitUntilFinal(submitted->id(), seconds(300));
+  ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED)
+      << sweep.DebugString() << worker1->Log() << coordinator_->Log();
+  ASSERT_TRUE(sweep.has_baseline_top1());
+  EXPECT_GT(sweep.baseline_top1(), 0.8);
+
+  // Every stage of the flow ran, each trial exactly once.
+  std::set<std::string> stages;
+  for (const v1::Trial& t : AllTrials(sweep.id())) {
+    stages.insert(t.spec().stage());
+    EXPECT_EQ(t.state(), v1::TRIAL_SUCCEEDED) << t.DebugString();
+  }
+  for (const char* stage : {"baseline", "conv_weights", "fc_weights", "activations", "combined",
+                            "finetune"}) {
+    EXPECT_TRUE(stages.count(stage)) << stage;
+  }
+
+  v1::GetFrontierRequest request;
+  request.set_sweep_id(sweep.id());
+  request.add_objectives(v1::OBJECTIVE_TOP1);
+  request.add_objectives(v1::OBJECTIVE_SIZE);
+  absl::StatusOr<v1::Frontier> frontier = client_->GetFrontier(request);
+  ASSERT_TRUE(frontier.ok()) << frontier.status();
+  std::vector<int64_t> served;
+  for (const v1::FrontierPoint& p : frontier->points()) served.push_back(p.trial_id());
+  std::sort(served.begin(), served.end());
+  EXPECT_EQ(served, QueryIds(FrontierSql(sweep.id())));
+  EXPECT_GE(served.size(), 2u);
+  // A point within the margin exists: Ristretto's flow finds 8 bits or fewer for LeNet-5.
+  bool any_within = false;
+  for (const v1::FrontierPoint& p : frontier->points()) any_within |= p.within_margin();
+  EXPECT_TRUE(any_within);
+
+  // Results are stored once per evaluated trial.
+  EXPECT_EQ(QueryIds("SELECT COUNT(*) FROM results GROUP BY trial_id HAVING COUNT(*) > 1"),
+            std::vector<int64_t>{});
+}
+
+TEST_F(ServiceTest, WorkerKilledMidTrialLosesNothingAndDuplicatesNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(/*lease_seconds=*/2, /*heartbeat_seconds=*/1));
+  auto victim = StartWorker("victim");
+  // A grid of 4 full-test-set evaluations: each trial runs long enough to be killed inside.
+  v1::SweepSpec spec = LenetSpec("grid", /*eval_limit=*/0);
+  v1::GridAxis* axis = spec.mutable_space()->add_axes();
+  axis->set_selector("default");
+  axis->set_role("weights");
+  for (const char* f : {"fixed:8", "fixed:6", "fixed:4", "fixed:3"}) axis->add_formats(f);
+  absl::StatusOr<v1::Sweep> submitted = client_->Submit(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+
+  // Kill the worker while it holds a lease.
+  int64_t killed_trial = 0;
+  const auto end = std::chrono::steady_clock::now() + seconds(120);
+  while (killed_trial == 0 && std::chrono::steady_clock::now() < end) {
+    for (const v1::Trial& t : AllTrials(submitted->id())) {
+      if (t.state() == v1::TRIAL_RUNNING && t.spec().stage() == "grid") killed_trial = t.id();
+    }
+    if (killed_trial == 0) std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_NE(killed_trial, 0) << victim->Log();
+  victim->Kill(SIGKILL);
+
+  auto rescuer = StartWorker("rescuer");
+  const v1::Sweep sweep = WaitUntilFinal(submitted->id(), seconds(300));
+  ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED) << sweep.DebugString() << rescuer->Log();
+  const std::vector<v1::Trial> trials = AllTrials(sweep.id());
+  ASSERT_EQ(trials.size(), 5u);  // baseline + 4 grid points
+  for (const v1::Trial& t : trials) {
+    EXPECT_EQ(t.state(), v1::TRIAL_SUCCEEDED) << t.DebugString();
+    if (t.id() == killed_trial) {
+      EXPECT_GE(t.attempts(), 2) << t.DebugString();
+    }
+  }
+  // One result per trial, none twice.
+  EXPECT_EQ(QueryIds("SELECT COUNT(*) FROM results"), std::vector<int64_t>{5});
+  EXPECT_EQ(QueryIds("SELECT COUNT(DISTINCT trial_id) FROM results"), std::vector<int64_t>{5});
+}
+
+}  // namespace
+}  // namespace bitsweep

@@ -1,0 +1,1214 @@
+#include "worker/engine/int8/int8_network.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "oneapi/dnnl/dnnl.hpp"
+#include "worker/engine/dnnl_util.h"
+#include "worker/engine/graph_passes.h"
+
+namespace bitsweep::engine::int8 {
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+using ElementType = memory::data_type;
+using quant::FormatKind;
+using quant::Quantizer;
+
+// Symmetric 8-bit codes: [-127, 127] (the emulation's int:8:sym range, not s8's -128).
+constexpr double kCodeMax = 127.0;
+
+enum class LayerMode { kFloat, kInt8 };
+
+ElementType TypeOf(const memory::desc& d) { return static_cast<ElementType>(d.data.data_type); }
+
+// The same layout (dims, strides or blocking) with another element type.
+memory::desc WithType(const memory::desc& d, ElementType type) {
+  memory::desc out = d;
+  out.data.data_type = static_cast<dnnl_data_type_t>(type);
+  return out;
+}
+
+memory::desc PlainOf(const Dims& dims, ElementType type) {
+  return WithType(PlainDesc(dims), type);
+}
+
+memory::desc AnyOf(const Dims& dims, ElementType type) {
+  return memory::desc(dims, type, memory::format_tag::any);
+}
+
+size_t ElementSize(ElementType type) {
+  return type == ElementType::u8 || type == ElementType::s8 ? 1 : 4;
+}
+
+int64_t ElementCount(const memory& m) {
+  return static_cast<int64_t>(m.get_desc().get_size() / ElementSize(TypeOf(m.get_desc())));
+}
+
+bool PostOpsNonNegative(const std::vector<PostOp>& post_ops) {
+  bool non_negative = false;
+  for (const PostOp& p : post_ops) {
+    non_negative |= p.op == OpKind::kRelu || p.op == OpKind::kSigmoid ||
+                    (p.op == OpKind::kClip && p.alpha >= 0.0f);
+  }
+  return non_negative;
+}
+
+// [r, c] -> [c, r].
+Tensor Transposed2D(const Tensor& t) {
+  const int64_t rows = t.shape()[0], cols = t.shape()[1];
+  Tensor out = Tensor::Float({cols, rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out.floats()[j * rows + i] = t.floats()[i * cols + j];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host quantization with the emulation's math (format.cc, IntKernel with nearest-even rounding):
+// y = x / s in double, clamped to [-127, 127], rounded half to even. An int8 source stands for
+// the float fl(code * scale), which is what the emulation holds.
+
+template <typename In>
+inline float SourceValue(const In* src, int64_t i, double src_scale) {
+  if constexpr (std::is_same_v<In, float>) {
+    return src[i];
+  } else {
+    return static_cast<float>(static_cast<double>(src[i]) * src_scale);
+  }
+}
+
+inline int Code(float x, double scale) {
+  double y = static_cast<double>(x) / scale;
+  if (!(y == y)) return 0;  // NaN has no code
+  y = y < -kCodeMax ? -kCodeMax : y;
+  y = y > kCodeMax ? kCodeMax : y;
+  return static_cast<int>(std::nearbyint(y));  // default rounding mode: half to even
+}
+
+// Non-negative source, any layout (per-tensor scale): element i -> u8 code i.
+template <typename In>
+void QuantizeElementwise(const In* src, double src_scale, uint8_t* dst, int64_t count,
+                         double scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) {
+    dst[i] = static_cast<uint8_t>(std::max(0, Code(SourceValue(src, i, src_scale), scale)));
+  }
+}
+
+// Plain [outer, channels, inner] source of either sign -> plain u8 [outer, 2 * channels, inner]:
+// channel c's max(code, 0) at c, max(-code, 0) at channels + c (see the header: why).
+template <typename In>
+void QuantizeSplit(const In* src, double src_scale, uint8_t* dst, int64_t outer, int64_t channels,
+                   int64_t inner, double scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < outer * channels; ++row) {
+    const int64_t o = row / channels, c = row % channels;
+    const int64_t from = row * inner;
+    uint8_t* pos = dst + (o * 2 * channels + c) * inner;
+    uint8_t* neg = pos + channels * inner;
+    for (int64_t i = 0; i < inner; ++i) {
+      const int code = Code(SourceValue(src, from + i, src_scale), scale);
+      pos[i] = static_cast<uint8_t>(std::max(code, 0));
+      neg[i] = static_cast<uint8_t>(std::max(-code, 0));
+    }
+  }
+}
+
+// The s8 codes of weights laid out [channels, count / channels] under `q` (int:8:sym): the
+// emulation's q(w) divided by its channel's scale, which is an integer in [-127, 127].
+std::vector<int8_t> WeightCodes(const Quantizer& q, const float* weights, int64_t count,
+                                int64_t channels) {
+  std::vector<float> quantized(weights, weights + count);
+  quant::QuantizeInPlace(q, quantized.data(), count);
+  const int64_t per = count / std::max<int64_t>(channels, 1);
+  std::vector<int8_t> codes(count);
+  for (int64_t i = 0; i < count; ++i) {
+    const size_t c = q.format.per_channel ? static_cast<size_t>(i / per) : 0;
+    codes[i] = static_cast<int8_t>(std::nearbyint(double{quantized[i]} / q.scale[c]));
+  }
+  return codes;
+}
+
+absl::Status LayerError(const std::string& layer, const std::string& role,
+                        const quant::NumberFormat& format, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat("int8 path: layer '", layer, "' ", role, " ",
+                                                 quant::FormatToString(format), ": ", why));
+}
+
+absl::Status CheckRole(const std::string& layer, const std::string& role,
+                       const quant::NumberFormat& f, bool allow_fp32) {
+  if (f.kind == FormatKind::kFp32) {
+    if (allow_fp32) return absl::OkStatus();
+    return LayerError(layer, role, f,
+                      "an int8 layer multiplies 8-bit codes, so its weights and inputs must be "
+                      "int:8:sym (quantize all three roles, or none for an fp32 layer)");
+  }
+  if (f.kind != FormatKind::kInt) {
+    return LayerError(layer, role, f,
+                      "only int:8:sym runs on oneDNN's int8 primitives; this format is "
+                      "emulated only (use eval without --int8)");
+  }
+  if (f.bits != 8) {
+    return LayerError(layer, role, f,
+                      "oneDNN's int8 primitives hold 8-bit codes; other widths are emulated only");
+  }
+  if (!f.symmetric) {
+    return LayerError(
+        layer, role, f,
+        role == "weights"
+            ? "asymmetric weights need weight zero points, which oneDNN 2.6 does not have"
+            : "asymmetric activations use u8 codes up to 255, which can saturate the 16-bit "
+              "pair sums of oneDNN's AVX2 int8 kernels (no VNNI), so the result would not be "
+              "exact; use int:8:sym");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LayerMode> ClassifyLayer(const Node& n, const quant::QuantPlan& plan) {
+  auto it = plan.find(n.name);
+  if (it == plan.end()) return LayerMode::kFloat;
+  const quant::LayerQuantPlan& p = it->second;
+  if (p.weights.kind == FormatKind::kFp32 && p.inputs.format.kind == FormatKind::kFp32 &&
+      p.outputs.format.kind == FormatKind::kFp32) {
+    return LayerMode::kFloat;
+  }
+  RETURN_IF_ERROR(CheckRole(n.name, "weights", p.weights, false));
+  RETURN_IF_ERROR(CheckRole(n.name, "inputs", p.inputs.format, false));
+  RETURN_IF_ERROR(CheckRole(n.name, "outputs", p.outputs.format, true));
+  if (p.rounding != quant::Rounding::kNearestEven) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 path: layer '", n.name, "': rounding ", std::string(quant::RoundingName(p.rounding)),
+        " cannot run exactly: oneDNN's int8 conversions round half to even (use nearest_even)"));
+  }
+  if (p.inputs.scale.size() != 1 ||
+      (p.outputs.format.kind == FormatKind::kInt && p.outputs.scale.size() != 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 path: layer '", n.name, "': the plan has no calibrated activation scale"));
+  }
+  if (n.op == OpKind::kConv && n.group != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 path: layer '", n.name, "': group convolution (group=", n.group,
+        ") is not supported by the int8 path"));
+  }
+  if (n.op == OpKind::kGemm && n.trans_a) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 path: layer '", n.name, "': Gemm with transA=1 is not supported by the int8 path"));
+  }
+  if (n.op == OpKind::kGemm && n.alpha == 0.0f) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "int8 path: layer '", n.name, "': Gemm with alpha=0 has no int8 form"));
+  }
+  return LayerMode::kInt8;
+}
+
+}  // namespace
+
+absl::Status CheckInt8Plan(const Graph& graph, const quant::QuantPlan& plan) {
+  Graph compiled = graph;
+  FoldBatchNorm(&compiled);
+  FuseActivations(&compiled);
+  int int8_layers = 0;
+  for (const Node& n : compiled.nodes) {
+    if (!IsQuantizableLayer(n.op)) continue;
+    ASSIGN_OR_RETURN(LayerMode mode, ClassifyLayer(n, plan));
+    int8_layers += mode == LayerMode::kInt8;
+  }
+  if (int8_layers == 0) {
+    return absl::InvalidArgumentError(
+        "int8 path: the config quantizes no layer to int:8:sym (weights, inputs and outputs), so "
+        "there is nothing to run in int8");
+  }
+  return absl::OkStatus();
+}
+
+class Int8Network::Impl {
+ public:
+  Impl(Graph graph, const Int8NetworkOptions& options)
+      : graph_(std::move(graph)), options_(options), engine_(dnnl::engine::kind::cpu, 0),
+        stream_(engine_) {}
+
+  absl::Status Compile();
+  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
+                   std::map<std::string, Tensor>* outputs);
+  absl::Status RunSingle(const float* input, float* output);
+
+  Graph graph_;
+  std::vector<ValueInfo> inputs_;
+  std::vector<ValueInfo> outputs_;
+  std::vector<LayerInfo> layers_;
+  std::map<std::string, quant::Quantizer> weight_quantizers_;
+  std::map<std::string, std::string> implementations_;
+
+ private:
+  struct Value {
+    Shape shape;  // logical ONNX shape
+    memory mem;   // f32, or u8/s8 codes; layout may be blocked
+    // u8/s8: the quantizer of the codes (value = code * scale). f32: unused.
+    std::optional<quant::Quantizer> grid;
+    bool non_negative = false;  // known to hold no negative value
+    ElementType type() const { return TypeOf(mem.get_desc()); }
+    bool is_int8() const { return type() != ElementType::f32; }
+  };
+  struct Step {
+    dnnl::primitive primitive;
+    std::unordered_map<int, memory> args;
+    std::function<void()> host;
+    std::string node;
+  };
+
+  absl::Status CompileNode(const Node& n);
+  absl::Status CompileConv(const Node& n);
+  absl::Status CompileGemm(const Node& n);
+  absl::Status CompilePool(const Node& n);
+  absl::Status CompileGlobalAveragePool(const Node& n);
+  absl::Status CompileEltwise(const Node& n);
+  absl::Status CompileBinary(const Node& n);
+  absl::Status CompileConcat(const Node& n);
+  absl::Status CompileBatchNorm(const Node& n);
+  absl::Status CompileLrn(const Node& n);
+  absl::Status CompileSoftmax(const Node& n);
+  absl::Status CompileReshapeLike(const Node& n);
+
+  absl::StatusOr<Value> Get(const std::string& name, const Node& n);
+  absl::Status ExecuteSteps();
+  // The value as f32 (int8 codes dequantized once by a reorder with their scale).
+  Value Float(const std::string& name, const Value& v);
+  // The value in plain row-major layout, same element type, reordering once if needed.
+  Value Plain(const std::string& name, const Value& v);
+  // A plain view of `v` (same element type) with other dims; `v` must be plain.
+  Value View(const Value& v, Shape shape);
+  memory ConstantMemory(const memory::desc& desc, const void* data);
+  memory ReorderNow(const memory& src, const memory::desc& dst_desc);
+  // Adds a reorder from `src` to a new memory of `want` unless they already agree.
+  memory ReorderTo(const memory& src, const memory::desc& want, const Node& n);
+  // u8 codes of `x` under the layer input quantizer `q`, in layout `want` (split: the doubled
+  // channels of a signed input; see the header).
+  memory ToCodes(const Node& n, const std::string& name, const Value& x, const Quantizer& q,
+                 bool split, const memory::desc& want);
+  // The output scale and post-ops of an int8 layer: acc * (s_in * s_w) -> activations ->
+  // [x / s_out, clip +-127 when the output is quantized].
+  dnnl::primitive_attr Int8Attr(const Node& n, const std::vector<float>& output_scales,
+                                bool per_channel) const;
+  void FinishLayer(const Node& n, Value out, LayerInfo info, const std::string& impl);
+  // The input quantizer every reader of `value` applies, looking through max pooling and views,
+  // when all of them are int8 layers that agree on it; else nullopt.
+  std::optional<Quantizer> ConsumerGrid(const std::string& value) const;
+  // Non-negative `x` as u8 codes on `grid`, same layout (a host pass unless already there).
+  Value Requantized(const Node& n, const Value& x, const Quantizer& grid);
+
+  template <typename Primitive>
+  void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x, Value out,
+                     const Node& n) {
+    out.mem = memory(pd.dst_desc(), engine_);
+    AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, out.mem}}, &n);
+    values_[n.outputs[0]] = std::move(out);
+  }
+  void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
+    steps_.push_back(Step{std::move(p), std::move(args), nullptr, n ? n->name : std::string()});
+  }
+  void AddHostStep(std::function<void()> f, const Node& n) {
+    steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
+  }
+
+  Int8NetworkOptions options_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<std::string, Value> values_;
+  std::map<std::string, Value> plain_cache_;  // key: name + element type
+  std::map<std::string, Value> float_cache_;
+  std::vector<Step> steps_;
+  std::vector<memory> input_mems_;
+  std::vector<memory> output_mems_;
+};
+
+absl::StatusOr<Int8Network::Impl::Value> Int8Network::Impl::Get(const std::string& name,
+                                                                 const Node& n) {
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  auto c = graph_.constants.find(name);
+  if (c == graph_.constants.end()) {
+    return NodeError(n, absl::StrCat("input '", name, "' is undefined"));
+  }
+  if (c->second.dtype() != DataType::kFloat) {
+    return NodeError(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
+  }
+  Value v{c->second.shape(),
+          ConstantMemory(PlainDesc(DnnlDims(c->second.shape())), c->second.floats().data())};
+  values_[name] = v;
+  return v;
+}
+
+memory Int8Network::Impl::ConstantMemory(const memory::desc& desc, const void* data) {
+  memory m(desc, engine_);
+  std::memcpy(m.get_data_handle(), data, desc.get_size());
+  return m;
+}
+
+memory Int8Network::Impl::ReorderNow(const memory& src, const memory::desc& dst_desc) {
+  if (src.get_desc() == dst_desc) return src;
+  memory dst(dst_desc, engine_);
+  dnnl::reorder(src, dst).execute(stream_, const_cast<memory&>(src), dst);
+  stream_.wait();
+  return dst;
+}
+
+memory Int8Network::Impl::ReorderTo(const memory& src, const memory::desc& want, const Node& n) {
+  if (src.get_desc() == want) return src;
+  memory dst(want, engine_);
+  AddStep(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, &n);
+  return dst;
+}
+
+Int8Network::Impl::Value Int8Network::Impl::Float(const std::string& name, const Value& v) {
+  if (!v.is_int8()) return v;
+  auto it = float_cache_.find(name);
+  if (it != float_cache_.end()) return it->second;
+  Value out{v.shape, memory(WithType(v.mem.get_desc(), ElementType::f32), engine_), v.grid,
+            v.non_negative};
+  // float(code) * scale in float is the correctly rounded product, as the emulation's
+  // static_cast<float>(double(code) * scale) is: the same values.
+  dnnl::primitive_attr attr;
+  attr.set_output_scales(0, {v.grid->scale[0]});
+  dnnl::reorder::primitive_desc pd(v.mem, out.mem, attr);
+  AddStep(dnnl::reorder(pd), {{DNNL_ARG_FROM, v.mem}, {DNNL_ARG_TO, out.mem}}, nullptr);
+  float_cache_[name] = out;
+  return out;
+}
+
+Int8Network::Impl::Value Int8Network::Impl::Plain(const std::string& name, const Value& v) {
+  const memory::desc plain = PlainOf(DnnlDims(v.shape), v.type());
+  if (v.mem.get_desc() == plain) return v;
+  const std::string key = absl::StrCat(name, "|", static_cast<int>(v.type()));
+  auto it = plain_cache_.find(key);
+  if (it != plain_cache_.end()) return it->second;
+  Value out = v;
+  out.mem = memory(plain, engine_);
+  AddStep(dnnl::reorder(v.mem, out.mem), {{DNNL_ARG_FROM, v.mem}, {DNNL_ARG_TO, out.mem}},
+          nullptr);
+  plain_cache_[key] = out;
+  return out;
+}
+
+Int8Network::Impl::Value Int8Network::Impl::View(const Value& v, Shape shape) {
+  Value out = v;
+  out.shape = std::move(shape);
+  out.mem = memory(PlainOf(DnnlDims(out.shape), v.type()), engine_, v.mem.get_data_handle());
+  return out;
+}
+
+memory Int8Network::Impl::ToCodes(const Node& n, const std::string& name, const Value& x,
+                                  const Quantizer& q, bool split, const memory::desc& want) {
+  if (!split && x.type() == ElementType::u8 && x.grid && quant::SameGrid(*x.grid, q)) {
+    return ReorderTo(x.mem, want, n);  // already the layer's codes
+  }
+  const double scale = q.scale[0];
+  const double src_scale = x.is_int8() ? x.grid->scale[0] : 1.0;
+  if (!split) {
+    // Non-negative, one scale: elementwise in whatever layout x has.
+    memory codes(WithType(x.mem.get_desc(), ElementType::u8), engine_);
+    const void* from = x.mem.get_data_handle();
+    uint8_t* to = static_cast<uint8_t*>(codes.get_data_handle());
+    const int64_t count = ElementCount(x.mem);
+    const ElementType type = x.type();
+    AddHostStep([=] {
+      if (type == ElementType::f32) {
+        QuantizeElementwise(static_cast<const float*>(from), src_scale, to, count, scale);
+      } else if (type == ElementType::u8) {
+        QuantizeElementwise(static_cast<const uint8_t*>(from), src_scale, to, count, scale);
+      } else {
+        QuantizeElementwise(static_cast<const int8_t*>(from), src_scale, to, count, scale);
+      }
+    }, n);
+    return ReorderTo(codes, want, n);
+  }
+  const Value plain = Plain(name, x);
+  const int64_t outer = plain.shape[0], channels = plain.shape[1];
+  const int64_t inner = Product(plain.shape, 2, plain.shape.size());
+  Shape split_shape = plain.shape;
+  split_shape[1] = 2 * channels;
+  memory codes(PlainOf(DnnlDims(split_shape), ElementType::u8), engine_);
+  const void* from = plain.mem.get_data_handle();
+  uint8_t* to = static_cast<uint8_t*>(codes.get_data_handle());
+  const ElementType type = plain.type();
+  AddHostStep([=] {
+    if (type == ElementType::f32) {
+      QuantizeSplit(static_cast<const float*>(from), src_scale, to, outer, channels, inner, scale);
+    } else if (type == ElementType::u8) {
+      QuantizeSplit(static_cast<const uint8_t*>(from), src_scale, to, outer, channels, inner,
+                    scale);
+    } else {
+      QuantizeSplit(static_cast<const int8_t*>(from), src_scale, to, outer, channels, inner,
+                    scale);
+    }
+  }, n);
+  return ReorderTo(codes, want, n);
+}
+
+dnnl::primitive_attr Int8Network::Impl::Int8Attr(const Node& n,
+                                                 const std::vector<float>& output_scales,
+                                                 bool per_channel) const {
+  // oneDNN 2.x: dst = post_ops(output_scale * (acc_s32 + bias)), then rounded (half to even)
+  // and saturated to the destination type.
+  dnnl::primitive_attr attr = PostOpAttr(n.post_ops);
+  attr.set_output_scales(per_channel ? (1 << 1) : 0, output_scales);
+  const quant::LayerQuantPlan& plan = options_.plan->at(n.name);
+  if (plan.outputs.format.kind == FormatKind::kInt) {
+    dnnl::post_ops ops = attr.get_post_ops();
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear,
+                       static_cast<float>(1.0 / plan.outputs.scale[0]), 0.0f);
+    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, -kCodeMax, kCodeMax);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+void Int8Network::Impl::FinishLayer(const Node& n, Value out, LayerInfo info,
+                                    const std::string& impl) {
+  info.name = n.name;
+  info.output_non_negative = PostOpsNonNegative(n.post_ops);
+  layers_.push_back(std::move(info));
+  implementations_[n.name] = impl;
+  values_[n.outputs[0]] = std::move(out);
+}
+
+absl::Status Int8Network::Impl::CompileConv(const Node& n) {
+  ASSIGN_OR_RETURN(LayerMode mode, ClassifyLayer(n, *options_.plan));
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (!graph_.IsConstant(n.inputs[1])) return NodeError(n, "weights must be constant");
+  const Tensor& w = graph_.constants.at(n.inputs[1]);
+  const Shape& ws = w.shape();
+  if (x.shape.size() != ws.size() || x.shape.size() < 3 || x.shape[1] != ws[1] * n.group) {
+    return NodeError(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
+                                     ShapeToString(ws), " with group ", n.group));
+  }
+  Dims pb, pe;
+  Shape out_spatial;
+  RETURN_IF_ERROR(ResolveWindow(n, x.shape, false, &pb, &pe, &out_spatial));
+  Shape out_shape = {x.shape[0], ws[0]};
+  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+  const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
+  const Tensor* bias = has_bias ? &graph_.constants.at(n.inputs[2]) : nullptr;
+  if (bias != nullptr && bias->num_elements() != ws[0]) {
+    return NodeError(n, absl::StrCat("bias has ", bias->num_elements(), " values for ", ws[0],
+                                     " output channels"));
+  }
+  const Dims strides(n.strides.begin(), n.strides.end());
+  Dims dilations;
+  for (int64_t d : n.dilations) dilations.push_back(d - 1);
+  LayerInfo info;
+  info.layer_class = LayerClass::kConv;
+  info.weight_shape = ws;
+  info.input_shape = x.shape;
+  info.input_shape[0] = 1;
+  info.output_shape = out_shape;
+  info.output_shape[0] = 1;
+  info.fan_in = Product(ws, 1, ws.size());
+  info.macs = Product(out_shape, 1, out_shape.size()) * info.fan_in;
+  info.weight_count = w.num_elements();
+  info.bias_count = has_bias ? ws[0] : 0;
+  const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
+
+  if (mode == LayerMode::kFloat) {
+    x = Float(n.inputs[0], x);
+    Dims w_dims(ws.begin(), ws.end());
+    if (n.group > 1) {
+      w_dims = {n.group, ws[0] / n.group};
+      w_dims.insert(w_dims.end(), ws.begin() + 1, ws.end());
+    }
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+        AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
+        strides, dilations, pb, pe);
+    dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
+    const memory src = ReorderTo(x.mem, pd.src_desc(), n);
+    const memory weights =
+        ReorderNow(ConstantMemory(PlainDesc(w_dims), w.floats().data()), pd.weights_desc());
+    Value out{out_shape, memory(pd.dst_desc(), engine_), std::nullopt,
+              PostOpsNonNegative(n.post_ops)};
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.mem}};
+    if (has_bias) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, bias->floats().data());
+    AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
+    FinishLayer(n, std::move(out), std::move(info), pd.impl_info_str());
+    return absl::OkStatus();
+  }
+
+  const quant::LayerQuantPlan& plan = options_.plan->at(n.name);
+  const int64_t oc = ws[0], ic = ws[1];
+  const int64_t kernel = Product(ws, 2, ws.size());
+  const bool split = !x.non_negative;
+  const int64_t ic_codes = split ? 2 * ic : ic;
+  Quantizer wq = quant::MakeWeightQuantizer(plan.weights, plan.rounding, plan.seed,
+                                            w.floats().data(), w.num_elements(), oc);
+  const std::vector<int8_t> codes = WeightCodes(wq, w.floats().data(), w.num_elements(), oc);
+  std::vector<int8_t> weight_codes(oc * ic_codes * kernel);
+  for (int64_t o = 0; o < oc; ++o) {
+    for (int64_t j = 0; j < ic; ++j) {
+      for (int64_t k = 0; k < kernel; ++k) {
+        const int8_t c = codes[(o * ic + j) * kernel + k];
+        weight_codes[(o * ic_codes + j) * kernel + k] = c;
+        if (split) weight_codes[(o * ic_codes + ic + j) * kernel + k] = static_cast<int8_t>(-c);
+      }
+    }
+  }
+  const double s_in = plan.inputs.scale[0];
+  std::vector<float> output_scales(wq.format.per_channel ? oc : 1);
+  for (size_t o = 0; o < output_scales.size(); ++o) {
+    output_scales[o] = static_cast<float>(s_in * wq.scale[o]);
+  }
+  std::vector<float> bias_acc;  // the bias in accumulator units (oneDNN adds it before scaling)
+  if (has_bias) {
+    for (int64_t o = 0; o < oc; ++o) {
+      const double s_w = wq.scale[wq.format.per_channel ? o : 0];
+      bias_acc.push_back(static_cast<float>(bias->floats()[o] / (s_in * s_w)));
+    }
+  }
+  const bool quantized_out = plan.outputs.format.kind == FormatKind::kInt;
+  const bool non_negative = PostOpsNonNegative(n.post_ops);
+  const ElementType out_type =
+      !quantized_out ? ElementType::f32 : (non_negative ? ElementType::u8 : ElementType::s8);
+  Shape src_shape = x.shape;
+  src_shape[1] = ic_codes;
+  Dims w_dims = {oc, ic_codes};
+  w_dims.insert(w_dims.end(), ws.begin() + 2, ws.end());
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+      AnyOf(DnnlDims(src_shape), ElementType::u8), AnyOf(w_dims, ElementType::s8), bias_desc,
+      AnyOf(DnnlDims(out_shape), out_type), strides, dilations, pb, pe);
+  dnnl::convolution_forward::primitive_desc pd(
+      desc, Int8Attr(n, output_scales, wq.format.per_channel), engine_);
+  const dnnl_memory_extra_desc_t& extra = pd.weights_desc().data.extra;
+  if ((extra.flags & dnnl_memory_extra_flag_scale_adjust) && extra.scale_adjust != 1.0f) {
+    return absl::InternalError(absl::StrCat(
+        "int8 path: layer '", n.name, "': oneDNN would scale the weights by ", extra.scale_adjust,
+        " (", pd.impl_info_str(), "), which is not exact"));
+  }
+  const memory src = ToCodes(n, n.inputs[0], x, plan.inputs, split, pd.src_desc());
+  const memory weights =
+      ReorderNow(ConstantMemory(PlainOf(w_dims, ElementType::s8), weight_codes.data()),
+                 pd.weights_desc());
+  Value out{out_shape, memory(pd.dst_desc(), engine_), std::nullopt, non_negative};
+  if (quantized_out) out.grid = plan.outputs;
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.mem}};
+  if (has_bias) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, bias_acc.data());
+  AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
+  weight_quantizers_[n.name] = std::move(wq);
+  FinishLayer(n, std::move(out), std::move(info), pd.impl_info_str());
+  return absl::OkStatus();
+}
+
+// Gemm, and MatMul with a constant 2-D B (read as Gemm with transB=0, alpha=1, no C).
+absl::Status Int8Network::Impl::CompileGemm(const Node& n) {
+  ASSIGN_OR_RETURN(LayerMode mode, ClassifyLayer(n, *options_.plan));
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  const bool is_matmul = n.op == OpKind::kMatMul;
+  if (!graph_.IsConstant(n.inputs[1])) {
+    return NodeError(n, "the int8 path needs a constant B (weights)");
+  }
+  const Tensor& b_given = graph_.constants.at(n.inputs[1]);
+  if (a.shape.size() != 2 || b_given.shape().size() != 2) {
+    return NodeError(n, absl::StrCat("the int8 path runs 2-D A and B only, got ",
+                                     ShapeToString(a.shape), " and ",
+                                     ShapeToString(b_given.shape())));
+  }
+  const bool trans_a = !is_matmul && n.trans_a, trans_b = !is_matmul && n.trans_b;
+  const float alpha = is_matmul ? 1.0f : n.alpha, beta = is_matmul ? 0.0f : n.beta;
+  const int64_t m = trans_a ? a.shape[1] : a.shape[0];
+  const int64_t k = trans_a ? a.shape[0] : a.shape[1];
+  // B held as [N, K]: output channels first, as the emulation quantizes per channel.
+  const Tensor b_nk = trans_b ? b_given : Transposed2D(b_given);
+  const int64_t nn = b_nk.shape()[0];
+  if (b_nk.shape()[1] != k) {
+    return NodeError(n, absl::StrCat("A ", ShapeToString(a.shape), " and B ",
+                                     ShapeToString(b_given.shape()), " disagree on K"));
+  }
+  // C broadcast to [1, N] or [M, N] and scaled by beta.
+  std::vector<float> bias;
+  int64_t bias_rows = 0;
+  if (!is_matmul && n.inputs.size() > 2 && !n.inputs[2].empty() && beta != 0.0f) {
+    const Tensor& c = graph_.constants.at(n.inputs[2]);
+    Shape cs = c.shape();
+    if (cs.size() > 2) return NodeError(n, "C must have rank <= 2");
+    while (cs.size() < 2) cs.insert(cs.begin(), 1);
+    if ((cs[0] != 1 && cs[0] != m) || (cs[1] != 1 && cs[1] != nn)) {
+      return NodeError(n, absl::StrCat("C ", ShapeToString(c.shape()), " does not broadcast to [",
+                                       m, ",", nn, "]"));
+    }
+    bias_rows = cs[0] == 1 ? 1 : m;
+    bias.resize(bias_rows * nn);
+    for (int64_t i = 0; i < bias_rows; ++i) {
+      for (int64_t j = 0; j < nn; ++j) {
+        bias[i * nn + j] =
+            beta * c.floats()[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)];
+      }
+    }
+  }
+  const memory::desc bias_desc = bias.empty() ? memory::desc() : PlainDesc({bias_rows, nn});
+  LayerInfo info;
+  info.layer_class = LayerClass::kFc;
+  info.weight_shape = b_given.shape();
+  info.input_shape = trans_a ? Shape{k, 1} : Shape{1, k};
+  info.output_shape = {1, nn};
+  info.fan_in = k;
+  info.macs = k * nn;
+  info.weight_count = k * nn;
+  info.bias_count = bias.empty() ? 0 : nn;
+  if (is_matmul) info.input_shape = {1, k};
+
+  if (mode == LayerMode::kFloat) {
+    a = Plain(n.inputs[0], Float(n.inputs[0], a));
+    std::vector<float> b_kn(k * nn);
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < nn; ++j) b_kn[i * nn + j] = alpha * b_nk.floats()[j * k + i];
+    }
+    const memory::desc src_desc(Dims{m, k}, ElementType::f32, trans_a ? Dims{1, m} : Dims{k, 1});
+    dnnl::matmul::desc desc(src_desc, AnyDesc({k, nn}), bias_desc, PlainDesc({m, nn}));
+    dnnl::matmul::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
+    const memory src(src_desc, engine_, a.mem.get_data_handle());
+    const memory weights = ReorderNow(ConstantMemory(PlainDesc({k, nn}), b_kn.data()),
+                                      pd.weights_desc());
+    Value out{{m, nn}, memory(pd.dst_desc(), engine_), std::nullopt,
+              PostOpsNonNegative(n.post_ops)};
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.mem}};
+    if (!bias.empty()) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, bias.data());
+    AddStep(dnnl::matmul(pd), std::move(args), &n);
+    FinishLayer(n, std::move(out), std::move(info), pd.impl_info_str());
+    return absl::OkStatus();
+  }
+
+  const quant::LayerQuantPlan& plan = options_.plan->at(n.name);
+  Quantizer wq = quant::MakeWeightQuantizer(plan.weights, plan.rounding, plan.seed,
+                                            b_nk.floats().data(), b_nk.num_elements(), nn);
+  const std::vector<int8_t> codes = WeightCodes(wq, b_nk.floats().data(), b_nk.num_elements(), nn);
+  const bool split = !a.non_negative;
+  const int64_t k_codes = split ? 2 * k : k;
+  std::vector<int8_t> weight_codes(k_codes * nn);  // [K', N]
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < nn; ++j) {
+      const int8_t c = codes[j * k + i];
+      weight_codes[i * nn + j] = c;
+      if (split) weight_codes[(k + i) * nn + j] = static_cast<int8_t>(-c);
+    }
+  }
+  const double s_in = plan.inputs.scale[0];
+  std::vector<float> output_scales(wq.format.per_channel ? nn : 1);
+  for (size_t j = 0; j < output_scales.size(); ++j) {
+    output_scales[j] = static_cast<float>(s_in * wq.scale[j] * alpha);
+  }
+  for (int64_t i = 0; i < bias_rows; ++i) {
+    for (int64_t j = 0; j < nn; ++j) {
+      const double s_w = wq.scale[wq.format.per_channel ? j : 0];
+      bias[i * nn + j] = static_cast<float>(bias[i * nn + j] / (s_in * s_w * alpha));
+    }
+  }
+  const bool quantized_out = plan.outputs.format.kind == FormatKind::kInt;
+  const bool non_negative = PostOpsNonNegative(n.post_ops);
+  const ElementType out_type =
+      !quantized_out ? ElementType::f32 : (non_negative ? ElementType::u8 : ElementType::s8);
+  dnnl::matmul::desc desc(PlainOf({m, k_codes}, ElementType::u8),
+                          AnyOf({k_codes, nn}, ElementType::s8), bias_desc,
+                          PlainOf({m, nn}, out_type));
+  dnnl::matmul::primitive_desc pd(desc, Int8Attr(n, output_scales, wq.format.per_channel),
+                                  engine_);
+  const memory src = ToCodes(n, n.inputs[0], a, plan.inputs, split, pd.src_desc());
+  const memory weights =
+      ReorderNow(ConstantMemory(PlainOf({k_codes, nn}, ElementType::s8), weight_codes.data()),
+                 pd.weights_desc());
+  Value out{{m, nn}, memory(pd.dst_desc(), engine_), std::nullopt, non_negative};
+  if (quantized_out) out.grid = plan.outputs;
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.mem}};
+  if (!bias.empty()) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, bias.data());
+  AddStep(dnnl::matmul(pd), std::move(args), &n);
+  weight_quantizers_[n.name] = std::move(wq);
+  FinishLayer(n, std::move(out), std::move(info), pd.impl_info_str());
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompilePool(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  // Max pooling commutes with quantization (max of codes = code of the max): it stays in int8.
+  // Averages would be rounded to codes, which the emulation does not do: they run in fp32.
+  if (n.op != OpKind::kMaxPool) x = Float(n.inputs[0], x);
+  if (x.shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
+  Dims pb, pe;
+  Shape out_spatial;
+  RETURN_IF_ERROR(ResolveWindow(n, x.shape, n.ceil_mode, &pb, &pe, &out_spatial));
+  dnnl::algorithm alg = dnnl::algorithm::pooling_max;
+  if (n.op == OpKind::kAveragePool) {
+    alg = n.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                              : dnnl::algorithm::pooling_avg_exclude_padding;
+    if (n.count_include_pad && n.ceil_mode) {
+      for (size_t i = 0; i < pe.size(); ++i) {
+        const int64_t given = n.auto_pad == "NOTSET" ? n.pads_end[i] : pe[i];
+        if (pe[i] != given) {
+          return NodeError(n, "ceil_mode=1 with count_include_pad=1 whose last window passes the "
+                              "padding is not supported");
+        }
+      }
+    }
+  }
+  Shape out_shape = {x.shape[0], x.shape[1]};
+  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+  Dims dilations;
+  for (int64_t d : n.dilations) dilations.push_back(d - 1);
+  dnnl::pooling_v2_forward::desc desc(
+      dnnl::prop_kind::forward_inference, alg, x.mem.get_desc(),
+      AnyOf(DnnlDims(out_shape), x.type()), Dims(n.strides.begin(), n.strides.end()),
+      Dims(n.kernel.begin(), n.kernel.end()), dilations, pb, pe);
+  Value out{out_shape, memory(), x.is_int8() ? x.grid : std::nullopt, x.non_negative};
+  AddSrcDstStep<dnnl::pooling_v2_forward>({desc, engine_}, x.mem, std::move(out), n);
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileGlobalAveragePool(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (x.shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
+  Node window = n;
+  const size_t spatial = x.shape.size() - 2;
+  window.kernel.assign(x.shape.begin() + 2, x.shape.end());
+  window.strides.assign(spatial, 1);
+  window.dilations.assign(spatial, 1);
+  window.pads_begin.assign(spatial, 0);
+  window.pads_end.assign(spatial, 0);
+  window.auto_pad = "NOTSET";
+  window.op = OpKind::kAveragePool;
+  window.count_include_pad = false;
+  window.ceil_mode = false;
+  return CompilePool(window);
+}
+
+absl::Status Int8Network::Impl::CompileEltwise(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = Float(n.inputs[0], x);
+  auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
+  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
+                                   x.mem.get_desc(), alpha, beta);
+  const bool non_negative = PostOpsNonNegative({PostOp{n.op, n.alpha, n.beta, n.name}}) ||
+                            (x.non_negative && n.op == OpKind::kLeakyRelu);
+  AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem,
+                                       Value{x.shape, memory(), std::nullopt, non_negative}, n);
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileBinary(const Node& n) {
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
+  a = Float(n.inputs[0], a);
+  b = Float(n.inputs[1], b);
+  const size_t rank = std::max(a.shape.size(), b.shape.size());
+  Shape out(rank, 1);
+  auto aligned = [rank](const Shape& s) {
+    Shape r(rank - s.size(), 1);
+    r.insert(r.end(), s.begin(), s.end());
+    return r;
+  };
+  const Shape as = aligned(a.shape), bs = aligned(b.shape);
+  for (size_t i = 0; i < rank; ++i) {
+    if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
+      return NodeError(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ",
+                                       ShapeToString(b.shape), " do not broadcast"));
+    }
+    out[i] = std::max(as[i], bs[i]);
+  }
+  if (as.size() != a.shape.size()) a = View(Plain(n.inputs[0], a), as);
+  if (bs.size() != b.shape.size()) b = View(Plain(n.inputs[1], b), bs);
+  const dnnl::algorithm alg =
+      n.op == OpKind::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
+  if (a.shape != out) std::swap(a, b);  // Add and Mul commute
+  if (a.shape != out) {
+    Tensor zeros = Tensor::Float(out);
+    memory zero_mem = ConstantMemory(PlainDesc(DnnlDims(out)), zeros.floats().data());
+    dnnl::binary::desc expand_desc(dnnl::algorithm::binary_add, zero_mem.get_desc(),
+                                   a.mem.get_desc(), zero_mem.get_desc());
+    dnnl::binary::primitive_desc expand_pd(expand_desc, engine_);
+    memory expanded(expand_pd.dst_desc(), engine_);
+    AddStep(dnnl::binary(expand_pd),
+            {{DNNL_ARG_SRC_0, zero_mem}, {DNNL_ARG_SRC_1, a.mem}, {DNNL_ARG_DST, expanded}}, &n);
+    a = Value{out, expanded};
+  }
+  if (b.shape == a.shape && b.mem.get_desc() != a.mem.get_desc()) {
+    b.mem = ReorderTo(b.mem, a.mem.get_desc(), n);
+  }
+  dnnl::binary::desc desc(alg, a.mem.get_desc(), b.mem.get_desc(), a.mem.get_desc());
+  dnnl::binary::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst}},
+          &n);
+  values_[n.outputs[0]] = Value{out, dst};
+  return absl::OkStatus();
+}
+
+std::optional<Quantizer> Int8Network::Impl::ConsumerGrid(const std::string& value) const {
+  if (graph_.IsGraphOutput(value)) return std::nullopt;
+  std::optional<Quantizer> grid;
+  const std::vector<int> consumers = graph_.ConsumersOf(value);
+  if (consumers.empty()) return std::nullopt;
+  for (int index : consumers) {
+    const Node& c = graph_.nodes[index];
+    std::optional<Quantizer> wanted;
+    switch (c.op) {
+      case OpKind::kMaxPool:
+      case OpKind::kIdentity:
+      case OpKind::kFlatten:
+      case OpKind::kReshape:
+      case OpKind::kSqueeze:
+      case OpKind::kUnsqueeze:
+        if (c.inputs[0] == value) wanted = ConsumerGrid(c.outputs[0]);
+        break;
+      case OpKind::kConv:
+      case OpKind::kGemm:
+      case OpKind::kMatMul: {
+        absl::StatusOr<LayerMode> mode = ClassifyLayer(c, *options_.plan);
+        if (c.inputs[0] == value && mode.ok() && *mode == LayerMode::kInt8) {
+          wanted = options_.plan->at(c.name).inputs;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    if (!wanted || (grid && !quant::SameGrid(*grid, *wanted))) return std::nullopt;
+    grid = wanted;
+  }
+  return grid;
+}
+
+Int8Network::Impl::Value Int8Network::Impl::Requantized(const Node& n, const Value& x,
+                                                        const Quantizer& grid) {
+  if (x.type() == ElementType::u8 && x.grid && quant::SameGrid(*x.grid, grid)) return x;
+  Value out{x.shape, memory(WithType(x.mem.get_desc(), ElementType::u8), engine_), grid, true};
+  const void* from = x.mem.get_data_handle();
+  uint8_t* to = static_cast<uint8_t*>(out.mem.get_data_handle());
+  const int64_t count = ElementCount(x.mem);
+  const ElementType type = x.type();
+  const double scale = grid.scale[0], src_scale = x.is_int8() ? x.grid->scale[0] : 1.0;
+  AddHostStep([=] {
+    if (type == ElementType::f32) {
+      QuantizeElementwise(static_cast<const float*>(from), src_scale, to, count, scale);
+    } else if (type == ElementType::u8) {
+      QuantizeElementwise(static_cast<const uint8_t*>(from), src_scale, to, count, scale);
+    } else {
+      QuantizeElementwise(static_cast<const int8_t*>(from), src_scale, to, count, scale);
+    }
+  }, n);
+  return out;
+}
+
+absl::Status Int8Network::Impl::CompileConcat(const Node& n) {
+  std::vector<Value> parts;
+  bool non_negative_parts = true;
+  for (const std::string& in : n.inputs) {
+    ASSIGN_OR_RETURN(Value v, Get(in, n));
+    non_negative_parts &= v.non_negative;
+    parts.push_back(v);
+  }
+  // Equally quantized int8 parts concatenate as codes. Parts on different grids (the expand
+  // branches of a fire module, each with its own output scale) are requantized straight to the
+  // grid their readers quantize to, when those all agree: quantization is monotone, so it
+  // commutes with max pooling and views, and the readers then find their codes ready. Otherwise
+  // the parts concatenate as dequantized floats.
+  bool same_codes = true;
+  for (const Value& p : parts) {
+    same_codes &= p.is_int8() && p.type() == parts[0].type() &&
+                  quant::SameGrid(*p.grid, *parts[0].grid);
+  }
+  if (!same_codes && non_negative_parts) {
+    if (std::optional<Quantizer> grid = ConsumerGrid(n.outputs[0])) {
+      for (Value& p : parts) p = Requantized(n, p, *grid);
+      same_codes = true;
+    }
+  }
+  if (!same_codes) {
+    for (size_t i = 0; i < parts.size(); ++i) parts[i] = Float(n.inputs[i], parts[i]);
+  }
+  const int64_t rank = static_cast<int64_t>(parts[0].shape.size());
+  if (rank == 0) return NodeError(n, "cannot concatenate scalars");
+  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
+  Shape out = parts[0].shape;
+  out[axis] = 0;
+  std::vector<memory::desc> descs;
+  std::unordered_map<int, memory> args;
+  bool non_negative = true;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Shape& s = parts[i].shape;
+    for (int64_t d = 0; d < rank; ++d) {
+      if (static_cast<int64_t>(s.size()) != rank || (d != axis && s[d] != parts[0].shape[d])) {
+        return NodeError(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
+                                         " does not match ", ShapeToString(parts[0].shape),
+                                         " outside axis ", axis));
+      }
+    }
+    out[axis] += s[axis];
+    descs.push_back(parts[i].mem.get_desc());
+    args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = parts[i].mem;
+    non_negative &= parts[i].non_negative;
+  }
+  dnnl::concat::primitive_desc pd(static_cast<int>(axis), descs, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  args[DNNL_ARG_DST] = dst;
+  AddStep(dnnl::concat(pd), std::move(args), &n);
+  values_[n.outputs[0]] =
+      Value{out, dst, same_codes ? parts[0].grid : std::nullopt, non_negative};
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileBatchNorm(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = Float(n.inputs[0], x);
+  if (x.shape.size() < 2) return NodeError(n, "input needs a channel dimension");
+  const int64_t c = x.shape[1];
+  std::vector<memory> params;
+  for (int i = 1; i < 5; ++i) {
+    const Tensor& t = graph_.constants.at(n.inputs[i]);
+    if (t.num_elements() != c || t.dtype() != DataType::kFloat) {
+      return NodeError(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
+    }
+    params.push_back(ConstantMemory(PlainDesc({c}), t.floats().data()));
+  }
+  const Shape original_shape = x.shape;
+  if (x.shape.size() == 2) x = View(Plain(n.inputs[0], x), {x.shape[0], c, 1});
+  dnnl::batch_normalization_forward::desc desc(
+      dnnl::prop_kind::forward_inference, x.mem.get_desc(), n.epsilon,
+      dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+          dnnl::normalization_flags::use_shift);
+  dnnl::batch_normalization_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::batch_normalization_forward(pd),
+          {{DNNL_ARG_SRC, x.mem},
+           {DNNL_ARG_SCALE, params[0]},
+           {DNNL_ARG_SHIFT, params[1]},
+           {DNNL_ARG_MEAN, params[2]},
+           {DNNL_ARG_VARIANCE, params[3]},
+           {DNNL_ARG_DST, dst}},
+          &n);
+  Value out{x.shape, dst};
+  if (original_shape.size() == 2) out = View(out, original_shape);
+  values_[n.outputs[0]] = out;
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileLrn(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = Float(n.inputs[0], x);
+  if (x.shape.size() < 3) return NodeError(n, "input needs rank >= 3 (N, C, spatial...)");
+  dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
+                               dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
+                               n.alpha, n.beta, n.bias);
+  AddSrcDstStep<dnnl::lrn_forward>({desc, engine_}, x.mem,
+                                   Value{x.shape, memory(), std::nullopt, x.non_negative}, n);
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileSoftmax(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = Float(n.inputs[0], x);
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0) return NodeError(n, "input must have rank >= 1");
+  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
+  Value in = Plain(n.inputs[0], x);
+  if (n.softmax_coerce_2d) {
+    in = View(in, {Product(x.shape, 0, axis), Product(x.shape, axis, rank)});
+    axis = 1;
+  }
+  dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, in.mem.get_desc(),
+                                   static_cast<int>(axis));
+  dnnl::softmax_forward::primitive_desc pd(desc, engine_);
+  Value out{in.shape, memory(pd.dst_desc(), engine_), std::nullopt, true};
+  AddStep(dnnl::softmax_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, out.mem}}, &n);
+  values_[n.outputs[0]] = View(out, x.shape);
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileReshapeLike(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (n.op == OpKind::kIdentity) {
+    values_[n.outputs[0]] = x;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Shape out, ViewOutputShape(n, x.shape));
+  values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);  // int8 codes stay codes
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::CompileNode(const Node& n) {
+  switch (n.op) {
+    case OpKind::kConv: return CompileConv(n);
+    case OpKind::kGemm:
+    case OpKind::kMatMul: return CompileGemm(n);
+    case OpKind::kRelu:
+    case OpKind::kLeakyRelu:
+    case OpKind::kClip:
+    case OpKind::kSigmoid: return CompileEltwise(n);
+    case OpKind::kMaxPool:
+    case OpKind::kAveragePool: return CompilePool(n);
+    case OpKind::kGlobalAveragePool: return CompileGlobalAveragePool(n);
+    case OpKind::kConcat: return CompileConcat(n);
+    case OpKind::kAdd:
+    case OpKind::kMul: return CompileBinary(n);
+    case OpKind::kBatchNorm: return CompileBatchNorm(n);
+    case OpKind::kLrn: return CompileLrn(n);
+    case OpKind::kSoftmax: return CompileSoftmax(n);
+    case OpKind::kFlatten:
+    case OpKind::kReshape:
+    case OpKind::kSqueeze:
+    case OpKind::kUnsqueeze:
+    case OpKind::kIdentity: return CompileReshapeLike(n);
+  }
+  return NodeError(n, "unknown operator kind");
+}
+
+absl::Status Int8Network::Impl::Compile() {
+  // The same rewrites as the emulating Network, so both run the same (folded) layers.
+  FoldBatchNorm(&graph_);
+  FuseActivations(&graph_);
+  RETURN_IF_ERROR(CheckInt8Plan(graph_, *options_.plan));
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  for (const ValueInfo& declared : graph_.inputs) {
+    ValueInfo info = declared;
+    auto it = options_.input_shapes.find(info.name);
+    if (it != options_.input_shapes.end()) {
+      info.shape = it->second;
+    } else if (!info.shape.empty()) {
+      info.shape[0] = options_.batch;
+    }
+    for (size_t i = 0; i < info.shape.size(); ++i) {
+      if (info.shape[i] < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            graph_.source, ": input '", info.name, "' has unknown dimension ", i, " in ",
+            ShapeToString(declared.shape), "; give its full shape"));
+      }
+    }
+    memory mem(PlainDesc(DnnlDims(info.shape)), engine_);
+    input_mems_.push_back(mem);
+    values_[info.name] = Value{info.shape, mem};
+    inputs_.push_back(std::move(info));
+  }
+  for (const Node& n : graph_.nodes) {
+    try {
+      RETURN_IF_ERROR(CompileNode(n));
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat("int8 path: node '", n.name, "' (", n.onnx_op,
+                                              "): oneDNN rejected it: ", e.what()));
+    }
+  }
+  for (const std::string& name : graph_.outputs) {
+    Node edge;
+    edge.name = name;
+    edge.onnx_op = "graph output";
+    ASSIGN_OR_RETURN(Value v, Get(name, edge));
+    const Value plain = Plain(name, Float(name, v));
+    output_mems_.push_back(plain.mem);
+    outputs_.push_back(ValueInfo{name, plain.shape});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::ExecuteSteps() {
+  for (Step& step : steps_) {
+    try {
+      if (step.host) {
+        stream_.wait();  // host steps read what the primitives before them wrote
+        step.host();
+      } else {
+        step.primitive.execute(stream_, step.args);
+      }
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(
+          "int8 path: node '", step.node.empty() ? "reorder" : step.node, "' failed: ", e.what()));
+    }
+  }
+  stream_.wait();
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::Run(const std::map<std::string, const Tensor*>& inputs,
+                                    std::map<std::string, Tensor>* outputs) {
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    auto it = inputs.find(inputs_[i].name);
+    if (it == inputs.end() || it->second == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("missing input '", inputs_[i].name, "'"));
+    }
+    const Tensor& t = *it->second;
+    if (t.dtype() != DataType::kFloat || t.shape() != inputs_[i].shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", inputs_[i].name, "' has shape ", ShapeToString(t.shape()),
+          "; the network was compiled for float32 ", ShapeToString(inputs_[i].shape)));
+    }
+    std::memcpy(input_mems_[i].get_data_handle(), t.floats().data(), t.floats().size() * 4);
+  }
+  RETURN_IF_ERROR(ExecuteSteps());
+  outputs->clear();
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    Tensor t = Tensor::Float(outputs_[i].shape);
+    std::memcpy(t.floats().data(), output_mems_[i].get_data_handle(), t.floats().size() * 4);
+    (*outputs)[outputs_[i].name] = std::move(t);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Int8Network::Impl::RunSingle(const float* input, float* output) {
+  if (input_mems_.size() != 1 || output_mems_.empty()) {
+    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
+  }
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
+  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
+  RETURN_IF_ERROR(ExecuteSteps());
+  std::memcpy(output, output_mems_[0].get_data_handle(), output_mems_[0].get_desc().get_size());
+  return absl::OkStatus();
+}
+
+Int8Network::Int8Network(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Int8Network::~Int8Network() = default;
+
+absl::StatusOr<std::unique_ptr<Int8Network>> Int8Network::Create(
+    const Graph& graph, const Int8NetworkOptions& options) {
+  if (options.plan == nullptr) {
+    return absl::InvalidArgumentError("int8 path: a quantization plan is required");
+  }
+  if (options.batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", options.batch));
+  }
+  auto impl = std::make_unique<Impl>(graph, options);
+  try {
+    RETURN_IF_ERROR(impl->Compile());
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(graph.source, ": int8 path: oneDNN error: ", e.what()));
+  }
+  return std::unique_ptr<Int8Network>(new Int8Network(std::move(impl)));
+}
+
+const std::vector<ValueInfo>& Int8Network::inputs() const { return impl_->inputs_; }
+const std::vector<ValueInfo>& Int8Network::outputs() const { return impl_->outputs_; }
+const Graph& Int8Network::graph() const { return impl_->graph_; }
+const std::vector<LayerInfo>& Int8Network::layers() const { return impl_->layers_; }
+const std::map<std::string, quant::Quantizer>& Int8Network::weight_quantizers() const {
+  return impl_->weight_quantizers_;
+}
+const std::map<std::string, std::string>& Int8Network::layer_implementations() const {
+  return impl_->implementations_;
+}
+
+absl::Status Int8Network::Run(const std::map<std::string, const Tensor*>& inputs,
+                              std::map<std::string, Tensor>* outputs) {
+  return impl_->Run(inputs, outputs);
+}
+
+absl::Status Int8Network::RunSingle(const float* input, float* output) {
+  return impl_->RunSingle(input, output);
+}
+
+}  // namespace bitsweep::engine::int8

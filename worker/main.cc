@@ -1,0 +1,112 @@
+// bitsweep-worker: pulls trials from a coordinator and evaluates them with the engine.
+//
+//   bitsweep-worker --coordinator 127.0.0.1:7070 [--threads 2] [--name host-a]
+//       [--cache_dir ~/.cache/bitsweep/models] [--metrics_port 9101] [--token SECRET]
+//
+// SIGINT / SIGTERM stop it gracefully (a second one exits at once). Several workers usually share
+// a machine's cores, so OpenMP threads are made to sleep instead of spin when idle
+// (OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise).
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "worker/worker.h"
+
+ABSL_FLAG(std::string, coordinator, "", "coordinator address, host:port (required)");
+ABSL_FLAG(int32_t, threads, 2, "engine (OpenMP) threads per trial");
+ABSL_FLAG(std::string, name, "", "worker name shown by the coordinator (default: host-pid)");
+ABSL_FLAG(std::string, cache_dir, "",
+          "model cache directory (default: $XDG_CACHE_HOME/bitsweep/models or "
+          "~/.cache/bitsweep/models)");
+ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
+ABSL_FLAG(std::string, token, "", "bearer token the coordinator expects from workers");
+ABSL_FLAG(int64_t, lease_wait_ms, 10000, "Lease long-poll limit in milliseconds");
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "bitsweep-worker: %s\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before anything can start OpenMP's runtime, which reads it once.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+
+  absl::SetProgramUsageMessage(
+      "pulls trials from a bitsweep coordinator and evaluates them.\n"
+      "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
+      "[--cache_dir DIR] [--metrics_port P] [--token T]");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    return Fail(absl::StrCat("unexpected argument '", positional[1], "' (flags start with --)"));
+  }
+  bitsweep::worker::WorkerOptions options;
+  options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
+  if (options.coordinator_address.empty()) return Fail("--coordinator HOST:PORT is required");
+  options.threads = absl::GetFlag(FLAGS_threads);
+  if (options.threads < 1) return Fail("--threads must be >= 1");
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port < 0 || metrics_port > 65535) return Fail("--metrics_port must be in 0..65535");
+  const int64_t lease_wait_ms = absl::GetFlag(FLAGS_lease_wait_ms);
+  if (lease_wait_ms < 0) return Fail("--lease_wait_ms must be >= 0");
+  options.lease_wait = absl::Milliseconds(lease_wait_ms);
+  options.name = absl::GetFlag(FLAGS_name);
+  options.model_cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.bearer_token = absl::GetFlag(FLAGS_token);
+
+  // Signals are taken by one thread with sigwait: every other thread (gRPC's, OpenMP's) inherits
+  // the blocked mask, so no handler ever runs in the middle of the engine.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (metrics_port > 0) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", metrics_port));
+    } catch (const std::exception& e) {
+      return Fail(absl::StrCat("cannot serve metrics on port ", metrics_port, ": ", e.what()));
+    }
+    exposer->RegisterCollectable(registry);
+    options.metrics = registry.get();
+  }
+
+  absl::StatusOr<std::unique_ptr<bitsweep::worker::Worker>> worker =
+      bitsweep::worker::Worker::Create(options);
+  if (!worker.ok()) return Fail(std::string(worker.status().message()));
+  bitsweep::worker::Worker* w = worker->get();
+
+  std::thread signal_thread([w, signals] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::fprintf(stderr, "bitsweep-worker: %s, stopping (again to exit at once)\n",
+                 signal == SIGINT ? "interrupted" : "terminated");
+    w->Stop();
+    sigwait(&signals, &signal);
+    std::_Exit(130);
+  });
+  signal_thread.detach();  // blocked in sigwait until the process ends
+
+  std::fprintf(stderr, "bitsweep-worker %s: coordinator %s, %d threads%s\n",
+               bitsweep::worker::kEngineVersion, options.coordinator_address.c_str(),
+               options.threads,
+               metrics_port > 0 ? absl::StrCat(", metrics on :", metrics_port).c_str() : "");
+  const absl::Status status = w->Run();
+  if (!status.ok()) return Fail(std::string(status.message()));
+  return 0;
+}

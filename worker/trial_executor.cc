@@ -1,0 +1,421 @@
+#include "worker/trial_executor.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "worker/engine/evaluate.h"
+#include "worker/engine/onnx_import.h"
+#include "worker/engine/quant/config.h"
+#include "worker/engine/quant/cost_model.h"
+#include "worker/engine/quant/format.h"
+#include "worker/engine/train/trainer.h"
+#include "worker/engine/trial.h"
+
+namespace bitsweep::worker {
+namespace {
+
+namespace quant = engine::quant;
+
+constexpr int64_t kDefaultBatch = 256;
+constexpr int64_t kDefaultCalibrationSamples = 1000;
+// Fine-tuning defaults: the same as `bitsweep finetune`.
+constexpr double kDefaultLearningRate = 0.001;
+constexpr int64_t kDefaultFinetuneBatch = 64;
+constexpr double kDefaultMomentum = 0.9;
+constexpr double kDefaultWeightDecay = 5e-4;
+constexpr uint64_t kDefaultSeed = 1;
+
+absl::Status CheckCancelled(const std::atomic<bool>* cancelled) {
+  if (cancelled != nullptr && cancelled->load()) {
+    return absl::CancelledError("trial cancelled");
+  }
+  return absl::OkStatus();
+}
+
+// Floats in hex notation: exact, so keys differ exactly when the preprocessing does.
+std::string FloatsKey(const std::vector<float>& values) {
+  return absl::StrJoin(values, ",", [](std::string* out, float v) {
+    absl::StrAppend(out, absl::StrFormat("%a", v));
+  });
+}
+
+// LoadHardwareProfile reads a file; the profile arrives as text, so it goes through a private
+// temporary file. Messages name the settings field instead of the temporary path.
+absl::StatusOr<quant::HardwareProfile> ParseHardwareProfile(const std::string& json) {
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
+  if (ec) dir = "/tmp";
+  std::string path = (dir / "bitsweep-profile-XXXXXX").string();
+  const int fd = mkstemp(path.data());
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot create a temporary file in ", dir.string(),
+                                            " for the hardware profile"));
+  }
+  const char* data = json.data();
+  size_t left = json.size();
+  bool written = true;
+  while (left > 0) {
+    const ssize_t n = write(fd, data, left);
+    if (n <= 0) {
+      written = false;
+      break;
+    }
+    data += n;
+    left -= static_cast<size_t>(n);
+  }
+  close(fd);
+  absl::StatusOr<quant::HardwareProfile> profile =
+      written ? quant::LoadHardwareProfile(path)
+              : absl::InternalError("cannot write the hardware profile to a temporary file");
+  std::filesystem::remove(path, ec);
+  if (!profile.ok()) {
+    const std::string message = absl::StrReplaceAll(
+        profile.status().message(), {{absl::StrCat("'", path, "'"), "(settings)"}, {path, ""}});
+    return absl::Status(profile.status().code(),
+                        absl::StrCat("settings.hardware_profile_json: ", message));
+  }
+  return profile;
+}
+
+std::string LayerClassName(engine::LayerClass c) {
+  return c == engine::LayerClass::kConv ? "conv" : "fc";
+}
+
+v1::QuantParams ToQuantParams(const quant::Quantizer& q) {
+  v1::QuantParams p;
+  p.set_format(quant::FormatToString(q.format));
+  p.set_bits(q.format.bits);
+  switch (q.format.kind) {
+    case quant::FormatKind::kFixed:
+    case quant::FormatKind::kUfixed:
+      p.set_fractional_bits(q.fractional_bits);
+      break;
+    case quant::FormatKind::kPow2:
+      p.set_max_exponent(q.max_exponent);
+      break;
+    case quant::FormatKind::kInt:
+      for (float s : q.scale) p.add_scale(s);
+      for (int32_t z : q.zero_point) p.add_zero_point(z);
+      break;
+    default:
+      break;
+  }
+  p.set_description(engine::DescribeQuantizer(q));
+  return p;
+}
+
+v1::ActivationRange ToRange(const quant::TensorStats& stats) {
+  v1::ActivationRange r;
+  r.set_min(stats.min);
+  r.set_max(stats.max);
+  r.set_count(stats.count);
+  return r;
+}
+
+void FillResult(const engine::TrialResult& trial, v1::TrialResult* out) {
+  const engine::EvalResult& eval = trial.eval;
+  const quant::CostReport& cost = trial.cost;
+  out->set_top1(eval.top1);
+  out->set_top5(eval.top5);
+  out->set_loss(eval.loss);
+  out->set_samples(eval.samples);
+  out->set_size_bits(cost.total.weight_bits);
+  out->set_peak_activation_bits(cost.peak_activation_bits);
+  out->set_activation_bits(cost.total.activation_bits);
+  out->set_bops(cost.total.bops);
+  out->set_macs(cost.total.macs);
+  out->set_energy_pj(cost.total.energy_pj);
+  out->set_hardware_profile(cost.profile_name);
+  out->set_images_per_second(eval.images_per_second);
+  out->set_engine_version(kEngineVersion);
+  for (size_t i = 0; i < trial.layers.size(); ++i) {
+    const engine::LayerInfo& info = trial.layers[i];
+    v1::LayerResult* layer = out->add_layers();
+    layer->set_name(info.name);
+    layer->set_layer_class(LayerClassName(info.layer_class));
+    // Weight quantizers are built inside the network from the weights it runs (after BatchNorm
+    // folding); the plan only knows their format, which is all there is for fp32 weights.
+    if (auto w = eval.weight_quantizers.find(info.name); w != eval.weight_quantizers.end()) {
+      *layer->mutable_weights() = ToQuantParams(w->second);
+    } else {
+      quant::Quantizer weights;
+      if (auto p = trial.plan.find(info.name); p != trial.plan.end()) {
+        weights.format = p->second.weights;
+      } else if (i < trial.formats.size()) {
+        weights.format = trial.formats[i].weights;
+      }
+      *layer->mutable_weights() = ToQuantParams(weights);
+    }
+    if (auto p = trial.plan.find(info.name); p != trial.plan.end()) {
+      *layer->mutable_inputs() = ToQuantParams(p->second.inputs);
+      *layer->mutable_outputs() = ToQuantParams(p->second.outputs);
+    } else {
+      *layer->mutable_inputs() = ToQuantParams(quant::Quantizer{});
+      *layer->mutable_outputs() = ToQuantParams(quant::Quantizer{});
+    }
+    layer->set_macs(info.macs);
+    layer->set_weight_count(info.weight_count);
+    if (i < cost.layers.size()) {
+      const quant::LayerCost& c = cost.layers[i];
+      layer->set_weight_bits(c.weight_bits);
+      layer->set_activation_bits(c.activation_bits);
+      layer->set_bops(c.bops);
+      layer->set_energy_pj(c.energy_pj);
+    }
+  }
+}
+
+}  // namespace
+
+TrialExecutor::TrialExecutor(TrialExecutorOptions options) : options_(std::move(options)) {}
+
+int64_t TrialExecutor::dataset_loads() const {
+  absl::MutexLock lock(&mu_);
+  return dataset_loads_;
+}
+
+int64_t TrialExecutor::model_imports() const {
+  absl::MutexLock lock(&mu_);
+  return model_imports_;
+}
+
+template <typename T, typename Load>
+absl::StatusOr<std::shared_ptr<const T>> TrialExecutor::GetOrLoad(
+    std::list<std::pair<std::string, std::shared_ptr<Slot<T>>>>* cache, int max_entries,
+    const std::string& key, int64_t* loads, Load load) {
+  std::shared_ptr<Slot<T>> slot;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = cache->begin(); it != cache->end(); ++it) {
+      if (it->first == key) {
+        slot = it->second;
+        cache->splice(cache->begin(), *cache, it);  // most recently used first
+        break;
+      }
+    }
+    if (slot == nullptr) {
+      slot = std::make_shared<Slot<T>>();
+      cache->emplace_front(key, slot);
+      while (static_cast<int>(cache->size()) > std::max(1, max_entries)) cache->pop_back();
+    }
+  }
+  // Loading holds only the slot's lock: other keys proceed, the same key waits for this load.
+  absl::MutexLock slot_lock(&slot->mu);
+  if (slot->value != nullptr) return slot->value;
+  absl::StatusOr<T> loaded = load();
+  if (!loaded.ok()) {
+    // Do not keep a failed slot: the next trial tries again (a file may have appeared).
+    absl::MutexLock lock(&mu_);
+    cache->remove_if([&](const auto& entry) { return entry.second == slot; });
+    return loaded.status();
+  }
+  slot->value = std::make_shared<const T>(*std::move(loaded));
+  {
+    absl::MutexLock lock(&mu_);
+    ++*loads;
+  }
+  return slot->value;
+}
+
+absl::StatusOr<std::shared_ptr<const engine::Dataset>> TrialExecutor::GetDataset(
+    const std::string& reference, const engine::Preprocessing& preprocessing,
+    std::string* cache_key) {
+  const std::string key =
+      absl::StrCat(reference, "|mean=", FloatsKey(preprocessing.mean),
+                   "|std=", FloatsKey(preprocessing.std), "|limit=", preprocessing.limit);
+  if (cache_key != nullptr) *cache_key = key;
+  int64_t* loads;
+  {
+    absl::MutexLock lock(&mu_);
+    loads = &dataset_loads_;
+  }
+  return GetOrLoad<engine::Dataset>(&datasets_, options_.max_cached_datasets, key, loads,
+                                    [&] { return engine::LoadDataset(reference, preprocessing); });
+}
+
+absl::StatusOr<std::shared_ptr<const TrialExecutor::LoadedModel>> TrialExecutor::GetModel(
+    const ModelRef& model) {
+  if (model.hash.empty()) return absl::InvalidArgumentError("the trial names no model hash");
+  int64_t* imports;
+  {
+    absl::MutexLock lock(&mu_);
+    imports = &model_imports_;
+  }
+  return GetOrLoad<LoadedModel>(
+      &models_, options_.max_cached_models, model.hash, imports,
+      [&]() -> absl::StatusOr<LoadedModel> {
+        LoadedModel loaded;
+        ASSIGN_OR_RETURN(loaded.proto, engine::ReadOnnxModel(model.path));
+        ASSIGN_OR_RETURN(loaded.graph, engine::ImportOnnxModel(
+                                           loaded.proto, {}, absl::StrCat("model ", model.hash)));
+        return loaded;
+      });
+}
+
+absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
+                                                       const v1::EvalSettings& settings,
+                                                       const v1::TrialSpec& spec,
+                                                       const ExecuteOptions& options) {
+  const absl::Time start = absl::Now();
+  const int threads = options.threads > 0 ? options.threads : options_.threads;
+  const v1::DatasetRef& dataset = settings.dataset();
+
+  // Settings and config first: their errors are permanent and cost nothing to find.
+  if (settings.batch() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("settings.batch must be >= 0 (0 means 256), got ", settings.batch()));
+  }
+  if (dataset.eval_limit() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("settings.dataset.eval_limit must be >= 0, got ", dataset.eval_limit()));
+  }
+  if (dataset.calibration_samples() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "settings.dataset.calibration_samples must be >= 0, got ", dataset.calibration_samples()));
+  }
+  if (dataset.eval().empty()) {
+    return absl::InvalidArgumentError("settings.dataset.eval is empty: no evaluation split");
+  }
+  const v1::FinetuneSpec& finetune = spec.finetune();
+  if (finetune.steps() < 0 || finetune.batch() < 0 || finetune.learning_rate() < 0 ||
+      finetune.momentum() < 0 || finetune.weight_decay() < 0) {
+    return absl::InvalidArgumentError(
+        "spec.finetune: steps, learning_rate, batch, momentum and weight_decay must be >= 0");
+  }
+  if (finetune.steps() > 0 && dataset.train().empty()) {
+    return absl::InvalidArgumentError(
+        "spec.finetune.steps > 0 needs a training split: settings.dataset.train is empty");
+  }
+  if (spec.collect_ranges() && dataset.train().empty()) {
+    return absl::InvalidArgumentError(
+        "spec.collect_ranges needs a calibration split: settings.dataset.train is empty");
+  }
+  absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(spec.config_json());
+  if (!config.ok()) return Annotate(config.status(), "spec.config_json");
+  quant::HardwareProfile profile = quant::DefaultHardwareProfile();
+  if (!settings.hardware_profile_json().empty()) {
+    ASSIGN_OR_RETURN(profile, ParseHardwareProfile(settings.hardware_profile_json()));
+  }
+
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, GetModel(model));
+  RETURN_IF_ERROR(CheckCancelled(options.cancelled));
+
+  engine::Preprocessing preprocessing;
+  preprocessing.mean.assign(dataset.mean().begin(), dataset.mean().end());
+  preprocessing.std.assign(dataset.std().begin(), dataset.std().end());
+
+  engine::Preprocessing eval_preprocessing = preprocessing;
+  eval_preprocessing.limit = dataset.eval_limit();
+  absl::StatusOr<std::shared_ptr<const engine::Dataset>> eval =
+      GetDataset(dataset.eval(), eval_preprocessing, nullptr);
+  if (!eval.ok()) return Annotate(eval.status(), "settings.dataset.eval");
+
+  // The calibration split: the first calibration_samples of the training split.
+  std::shared_ptr<const engine::Dataset> calibration;
+  std::string calibration_key;
+  if (!dataset.train().empty()) {
+    engine::Preprocessing calibration_preprocessing = preprocessing;
+    calibration_preprocessing.limit = dataset.calibration_samples() > 0
+                                          ? dataset.calibration_samples()
+                                          : kDefaultCalibrationSamples;
+    absl::StatusOr<std::shared_ptr<const engine::Dataset>> loaded_calibration =
+        GetDataset(dataset.train(), calibration_preprocessing, &calibration_key);
+    if (!loaded_calibration.ok()) {
+      return Annotate(loaded_calibration.status(), "settings.dataset.train");
+    }
+    calibration = *std::move(loaded_calibration);
+  }
+  RETURN_IF_ERROR(CheckCancelled(options.cancelled));
+
+  engine::TrialInputs inputs;
+  inputs.graph = &loaded->graph;
+  inputs.eval = eval->get();
+  inputs.calibration = calibration.get();
+  inputs.config = &*config;
+  inputs.profile = profile;
+  inputs.calibration_cache = &calibration_cache_;
+  inputs.model_key = model.hash;
+  inputs.calibration_key = calibration_key;
+  engine::EvalOptions eval_options;
+  eval_options.batch = settings.batch() > 0 ? settings.batch() : kDefaultBatch;
+  eval_options.threads = threads;
+
+  v1::TrialResult result;
+  if (finetune.steps() > 0) {
+    absl::StatusOr<std::shared_ptr<const engine::Dataset>> train =
+        GetDataset(dataset.train(), preprocessing, nullptr);
+    if (!train.ok()) return Annotate(train.status(), "settings.dataset.train");
+    RETURN_IF_ERROR(CheckCancelled(options.cancelled));
+    engine::TrainOptions train_options;
+    train_options.max_steps = finetune.steps();
+    train_options.learning_rate =
+        finetune.learning_rate() > 0 ? finetune.learning_rate() : kDefaultLearningRate;
+    train_options.batch = finetune.batch() > 0 ? finetune.batch() : kDefaultFinetuneBatch;
+    train_options.momentum = finetune.momentum() > 0 ? finetune.momentum() : kDefaultMomentum;
+    train_options.weight_decay =
+        finetune.weight_decay() > 0 ? finetune.weight_decay() : kDefaultWeightDecay;
+    train_options.seed = finetune.seed() > 0 ? finetune.seed() : kDefaultSeed;
+    train_options.threads = threads;
+    ASSIGN_OR_RETURN(engine::FinetuneResult tuned,
+                     engine::FinetuneTrial(loaded->proto, inputs, **train, train_options,
+                                           eval_options));
+    FillResult(tuned.after, &result);
+    result.set_top1_before_finetune(tuned.before.eval.top1);
+  } else {
+    ASSIGN_OR_RETURN(engine::TrialResult trial, engine::RunTrial(inputs, eval_options));
+    FillResult(trial, &result);
+  }
+  RETURN_IF_ERROR(CheckCancelled(options.cancelled));
+
+  if (spec.collect_ranges()) {
+    // The fp32 network's ranges on the calibration split, shared with the trials' calibration.
+    engine::CalibrationRunOptions range_options;
+    range_options.threads = threads;
+    range_options.histograms = false;
+    ASSIGN_OR_RETURN(engine::ActivationStatsMap stats,
+                     calibration_cache_.GetOrCompute(loaded->graph, model.hash, *calibration,
+                                                     calibration_key, range_options));
+    for (v1::LayerResult& layer : *result.mutable_layers()) {
+      auto it = stats.find(layer.name());
+      if (it == stats.end()) continue;
+      *layer.mutable_input_range() = ToRange(it->second.inputs);
+      *layer.mutable_output_range() = ToRange(it->second.outputs);
+    }
+  }
+  result.set_wall_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  return result;
+}
+
+bool IsPermanentError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kFailedPrecondition:
+      return true;
+    default:
+      return false;
+  }
+}
+
+v1::TrialError TrialErrorFromStatus(const absl::Status& status) {
+  v1::TrialError error;
+  error.set_message(status.message().empty() ? absl::StatusCodeToString(status.code())
+                                             : std::string(status.message()));
+  error.set_permanent(IsPermanentError(status));
+  return error;
+}
+
+}  // namespace bitsweep::worker
