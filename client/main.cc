@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "client/engine_commands.h"
 #include "client/service_commands.h"
+#include "common/flag_names.h"
 
 namespace {
 
@@ -78,22 +79,6 @@ std::vector<std::string> ExtractRepeated(const char* flag, std::vector<char*>* a
   return values;
 }
 
-// People write --output-dir; absl flag names are C++ identifiers (--output_dir). Accept both.
-void NormalizeFlagNames(std::vector<std::string>* storage, std::vector<char*>* args) {
-  storage->reserve(args->size());
-  for (char*& arg : *args) {
-    std::string a = arg;
-    if (a.rfind("--", 0) == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t i = 2; i < end; ++i) {
-        if (a[i] == '-') a[i] = '_';
-      }
-    }
-    storage->push_back(a);
-    arg = storage->back().data();
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,7 +96,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> inputs;
   if (command == "run") inputs = ExtractRepeated("input", &args);
   std::vector<std::string> normalized;
-  NormalizeFlagNames(&normalized, &args);
+  bitsweep::NormalizeFlagNames(&normalized, &args);
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) {
     std::fprintf(stderr, "bitsweep %s: unexpected argument '%s'\n", command.c_str(), rest[1]);

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "common/flag_names.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
@@ -48,7 +49,10 @@ int main(int argc, char** argv) {
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
       "[--cache_dir DIR] [--metrics_port P] [--token T]");
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> normalized;
+  std::vector<char*> args(argv, argv + argc);
+  bitsweep::NormalizeFlagNames(&normalized, &args);
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (positional.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", positional[1], "' (flags start with --)"));
   }

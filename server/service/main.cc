@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/flag_names.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/coordinator/coordinator.h"
@@ -41,7 +43,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--client_token T] "
       "[--worker_token T] [--tls_cert PEM --tls_key PEM]");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> normalized;
+  std::vector<char*> args(argv, argv + argc);
+  bitsweep::NormalizeFlagNames(&normalized, &args);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   const std::string db = absl::GetFlag(FLAGS_db);
   if (db.empty()) return Fail("--db is required (the SQLite results file)");
   if (absl::GetFlag(FLAGS_lease_seconds) < 1 || absl::GetFlag(FLAGS_heartbeat_seconds) < 1 ||

@@ -1,0 +1,210 @@
+// The client commands (submit, watch, sweeps, trials, frontier, export, cancel) and `local`, run
+// as processes against a real coordinator and worker, as a user would: output formats, files
+// written, exit codes and the messages people see on bad input.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/service/process.h"
+
+namespace bitsweep {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Process;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result Bitsweep(const std::string& args) {
+  Result r;
+  const std::string command = std::string(BITSWEEP_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+int CountLines(const std::string& text) {
+  return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+}
+
+const std::string kData = std::string("idx:") + BITSWEEP_FASHION_MNIST_DIR;
+const std::string kSmallData =
+    "--dataset " + kData + " --mean 0.2860 --std 0.3530 --limit 500 --calibration-samples 100";
+
+// One coordinator and one worker for the whole suite.
+class ServiceCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::path(::testing::TempDir()) / "bitsweep_service_cli");
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    coordinator_ = new Process(BITSWEEP_COORDINATOR,
+                               {"--listen=127.0.0.1:0", "--db=" + (*dir_ / "r.db").string()},
+                               (*dir_ / "coordinator.log").string());
+    auto port = coordinator_->WaitForLine("listening on port ", std::chrono::seconds(30));
+    ASSERT_TRUE(port.has_value()) << coordinator_->Log();
+    server_ = new std::string("--server 127.0.0.1:" + port->substr(0, port->find(',')));
+    worker_ = new Process(BITSWEEP_WORKER,
+                          {"--coordinator=127.0.0.1:" + port->substr(0, port->find(',')),
+                           "--threads=1", "--cache-dir=" + (*dir_ / "cache").string()},
+                          (*dir_ / "worker.log").string());
+  }
+  static void TearDownTestSuite() {
+    delete worker_;
+    delete coordinator_;
+    delete server_;
+    delete dir_;
+  }
+
+  // Submits a small grid sweep and waits for it; returns its id.
+  int64_t SubmitGrid() {
+    const Result r = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                              kSmallData + " --strategy grid " +
+                              "--grid 'conv.weights=fixed:8,fixed:4;fc.weights=fixed:8' --wait");
+    EXPECT_EQ(r.exit_code, 0) << r.out << worker_->Log();
+    const size_t at = r.out.find("submitted sweep ");
+    EXPECT_NE(at, std::string::npos) << r.out;
+    return at == std::string::npos ? 0 : std::stoll(r.out.substr(at + 16));
+  }
+
+  static fs::path* dir_;
+  static Process* coordinator_;
+  static Process* worker_;
+  static std::string* server_;
+};
+
+fs::path* ServiceCliTest::dir_ = nullptr;
+Process* ServiceCliTest::coordinator_ = nullptr;
+Process* ServiceCliTest::worker_ = nullptr;
+std::string* ServiceCliTest::server_ = nullptr;
+
+TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSweep) {
+  const int64_t id = SubmitGrid();
+  ASSERT_GT(id, 0);
+  const std::string sweep = " --sweep " + std::to_string(id);
+
+  Result sweeps = Bitsweep("sweeps " + *server_);
+  ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
+  EXPECT_NE(sweeps.out.find("sweep " + std::to_string(id) + "  succeeded"), std::string::npos)
+      << sweeps.out;
+
+  // baseline + 2 x 1 grid points
+  Result trials = Bitsweep("trials " + *server_ + sweep + " --format csv");
+  ASSERT_EQ(trials.exit_code, 0) << trials.out;
+  EXPECT_EQ(CountLines(trials.out), 1 + 3) << trials.out;
+  EXPECT_EQ(trials.out.rfind("trial,stage,state,cached,top1", 0), 0u) << trials.out;
+
+  Result only_grid = Bitsweep("trials " + *server_ + sweep + " --stage grid --format csv");
+  ASSERT_EQ(only_grid.exit_code, 0) << only_grid.out;
+  EXPECT_EQ(CountLines(only_grid.out), 1 + 2) << only_grid.out;
+
+  const std::string svg = (*dir_ / "frontier.svg").string();
+  Result frontier = Bitsweep("frontier " + *server_ + sweep +
+                             " --objectives top1,energy --format json --plot " + svg);
+  ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
+  EXPECT_NE(frontier.out.find("\"objectives\":[\"OBJECTIVE_TOP1\",\"OBJECTIVE_ENERGY\"]"),
+            std::string::npos) << frontier.out;
+  std::ifstream svg_file(svg);
+  std::stringstream svg_text;
+  svg_text << svg_file.rdbuf();
+  EXPECT_NE(svg_text.str().find("<svg"), std::string::npos);
+  EXPECT_NE(svg_text.str().find("<circle"), std::string::npos);
+
+  // Export the first grid trial's formats: every layer with its width and fractional length.
+  const size_t row = only_grid.out.find('\n') + 1;
+  const int64_t trial = std::stoll(only_grid.out.substr(row));
+  const std::string manifest = (*dir_ / "manifest.json").string();
+  Result exported = Bitsweep("export " + *server_ + " --trial " + std::to_string(trial) +
+                             " --out " + manifest);
+  ASSERT_EQ(exported.exit_code, 0) << exported.out;
+  std::ifstream manifest_file(manifest);
+  std::stringstream manifest_text;
+  manifest_text << manifest_file.rdbuf();
+  for (const char* field : {"\"layers\"", "\"conv1\"", "\"fractional_bits\"", "\"fixed:8\""}) {
+    EXPECT_NE(manifest_text.str().find(field), std::string::npos) << field << manifest_text.str();
+  }
+
+  // Cancelling a finished sweep changes nothing.
+  Result cancel = Bitsweep("cancel " + *server_ + sweep);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out;
+  EXPECT_NE(cancel.out.find("succeeded"), std::string::npos) << cancel.out;
+}
+
+TEST_F(ServiceCliTest, ResubmittingTheSameSweepIsServedFromCache) {
+  ASSERT_GT(SubmitGrid(), 0);
+  const int64_t again = SubmitGrid();
+  Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(again));
+  ASSERT_EQ(trials.exit_code, 0) << trials.out;
+  EXPECT_EQ(CountLines(trials.out), 1 + 3) << trials.out;
+  size_t cached = 0;
+  for (size_t at = trials.out.find("(cached)"); at != std::string::npos;
+       at = trials.out.find("(cached)", at + 1)) {
+    ++cached;
+  }
+  EXPECT_EQ(cached, 3u) << trials.out;
+}
+
+TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
+  Result unknown = Bitsweep("frontier " + *server_ + " --sweep 999999");
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
+  EXPECT_NE(unknown.out.find("999999"), std::string::npos) << unknown.out;
+
+  Result bad_format = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                               kSmallData + " --strategy ristretto --weight-formats fixd:8");
+  EXPECT_EQ(bad_format.exit_code, 1) << bad_format.out;
+  EXPECT_NE(bad_format.out.find("fixd:8"), std::string::npos) << bad_format.out;
+
+  Result bad_strategy = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL +
+                                 " " + kSmallData + " --strategy exhaustive");
+  EXPECT_EQ(bad_strategy.exit_code, 1) << bad_strategy.out;
+  EXPECT_NE(bad_strategy.out.find("exhaustive"), std::string::npos) << bad_strategy.out;
+
+  Result not_onnx = Bitsweep("submit " + *server_ + " --model " + std::string(__FILE__) + " " +
+                             kSmallData);
+  EXPECT_EQ(not_onnx.exit_code, 1) << not_onnx.out;
+  EXPECT_NE(not_onnx.out.find("service_cli_test.cc"), std::string::npos) << not_onnx.out;
+
+  Result missing = Bitsweep("trials " + *server_);
+  EXPECT_EQ(missing.exit_code, 1) << missing.out;
+  EXPECT_NE(missing.out.find("--sweep"), std::string::npos) << missing.out;
+
+  Result unreachable = Bitsweep("sweeps --server 127.0.0.1:1");
+  EXPECT_EQ(unreachable.exit_code, 1) << unreachable.out;
+  EXPECT_NE(unreachable.out.find("unreachable"), std::string::npos) << unreachable.out;
+}
+
+TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "bitsweep_local_cli";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Result r = Bitsweep("local --model " + std::string(BITSWEEP_LENET5_MODEL) + " " +
+                            kSmallData + " --strategy ristretto --weight-formats fixed:8,fixed:4 " +
+                            "--activation-formats fixed:8 --workers 2 --db " +
+                            (dir / "local.db").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("frontier of sweep 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("combined"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "local.db"));
+
+  const Result bad = Bitsweep("local --model zoo:vgg " + kSmallData);
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
+}
+
+}  // namespace
+}  // namespace bitsweep
