@@ -1,0 +1,240 @@
+#include "server/export/qdq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "onnx/checker.h"
+#include "onnx/onnx_pb.h"
+
+namespace bitsweep::server {
+namespace {
+
+bool IsInt8(const v1::QuantParams& p) { return p.bits() == 8 && absl::StartsWith(p.format(), "int:"); }
+bool IsFp32(const v1::QuantParams& p) { return p.format().empty() || p.format() == "fp32"; }
+// int:B, int:B:sym, int:B:sym:channel ... are symmetric unless they say asym.
+bool IsAsymmetric(const v1::QuantParams& p) { return absl::StrContains(p.format(), "asym"); }
+
+absl::Status CheckRole(const std::string& layer, const char* role, const v1::QuantParams& p) {
+  if (IsFp32(p) || IsInt8(p)) {
+    if (IsInt8(p) && p.scale_size() == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer ", layer, " ", role, ": the result carries no scale"));
+    }
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "layer ", layer, " ", role, " uses ", p.format(),
+      ": only int:8 and fp32 have an exact QDQ form (export the JSON manifest instead)"));
+}
+
+onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>& values,
+                              bool scalar) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  if (!scalar) t.add_dims(static_cast<int64_t>(values.size()));
+  for (float v : values) t.add_float_data(v);
+  return t;
+}
+
+// Zero points as int8 (symmetric) or uint8 (asymmetric) tensors; both use int32_data.
+onnx::TensorProto ZeroPointTensor(const std::string& name, const std::vector<int32_t>& values,
+                                  bool asymmetric, bool scalar) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(asymmetric ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8);
+  if (!scalar) t.add_dims(static_cast<int64_t>(values.size()));
+  for (int32_t v : values) t.add_int32_data(v);
+  return t;
+}
+
+std::vector<float> Floats(const onnx::TensorProto& t) {
+  if (t.float_data_size() > 0) return {t.float_data().begin(), t.float_data().end()};
+  std::vector<float> values(t.raw_data().size() / sizeof(float));
+  std::memcpy(values.data(), t.raw_data().data(), values.size() * sizeof(float));
+  return values;
+}
+
+// Scale and zero point of an activation role as initializers; returns their names.
+std::pair<std::string, std::string> AddActivationParams(onnx::GraphProto* graph,
+                                                        const std::string& prefix,
+                                                        const v1::QuantParams& p) {
+  const std::string scale = prefix + "_scale", zero = prefix + "_zero_point";
+  *graph->add_initializer() = FloatTensor(scale, {p.scale(0)}, /*scalar=*/true);
+  const int32_t zp = p.zero_point_size() > 0 ? p.zero_point(0) : 0;
+  *graph->add_initializer() = ZeroPointTensor(zero, {zp}, IsAsymmetric(p), /*scalar=*/true);
+  return {scale, zero};
+}
+
+onnx::NodeProto MakeNode(const std::string& op, const std::string& name,
+                         std::vector<std::string> inputs, const std::string& output) {
+  onnx::NodeProto n;
+  n.set_op_type(op);
+  n.set_name(name);
+  for (std::string& in : inputs) n.add_input(std::move(in));
+  n.add_output(output);
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
+                                          const v1::TrialResult& result) {
+  onnx::ModelProto model;
+  if (!model.ParseFromString(model_bytes)) {
+    return absl::InternalError("the stored model does not parse as ONNX");
+  }
+  int64_t opset = 0;
+  for (const auto& o : model.opset_import()) {
+    if (o.domain().empty() || o.domain() == "ai.onnx") opset = o.version();
+  }
+  if (opset < 13) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "QDQ export needs opset 13 or later (per-channel DequantizeLinear); the model has ", opset));
+  }
+  onnx::GraphProto* graph = model.mutable_graph();
+  for (const onnx::NodeProto& n : graph->node()) {
+    if (n.op_type() == "BatchNormalization") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node ", n.name(), " is a BatchNormalization: the trial quantized the weights after "
+          "folding it, which a QDQ model of the unfolded graph cannot express"));
+    }
+  }
+  std::map<std::string, int> node_index;
+  for (int i = 0; i < graph->node_size(); ++i) node_index[graph->node(i).name()] = i;
+  std::map<std::string, int> initializer_index;
+  for (int i = 0; i < graph->initializer_size(); ++i) {
+    initializer_index[graph->initializer(i).name()] = i;
+  }
+
+  bool any_int8 = false;
+  std::vector<onnx::NodeProto> before;  // inserted ahead of everything (weights: no producers)
+  std::map<int, std::vector<onnx::NodeProto>> input_qdq, output_qdq;  // by node index
+  for (const v1::LayerResult& layer : result.layers()) {
+    auto it = node_index.find(layer.name());
+    if (it == node_index.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer ", layer.name(), " of the result is not a node of the model"));
+    }
+    if (auto s = CheckRole(layer.name(), "weights", layer.weights()); !s.ok()) return s;
+    if (auto s = CheckRole(layer.name(), "inputs", layer.inputs()); !s.ok()) return s;
+    if (auto s = CheckRole(layer.name(), "outputs", layer.outputs()); !s.ok()) return s;
+    onnx::NodeProto* node = graph->mutable_node(it->second);
+
+    if (IsInt8(layer.weights())) {
+      any_int8 = true;
+      const std::string weight_name = node->input(1);
+      auto w = initializer_index.find(weight_name);
+      if (w == initializer_index.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer ", layer.name(), ": weights '", weight_name, "' are not an initializer"));
+      }
+      onnx::TensorProto& tensor = *graph->mutable_initializer(w->second);
+      const std::vector<float> values = Floats(tensor);
+      const v1::QuantParams& p = layer.weights();
+      const bool asymmetric = IsAsymmetric(p);
+      const int channels = p.scale_size();
+      // Output channels: axis 0 for Conv and Gemm(transB=1); Gemm(transB=0) and MatMul keep
+      // them on axis 1.
+      int axis = 0;
+      if (node->op_type() != "Conv") {
+        axis = 1;
+        for (const auto& a : node->attribute()) {
+          if (a.name() == "transB" && a.i() == 1) axis = 0;
+        }
+      }
+      const int64_t axis_size = tensor.dims(axis);
+      if (channels != 1 && channels != axis_size) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer ", layer.name(), " weights: ", channels, " scales for ", axis_size,
+            " output channels"));
+      }
+      int64_t inner = 1;
+      for (int d = axis + 1; d < tensor.dims_size(); ++d) inner *= tensor.dims(d);
+      const int lo = asymmetric ? 0 : -128, hi = asymmetric ? 255 : 127;
+      onnx::TensorProto codes;
+      codes.set_name(weight_name + "_quantized");
+      *codes.mutable_dims() = tensor.dims();
+      codes.set_data_type(asymmetric ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8);
+      for (size_t i = 0; i < values.size(); ++i) {
+        const int c = channels == 1 ? 0 : static_cast<int>((i / inner) % axis_size);
+        const int32_t zp = p.zero_point_size() > c ? p.zero_point(c) : 0;
+        // The double quotient rounds like the exact one (as the engine computes it, format.cc);
+        // a float quotient can land on the other side of a tie.
+        const double q = std::nearbyint(static_cast<double>(values[i]) / p.scale(c)) + zp;
+        codes.add_int32_data(static_cast<int32_t>(std::clamp<double>(q, lo, hi)));
+      }
+      std::vector<int32_t> zero_points(channels, 0);
+      for (int c = 0; c < channels && c < p.zero_point_size(); ++c) zero_points[c] = p.zero_point(c);
+      const bool scalar = channels == 1;
+      *graph->add_initializer() = FloatTensor(weight_name + "_scale",
+                                              {p.scale().begin(), p.scale().end()}, scalar);
+      *graph->add_initializer() =
+          ZeroPointTensor(weight_name + "_zero_point", zero_points, asymmetric, scalar);
+      tensor = codes;
+      onnx::NodeProto dq = MakeNode("DequantizeLinear", layer.name() + "_weights_dq",
+                                    {weight_name + "_quantized", weight_name + "_scale",
+                                     weight_name + "_zero_point"},
+                                    weight_name + "_dequantized");
+      if (!scalar) {
+        onnx::AttributeProto* a = dq.add_attribute();
+        a->set_name("axis");
+        a->set_type(onnx::AttributeProto::INT);
+        a->set_i(axis);
+      }
+      before.push_back(std::move(dq));
+      node->set_input(1, weight_name + "_dequantized");
+    }
+    if (IsInt8(layer.inputs())) {
+      any_int8 = true;
+      const std::string x = node->input(0), prefix = layer.name() + "_input";
+      auto [scale, zero] = AddActivationParams(graph, prefix, layer.inputs());
+      input_qdq[it->second].push_back(
+          MakeNode("QuantizeLinear", prefix + "_q", {x, scale, zero}, prefix + "_quantized"));
+      input_qdq[it->second].push_back(MakeNode("DequantizeLinear", prefix + "_dq",
+                                               {prefix + "_quantized", scale, zero},
+                                               prefix + "_dequantized"));
+      node->set_input(0, prefix + "_dequantized");
+    }
+    if (IsInt8(layer.outputs())) {
+      any_int8 = true;
+      const std::string y = node->output(0), prefix = layer.name() + "_output";
+      auto [scale, zero] = AddActivationParams(graph, prefix, layer.outputs());
+      node->set_output(0, prefix + "_float");
+      output_qdq[it->second].push_back(MakeNode("QuantizeLinear", prefix + "_q",
+                                                {prefix + "_float", scale, zero},
+                                                prefix + "_quantized"));
+      output_qdq[it->second].push_back(
+          MakeNode("DequantizeLinear", prefix + "_dq", {prefix + "_quantized", scale, zero}, y));
+    }
+  }
+  if (!any_int8) {
+    return absl::FailedPreconditionError(
+        "the trial quantizes nothing to int:8: a QDQ model would equal the fp32 model");
+  }
+  // Rebuild the node list in topological order: weight dequantization first, then each node
+  // with its input pair before and its output pair after.
+  std::vector<onnx::NodeProto> nodes = std::move(before);
+  for (int i = 0; i < graph->node_size(); ++i) {
+    for (onnx::NodeProto& n : input_qdq[i]) nodes.push_back(std::move(n));
+    nodes.push_back(graph->node(i));
+    for (onnx::NodeProto& n : output_qdq[i]) nodes.push_back(std::move(n));
+  }
+  graph->clear_node();
+  for (onnx::NodeProto& n : nodes) *graph->add_node() = std::move(n);
+  model.set_producer_name("bitsweep (QDQ export)");
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("the QDQ model fails the ONNX checker: ", e.what()));
+  }
+  return model.SerializeAsString();
+}
+
+}  // namespace bitsweep::server

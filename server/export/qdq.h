@@ -1,0 +1,38 @@
+// QDQ ONNX export: the fp32 model rewritten with QuantizeLinear / DequantizeLinear pairs that
+// carry a trial's integer quantization, the form ONNX Runtime, TensorRT and most hardware flows
+// import. Part of ExportConfig (explorer.proto) for integer configs.
+//
+//   ASSIGN_OR_RETURN(std::string qdq, BuildQdqModel(model_bytes, trial_result));
+//
+// For each layer the result lists (by ONNX node name):
+// - int:8 weights: the initializer is replaced by its int8 (symmetric) or uint8 (asymmetric)
+//   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer;
+// - int:8 inputs: QuantizeLinear -> DequantizeLinear on the layer's input;
+// - int:8 outputs: QuantizeLinear -> DequantizeLinear on the layer's output (consumers keep
+//   reading the original name);
+// - fp32 roles stay as they are. Biases stay fp32.
+// ONNX's QuantizeLinear rounds half to even and saturates to the 8-bit range: the same codes as
+// the int:8 emulation with nearest_even rounding.
+//
+// Errors (FAILED_PRECONDITION, naming the layer and role): any other format than int:8 or fp32
+// (fixed point, minifloat, pow2 and other widths have no exact QDQ form), stochastic rounding
+// cannot be told from the result and is not checked here; models with BatchNormalization (the
+// trial quantized the folded weights); opset below 13 (per-channel DequantizeLinear needs it).
+#ifndef BITSWEEP_SERVER_EXPORT_QDQ_H_
+#define BITSWEEP_SERVER_EXPORT_QDQ_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "bitsweep/v1/common.pb.h"
+
+namespace bitsweep::server {
+
+// `model_bytes`: the fp32 ONNX file the trial ran on. Returns the serialized QDQ model, which
+// passes onnx::checker::check_model.
+absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
+                                          const v1::TrialResult& result);
+
+}  // namespace bitsweep::server
+
+#endif  // BITSWEEP_SERVER_EXPORT_QDQ_H_
