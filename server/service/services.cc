@@ -40,8 +40,12 @@ grpc::Status CheckToken(grpc::ServerContext* context, const std::string& token) 
   return grpc::Status::OK;
 }
 
-template <typename T>
-grpc::Status Reply(absl::StatusOr<T> result, T* response) {
+// Every unary method: check the token, call the domain, convert its status at this boundary.
+template <typename T, typename Call>
+grpc::Status Unary(grpc::ServerContext* context, const std::string& token, T* response,
+                   Call&& call) {
+  if (grpc::Status s = CheckToken(context, token); !s.ok()) return s;
+  absl::StatusOr<T> result = call();
   if (!result.ok()) return ToGrpcStatus(result.status());
   *response = *std::move(result);
   return grpc::Status::OK;
@@ -70,40 +74,42 @@ class ExplorerService final : public v1::Explorer::Service {
         first = false;
       }
       if (static_cast<int64_t>(bytes.size() + chunk.chunk().size()) > kMaxModelBytes) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            absl::StrCat("model '", name, "' is larger than ", kMaxModelBytes,
-                                         " bytes"));
+        return grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("model '", name, "' is larger than ", kMaxModelBytes, " bytes"));
       }
       bytes += chunk.chunk();
     }
     if (first) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "UploadModel received no chunks");
     }
-    return Reply(coordinator_->PutModel(name, bytes, expected), response);
+    absl::StatusOr<v1::UploadModelResponse> stored = coordinator_->PutModel(name, bytes, expected);
+    if (!stored.ok()) return ToGrpcStatus(stored.status());
+    *response = *std::move(stored);
+    return grpc::Status::OK;
   }
 
   grpc::Status SubmitSweep(grpc::ServerContext* context, const v1::SubmitSweepRequest* request,
                            v1::Sweep* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->SubmitSweep(request->spec()), response);
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->SubmitSweep(request->spec()); });
   }
 
   grpc::Status GetSweep(grpc::ServerContext* context, const v1::GetSweepRequest* request,
                         v1::Sweep* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->GetSweep(request->sweep_id()), response);
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->GetSweep(request->sweep_id()); });
   }
 
   grpc::Status ListSweeps(grpc::ServerContext* context, const v1::ListSweepsRequest* request,
                           v1::ListSweepsResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->ListSweeps(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->ListSweeps(*request); });
   }
 
   grpc::Status CancelSweep(grpc::ServerContext* context, const v1::CancelSweepRequest* request,
                            v1::Sweep* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->CancelSweep(request->sweep_id()), response);
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->CancelSweep(request->sweep_id()); });
   }
 
   // One event now, then one per change of the sweep, until it is final or the client leaves.
@@ -147,20 +153,17 @@ class ExplorerService final : public v1::Explorer::Service {
 
   grpc::Status ListTrials(grpc::ServerContext* context, const v1::ListTrialsRequest* request,
                           v1::ListTrialsResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->ListTrials(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->ListTrials(*request); });
   }
 
   grpc::Status GetFrontier(grpc::ServerContext* context, const v1::GetFrontierRequest* request,
                            v1::Frontier* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->GetFrontier(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->GetFrontier(*request); });
   }
 
   grpc::Status ExportConfig(grpc::ServerContext* context, const v1::ExportConfigRequest* request,
                             v1::ExportConfigResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->ExportConfig(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->ExportConfig(*request); });
   }
 
  private:
@@ -176,26 +179,22 @@ class WorkerService final : public v1::WorkerService::Service {
 
   grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
                         v1::RegisterResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->RegisterWorker(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->RegisterWorker(*request); });
   }
 
   grpc::Status Lease(grpc::ServerContext* context, const v1::LeaseRequest* request,
                      v1::LeaseResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->Lease(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->Lease(*request); });
   }
 
   grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->Heartbeat(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->Heartbeat(*request); });
   }
 
   grpc::Status Report(grpc::ServerContext* context, const v1::ReportRequest* request,
                       v1::ReportResponse* response) override {
-    if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    return Reply(coordinator_->Report(*request), response);
+    return Unary(context, token_, response, [&] { return coordinator_->Report(*request); });
   }
 
   grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
@@ -254,8 +253,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->services_ = std::make_unique<Services>();
-  server->services_->explorer = std::make_unique<ExplorerService>(
-      coordinator, options.client_token, &server->services_->stopping);
+  server->services_->explorer = std::make_unique<ExplorerService>(coordinator, options.client_token,
+                                                                  &server->services_->stopping);
   server->services_->worker = std::make_unique<WorkerService>(coordinator, options.worker_token);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -267,8 +266,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.SetMaxReceiveMessageSize(64 << 20);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
-                                               " (address in use or invalid?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen, " (address in use or invalid?)"));
   }
   return server;
 }

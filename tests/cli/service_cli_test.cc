@@ -12,6 +12,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/cli/run_binary.h"
 #include "tests/service/process.h"
 
 namespace bitsweep {
@@ -20,22 +21,10 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Process;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
-};
+using Result = testing::CommandResult;
 
 Result Bitsweep(const std::string& args) {
-  Result r;
-  const std::string command = std::string(BITSWEEP_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::RunCommandLine(std::string(BITSWEEP_BINARY) + " " + args);
 }
 
 int CountLines(const std::string& text) {
