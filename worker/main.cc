@@ -9,15 +9,20 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "common/flag_names.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/flag_names.h"
+#include "common/metrics_exposer.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "worker/worker.h"
@@ -30,6 +35,7 @@ ABSL_FLAG(std::string, cache_dir, "",
           "~/.cache/bitsweep/models)");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
 ABSL_FLAG(std::string, token, "", "bearer token the coordinator expects from workers");
+ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect to the coordinator with TLS");
 ABSL_FLAG(int64_t, lease_wait_ms, 10000, "Lease long-poll limit in milliseconds");
 
 namespace {
@@ -48,7 +54,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
-      "[--cache_dir DIR] [--metrics_port P] [--token T]");
+      "[--cache_dir DIR] [--metrics_port P] [--token T] [--tls_ca PEM]");
   std::vector<std::string> normalized;
   std::vector<char*> args(argv, argv + argc);
   bitsweep::NormalizeFlagNames(&normalized, &args);
@@ -81,13 +87,20 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<prometheus::Exposer> exposer;
   if (metrics_port > 0) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", metrics_port));
-    } catch (const std::exception& e) {
-      return Fail(absl::StrCat("cannot serve metrics on port ", metrics_port, ": ", e.what()));
-    }
-    exposer->RegisterCollectable(registry);
+    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> served =
+        bitsweep::ServeMetrics(metrics_port, registry);
+    if (!served.ok()) return Fail(std::string(served.status().message()));
+    exposer = *std::move(served);
     options.metrics = registry.get();
+  }
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
+    std::ifstream in(ca);
+    std::stringstream roots;
+    roots << in.rdbuf();
+    if (!in) return Fail(absl::StrCat("--tls_ca ", ca, ": cannot read"));
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = roots.str();
+    options.channel = grpc::CreateChannel(options.coordinator_address, grpc::SslCredentials(ssl));
   }
 
   absl::StatusOr<std::unique_ptr<bitsweep::worker::Worker>> worker =

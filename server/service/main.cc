@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/flag_names.h"
+#include "common/metrics_exposer.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/coordinator/coordinator.h"
@@ -64,12 +65,10 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<prometheus::Exposer> exposer;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", port));
-    } catch (const std::exception& e) {
-      return Fail(absl::StrCat("cannot serve metrics on port ", port, ": ", e.what()));
-    }
-    exposer->RegisterCollectable(registry);
+    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> served =
+        bitsweep::ServeMetrics(port, registry);
+    if (!served.ok()) return Fail(std::string(served.status().message()));
+    exposer = *std::move(served);
   }
 
   bitsweep::RealClock clock;
