@@ -27,6 +27,9 @@
 ABSL_FLAG(int32_t, sweeps, 10, "random sweeps to submit");
 ABSL_FLAG(int64_t, budget, 10000, "configs per sweep");
 ABSL_FLAG(int32_t, workers, 4, "no-op worker threads");
+ABSL_FLAG(bool, channel_per_worker, false,
+          "give every no-op worker its own gRPC channel (own connection), as separate worker "
+          "processes have; default: all share one channel");
 
 namespace {
 
@@ -115,7 +118,12 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   for (int w = 0; w < workers; ++w) {
     threads.emplace_back([&, w] {
-      auto stub = bitsweep::v1::WorkerService::NewStub(channel);
+      grpc::ChannelArguments args;
+      args.SetInt("bench_worker", w);  // distinct arguments: a channel (connection) of its own
+      auto stub = bitsweep::v1::WorkerService::NewStub(
+          absl::GetFlag(FLAGS_channel_per_worker)
+              ? grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)
+              : channel);
       bitsweep::v1::RegisterRequest reg;
       reg.set_name("noop-" + std::to_string(w));
       bitsweep::v1::RegisterResponse registered;

@@ -1,14 +1,20 @@
 // SqliteCoordinator: the Coordinator over bitsweep_store. One mutex guards the connection and
-// every in-memory cache; every public call is one transaction (plus, for Lease, a wait on a
-// condition variable between attempts). Effects outside the database (metrics, waking waiters,
-// the frontier-metric cache) are collected while the transaction runs and applied only after it
-// commits, so a rolled-back call leaves no trace anywhere.
+// every in-memory cache. The hot worker calls (Lease attempts, Report, Heartbeat) go through a
+// group commit in the style of leveldb's DBImpl::Write: callers queue, the first becomes the
+// leader and runs every queued call in ONE transaction, each inside its own SAVEPOINT (a call
+// that fails rolls back only itself), commits once and only then hands every caller its answer.
+// The other calls are one transaction each. Effects outside the database (metrics, waking
+// waiters, the frontier-metric cache) are collected per call while the transaction runs and
+// applied only after it commits, so a rolled-back call leaves no trace anywhere.
 #include "server/coordinator/coordinator.h"
 
 #include <openssl/rand.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <map>
 #include <optional>
@@ -33,6 +39,7 @@
 #include "onnx/onnx_pb.h"
 #include "server/coordinator/dedup.h"
 #include "server/coordinator/manifest.h"
+#include "server/export/qdq.h"
 #include "server/coordinator/metrics.h"
 #include "server/frontier/frontier.h"
 #include "server/store/store.h"
@@ -147,11 +154,27 @@ struct Effects {
   std::vector<double> stage_durations;
   std::vector<std::pair<int64_t, ResultSummary>> landed_results;  // by sweep
   std::vector<std::string> reports;
+  // Workers whose last_seen_ms this call wrote (TouchWorker's once-a-second cache).
+  std::vector<std::pair<std::string, int64_t>> workers_seen;
+  // A planner step emitted trials: memory worth giving back afterwards (see ApplyEffects).
+  bool planned = false;
+  // Sweeps this call moved from queued to running (SweepInfo::known_running once committed).
+  std::vector<int64_t> sweeps_started;
 
   void Move(int from, int to) {
     trial_delta[from] -= 1;
     trial_delta[to] += 1;
   }
+};
+
+// A worker call waiting for the next group commit. `run` executes under mu_ inside the batch's
+// transaction (and its own savepoint); its answer goes wherever `run` writes it.
+struct GroupOp {
+  std::function<absl::Status(Effects&)> run;
+  bool force_workers_refresh = false;  // Heartbeat: refresh the workers gauge after commit
+  absl::Status status;
+  bool done = false;
+  absl::CondVar done_cv;  // signalled when done, or when this op became the queue's front
 };
 
 // The immutable facts of a sweep, cached in memory, plus the frontier-metric cache.
@@ -164,6 +187,8 @@ struct SweepInfo {
   bool frontier_loaded = false;
   std::vector<ResultSummary> frontier;  // non-dominated for `objectives`
   double best_top1 = 0;
+  // The stored state is known to be past 'queued' (it never goes back): Lease skips the update.
+  bool known_running = false;
 };
 
 // Columns of a trial row as the API returns it (see ReadTrial).
@@ -213,6 +238,8 @@ class SqliteCoordinator final : public Coordinator {
                                                    const std::string& bytes,
                                                    absl::string_view expected_sha256) override;
   absl::StatusOr<std::string> GetModelBytes(absl::string_view model_hash) override;
+  absl::StatusOr<std::string> ModelBytesLocked(absl::string_view model_hash)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& spec) override;
   absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) override;
   absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& r) override;
@@ -253,22 +280,31 @@ class SqliteCoordinator final : public Coordinator {
 
   // Bumps the touched sweeps' versions, commits, then applies the effects.
   absl::Status Commit(Transaction& txn, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `op` in the next group commit (see the top of this file); returns its status once the
+  // transaction holding it has committed (or failed).
+  absl::Status RunGrouped(GroupOp& op) ABSL_LOCKS_EXCLUDED(mu_, queue_mu_);
+  // The leader's part: one transaction, a savepoint per op (when there are several), one commit.
+  void RunBatch(const std::vector<GroupOp*>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   void ApplyEffects(const Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateFrontierMetrics(int64_t sweep_id, const ResultSummary& landed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshWorkersConnected(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<SweepInfo*> GetSweepInfo(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // 12 hex digits for a lease id, from a SplitMix64 stream seeded once from OpenSSL's CSPRNG
+  // (lease ids need to be distinct, not secret: RAND_bytes per lease cost more than the rest).
+  std::string LeaseSuffix() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<const Strategy*> StrategyFor(absl::string_view name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Sweep> BuildSweep(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // NOT_FOUND naming the worker (it registers again) unless the worker exists; marks it seen.
-  absl::Status TouchWorker(absl::string_view worker_id, int64_t now_ms)
+  absl::Status TouchWorker(absl::string_view worker_id, int64_t now_ms, Effects& effects)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- Planner flow.
+  // Moves the trial specs out of `step`.
   absl::StatusOr<std::vector<PreparedTrial>> PrepareTrials(const SweepInfo& sweep,
-                                                           const PlanStep& step);
+                                                           PlanStep& step);
   absl::Status InsertTrial(const SweepInfo& sweep, int64_t step_no, const PreparedTrial& trial,
                            int64_t now_ms, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks the strategy for steps until one has unfinished trials or the sweep ends. At submit,
@@ -283,8 +319,10 @@ class SqliteCoordinator final : public Coordinator {
   // --- Trial transitions.
   // A trial of `sweep_id` now holds the result stored under `result_trial_id`: baseline, best
   // trial and frontier metrics follow.
+  // `stored`: the result when this call just stored it (else it is read back).
   absl::Status OnTrialSucceeded(int64_t sweep_id, int64_t trial_id, absl::string_view stage,
-                                int64_t result_trial_id, Effects& effects)
+                                int64_t result_trial_id, Effects& effects,
+                                const v1::TrialResult* stored = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RecomputeBestTrial(int64_t sweep_id, double threshold)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -308,12 +346,25 @@ class SqliteCoordinator final : public Coordinator {
                            Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<bool> ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
                                     Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status HeartbeatLocked(const v1::HeartbeatRequest& r, int64_t now_ms,
+                               v1::HeartbeatResponse& response, Effects& effects)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoordinatorOptions options_;
   Clock* const clock_;
 
+  // The group-commit queue: its front is the leader running a batch (it leaves the queue when
+  // the batch is done). Ordered before mu_: the leader never holds both.
+  absl::Mutex queue_mu_;
+  std::deque<GroupOp*> queue_ ABSL_GUARDED_BY(queue_mu_);
+
   absl::Mutex mu_;
   absl::CondVar work_available_;  // trials were queued (Lease long-polls wait on it)
+  // Bumped (after commit) whenever trials were queued: a Lease that found nothing waits until it
+  // moves, so that work queued between its attempt and its wait is not missed.
+  int64_t work_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t lease_rng_state_ ABSL_GUARDED_BY(mu_) = 0;
+  bool lease_rng_seeded_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar sweep_changed_;   // some sweep's version moved (WaitForSweepChange)
   CoordinatorMetrics metrics_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
@@ -377,6 +428,13 @@ absl::Status SqliteCoordinator::Commit(Transaction& txn, Effects& effects) {
 }
 
 void SqliteCoordinator::ApplyEffects(const Effects& effects) {
+  for (const auto& [worker_id, seen_ms] : effects.workers_seen) {
+    worker_seen_written_ms_[worker_id] = seen_ms;
+  }
+  for (int64_t sweep_id : effects.sweeps_started) {
+    auto it = sweeps_.find(sweep_id);
+    if (it != sweeps_.end()) it->second->known_running = true;
+  }
   for (int state = v1::TRIAL_QUEUED; state <= v1::TRIAL_CANCELLED; ++state) {
     metrics_.AddTrials(static_cast<v1::TrialState>(state), effects.trial_delta[state]);
   }
@@ -389,8 +447,106 @@ void SqliteCoordinator::ApplyEffects(const Effects& effects) {
       UpdateFrontierMetrics(sweep_id, landed);
     }
   }
-  if (effects.work_queued) work_available_.SignalAll();
+  if (effects.work_queued) {
+    ++work_generation_;
+    work_available_.SignalAll();
+  }
   if (!effects.touched_sweeps.empty()) sweep_changed_.SignalAll();
+  // A planner step (and the outcomes it was given) allocated and freed tens of megabytes, often
+  // on a gRPC thread with its own malloc arena: give the free pages back so that they do not
+  // pile up arena after arena.
+  if (effects.planned) malloc_trim(0);
+}
+
+absl::Status SqliteCoordinator::RunGrouped(GroupOp& op) {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_.push_back(&op);
+    while (!op.done && queue_.front() != &op) op.done_cv.Wait(&queue_mu_);
+    if (op.done) return op.status;  // a leader ran it
+  }
+  // The leader: everything queued so far (this op first) goes into one transaction. Calls
+  // arriving meanwhile queue up for the next leader.
+  constexpr size_t kMaxGroup = 64;
+  std::vector<GroupOp*> batch;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    for (GroupOp* queued : queue_) {
+      if (batch.size() == kMaxGroup) break;
+      batch.push_back(queued);
+    }
+  }
+  RunBatch(batch);
+  absl::MutexLock lock(&queue_mu_);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    GroupOp* finished = queue_.front();
+    queue_.pop_front();
+    finished->done = true;
+    if (finished != &op) finished->done_cv.Signal();
+  }
+  if (!queue_.empty()) queue_.front()->done_cv.Signal();  // the next leader
+  return op.status;
+}
+
+void SqliteCoordinator::RunBatch(const std::vector<GroupOp*>& batch) {
+  absl::MutexLock lock(&mu_);
+  auto fail_all = [&](const absl::Status& status) {
+    for (GroupOp* op : batch) op->status = status;
+  };
+  absl::StatusOr<Transaction> txn = db_->Begin();
+  if (!txn.ok()) return fail_all(txn.status());
+  // One op needs no savepoint: if it fails, the whole transaction rolls back.
+  const bool savepoints = batch.size() > 1;
+  std::vector<Effects> effects(batch.size());
+  bool any_ok = false;
+  bool force_workers_refresh = false;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    GroupOp& op = *batch[i];
+    if (savepoints) {
+      absl::Status status = Exec("SAVEPOINT group_op");
+      if (!status.ok()) return fail_all(status);
+    }
+    op.status = op.run(effects[i]);
+    if (!savepoints) {
+      if (!op.status.ok()) return;  // `txn` rolls back
+    } else if (op.status.ok()) {
+      absl::Status status = Exec("RELEASE group_op");
+      if (!status.ok()) return fail_all(status);
+    } else {
+      // Undo this op only. If even that fails (SQLite may have rolled back the whole
+      // transaction after an I/O error), nothing of the batch is kept.
+      absl::Status status = Exec("ROLLBACK TO group_op");
+      if (status.ok()) status = Exec("RELEASE group_op");
+      if (!status.ok()) {
+        const absl::Status op_status = op.status;
+        fail_all(status);
+        op.status = op_status;
+        return;
+      }
+      effects[i] = Effects();
+      continue;
+    }
+    any_ok = true;
+    force_workers_refresh |= op.force_workers_refresh;
+  }
+  if (!any_ok) return;  // nothing to keep: `txn` rolls back
+  // The touched sweeps' versions move once per batch, in the same transaction.
+  Effects merged;
+  for (const Effects& e : effects) {
+    merged.touched_sweeps.insert(e.touched_sweeps.begin(), e.touched_sweeps.end());
+  }
+  const int64_t now_ms = NowMs();
+  for (int64_t sweep_id : merged.touched_sweeps) {
+    absl::Status status =
+        Exec("UPDATE sweeps SET version = version + 1, updated_ms = ?2 WHERE id = ?1", sweep_id,
+             now_ms);
+    if (!status.ok()) return fail_all(status);
+  }
+  absl::Status status = txn->Commit();
+  if (!status.ok()) return fail_all(status);
+  // Committed: every op's answer stands; now the effects outside the database.
+  for (const Effects& e : effects) ApplyEffects(e);
+  RefreshWorkersConnected(force_workers_refresh).IgnoreError();  // a gauge: best effort
 }
 
 // Keeps the sweep's frontier (its own objectives) in memory: the first landed result loads the
@@ -480,6 +636,19 @@ absl::StatusOr<SweepInfo*> SqliteCoordinator::GetSweepInfo(int64_t sweep_id) {
   return raw;
 }
 
+std::string SqliteCoordinator::LeaseSuffix() {
+  if (!lease_rng_seeded_) {
+    const std::string seed = RandomHex(8);
+    lease_rng_state_ = std::stoull(seed, nullptr, 16);
+    lease_rng_seeded_ = true;
+  }
+  uint64_t z = (lease_rng_state_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return absl::StrCat(absl::Hex(z >> 16, absl::kZeroPad12));
+}
+
 absl::StatusOr<const Strategy*> SqliteCoordinator::StrategyFor(absl::string_view name) {
   auto it = strategies_.find(name);
   if (it != strategies_.end()) return it->second.get();
@@ -493,7 +662,8 @@ absl::StatusOr<const Strategy*> SqliteCoordinator::StrategyFor(absl::string_view
   return raw;
 }
 
-absl::Status SqliteCoordinator::TouchWorker(absl::string_view worker_id, int64_t now_ms) {
+absl::Status SqliteCoordinator::TouchWorker(absl::string_view worker_id, int64_t now_ms,
+                                            Effects& effects) {
   // Lease and Report arrive thousands of times a second: last_seen is written at most once a
   // second per worker (plenty for "seen within three heartbeat intervals"), which keeps the
   // workers page out of most commits.
@@ -508,7 +678,7 @@ absl::Status SqliteCoordinator::TouchWorker(absl::string_view worker_id, int64_t
     return absl::NotFoundError(
         absl::StrCat("unknown worker '", worker_id, "': register again"));
   }
-  worker_seen_written_ms_[std::string(worker_id)] = now_ms;
+  effects.workers_seen.emplace_back(std::string(worker_id), now_ms);  // cached once committed
   return absl::OkStatus();
 }
 
@@ -639,6 +809,10 @@ absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
 
 absl::StatusOr<std::string> SqliteCoordinator::GetModelBytes(absl::string_view model_hash) {
   absl::MutexLock lock(&mu_);
+  return ModelBytesLocked(model_hash);
+}
+
+absl::StatusOr<std::string> SqliteCoordinator::ModelBytesLocked(absl::string_view model_hash) {
   ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT bytes FROM models WHERE hash = ?1"));
   select.Bind(1, model_hash);
   ASSIGN_OR_RETURN(bool row, select.Step());
@@ -721,12 +895,12 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& sp
 }
 
 absl::StatusOr<std::vector<PreparedTrial>> SqliteCoordinator::PrepareTrials(
-    const SweepInfo& sweep, const PlanStep& step) {
+    const SweepInfo& sweep, PlanStep& step) {
   std::vector<PreparedTrial> prepared;
   prepared.reserve(step.trials.size());
   for (size_t i = 0; i < step.trials.size(); ++i) {
     PreparedTrial trial;
-    trial.spec = step.trials[i];
+    trial.spec = std::move(step.trials[i]);
     if (trial.spec.stage().empty()) trial.spec.set_stage(step.stage);
     absl::StatusOr<engine::quant::QuantConfig> config =
         engine::quant::ParseQuantConfig(trial.spec.config_json());
@@ -863,8 +1037,13 @@ absl::Status SqliteCoordinator::AdvanceSweep(int64_t sweep_id, bool at_submit, i
       return EndSweep(sweep_id, v1::SWEEP_FAILED,
                       absl::StrCat("planner: ", strategy.status().message()), now_ms, effects);
     }
-    ASSIGN_OR_RETURN(std::vector<TrialOutcome> outcomes, LoadOutcomes(sweep_id));
-    absl::StatusOr<PlanStep> step = (*strategy)->Next(sweep->spec, outcomes);
+    effects.planned = true;
+    absl::StatusOr<PlanStep> step;
+    {
+      // Every outcome of the sweep, freed as soon as the strategy has seen them.
+      ASSIGN_OR_RETURN(std::vector<TrialOutcome> outcomes, LoadOutcomes(sweep_id));
+      step = (*strategy)->Next(sweep->spec, outcomes);
+    }
     if (!step.ok()) {
       if (at_submit) return step.status();
       return EndSweep(sweep_id, v1::SWEEP_FAILED,
@@ -881,6 +1060,8 @@ absl::Status SqliteCoordinator::AdvanceSweep(int64_t sweep_id, bool at_submit, i
       return EndSweep(sweep_id, v1::SWEEP_FAILED, error, now_ms, effects);
     }
     absl::StatusOr<std::vector<PreparedTrial>> trials = PrepareTrials(*sweep, *step);
+    step->trials.clear();
+    step->trials.shrink_to_fit();
     if (!trials.ok()) {
       if (at_submit) return trials.status();
       return EndSweep(sweep_id, v1::SWEEP_FAILED,
@@ -1098,15 +1279,16 @@ absl::StatusOr<v1::ExportConfigResponse> SqliteCoordinator::ExportConfig(
         absl::StrCat("trial ", trial.id(), " has no result to export (it is ",
                      StateName(trial.state()), ")"));
   }
-  if (r.qdq_onnx()) {
-    return absl::FailedPreconditionError(
-        "qdq_onnx: QDQ ONNX export is not available yet; export the JSON manifest (without "
-        "--qdq) and apply it in your own flow");
-  }
   ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id()));
   v1::ExportConfigResponse response;
   response.set_manifest_json(
       BuildConfigManifest(trial, sweep->spec.model_hash(), canonical_config));
+  if (r.qdq_onnx()) {
+    ASSIGN_OR_RETURN(std::string model, ModelBytesLocked(sweep->spec.model_hash()));
+    absl::StatusOr<std::string> qdq = BuildQdqModel(model, trial.result());
+    if (!qdq.ok()) return Annotate(qdq.status(), absl::StrCat("trial ", trial.id()));
+    response.set_qdq_onnx(*std::move(qdq));
+  }
   return response;
 }
 
@@ -1130,11 +1312,18 @@ absl::StatusOr<int64_t> SqliteCoordinator::WaitForSweepChange(int64_t sweep_id,
 
 absl::Status SqliteCoordinator::OnTrialSucceeded(int64_t sweep_id, int64_t trial_id,
                                                  absl::string_view stage,
-                                                 int64_t result_trial_id, Effects& effects) {
+                                                 int64_t result_trial_id, Effects& effects,
+                                                 const v1::TrialResult* stored) {
   effects.touched_sweeps.insert(sweep_id);
   ResultSummary summary;
   summary.trial_id = trial_id;
-  {
+  if (stored != nullptr) {  // just stored by this call: no need to read it back
+    summary.result.set_top1(stored->top1());
+    summary.result.set_top5(stored->top5());
+    summary.result.set_size_bits(stored->size_bits());
+    summary.result.set_energy_pj(stored->energy_pj());
+    summary.result.set_bops(stored->bops());
+  } else {
     ASSIGN_OR_RETURN(Statement select,
                      db_->Prepare("SELECT top1, top5, size_bits, energy_pj, bops FROM results "
                                   "WHERE trial_id = ?1"));
@@ -1429,7 +1618,7 @@ absl::Status SqliteCoordinator::ExpireLeases() {
 
 absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t now_ms,
                                             v1::LeaseResponse& out, Effects& effects) {
-  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
   RETURN_IF_ERROR(ExpireLeasesLocked(now_ms, effects));
   const int64_t limit = std::clamp(r.max_trials() == 0 ? 1 : r.max_trials(), 1, kMaxLeaseBatch);
   struct Queued {
@@ -1453,7 +1642,7 @@ absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t n
   const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
   for (const Queued& trial : queued) {
     const int64_t attempt = trial.attempts + 1;
-    const std::string lease_id = absl::StrCat(trial.id, "-", attempt, "-", RandomHex(6));
+    const std::string lease_id = absl::StrCat(trial.id, "-", attempt, "-", LeaseSuffix());
     RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'running', attempts = ?2, lease_id = ?3, "
                          "worker_id = ?4, lease_deadline_ms = ?5, "
                          "started_ms = coalesce(started_ms, ?6) WHERE id = ?1",
@@ -1461,11 +1650,15 @@ absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t n
     RETURN_IF_ERROR(Exec("INSERT INTO leases(id, trial_id, worker_id, attempt, leased_ms) "
                          "VALUES (?1, ?2, ?3, ?4, ?5)",
                          lease_id, trial.id, r.worker_id(), attempt, now_ms));
-    RETURN_IF_ERROR(Exec("UPDATE sweeps SET state = 'running' WHERE id = ?1 AND state = 'queued'",
-                         trial.sweep_id));
+    ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
+    if (!sweep->known_running) {
+      RETURN_IF_ERROR(Exec(
+          "UPDATE sweeps SET state = 'running' WHERE id = ?1 AND state = 'queued'",
+          trial.sweep_id));
+      effects.sweeps_started.push_back(trial.sweep_id);
+    }
     effects.Move(v1::TRIAL_QUEUED, v1::TRIAL_RUNNING);
     effects.touched_sweeps.insert(trial.sweep_id);
-    ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
     v1::LeasedTrial& leased = *out.add_trials();
     leased.set_trial_id(trial.id);
     leased.set_lease_id(lease_id);
@@ -1487,34 +1680,48 @@ absl::StatusOr<v1::LeaseResponse> SqliteCoordinator::Lease(const v1::LeaseReques
         absl::StrCat("max_trials: must be >= 0, got ", r.max_trials()));
   }
   const absl::Time wait_until = absl::Now() + absl::Milliseconds(std::max<int64_t>(0, r.wait_ms()));
-  absl::MutexLock lock(&mu_);
   for (;;) {
     v1::LeaseResponse response;
-    Effects effects;
-    {
-      ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
-      RETURN_IF_ERROR(LeaseLocked(r, NowMs(), response, effects));
-      RETURN_IF_ERROR(Commit(txn, effects));
-    }
-    RETURN_IF_ERROR(RefreshWorkersConnected(/*force=*/false));
+    int64_t generation = 0;
+    GroupOp op;
+    op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      response.Clear();
+      generation = work_generation_;
+      return LeaseLocked(r, NowMs(), response, effects);
+    };
+    RETURN_IF_ERROR(RunGrouped(op));
     if (response.trials_size() > 0) return response;
-    const absl::Duration remaining = wait_until - absl::Now();
-    if (remaining <= absl::ZeroDuration()) return response;
-    // Woken when trials are queued; the loop re-checks (another worker may have taken them).
-    work_available_.WaitWithTimeout(&mu_, remaining);
+    if (wait_until - absl::Now() <= absl::ZeroDuration()) return response;
+    // Woken when trials were queued since the attempt; the loop re-checks (another worker may
+    // have taken them). The long poll itself is outside any transaction.
+    absl::MutexLock lock(&mu_);
+    while (work_generation_ == generation) {
+      const absl::Duration remaining = wait_until - absl::Now();
+      if (remaining <= absl::ZeroDuration()) break;
+      work_available_.WaitWithTimeout(&mu_, remaining);
+    }
   }
 }
 
 absl::StatusOr<v1::HeartbeatResponse> SqliteCoordinator::Heartbeat(
     const v1::HeartbeatRequest& r) {
-  absl::MutexLock lock(&mu_);
-  const int64_t now_ms = NowMs();
-  const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
-  Effects effects;
   v1::HeartbeatResponse response;
+  GroupOp op;
+  op.force_workers_refresh = true;
+  op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    response.Clear();
+    return HeartbeatLocked(r, NowMs(), response, effects);
+  };
+  RETURN_IF_ERROR(RunGrouped(op));
+  return response;
+}
+
+absl::Status SqliteCoordinator::HeartbeatLocked(const v1::HeartbeatRequest& r, int64_t now_ms,
+                                                v1::HeartbeatResponse& response,
+                                                Effects& effects) {
+  const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
   response.set_deadline_ms(deadline_ms);
-  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
-  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
   // Leases that ran out before this heartbeat are gone: the worker hears so below.
   RETURN_IF_ERROR(ExpireLeasesLocked(now_ms, effects));
   for (const std::string& lease_id : r.lease_ids()) {
@@ -1541,14 +1748,12 @@ absl::StatusOr<v1::HeartbeatResponse> SqliteCoordinator::Heartbeat(
       response.add_lost_lease_ids(lease_id);
     }
   }
-  RETURN_IF_ERROR(Commit(txn, effects));
-  RETURN_IF_ERROR(RefreshWorkersConnected(/*force=*/true));
-  return response;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
                                                      Effects& effects) {
-  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms));
+  RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
   // The lease decides idempotency: its first report's answer is every later report's answer.
   int64_t lease_trial_id = 0;
   int64_t leased_ms = 0;
@@ -1630,7 +1835,8 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
     RETURN_IF_ERROR(end_leases("result", /*trial_finished=*/true));
     effects.trial_durations.push_back((now_ms - leased_ms) / 1000.0);
     effects.reports.push_back("result");
-    RETURN_IF_ERROR(OnTrialSucceeded(sweep_id, r.trial_id(), stage, r.trial_id(), effects));
+    RETURN_IF_ERROR(
+        OnTrialSucceeded(sweep_id, r.trial_id(), stage, r.trial_id(), effects, &r.result()));
     ASSIGN_OR_RETURN(std::set<int64_t> other_sweeps,
                      CompleteDuplicates(r.trial_id(), now_ms, effects));
     other_sweeps.insert(sweep_id);
@@ -1671,13 +1877,14 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
 }
 
 absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {
-  absl::MutexLock lock(&mu_);
-  Effects effects;
-  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
-  ASSIGN_OR_RETURN(bool accepted, ReportLocked(r, NowMs(), effects));
-  RETURN_IF_ERROR(Commit(txn, effects));
   v1::ReportResponse response;
-  response.set_accepted(accepted);
+  GroupOp op;
+  op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    ASSIGN_OR_RETURN(bool accepted, ReportLocked(r, NowMs(), effects));
+    response.set_accepted(accepted);
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(RunGrouped(op));
   return response;
 }
 

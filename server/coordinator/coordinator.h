@@ -9,8 +9,14 @@
 //   // workers: RegisterWorker, Lease, Heartbeat, Report; clients: GetSweep, GetFrontier, ...
 //
 // Semantics (../shared/DESIGN.md, "Service contract"):
-// - Every state change is one SQLite transaction; reopening the same file resumes every sweep:
-//   queued and expired trials run again, reported results stay, none is stored twice.
+// - Every state change is committed before it is acknowledged, atomically per call: a call's
+//   changes commit together or not at all. Concurrent Lease attempts, Reports and Heartbeats are
+//   group-committed (one SQLite transaction for the calls queued meanwhile, each call in its own
+//   savepoint, so a failing call rolls back only itself); no answer leaves before its commit.
+//   Reopening the same file resumes every sweep: queued and expired trials run again, reported
+//   results stay, none is stored twice.
+// - A sweep's version (WaitForSweepChange) moves at least once per committed transaction that
+//   changed the sweep; calls sharing a transaction may share one increment.
 // - Leases: Lease hands out the oldest queued trial of the oldest unfinished sweep (FIFO between
 //   sweeps) with deadline now + lease_duration; Heartbeat moves the deadline of the worker's live
 //   leases; a lease whose deadline passed expires (the trial is queued again, one attempt used).

@@ -117,14 +117,14 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
   std::vector<onnx::NodeProto> before;  // inserted ahead of everything (weights: no producers)
   std::map<int, std::vector<onnx::NodeProto>> input_qdq, output_qdq;  // by node index
   for (const v1::LayerResult& layer : result.layers()) {
+    if (auto s = CheckRole(layer.name(), "weights", layer.weights()); !s.ok()) return s;
+    if (auto s = CheckRole(layer.name(), "inputs", layer.inputs()); !s.ok()) return s;
+    if (auto s = CheckRole(layer.name(), "outputs", layer.outputs()); !s.ok()) return s;
     auto it = node_index.find(layer.name());
     if (it == node_index.end()) {
       return absl::FailedPreconditionError(
           absl::StrCat("layer ", layer.name(), " of the result is not a node of the model"));
     }
-    if (auto s = CheckRole(layer.name(), "weights", layer.weights()); !s.ok()) return s;
-    if (auto s = CheckRole(layer.name(), "inputs", layer.inputs()); !s.ok()) return s;
-    if (auto s = CheckRole(layer.name(), "outputs", layer.outputs()); !s.ok()) return s;
     onnx::NodeProto* node = graph->mutable_node(it->second);
 
     if (IsInt8(layer.weights())) {

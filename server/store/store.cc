@@ -196,9 +196,14 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   // every committed transaction across a killed process (only an OS crash or power loss can lose
   // the last commits), at a fraction of FULL's fsync cost.
   // cache_size: 16 MiB of pages (the default is 2 MiB) keeps the hot indexes in memory.
+  // temp_store = MEMORY: the coordinator's group commit runs every call in a savepoint, whose
+  // sub-journal then never touches a temporary file. wal_autocheckpoint = 8192 pages (32 MiB of
+  // WAL, the default is 1000): a checkpoint (two fsyncs and a copy of every page it holds) runs
+  // an eighth as often, and hot pages rewritten by many commits are copied once.
   absl::Status status = db->Exec(
       "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
-      "PRAGMA cache_size = -16384;");
+      "PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; "
+      "PRAGMA wal_autocheckpoint = 8192;");
   if (!status.ok()) return status;
   const std::vector<Migration>& migrations =
       options.migrations != nullptr ? *options.migrations : EmbeddedMigrations();
@@ -214,7 +219,7 @@ Database::~Database() {
 }
 
 absl::StatusOr<Statement> Database::Prepare(absl::string_view sql) {
-  auto it = cache_.find(std::string(sql));
+  auto it = cache_.find(sql);
   if (it != cache_.end() && !it->second->in_use) {
     it->second->in_use = true;
     return Statement(db_, it->second->stmt, it->second.get());

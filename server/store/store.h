@@ -25,9 +25,9 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -180,7 +180,8 @@ class Database {
 
   sqlite3* db_ = nullptr;
   bool in_transaction_ = false;
-  std::unordered_map<std::string, std::unique_ptr<Statement::CacheEntry>> cache_;
+  // Looked up by string_view (no copy of the SQL text per Prepare).
+  absl::flat_hash_map<std::string, std::unique_ptr<Statement::CacheEntry>> cache_;
 };
 
 }  // namespace bitsweep::store
