@@ -52,12 +52,52 @@ const Graph& ZooGraph(const std::string& arch) {
   return it->second;
 }
 
-void BM_EvalFp32(benchmark::State& state, const std::string& arch) {
-  const Graph& graph = ZooGraph(arch);
-  const Dataset& data = TestSplit();
+// The first 1000 training images: what the quantized benchmarks calibrate on.
+const Dataset& CalibrationSplit() {
+  static const Dataset* calibration = [] {
+    absl::StatusOr<Dataset> d = LoadDataset(
+        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/train"), {{0.2860f}, {0.3530f}, 1000});
+    if (!d.ok()) std::exit(1);
+    return new Dataset(*std::move(d));
+  }();
+  return *calibration;
+}
+
+// Sets `in` up for a trial of the config `json` (parsed into `config`, which must outlive `in`) on
+// `arch` against the test split, calibrated on CalibrationSplit() through one cache for every
+// benchmark: calibration is not what is measured. False, with the benchmark skipped, when the
+// config does not parse.
+bool SetUpQuantizedTrial(benchmark::State& state, const std::string& arch,
+                         const std::string& json, quant::QuantConfig* config, TrialInputs* in) {
+  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(json);
+  if (!parsed.ok()) {
+    state.SkipWithError(std::string(parsed.status().message()).c_str());
+    return false;
+  }
+  *config = *std::move(parsed);
+  static CalibrationCache* cache = new CalibrationCache;
+  in->graph = &ZooGraph(arch);
+  in->eval = &TestSplit();
+  in->calibration = &CalibrationSplit();
+  in->config = config;
+  in->calibration_cache = cache;
+  in->model_key = arch;
+  in->calibration_key = "fashion-mnist/train:1000";
+  return true;
+}
+
+// The batch under test, on the two cores every figure is measured with.
+EvalOptions BenchOptions(const benchmark::State& state) {
   EvalOptions options;
   options.batch = state.range(0);
   options.threads = 2;
+  return options;
+}
+
+void BM_EvalFp32(benchmark::State& state, const std::string& arch) {
+  const Graph& graph = ZooGraph(arch);
+  const Dataset& data = TestSplit();
+  const EvalOptions options = BenchOptions(state);
   double images = 0, seconds = 0;
   for (auto _ : state) {
     absl::StatusOr<EvalResult> r = Evaluate(graph, data, options);
@@ -77,29 +117,10 @@ void BM_EvalFp32(benchmark::State& state, const std::string& arch) {
 void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const std::string& config) {
   const Graph& graph = ZooGraph(arch);
   const Dataset& data = TestSplit();
-  static const Dataset* calibration = [] {
-    absl::StatusOr<Dataset> d = LoadDataset(
-        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/train"), {{0.2860f}, {0.3530f}, 1000});
-    if (!d.ok()) std::exit(1);
-    return new Dataset(*std::move(d));
-  }();
-  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(config);
-  if (!parsed.ok()) {
-    state.SkipWithError(std::string(parsed.status().message()).c_str());
-    return;
-  }
+  quant::QuantConfig parsed;
   TrialInputs in;
-  in.graph = &graph;
-  in.eval = &data;
-  in.calibration = calibration;
-  in.config = &*parsed;
-  static CalibrationCache* cache = new CalibrationCache;  // calibration is not what is measured
-  in.calibration_cache = cache;
-  in.model_key = arch;
-  in.calibration_key = "fashion-mnist/train:1000";
-  EvalOptions options;
-  options.batch = state.range(0);
-  options.threads = 2;
+  if (!SetUpQuantizedTrial(state, arch, config, &parsed, &in)) return;
+  const EvalOptions options = BenchOptions(state);
   // Quantized and fp32 evaluations alternate within each iteration, so machine noise hits both
   // alike and `ratio` (quantized images/s over fp32 images/s) is measured in one run.
   double quant_seconds = 0, fp32_seconds = 0, images = 0;
@@ -125,29 +146,10 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
 void BM_EvalInt8(benchmark::State& state, const std::string& arch, const std::string& config) {
   const Graph& graph = ZooGraph(arch);
   const Dataset& data = TestSplit();
-  static const Dataset* calibration = [] {
-    absl::StatusOr<Dataset> d = LoadDataset(
-        absl::StrCat("idx:", BITSWEEP_FASHION_MNIST_DIR, "/train"), {{0.2860f}, {0.3530f}, 1000});
-    if (!d.ok()) std::exit(1);
-    return new Dataset(*std::move(d));
-  }();
-  absl::StatusOr<quant::QuantConfig> parsed = quant::ParseQuantConfig(config);
-  if (!parsed.ok()) {
-    state.SkipWithError(std::string(parsed.status().message()).c_str());
-    return;
-  }
+  quant::QuantConfig parsed;
   TrialInputs in;
-  in.graph = &graph;
-  in.eval = &data;
-  in.calibration = calibration;
-  in.config = &*parsed;
-  static CalibrationCache* cache = new CalibrationCache;
-  in.calibration_cache = cache;
-  in.model_key = arch;
-  in.calibration_key = "fashion-mnist/train:1000";
-  EvalOptions options;
-  options.batch = state.range(0);
-  options.threads = 2;
+  if (!SetUpQuantizedTrial(state, arch, config, &parsed, &in)) return;
+  const EvalOptions options = BenchOptions(state);
   double int8_seconds = 0, emulated_seconds = 0, fp32_seconds = 0, images = 0;
   double top1_int8 = 0, top1_emulated = 0;
   for (auto _ : state) {

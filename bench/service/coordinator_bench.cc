@@ -27,6 +27,9 @@
 ABSL_FLAG(int32_t, sweeps, 10, "random sweeps to submit");
 ABSL_FLAG(int64_t, budget, 10000, "configs per sweep");
 ABSL_FLAG(int32_t, workers, 4, "no-op worker threads");
+ABSL_FLAG(int32_t, lease_batch, 1,
+          "trials asked for per Lease call (the real worker asks for 1); each is still reported "
+          "by its own Report call");
 ABSL_FLAG(bool, channel_per_worker, false,
           "give every no-op worker its own gRPC channel (own connection), as separate worker "
           "processes have; default: all share one channel");
@@ -134,6 +137,7 @@ int main(int argc, char** argv) {
         bitsweep::v1::LeaseRequest lease;
         lease.set_worker_id(registered.worker_id());
         lease.set_wait_ms(100);
+        lease.set_max_trials(absl::GetFlag(FLAGS_lease_batch));
         bitsweep::v1::LeaseResponse leased;
         grpc::ClientContext lc;
         if (!stub->Lease(&lc, lease, &leased).ok()) break;
@@ -170,8 +174,9 @@ int main(int argc, char** argv) {
   const auto end = Clock::now() - std::chrono::seconds(2);
   const double seconds = std::chrono::duration<double>(end - one_second).count();
   const int64_t total = round_trips.load();
-  std::printf("sweeps %d x budget %lld, %d no-op workers\n", sweeps,
-              static_cast<long long>(absl::GetFlag(FLAGS_budget)), workers);
+  std::printf("sweeps %d x budget %lld, %d no-op workers, %d trials per Lease call\n", sweeps,
+              static_cast<long long>(absl::GetFlag(FLAGS_budget)), workers,
+              absl::GetFlag(FLAGS_lease_batch));
   std::printf("lease+report round trips: %lld in total, %.0f per second (after the first second)\n",
               static_cast<long long>(total), (total - std::max<int64_t>(at_one_second, 0)) / seconds);
   bitsweep::v1::ListSweepsRequest list;

@@ -148,10 +148,6 @@ absl::StatusOr<Shape> ViewOutputShape(const Node& n, const Shape& in) {
     return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
                                  " values) to ", ShapeToString(out)));
   }
-  if (NumElements(out) != NumElements(in)) {
-    return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " (", NumElements(in),
-                                     " values) to ", ShapeToString(out)));
-  }
   return out;
 }
 
@@ -198,6 +194,127 @@ absl::Status ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode,
     (*out_spatial)[i] = out;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> WindowOutputShape(const Node& n, const Shape& x_shape,
+                                        std::optional<int64_t> out_channels, bool ceil_mode,
+                                        Dims* pads_begin, Dims* pads_end) {
+  Shape out_spatial;
+  RETURN_IF_ERROR(ResolveWindow(n, x_shape, ceil_mode, pads_begin, pads_end, &out_spatial));
+  Shape out = {x_shape[0], out_channels.value_or(x_shape[1])};
+  out.insert(out.end(), out_spatial.begin(), out_spatial.end());
+  return out;
+}
+
+Dims DnnlDilations(const std::vector<int64_t>& dilations) {
+  Dims out;
+  for (int64_t d : dilations) out.push_back(d - 1);
+  return out;
+}
+
+Dims ConvWeightDims(const Shape& weight_shape, int64_t group) {
+  if (group <= 1) return Dims(weight_shape.begin(), weight_shape.end());
+  Dims dims = {group, weight_shape[0] / group};
+  dims.insert(dims.end(), weight_shape.begin() + 1, weight_shape.end());
+  return dims;
+}
+
+absl::StatusOr<dnnl::algorithm> PoolingAlgorithm(const Node& n, const Dims& pads_end) {
+  if (n.op != OpKind::kAveragePool) return dnnl::algorithm::pooling_max;
+  if (n.count_include_pad && n.ceil_mode) {
+    for (size_t i = 0; i < pads_end.size(); ++i) {
+      const int64_t given = n.auto_pad == "NOTSET" ? n.pads_end[i] : pads_end[i];
+      if (pads_end[i] != given) {
+        // A limit of ours (oneDNN has no such window), not an invalid model.
+        return absl::UnimplementedError(
+            NodeError(n, "ceil_mode=1 with count_include_pad=1 whose last window passes the "
+                         "padding is not supported")
+                .message());
+      }
+    }
+  }
+  return n.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                             : dnnl::algorithm::pooling_avg_exclude_padding;
+}
+
+absl::StatusOr<Node> GlobalPoolWindow(const Node& n, const Shape& x_shape) {
+  if (x_shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
+  Node window = n;
+  const size_t spatial = x_shape.size() - 2;
+  window.kernel.assign(x_shape.begin() + 2, x_shape.end());
+  window.strides.assign(spatial, 1);
+  window.dilations.assign(spatial, 1);
+  window.pads_begin.assign(spatial, 0);
+  window.pads_end.assign(spatial, 0);
+  window.auto_pad = "NOTSET";
+  window.op = OpKind::kAveragePool;
+  window.count_include_pad = false;
+  window.ceil_mode = false;
+  return window;
+}
+
+absl::StatusOr<Shape> ConcatOutputShape(const Node& n, const std::vector<Shape>& shapes,
+                                        int64_t* axis) {
+  const Shape& first = shapes[0];
+  const int64_t rank = static_cast<int64_t>(first.size());
+  if (rank == 0) return NodeError(n, "cannot concatenate scalars");
+  ASSIGN_OR_RETURN(*axis, NormalizeAxis(n.axis, rank, n));
+  Shape out = first;
+  out[*axis] = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    for (int64_t d = 0; d < rank; ++d) {
+      if (static_cast<int64_t>(s.size()) != rank || (d != *axis && s[d] != first[d])) {
+        return NodeError(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
+                                         " does not match ", ShapeToString(first),
+                                         " outside axis ", *axis));
+      }
+    }
+    out[*axis] += s[*axis];
+  }
+  return out;
+}
+
+absl::StatusOr<Shape> BroadcastShapes(const Node& n, const Shape& a, const Shape& b,
+                                      Shape* a_aligned, Shape* b_aligned) {
+  const size_t rank = std::max(a.size(), b.size());
+  auto aligned = [rank](const Shape& s) {
+    Shape r(rank - s.size(), 1);
+    r.insert(r.end(), s.begin(), s.end());
+    return r;
+  };
+  *a_aligned = aligned(a);
+  *b_aligned = aligned(b);
+  Shape out(rank, 1);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t da = (*a_aligned)[i], db = (*b_aligned)[i];
+    if (da != db && da != 1 && db != 1) {
+      return NodeError(n, absl::StrCat("shapes ", ShapeToString(a), " and ", ShapeToString(b),
+                                       " do not broadcast"));
+    }
+    out[i] = std::max(da, db);
+  }
+  return out;
+}
+
+absl::StatusOr<Shape> GemmCShape(const Node& n, const Shape& c, int64_t m, int64_t nn) {
+  if (c.size() > 2) return NodeError(n, "C must have rank <= 2");
+  Shape cs = c;
+  while (cs.size() < 2) cs.insert(cs.begin(), 1);
+  if ((cs[0] != 1 && cs[0] != m) || (cs[1] != 1 && cs[1] != nn)) {
+    return NodeError(n, absl::StrCat("C ", ShapeToString(c), " does not broadcast to [", m, ",",
+                                     nn, "]"));
+  }
+  return cs;
+}
+
+bool PostOpsNonNegative(const std::vector<PostOp>& post_ops) {
+  bool non_negative = false;
+  for (const PostOp& p : post_ops) {
+    non_negative |= p.op == OpKind::kRelu || p.op == OpKind::kSigmoid ||
+                    (p.op == OpKind::kClip && p.alpha >= 0.0f);
+  }
+  return non_negative;
 }
 
 }  // namespace bitsweep::engine

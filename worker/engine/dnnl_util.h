@@ -1,12 +1,16 @@
-// Small oneDNN helpers shared by the inference Network and the training network: memory
-// descriptors for engine shapes, window (pads/auto_pad/ceil_mode) resolution for Conv and pooling,
-// activation post-ops, and node-naming errors.
+// Small oneDNN helpers shared by the inference networks (network.h, int8/int8_network.h) and the
+// training network: memory descriptors for engine shapes, window (pads/auto_pad/ceil_mode)
+// resolution for Conv and pooling, the shape rules of Conv, pooling, Concat, Add/Mul and Gemm's C,
+// activation post-ops, node-naming errors, and the one mapping from operator kinds to the compile
+// methods every network implements.
 //
 //   dnnl::memory::desc d = PlainDesc(DnnlDims({2, 3}));
-//   RETURN_IF_ERROR(ResolveWindow(node, x_shape, node.ceil_mode, &pb, &pe, &out_spatial));
+//   ASSIGN_OR_RETURN(Shape y, WindowOutputShape(node, x_shape, std::nullopt, node.ceil_mode,
+//                                               &pb, &pe));
 #ifndef BITSWEEP_WORKER_ENGINE_DNNL_UTIL_H_
 #define BITSWEEP_WORKER_ENGINE_DNNL_UTIL_H_
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,6 +53,73 @@ absl::StatusOr<Shape> ViewOutputShape(const Node& n, const Shape& in);
 absl::Status ResolveWindow(const Node& n, const Shape& in_shape, bool ceil_mode,
                            dnnl::memory::dims* pads_begin, dnnl::memory::dims* pads_end,
                            Shape* out_spatial);
+// ResolveWindow's pads, and the output shape [N, C, spatial...] of the window on `x_shape`: C is
+// `out_channels` (Conv: the weights' output channels), or x's channels when it is nullopt
+// (pooling).
+absl::StatusOr<Shape> WindowOutputShape(const Node& n, const Shape& x_shape,
+                                        std::optional<int64_t> out_channels, bool ceil_mode,
+                                        dnnl::memory::dims* pads_begin,
+                                        dnnl::memory::dims* pads_end);
+// ONNX dilations (1: dense) in oneDNN's convention (0: dense).
+dnnl::memory::dims DnnlDilations(const std::vector<int64_t>& dilations);
+// Conv weights [OC, IC/G, k...] as oneDNN wants them: [G, OC/G, IC/G, k...] when grouped.
+dnnl::memory::dims ConvWeightDims(const Shape& weight_shape, int64_t group);
+
+// The oneDNN algorithm of a MaxPool or AveragePool node whose trailing pads ResolveWindow gave.
+// oneDNN counts the pad it adds for ceil_mode as padding, so an AveragePool with
+// count_include_pad=1 whose last window reaches past the given pads is refused (InvalidArgument).
+absl::StatusOr<dnnl::algorithm> PoolingAlgorithm(const Node& n,
+                                                 const dnnl::memory::dims& pads_end);
+// A GlobalAveragePool node as the AveragePool node whose window covers x's spatial dimensions.
+absl::StatusOr<Node> GlobalPoolWindow(const Node& n, const Shape& x_shape);
+
+// The output shape of a Concat node of parts of `shapes`; `*axis` receives n.axis normalized.
+absl::StatusOr<Shape> ConcatOutputShape(const Node& n, const std::vector<Shape>& shapes,
+                                        int64_t* axis);
+// Numpy broadcasting of Add/Mul operands: the output shape, and each operand's shape with leading
+// 1s up to the output's rank.
+absl::StatusOr<Shape> BroadcastShapes(const Node& n, const Shape& a, const Shape& b,
+                                      Shape* a_aligned, Shape* b_aligned);
+// Gemm's C shape as [rows, cols] (leading 1s added), checked to broadcast to [m, nn].
+absl::StatusOr<Shape> GemmCShape(const Node& n, const Shape& c, int64_t m, int64_t nn);
+
+// Whether a layer's fused activations leave no negative value (Relu, Sigmoid, Clip with min >= 0).
+bool PostOpsNonNegative(const std::vector<PostOp>& post_ops);
+
+// Calls the compile method of `compiler` for n's operator kind. The three networks compile the
+// same operator kinds, each its own way; this keeps the kinds and their grouping in one place.
+// `Compiler` has CompileConv, CompileGemm, CompileMatMul, CompileEltwise (Relu, LeakyRelu, Clip,
+// Sigmoid), CompilePool (MaxPool, AveragePool), CompileGlobalAveragePool, CompileConcat,
+// CompileBinary (Add, Mul), CompileBatchNorm, CompileLrn, CompileSoftmax and CompileView
+// (Flatten, Reshape, Squeeze, Unsqueeze, Identity), each absl::Status(const Node&).
+template <typename Compiler>
+absl::Status CompileByOpKind(Compiler& compiler, const Node& n,
+                             const char* unknown = "unknown operator kind") {
+  switch (n.op) {
+    case OpKind::kConv: return compiler.CompileConv(n);
+    case OpKind::kGemm: return compiler.CompileGemm(n);
+    case OpKind::kMatMul: return compiler.CompileMatMul(n);
+    case OpKind::kRelu:
+    case OpKind::kLeakyRelu:
+    case OpKind::kClip:
+    case OpKind::kSigmoid: return compiler.CompileEltwise(n);
+    case OpKind::kMaxPool:
+    case OpKind::kAveragePool: return compiler.CompilePool(n);
+    case OpKind::kGlobalAveragePool: return compiler.CompileGlobalAveragePool(n);
+    case OpKind::kConcat: return compiler.CompileConcat(n);
+    case OpKind::kAdd:
+    case OpKind::kMul: return compiler.CompileBinary(n);
+    case OpKind::kBatchNorm: return compiler.CompileBatchNorm(n);
+    case OpKind::kLrn: return compiler.CompileLrn(n);
+    case OpKind::kSoftmax: return compiler.CompileSoftmax(n);
+    case OpKind::kFlatten:
+    case OpKind::kReshape:
+    case OpKind::kSqueeze:
+    case OpKind::kUnsqueeze:
+    case OpKind::kIdentity: return compiler.CompileView(n);
+  }
+  return NodeError(n, unknown);
+}
 
 }  // namespace bitsweep::engine
 

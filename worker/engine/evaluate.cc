@@ -4,12 +4,72 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/engine/eval_backend.h"
 #include "worker/engine/network.h"
 
 namespace bitsweep::engine {
+namespace {
+
+// The batch an evaluation compiles for and the runtime input's shape at it.
+struct EvalBatch {
+  int64_t batch = 0;
+  std::map<std::string, Shape> input_shapes;
+};
+
+absl::StatusOr<EvalBatch> PrepareEvaluation(const Graph& graph, const Dataset& dataset,
+                                            const EvalOptions& options) {
+  if (graph.inputs.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(graph.source, ": evaluation needs exactly one "
+                                                   "runtime input, the model has ",
+                                                   graph.inputs.size()));
+  }
+  if (dataset.size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset '", dataset.reference, "' is empty"));
+  }
+  RETURN_IF_ERROR(CheckFitsInput(dataset, graph.inputs[0].shape, graph.inputs[0].name));
+  EvalBatch b;
+  b.batch = std::min<int64_t>(options.batch, dataset.size());
+  Shape input_shape = dataset.images.shape();
+  input_shape[0] = b.batch;
+  b.input_shapes[graph.inputs[0].name] = input_shape;
+  return b;
+}
+
+// How a compiled network's first output reads as class scores.
+struct ScoresLayout {
+  int num_classes = 0;
+  bool probabilities = false;  // the graph ends in Softmax
+};
+
+absl::StatusOr<ScoresLayout> CheckScores(const Graph& source, const Dataset& dataset,
+                                         int64_t batch, const Graph& compiled,
+                                         const ValueInfo& output) {
+  const Shape& out_shape = output.shape;
+  if (out_shape.size() != 2 || out_shape[0] != batch) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source.source, ": output '", output.name, "' has shape ", ShapeToString(out_shape),
+        "; evaluation needs class scores [batch, classes]"));
+  }
+  ScoresLayout layout;
+  layout.num_classes = static_cast<int>(out_shape[1]);
+  if (dataset.num_classes > layout.num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset '", dataset.reference, "' has labels up to ", dataset.num_classes - 1,
+        " but the model's output '", output.name, "' has only ", layout.num_classes, " classes"));
+  }
+  const int producer = compiled.ProducerOf(output.name);
+  layout.probabilities = producer >= 0 && compiled.nodes[producer].op == OpKind::kSoftmax;
+  return layout;
+}
+
+}  // namespace
 
 RowScore ScoreRow(const float* scores, int num_classes, int label, bool scores_are_probabilities) {
   RowScore r;
@@ -32,47 +92,10 @@ RowScore ScoreRow(const float* scores, int num_classes, int label, bool scores_a
   return r;
 }
 
-absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
-                                    const EvalOptions& options) {
-  if (graph.inputs.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(graph.source, ": evaluation needs exactly one "
-                                                   "runtime input, the model has ",
-                                                   graph.inputs.size()));
-  }
-  if (dataset.size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("dataset '", dataset.reference, "' is empty"));
-  }
-  RETURN_IF_ERROR(CheckFitsInput(dataset, graph.inputs[0].shape, graph.inputs[0].name));
-  const int64_t batch = std::min<int64_t>(options.batch, dataset.size());
-  NetworkOptions net_options;
-  net_options.batch = batch;
-  net_options.threads = options.threads;
-  net_options.quant = options.quant;
-  Shape input_shape = dataset.images.shape();
-  input_shape[0] = batch;
-  net_options.input_shapes[graph.inputs[0].name] = input_shape;
-  ASSIGN_OR_RETURN(std::unique_ptr<Network> net, Network::Create(graph, net_options));
-
-  const Shape& out_shape = net->outputs()[0].shape;
-  if (out_shape.size() != 2 || out_shape[0] != batch) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        graph.source, ": output '", net->outputs()[0].name, "' has shape ",
-        ShapeToString(out_shape), "; evaluation needs class scores [batch, classes]"));
-  }
-  const int num_classes = static_cast<int>(out_shape[1]);
-  if (dataset.num_classes > num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dataset '", dataset.reference, "' has labels up to ", dataset.num_classes - 1,
-        " but the model's output '", net->outputs()[0].name, "' has only ", num_classes,
-        " classes"));
-  }
-  const int producer = net->graph().ProducerOf(net->outputs()[0].name);
-  const bool probabilities =
-      producer >= 0 && net->graph().nodes[producer].op == OpKind::kSoftmax;
-
+absl::StatusOr<EvalResult> ScoreDataset(const Dataset& dataset, int64_t batch, int num_classes,
+                                        bool probabilities, const RunBatchFn& run_batch) {
   const int64_t sample_size = NumElements(dataset.sample_shape());
   std::vector<float> input(batch * sample_size);
-  std::vector<float> scores(batch * num_classes);
   int64_t top1 = 0, top5 = 0;
   double loss = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -81,9 +104,9 @@ absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
     const float* src = dataset.images.floats().data() + first * sample_size;
     std::memcpy(input.data(), src, count * sample_size * sizeof(float));
     if (count < batch) std::fill(input.begin() + count * sample_size, input.end(), 0.0f);
-    RETURN_IF_ERROR(net->RunSingle(input.data(), scores.data()));
+    ASSIGN_OR_RETURN(const float* scores, run_batch(input.data()));
     for (int64_t i = 0; i < count; ++i) {
-      const RowScore r = ScoreRow(scores.data() + i * num_classes, num_classes,
+      const RowScore r = ScoreRow(scores + i * num_classes, num_classes,
                                   dataset.labels[first + i], probabilities);
       top1 += r.top1;
       top5 += r.top5;
@@ -99,9 +122,40 @@ absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
   result.loss = loss / result.samples;
   result.seconds = seconds;
   result.images_per_second = seconds > 0 ? result.samples / seconds : 0;
+  return result;
+}
+
+absl::StatusOr<EvalResult> EvaluateNetwork(const Graph& graph, const Dataset& dataset,
+                                           const EvalOptions& options,
+                                           const CompileForEvalFn& compile) {
+  ASSIGN_OR_RETURN(EvalBatch b, PrepareEvaluation(graph, dataset, options));
+  ASSIGN_OR_RETURN(std::unique_ptr<InferenceNetwork> net,
+                   compile(b.batch, std::move(b.input_shapes)));
+  ASSIGN_OR_RETURN(const ScoresLayout layout,
+                   CheckScores(graph, dataset, b.batch, net->graph(), net->outputs()[0]));
+  std::vector<float> scores(b.batch * layout.num_classes);
+  ASSIGN_OR_RETURN(EvalResult result,
+                   ScoreDataset(dataset, b.batch, layout.num_classes, layout.probabilities,
+                                [&](const float* input) -> absl::StatusOr<const float*> {
+                                  RETURN_IF_ERROR(net->RunSingle(input, scores.data()));
+                                  return scores.data();
+                                }));
   result.layers = net->layers();
   result.weight_quantizers = net->weight_quantizers();
   return result;
+}
+
+absl::StatusOr<EvalResult> Evaluate(const Graph& graph, const Dataset& dataset,
+                                    const EvalOptions& options) {
+  return EvaluateNetwork(
+      graph, dataset, options, [&](int64_t batch, std::map<std::string, Shape> input_shapes) {
+        NetworkOptions net_options;
+        net_options.batch = batch;
+        net_options.threads = options.threads;
+        net_options.quant = options.quant;
+        net_options.input_shapes = std::move(input_shapes);
+        return Network::Create(graph, net_options);
+      });
 }
 
 }  // namespace bitsweep::engine

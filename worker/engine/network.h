@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/engine/graph.h"
+#include "worker/engine/inference_network.h"
 #include "worker/engine/layer_info.h"
 #include "worker/engine/quant/format.h"
 #include "worker/engine/quant/plan.h"
@@ -55,36 +56,15 @@ struct NetworkOptions {
   ActivationObserver observer;
 };
 
-class Network {
+// The accessors and Run/RunSingle are InferenceNetwork's (inference_network.h).
+class Network : public InferenceNetwork {
  public:
   static absl::StatusOr<std::unique_ptr<Network>> Create(const Graph& graph,
                                                          const NetworkOptions& options);
-  ~Network();
-  Network(const Network&) = delete;
-  Network& operator=(const Network&) = delete;
-
-  // Runtime inputs and graph outputs with their resolved shapes.
-  const std::vector<ValueInfo>& inputs() const;
-  const std::vector<ValueInfo>& outputs() const;
-  // The graph as compiled (after the inference rewrites).
-  const Graph& graph() const;
-  // The quantizable layers (Conv, Gemm, MatMul) in execution order, per single inference.
-  const std::vector<LayerInfo>& layers() const;
-  // The weight quantizer each quantized layer ended up with (FL, e_max, scales chosen).
-  const std::map<std::string, quant::Quantizer>& weight_quantizers() const;
-
-  // Runs one batch. `inputs` holds a float tensor of the compiled shape for every runtime input.
-  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
-                   std::map<std::string, Tensor>* outputs);
-
-  // Fast path for one input and one output (evaluation): copies `input` (inputs()[0] shape) in,
-  // runs, and copies the first output to `output` (outputs()[0] shape).
-  absl::Status RunSingle(const float* input, float* output);
 
  private:
   class Impl;
   explicit Network(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace bitsweep::engine

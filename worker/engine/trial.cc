@@ -4,6 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/engine/calibration.h"
+#include "worker/engine/eval_backend.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
 
@@ -21,7 +22,8 @@ absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const S
   return net->layers();
 }
 
-absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& options) {
+absl::StatusOr<TrialResult> RunTrialWith(const TrialInputs& in, const EvalOptions& options,
+                                         const TrialBackend& backend) {
   if (in.graph == nullptr || in.eval == nullptr || in.config == nullptr) {
     return absl::InvalidArgumentError("a trial needs a graph, an evaluation split and a config");
   }
@@ -29,6 +31,19 @@ absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& o
   RETURN_IF_ERROR(CheckFitsInput(*in.eval, in.graph->inputs.at(0).shape, in.graph->inputs[0].name));
   ASSIGN_OR_RETURN(result.layers, InspectLayers(*in.graph, in.eval->sample_shape()));
   ASSIGN_OR_RETURN(result.formats, quant::ResolveFormats(*in.config, result.layers));
+  if (backend.check_formats) {
+    quant::QuantPlan formats_only;
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      quant::LayerQuantPlan& p = formats_only[result.layers[i].name];
+      p.weights = result.formats[i].weights;
+      p.rounding = in.config->rounding;
+      p.inputs.format = result.formats[i].inputs;
+      p.inputs.scale = {1.0f};
+      p.outputs.format = result.formats[i].outputs;
+      p.outputs.scale = {1.0f};
+    }
+    RETURN_IF_ERROR(backend.check_formats(*in.graph, formats_only));
+  }
   bool needs_stats = false;
   for (const quant::LayerFormats& f : result.formats) {
     needs_stats |= f.inputs.kind != quant::FormatKind::kFp32 ||
@@ -54,9 +69,13 @@ absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& o
                    quant::BuildQuantPlan(result.layers, result.formats, result.stats, *in.config));
   EvalOptions eval_options = options;
   eval_options.quant = &result.plan;
-  ASSIGN_OR_RETURN(result.eval, Evaluate(*in.graph, *in.eval, eval_options));
+  ASSIGN_OR_RETURN(result.eval, backend.evaluate(*in.graph, *in.eval, eval_options));
   result.cost = quant::EstimateCost(result.layers, result.formats, in.profile);
   return result;
+}
+
+absl::StatusOr<TrialResult> RunTrial(const TrialInputs& in, const EvalOptions& options) {
+  return RunTrialWith(in, options, {.evaluate = Evaluate});
 }
 
 FakeQuantHooks HooksFromPlan(const quant::QuantPlan& plan, const Graph& graph) {

@@ -1,7 +1,5 @@
 #include "worker/engine/int8/int8_network.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,6 +12,7 @@
 #include "oneapi/dnnl/dnnl.hpp"
 #include "worker/engine/dnnl_util.h"
 #include "worker/engine/graph_passes.h"
+#include "worker/engine/inference_compiler.h"
 
 namespace bitsweep::engine::int8 {
 namespace {
@@ -52,25 +51,6 @@ size_t ElementSize(ElementType type) {
 
 int64_t ElementCount(const memory& m) {
   return static_cast<int64_t>(m.get_desc().get_size() / ElementSize(TypeOf(m.get_desc())));
-}
-
-bool PostOpsNonNegative(const std::vector<PostOp>& post_ops) {
-  bool non_negative = false;
-  for (const PostOp& p : post_ops) {
-    non_negative |= p.op == OpKind::kRelu || p.op == OpKind::kSigmoid ||
-                    (p.op == OpKind::kClip && p.alpha >= 0.0f);
-  }
-  return non_negative;
-}
-
-// [r, c] -> [c, r].
-Tensor Transposed2D(const Tensor& t) {
-  const int64_t rows = t.shape()[0], cols = t.shape()[1];
-  Tensor out = Tensor::Float({cols, rows});
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) out.floats()[j * rows + i] = t.floats()[i * cols + j];
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +101,18 @@ void QuantizeSplit(const In* src, double src_scale, uint8_t* dst, int64_t outer,
       pos[i] = static_cast<uint8_t>(std::max(code, 0));
       neg[i] = static_cast<uint8_t>(std::max(-code, 0));
     }
+  }
+}
+
+// Calls f(src) with `data` typed as `type` says (f32, u8 or s8): the host passes read any value.
+template <typename F>
+void WithTypedSource(ElementType type, const void* data, F f) {
+  if (type == ElementType::f32) {
+    f(static_cast<const float*>(data));
+  } else if (type == ElementType::u8) {
+    f(static_cast<const uint8_t*>(data));
+  } else {
+    f(static_cast<const int8_t*>(data));
   }
 }
 
@@ -231,66 +223,31 @@ absl::Status CheckInt8Plan(const Graph& graph, const quant::QuantPlan& plan) {
   return absl::OkStatus();
 }
 
-class Int8Network::Impl {
+class Int8Network::Impl : public InferenceCompiler {
  public:
   Impl(Graph graph, const Int8NetworkOptions& options)
-      : graph_(std::move(graph)), options_(options), engine_(dnnl::engine::kind::cpu, 0),
-        stream_(engine_) {}
+      : InferenceCompiler(std::move(graph),
+                          {.batch = options.batch,
+                           .input_shapes = options.input_shapes,
+                           .threads = options.threads,
+                           .error_prefix = "int8 path: ",
+                           .unnamed_step = "reorder"}),
+        options_(options) {}
 
-  absl::Status Compile();
-  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
-                   std::map<std::string, Tensor>* outputs);
-  absl::Status RunSingle(const float* input, float* output);
-
-  Graph graph_;
-  std::vector<ValueInfo> inputs_;
-  std::vector<ValueInfo> outputs_;
-  std::vector<LayerInfo> layers_;
-  std::map<std::string, quant::Quantizer> weight_quantizers_;
   std::map<std::string, std::string> implementations_;
 
  private:
-  struct Value {
-    Shape shape;  // logical ONNX shape
-    memory mem;   // f32, or u8/s8 codes; layout may be blocked
-    // u8/s8: the quantizer of the codes (value = code * scale). f32: unused.
-    std::optional<quant::Quantizer> grid;
-    bool non_negative = false;  // known to hold no negative value
-    ElementType type() const { return TypeOf(mem.get_desc()); }
-    bool is_int8() const { return type() != ElementType::f32; }
-  };
-  struct Step {
-    dnnl::primitive primitive;
-    std::unordered_map<int, memory> args;
-    std::function<void()> host;
-    std::string node;
-  };
+  absl::Status PrepareGraph() override;
+  absl::Status CompileConv(const Node& n) override;
+  absl::Status CompileGemm(const Node& n) override;
+  // MatMul with a constant 2-D B runs as a Gemm.
+  absl::Status CompileMatMul(const Node& n) override { return CompileGemm(n); }
+  absl::Status CompilePool(const Node& n) override;
+  absl::Status CompileEltwise(const Node& n) override;
+  absl::Status CompileConcat(const Node& n) override;
 
-  absl::Status CompileNode(const Node& n);
-  absl::Status CompileConv(const Node& n);
-  absl::Status CompileGemm(const Node& n);
-  absl::Status CompilePool(const Node& n);
-  absl::Status CompileGlobalAveragePool(const Node& n);
-  absl::Status CompileEltwise(const Node& n);
-  absl::Status CompileBinary(const Node& n);
-  absl::Status CompileConcat(const Node& n);
-  absl::Status CompileBatchNorm(const Node& n);
-  absl::Status CompileLrn(const Node& n);
-  absl::Status CompileSoftmax(const Node& n);
-  absl::Status CompileReshapeLike(const Node& n);
-
-  absl::StatusOr<Value> Get(const std::string& name, const Node& n);
-  absl::Status ExecuteSteps();
   // The value as f32 (int8 codes dequantized once by a reorder with their scale).
-  Value Float(const std::string& name, const Value& v);
-  // The value in plain row-major layout, same element type, reordering once if needed.
-  Value Plain(const std::string& name, const Value& v);
-  // A plain view of `v` (same element type) with other dims; `v` must be plain.
-  Value View(const Value& v, Shape shape);
-  memory ConstantMemory(const memory::desc& desc, const void* data);
-  memory ReorderNow(const memory& src, const memory::desc& dst_desc);
-  // Adds a reorder from `src` to a new memory of `want` unless they already agree.
-  memory ReorderTo(const memory& src, const memory::desc& want, const Node& n);
+  Value AsFloat(const std::string& name, const Value& v) override;
   // u8 codes of `x` under the layer input quantizer `q`, in layout `want` (split: the doubled
   // channels of a signed input; see the header).
   memory ToCodes(const Node& n, const std::string& name, const Value& x, const Quantizer& q,
@@ -306,70 +263,11 @@ class Int8Network::Impl {
   // Non-negative `x` as u8 codes on `grid`, same layout (a host pass unless already there).
   Value Requantized(const Node& n, const Value& x, const Quantizer& grid);
 
-  template <typename Primitive>
-  void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x, Value out,
-                     const Node& n) {
-    out.mem = memory(pd.dst_desc(), engine_);
-    AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, out.mem}}, &n);
-    values_[n.outputs[0]] = std::move(out);
-  }
-  void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n) {
-    steps_.push_back(Step{std::move(p), std::move(args), nullptr, n ? n->name : std::string()});
-  }
-  void AddHostStep(std::function<void()> f, const Node& n) {
-    steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
-  }
-
   Int8NetworkOptions options_;
-  dnnl::engine engine_;
-  dnnl::stream stream_;
-  std::map<std::string, Value> values_;
-  std::map<std::string, Value> plain_cache_;  // key: name + element type
   std::map<std::string, Value> float_cache_;
-  std::vector<Step> steps_;
-  std::vector<memory> input_mems_;
-  std::vector<memory> output_mems_;
 };
 
-absl::StatusOr<Int8Network::Impl::Value> Int8Network::Impl::Get(const std::string& name,
-                                                                 const Node& n) {
-  auto it = values_.find(name);
-  if (it != values_.end()) return it->second;
-  auto c = graph_.constants.find(name);
-  if (c == graph_.constants.end()) {
-    return NodeError(n, absl::StrCat("input '", name, "' is undefined"));
-  }
-  if (c->second.dtype() != DataType::kFloat) {
-    return NodeError(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
-  }
-  Value v{c->second.shape(),
-          ConstantMemory(PlainDesc(DnnlDims(c->second.shape())), c->second.floats().data())};
-  values_[name] = v;
-  return v;
-}
-
-memory Int8Network::Impl::ConstantMemory(const memory::desc& desc, const void* data) {
-  memory m(desc, engine_);
-  std::memcpy(m.get_data_handle(), data, desc.get_size());
-  return m;
-}
-
-memory Int8Network::Impl::ReorderNow(const memory& src, const memory::desc& dst_desc) {
-  if (src.get_desc() == dst_desc) return src;
-  memory dst(dst_desc, engine_);
-  dnnl::reorder(src, dst).execute(stream_, const_cast<memory&>(src), dst);
-  stream_.wait();
-  return dst;
-}
-
-memory Int8Network::Impl::ReorderTo(const memory& src, const memory::desc& want, const Node& n) {
-  if (src.get_desc() == want) return src;
-  memory dst(want, engine_);
-  AddStep(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, &n);
-  return dst;
-}
-
-Int8Network::Impl::Value Int8Network::Impl::Float(const std::string& name, const Value& v) {
+Int8Network::Impl::Value Int8Network::Impl::AsFloat(const std::string& name, const Value& v) {
   if (!v.is_int8()) return v;
   auto it = float_cache_.find(name);
   if (it != float_cache_.end()) return it->second;
@@ -385,52 +283,12 @@ Int8Network::Impl::Value Int8Network::Impl::Float(const std::string& name, const
   return out;
 }
 
-Int8Network::Impl::Value Int8Network::Impl::Plain(const std::string& name, const Value& v) {
-  const memory::desc plain = PlainOf(DnnlDims(v.shape), v.type());
-  if (v.mem.get_desc() == plain) return v;
-  const std::string key = absl::StrCat(name, "|", static_cast<int>(v.type()));
-  auto it = plain_cache_.find(key);
-  if (it != plain_cache_.end()) return it->second;
-  Value out = v;
-  out.mem = memory(plain, engine_);
-  AddStep(dnnl::reorder(v.mem, out.mem), {{DNNL_ARG_FROM, v.mem}, {DNNL_ARG_TO, out.mem}},
-          nullptr);
-  plain_cache_[key] = out;
-  return out;
-}
-
-Int8Network::Impl::Value Int8Network::Impl::View(const Value& v, Shape shape) {
-  Value out = v;
-  out.shape = std::move(shape);
-  out.mem = memory(PlainOf(DnnlDims(out.shape), v.type()), engine_, v.mem.get_data_handle());
-  return out;
-}
-
 memory Int8Network::Impl::ToCodes(const Node& n, const std::string& name, const Value& x,
                                   const Quantizer& q, bool split, const memory::desc& want) {
-  if (!split && x.type() == ElementType::u8 && x.grid && quant::SameGrid(*x.grid, q)) {
-    return ReorderTo(x.mem, want, n);  // already the layer's codes
-  }
+  // Non-negative, one scale: elementwise in whatever layout x has (unless already the codes).
+  if (!split) return ReorderTo(Requantized(n, x, q).mem, want, &n);
   const double scale = q.scale[0];
   const double src_scale = x.is_int8() ? x.grid->scale[0] : 1.0;
-  if (!split) {
-    // Non-negative, one scale: elementwise in whatever layout x has.
-    memory codes(WithType(x.mem.get_desc(), ElementType::u8), engine_);
-    const void* from = x.mem.get_data_handle();
-    uint8_t* to = static_cast<uint8_t*>(codes.get_data_handle());
-    const int64_t count = ElementCount(x.mem);
-    const ElementType type = x.type();
-    AddHostStep([=] {
-      if (type == ElementType::f32) {
-        QuantizeElementwise(static_cast<const float*>(from), src_scale, to, count, scale);
-      } else if (type == ElementType::u8) {
-        QuantizeElementwise(static_cast<const uint8_t*>(from), src_scale, to, count, scale);
-      } else {
-        QuantizeElementwise(static_cast<const int8_t*>(from), src_scale, to, count, scale);
-      }
-    }, n);
-    return ReorderTo(codes, want, n);
-  }
   const Value plain = Plain(name, x);
   const int64_t outer = plain.shape[0], channels = plain.shape[1];
   const int64_t inner = Product(plain.shape, 2, plain.shape.size());
@@ -441,17 +299,11 @@ memory Int8Network::Impl::ToCodes(const Node& n, const std::string& name, const 
   uint8_t* to = static_cast<uint8_t*>(codes.get_data_handle());
   const ElementType type = plain.type();
   AddHostStep([=] {
-    if (type == ElementType::f32) {
-      QuantizeSplit(static_cast<const float*>(from), src_scale, to, outer, channels, inner, scale);
-    } else if (type == ElementType::u8) {
-      QuantizeSplit(static_cast<const uint8_t*>(from), src_scale, to, outer, channels, inner,
-                    scale);
-    } else {
-      QuantizeSplit(static_cast<const int8_t*>(from), src_scale, to, outer, channels, inner,
-                    scale);
-    }
+    WithTypedSource(type, from, [&](const auto* src) {
+      QuantizeSplit(src, src_scale, to, outer, channels, inner, scale);
+    });
   }, n);
-  return ReorderTo(codes, want, n);
+  return ReorderTo(codes, want, &n);
 }
 
 dnnl::primitive_attr Int8Network::Impl::Int8Attr(const Node& n,
@@ -492,10 +344,7 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
                                      ShapeToString(ws), " with group ", n.group));
   }
   Dims pb, pe;
-  Shape out_spatial;
-  RETURN_IF_ERROR(ResolveWindow(n, x.shape, false, &pb, &pe, &out_spatial));
-  Shape out_shape = {x.shape[0], ws[0]};
-  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+  ASSIGN_OR_RETURN(const Shape out_shape, WindowOutputShape(n, x.shape, ws[0], false, &pb, &pe));
   const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
   const Tensor* bias = has_bias ? &graph_.constants.at(n.inputs[2]) : nullptr;
   if (bias != nullptr && bias->num_elements() != ws[0]) {
@@ -503,34 +352,19 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
                                      " output channels"));
   }
   const Dims strides(n.strides.begin(), n.strides.end());
-  Dims dilations;
-  for (int64_t d : n.dilations) dilations.push_back(d - 1);
-  LayerInfo info;
-  info.layer_class = LayerClass::kConv;
-  info.weight_shape = ws;
-  info.input_shape = x.shape;
-  info.input_shape[0] = 1;
-  info.output_shape = out_shape;
-  info.output_shape[0] = 1;
-  info.fan_in = Product(ws, 1, ws.size());
-  info.macs = Product(out_shape, 1, out_shape.size()) * info.fan_in;
-  info.weight_count = w.num_elements();
-  info.bias_count = has_bias ? ws[0] : 0;
+  const Dims dilations = DnnlDilations(n.dilations);
+  LayerInfo info = ConvLayerInfo(ws, x.shape, out_shape, has_bias);
   const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
 
   if (mode == LayerMode::kFloat) {
-    x = Float(n.inputs[0], x);
-    Dims w_dims(ws.begin(), ws.end());
-    if (n.group > 1) {
-      w_dims = {n.group, ws[0] / n.group};
-      w_dims.insert(w_dims.end(), ws.begin() + 1, ws.end());
-    }
+    x = AsFloat(n.inputs[0], x);
+    const Dims w_dims = ConvWeightDims(ws, n.group);
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
         AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
         strides, dilations, pb, pe);
     dnnl::convolution_forward::primitive_desc pd(desc, PostOpAttr(n.post_ops), engine_);
-    const memory src = ReorderTo(x.mem, pd.src_desc(), n);
+    const memory src = ReorderTo(x.mem, pd.src_desc(), &n);
     const memory weights =
         ReorderNow(ConstantMemory(PlainDesc(w_dims), w.floats().data()), pd.weights_desc());
     Value out{out_shape, memory(pd.dst_desc(), engine_), std::nullopt,
@@ -634,40 +468,13 @@ absl::Status Int8Network::Impl::CompileGemm(const Node& n) {
                                      ShapeToString(b_given.shape()), " disagree on K"));
   }
   // C broadcast to [1, N] or [M, N] and scaled by beta.
-  std::vector<float> bias;
   int64_t bias_rows = 0;
-  if (!is_matmul && n.inputs.size() > 2 && !n.inputs[2].empty() && beta != 0.0f) {
-    const Tensor& c = graph_.constants.at(n.inputs[2]);
-    Shape cs = c.shape();
-    if (cs.size() > 2) return NodeError(n, "C must have rank <= 2");
-    while (cs.size() < 2) cs.insert(cs.begin(), 1);
-    if ((cs[0] != 1 && cs[0] != m) || (cs[1] != 1 && cs[1] != nn)) {
-      return NodeError(n, absl::StrCat("C ", ShapeToString(c.shape()), " does not broadcast to [",
-                                       m, ",", nn, "]"));
-    }
-    bias_rows = cs[0] == 1 ? 1 : m;
-    bias.resize(bias_rows * nn);
-    for (int64_t i = 0; i < bias_rows; ++i) {
-      for (int64_t j = 0; j < nn; ++j) {
-        bias[i * nn + j] =
-            beta * c.floats()[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)];
-      }
-    }
-  }
+  ASSIGN_OR_RETURN(std::vector<float> bias, GemmBias(n, graph_, m, nn, beta, &bias_rows));
   const memory::desc bias_desc = bias.empty() ? memory::desc() : PlainDesc({bias_rows, nn});
-  LayerInfo info;
-  info.layer_class = LayerClass::kFc;
-  info.weight_shape = b_given.shape();
-  info.input_shape = trans_a ? Shape{k, 1} : Shape{1, k};
-  info.output_shape = {1, nn};
-  info.fan_in = k;
-  info.macs = k * nn;
-  info.weight_count = k * nn;
-  info.bias_count = bias.empty() ? 0 : nn;
-  if (is_matmul) info.input_shape = {1, k};
+  LayerInfo info = GemmLayerInfo(b_given.shape(), k, nn, trans_a, !bias.empty());
 
   if (mode == LayerMode::kFloat) {
-    a = Plain(n.inputs[0], Float(n.inputs[0], a));
+    a = Plain(n.inputs[0], AsFloat(n.inputs[0], a));
     std::vector<float> b_kn(k * nn);
     for (int64_t i = 0; i < k; ++i) {
       for (int64_t j = 0; j < nn; ++j) b_kn[i * nn + j] = alpha * b_nk.floats()[j * k + i];
@@ -741,58 +548,24 @@ absl::Status Int8Network::Impl::CompilePool(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
   // Max pooling commutes with quantization (max of codes = code of the max): it stays in int8.
   // Averages would be rounded to codes, which the emulation does not do: they run in fp32.
-  if (n.op != OpKind::kMaxPool) x = Float(n.inputs[0], x);
+  if (n.op != OpKind::kMaxPool) x = AsFloat(n.inputs[0], x);
   if (x.shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
   Dims pb, pe;
-  Shape out_spatial;
-  RETURN_IF_ERROR(ResolveWindow(n, x.shape, n.ceil_mode, &pb, &pe, &out_spatial));
-  dnnl::algorithm alg = dnnl::algorithm::pooling_max;
-  if (n.op == OpKind::kAveragePool) {
-    alg = n.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
-                              : dnnl::algorithm::pooling_avg_exclude_padding;
-    if (n.count_include_pad && n.ceil_mode) {
-      for (size_t i = 0; i < pe.size(); ++i) {
-        const int64_t given = n.auto_pad == "NOTSET" ? n.pads_end[i] : pe[i];
-        if (pe[i] != given) {
-          return NodeError(n, "ceil_mode=1 with count_include_pad=1 whose last window passes the "
-                              "padding is not supported");
-        }
-      }
-    }
-  }
-  Shape out_shape = {x.shape[0], x.shape[1]};
-  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
-  Dims dilations;
-  for (int64_t d : n.dilations) dilations.push_back(d - 1);
+  ASSIGN_OR_RETURN(const Shape out_shape,
+                   WindowOutputShape(n, x.shape, std::nullopt, n.ceil_mode, &pb, &pe));
+  ASSIGN_OR_RETURN(const dnnl::algorithm alg, PoolingAlgorithm(n, pe));
   dnnl::pooling_v2_forward::desc desc(
       dnnl::prop_kind::forward_inference, alg, x.mem.get_desc(),
       AnyOf(DnnlDims(out_shape), x.type()), Dims(n.strides.begin(), n.strides.end()),
-      Dims(n.kernel.begin(), n.kernel.end()), dilations, pb, pe);
+      Dims(n.kernel.begin(), n.kernel.end()), DnnlDilations(n.dilations), pb, pe);
   Value out{out_shape, memory(), x.is_int8() ? x.grid : std::nullopt, x.non_negative};
   AddSrcDstStep<dnnl::pooling_v2_forward>({desc, engine_}, x.mem, std::move(out), n);
   return absl::OkStatus();
 }
 
-absl::Status Int8Network::Impl::CompileGlobalAveragePool(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  if (x.shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
-  Node window = n;
-  const size_t spatial = x.shape.size() - 2;
-  window.kernel.assign(x.shape.begin() + 2, x.shape.end());
-  window.strides.assign(spatial, 1);
-  window.dilations.assign(spatial, 1);
-  window.pads_begin.assign(spatial, 0);
-  window.pads_end.assign(spatial, 0);
-  window.auto_pad = "NOTSET";
-  window.op = OpKind::kAveragePool;
-  window.count_include_pad = false;
-  window.ceil_mode = false;
-  return CompilePool(window);
-}
-
 absl::Status Int8Network::Impl::CompileEltwise(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  x = Float(n.inputs[0], x);
+  x = AsFloat(n.inputs[0], x);
   auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
                                    x.mem.get_desc(), alpha, beta);
@@ -800,54 +573,6 @@ absl::Status Int8Network::Impl::CompileEltwise(const Node& n) {
                             (x.non_negative && n.op == OpKind::kLeakyRelu);
   AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem,
                                        Value{x.shape, memory(), std::nullopt, non_negative}, n);
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::CompileBinary(const Node& n) {
-  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
-  ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
-  a = Float(n.inputs[0], a);
-  b = Float(n.inputs[1], b);
-  const size_t rank = std::max(a.shape.size(), b.shape.size());
-  Shape out(rank, 1);
-  auto aligned = [rank](const Shape& s) {
-    Shape r(rank - s.size(), 1);
-    r.insert(r.end(), s.begin(), s.end());
-    return r;
-  };
-  const Shape as = aligned(a.shape), bs = aligned(b.shape);
-  for (size_t i = 0; i < rank; ++i) {
-    if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
-      return NodeError(n, absl::StrCat("shapes ", ShapeToString(a.shape), " and ",
-                                       ShapeToString(b.shape), " do not broadcast"));
-    }
-    out[i] = std::max(as[i], bs[i]);
-  }
-  if (as.size() != a.shape.size()) a = View(Plain(n.inputs[0], a), as);
-  if (bs.size() != b.shape.size()) b = View(Plain(n.inputs[1], b), bs);
-  const dnnl::algorithm alg =
-      n.op == OpKind::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
-  if (a.shape != out) std::swap(a, b);  // Add and Mul commute
-  if (a.shape != out) {
-    Tensor zeros = Tensor::Float(out);
-    memory zero_mem = ConstantMemory(PlainDesc(DnnlDims(out)), zeros.floats().data());
-    dnnl::binary::desc expand_desc(dnnl::algorithm::binary_add, zero_mem.get_desc(),
-                                   a.mem.get_desc(), zero_mem.get_desc());
-    dnnl::binary::primitive_desc expand_pd(expand_desc, engine_);
-    memory expanded(expand_pd.dst_desc(), engine_);
-    AddStep(dnnl::binary(expand_pd),
-            {{DNNL_ARG_SRC_0, zero_mem}, {DNNL_ARG_SRC_1, a.mem}, {DNNL_ARG_DST, expanded}}, &n);
-    a = Value{out, expanded};
-  }
-  if (b.shape == a.shape && b.mem.get_desc() != a.mem.get_desc()) {
-    b.mem = ReorderTo(b.mem, a.mem.get_desc(), n);
-  }
-  dnnl::binary::desc desc(alg, a.mem.get_desc(), b.mem.get_desc(), a.mem.get_desc());
-  dnnl::binary::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  AddStep(dnnl::binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst}},
-          &n);
-  values_[n.outputs[0]] = Value{out, dst};
   return absl::OkStatus();
 }
 
@@ -896,13 +621,9 @@ Int8Network::Impl::Value Int8Network::Impl::Requantized(const Node& n, const Val
   const ElementType type = x.type();
   const double scale = grid.scale[0], src_scale = x.is_int8() ? x.grid->scale[0] : 1.0;
   AddHostStep([=] {
-    if (type == ElementType::f32) {
-      QuantizeElementwise(static_cast<const float*>(from), src_scale, to, count, scale);
-    } else if (type == ElementType::u8) {
-      QuantizeElementwise(static_cast<const uint8_t*>(from), src_scale, to, count, scale);
-    } else {
-      QuantizeElementwise(static_cast<const int8_t*>(from), src_scale, to, count, scale);
-    }
+    WithTypedSource(type, from, [&](const auto* src) {
+      QuantizeElementwise(src, src_scale, to, count, scale);
+    });
   }, n);
   return out;
 }
@@ -932,283 +653,32 @@ absl::Status Int8Network::Impl::CompileConcat(const Node& n) {
     }
   }
   if (!same_codes) {
-    for (size_t i = 0; i < parts.size(); ++i) parts[i] = Float(n.inputs[i], parts[i]);
+    for (size_t i = 0; i < parts.size(); ++i) parts[i] = AsFloat(n.inputs[i], parts[i]);
   }
-  const int64_t rank = static_cast<int64_t>(parts[0].shape.size());
-  if (rank == 0) return NodeError(n, "cannot concatenate scalars");
-  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
-  Shape out = parts[0].shape;
-  out[axis] = 0;
-  std::vector<memory::desc> descs;
-  std::unordered_map<int, memory> args;
-  bool non_negative = true;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const Shape& s = parts[i].shape;
-    for (int64_t d = 0; d < rank; ++d) {
-      if (static_cast<int64_t>(s.size()) != rank || (d != axis && s[d] != parts[0].shape[d])) {
-        return NodeError(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
-                                         " does not match ", ShapeToString(parts[0].shape),
-                                         " outside axis ", axis));
-      }
-    }
-    out[axis] += s[axis];
-    descs.push_back(parts[i].mem.get_desc());
-    args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = parts[i].mem;
-    non_negative &= parts[i].non_negative;
-  }
-  dnnl::concat::primitive_desc pd(static_cast<int>(axis), descs, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  args[DNNL_ARG_DST] = dst;
-  AddStep(dnnl::concat(pd), std::move(args), &n);
-  values_[n.outputs[0]] =
-      Value{out, dst, same_codes ? parts[0].grid : std::nullopt, non_negative};
-  return absl::OkStatus();
+  return AddConcat(n, parts, same_codes ? parts[0].grid : std::nullopt);
 }
 
-absl::Status Int8Network::Impl::CompileBatchNorm(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  x = Float(n.inputs[0], x);
-  if (x.shape.size() < 2) return NodeError(n, "input needs a channel dimension");
-  const int64_t c = x.shape[1];
-  std::vector<memory> params;
-  for (int i = 1; i < 5; ++i) {
-    const Tensor& t = graph_.constants.at(n.inputs[i]);
-    if (t.num_elements() != c || t.dtype() != DataType::kFloat) {
-      return NodeError(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
-    }
-    params.push_back(ConstantMemory(PlainDesc({c}), t.floats().data()));
-  }
-  const Shape original_shape = x.shape;
-  if (x.shape.size() == 2) x = View(Plain(n.inputs[0], x), {x.shape[0], c, 1});
-  dnnl::batch_normalization_forward::desc desc(
-      dnnl::prop_kind::forward_inference, x.mem.get_desc(), n.epsilon,
-      dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
-          dnnl::normalization_flags::use_shift);
-  dnnl::batch_normalization_forward::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
-  AddStep(dnnl::batch_normalization_forward(pd),
-          {{DNNL_ARG_SRC, x.mem},
-           {DNNL_ARG_SCALE, params[0]},
-           {DNNL_ARG_SHIFT, params[1]},
-           {DNNL_ARG_MEAN, params[2]},
-           {DNNL_ARG_VARIANCE, params[3]},
-           {DNNL_ARG_DST, dst}},
-          &n);
-  Value out{x.shape, dst};
-  if (original_shape.size() == 2) out = View(out, original_shape);
-  values_[n.outputs[0]] = out;
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::CompileLrn(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  x = Float(n.inputs[0], x);
-  if (x.shape.size() < 3) return NodeError(n, "input needs rank >= 3 (N, C, spatial...)");
-  dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
-                               dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
-                               n.alpha, n.beta, n.bias);
-  AddSrcDstStep<dnnl::lrn_forward>({desc, engine_}, x.mem,
-                                   Value{x.shape, memory(), std::nullopt, x.non_negative}, n);
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::CompileSoftmax(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  x = Float(n.inputs[0], x);
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  if (rank == 0) return NodeError(n, "input must have rank >= 1");
-  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
-  Value in = Plain(n.inputs[0], x);
-  if (n.softmax_coerce_2d) {
-    in = View(in, {Product(x.shape, 0, axis), Product(x.shape, axis, rank)});
-    axis = 1;
-  }
-  dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, in.mem.get_desc(),
-                                   static_cast<int>(axis));
-  dnnl::softmax_forward::primitive_desc pd(desc, engine_);
-  Value out{in.shape, memory(pd.dst_desc(), engine_), std::nullopt, true};
-  AddStep(dnnl::softmax_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, out.mem}}, &n);
-  values_[n.outputs[0]] = View(out, x.shape);
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::CompileReshapeLike(const Node& n) {
-  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  if (n.op == OpKind::kIdentity) {
-    values_[n.outputs[0]] = x;
-    return absl::OkStatus();
-  }
-  ASSIGN_OR_RETURN(Shape out, ViewOutputShape(n, x.shape));
-  values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);  // int8 codes stay codes
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::CompileNode(const Node& n) {
-  switch (n.op) {
-    case OpKind::kConv: return CompileConv(n);
-    case OpKind::kGemm:
-    case OpKind::kMatMul: return CompileGemm(n);
-    case OpKind::kRelu:
-    case OpKind::kLeakyRelu:
-    case OpKind::kClip:
-    case OpKind::kSigmoid: return CompileEltwise(n);
-    case OpKind::kMaxPool:
-    case OpKind::kAveragePool: return CompilePool(n);
-    case OpKind::kGlobalAveragePool: return CompileGlobalAveragePool(n);
-    case OpKind::kConcat: return CompileConcat(n);
-    case OpKind::kAdd:
-    case OpKind::kMul: return CompileBinary(n);
-    case OpKind::kBatchNorm: return CompileBatchNorm(n);
-    case OpKind::kLrn: return CompileLrn(n);
-    case OpKind::kSoftmax: return CompileSoftmax(n);
-    case OpKind::kFlatten:
-    case OpKind::kReshape:
-    case OpKind::kSqueeze:
-    case OpKind::kUnsqueeze:
-    case OpKind::kIdentity: return CompileReshapeLike(n);
-  }
-  return NodeError(n, "unknown operator kind");
-}
-
-absl::Status Int8Network::Impl::Compile() {
+absl::Status Int8Network::Impl::PrepareGraph() {
   // The same rewrites as the emulating Network, so both run the same (folded) layers.
   FoldBatchNorm(&graph_);
   FuseActivations(&graph_);
-  RETURN_IF_ERROR(CheckInt8Plan(graph_, *options_.plan));
-  if (options_.threads > 0) omp_set_num_threads(options_.threads);
-  for (const ValueInfo& declared : graph_.inputs) {
-    ValueInfo info = declared;
-    auto it = options_.input_shapes.find(info.name);
-    if (it != options_.input_shapes.end()) {
-      info.shape = it->second;
-    } else if (!info.shape.empty()) {
-      info.shape[0] = options_.batch;
-    }
-    for (size_t i = 0; i < info.shape.size(); ++i) {
-      if (info.shape[i] < 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            graph_.source, ": input '", info.name, "' has unknown dimension ", i, " in ",
-            ShapeToString(declared.shape), "; give its full shape"));
-      }
-    }
-    memory mem(PlainDesc(DnnlDims(info.shape)), engine_);
-    input_mems_.push_back(mem);
-    values_[info.name] = Value{info.shape, mem};
-    inputs_.push_back(std::move(info));
-  }
-  for (const Node& n : graph_.nodes) {
-    try {
-      RETURN_IF_ERROR(CompileNode(n));
-    } catch (const dnnl::error& e) {
-      return absl::InternalError(absl::StrCat("int8 path: node '", n.name, "' (", n.onnx_op,
-                                              "): oneDNN rejected it: ", e.what()));
-    }
-  }
-  for (const std::string& name : graph_.outputs) {
-    Node edge;
-    edge.name = name;
-    edge.onnx_op = "graph output";
-    ASSIGN_OR_RETURN(Value v, Get(name, edge));
-    const Value plain = Plain(name, Float(name, v));
-    output_mems_.push_back(plain.mem);
-    outputs_.push_back(ValueInfo{name, plain.shape});
-  }
-  return absl::OkStatus();
+  return CheckInt8Plan(graph_, *options_.plan);
 }
 
-absl::Status Int8Network::Impl::ExecuteSteps() {
-  for (Step& step : steps_) {
-    try {
-      if (step.host) {
-        stream_.wait();  // host steps read what the primitives before them wrote
-        step.host();
-      } else {
-        step.primitive.execute(stream_, step.args);
-      }
-    } catch (const dnnl::error& e) {
-      return absl::InternalError(absl::StrCat(
-          "int8 path: node '", step.node.empty() ? "reorder" : step.node, "' failed: ", e.what()));
-    }
-  }
-  stream_.wait();
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::Run(const std::map<std::string, const Tensor*>& inputs,
-                                    std::map<std::string, Tensor>* outputs) {
-  if (options_.threads > 0) omp_set_num_threads(options_.threads);
-  for (size_t i = 0; i < inputs_.size(); ++i) {
-    auto it = inputs.find(inputs_[i].name);
-    if (it == inputs.end() || it->second == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("missing input '", inputs_[i].name, "'"));
-    }
-    const Tensor& t = *it->second;
-    if (t.dtype() != DataType::kFloat || t.shape() != inputs_[i].shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", inputs_[i].name, "' has shape ", ShapeToString(t.shape()),
-          "; the network was compiled for float32 ", ShapeToString(inputs_[i].shape)));
-    }
-    std::memcpy(input_mems_[i].get_data_handle(), t.floats().data(), t.floats().size() * 4);
-  }
-  RETURN_IF_ERROR(ExecuteSteps());
-  outputs->clear();
-  for (size_t i = 0; i < outputs_.size(); ++i) {
-    Tensor t = Tensor::Float(outputs_[i].shape);
-    std::memcpy(t.floats().data(), output_mems_[i].get_data_handle(), t.floats().size() * 4);
-    (*outputs)[outputs_[i].name] = std::move(t);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Int8Network::Impl::RunSingle(const float* input, float* output) {
-  if (input_mems_.size() != 1 || output_mems_.empty()) {
-    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
-  }
-  if (options_.threads > 0) omp_set_num_threads(options_.threads);
-  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
-  RETURN_IF_ERROR(ExecuteSteps());
-  std::memcpy(output, output_mems_[0].get_data_handle(), output_mems_[0].get_desc().get_size());
-  return absl::OkStatus();
-}
-
-Int8Network::Int8Network(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Int8Network::~Int8Network() = default;
+Int8Network::Int8Network(std::unique_ptr<Impl> impl) : InferenceNetwork(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<Int8Network>> Int8Network::Create(
     const Graph& graph, const Int8NetworkOptions& options) {
   if (options.plan == nullptr) {
     return absl::InvalidArgumentError("int8 path: a quantization plan is required");
   }
-  if (options.batch < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", options.batch));
-  }
   auto impl = std::make_unique<Impl>(graph, options);
-  try {
-    RETURN_IF_ERROR(impl->Compile());
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat(graph.source, ": int8 path: oneDNN error: ", e.what()));
-  }
+  RETURN_IF_ERROR(impl->Compile());
   return std::unique_ptr<Int8Network>(new Int8Network(std::move(impl)));
 }
 
-const std::vector<ValueInfo>& Int8Network::inputs() const { return impl_->inputs_; }
-const std::vector<ValueInfo>& Int8Network::outputs() const { return impl_->outputs_; }
-const Graph& Int8Network::graph() const { return impl_->graph_; }
-const std::vector<LayerInfo>& Int8Network::layers() const { return impl_->layers_; }
-const std::map<std::string, quant::Quantizer>& Int8Network::weight_quantizers() const {
-  return impl_->weight_quantizers_;
-}
 const std::map<std::string, std::string>& Int8Network::layer_implementations() const {
-  return impl_->implementations_;
-}
-
-absl::Status Int8Network::Run(const std::map<std::string, const Tensor*>& inputs,
-                              std::map<std::string, Tensor>* outputs) {
-  return impl_->Run(inputs, outputs);
-}
-
-absl::Status Int8Network::RunSingle(const float* input, float* output) {
-  return impl_->RunSingle(input, output);
+  return static_cast<const Impl&>(compiled()).implementations_;
 }
 
 }  // namespace bitsweep::engine::int8

@@ -46,6 +46,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/engine/graph.h"
+#include "worker/engine/inference_network.h"
 #include "worker/engine/layer_info.h"
 #include "worker/engine/quant/format.h"
 #include "worker/engine/quant/plan.h"
@@ -70,38 +71,22 @@ struct Int8NetworkOptions {
 // "layer 'conv1' weights fixed:8: the int8 path runs int:8:sym weights only (s8 codes)".
 absl::Status CheckInt8Plan(const Graph& graph, const quant::QuantPlan& plan);
 
-class Int8Network {
+// The accessors and Run/RunSingle are InferenceNetwork's (inference_network.h): inputs are float
+// tensors of the compiled shapes (quantized inside), outputs float32; weight_quantizers() holds
+// every int8 layer's (the same scales the emulation chooses).
+class Int8Network : public InferenceNetwork {
  public:
   // Checks the plan (CheckInt8Plan) and compiles. oneDNN errors are converted to Status here,
   // naming the node.
   static absl::StatusOr<std::unique_ptr<Int8Network>> Create(const Graph& graph,
                                                              const Int8NetworkOptions& options);
-  ~Int8Network();
-  Int8Network(const Int8Network&) = delete;
-  Int8Network& operator=(const Int8Network&) = delete;
 
-  // Runtime inputs and graph outputs (float32, plain row-major) with their resolved shapes.
-  const std::vector<ValueInfo>& inputs() const;
-  const std::vector<ValueInfo>& outputs() const;
-  // The graph as compiled (after the inference rewrites).
-  const Graph& graph() const;
-  // The quantizable layers in execution order, per single inference (as Network::layers()).
-  const std::vector<LayerInfo>& layers() const;
-  // The weight quantizer of every int8 layer (the same scales the emulation chooses).
-  const std::map<std::string, quant::Quantizer>& weight_quantizers() const;
   // The oneDNN implementation each layer's primitive runs (e.g. "jit_int8:avx2"), for reports.
   const std::map<std::string, std::string>& layer_implementations() const;
-
-  // Runs one batch; inputs are float tensors of the compiled shapes (quantized inside).
-  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
-                   std::map<std::string, Tensor>* outputs);
-  // One input and one output (evaluation): inputs()[0] shape in, outputs()[0] shape out.
-  absl::Status RunSingle(const float* input, float* output);
 
  private:
   class Impl;
   explicit Int8Network(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace bitsweep::engine::int8

@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "worker/engine/dnnl_util.h"
+#include "worker/engine/eval_backend.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/graph_passes.h"
 #include "worker/engine/onnx_import.h"
@@ -84,12 +85,6 @@ auto PreferJitLayout(const Dims& dims, Make make, AllJit all_jit) {
     }
   }
   return make(PlainDesc(dims));
-}
-
-Shape Aligned(const Shape& s, size_t rank) {
-  Shape r(rank - s.size(), 1);
-  r.insert(r.end(), s.begin(), s.end());
-  return r;
 }
 
 }  // namespace
@@ -252,6 +247,9 @@ class TrainingNetwork::Impl {
   absl::Status CompileBatchNorm(const Node& n);
   absl::Status CompileConcat(const Node& n);
   absl::Status CompileBinary(const Node& n);
+  // Softmax is not trainable inside a model (only as its last node, which Build drops).
+  absl::Status CompileSoftmax(const Node& n);
+  // Views, and Dropout (imported as Identity).
   absl::Status CompileView(const Node& n);
   absl::Status CompileDropout(const Node& n);
   // Adds eltwise steps for a layer's fused activations and its output hook; `pre` is the
@@ -992,15 +990,9 @@ absl::Status Impl::CompileConv(const Node& n) {
                                      ShapeToString(ws), " with group ", n.group));
   }
   auto op = std::make_unique<ConvOp>(n);
-  Shape out_spatial;
-  RETURN_IF_ERROR(ResolveWindow(n, x_shape, false, &op->pb, &op->pe, &out_spatial));
-  Shape out_shape = {x_shape[0], ws[0]};
-  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
-  op->w_dims = Dims(ws.begin(), ws.end());
-  if (n.group > 1) {
-    op->w_dims = {n.group, ws[0] / n.group};
-    op->w_dims.insert(op->w_dims.end(), ws.begin() + 1, ws.end());
-  }
+  ASSIGN_OR_RETURN(const Shape out_shape,
+                   WindowOutputShape(n, x_shape, ws[0], false, &op->pb, &op->pe));
+  op->w_dims = ConvWeightDims(ws, n.group);
   op->w_dims_oc = ws[0];
   op->has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
   op->in = {x_id, w_id};
@@ -1013,7 +1005,7 @@ absl::Status Impl::CompileConv(const Node& n) {
     op->in.push_back(b_id);
   }
   op->strides = Dims(n.strides.begin(), n.strides.end());
-  for (int64_t d : n.dilations) op->dilations.push_back(d - 1);
+  op->dilations = DnnlDilations(n.dilations);
   const memory::desc bias_desc = op->has_bias ? PlainDesc({ws[0]}) : memory::desc();
   dnnl::convolution_forward::desc d(
       dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
@@ -1089,13 +1081,7 @@ absl::Status Impl::CompileGemm(const Node& n) {
   op->in = {a_id, b_id};
   if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
     ASSIGN_OR_RETURN(int c_id, Get(n.inputs[2], n));
-    Shape cs = vals_[c_id].shape;
-    if (cs.size() > 2) return NodeError(n, "C must have rank <= 2");
-    while (cs.size() < 2) cs.insert(cs.begin(), 1);
-    if ((cs[0] != 1 && cs[0] != op->m) || (cs[1] != 1 && cs[1] != op->n)) {
-      return NodeError(n, absl::StrCat("C ", ShapeToString(vals_[c_id].shape),
-                                       " does not broadcast to [", op->m, ",", op->n, "]"));
-    }
+    ASSIGN_OR_RETURN(const Shape cs, GemmCShape(n, vals_[c_id].shape, op->m, op->n));
     op->has_c = true;
     op->c_rows = cs[0];
     op->c_cols = cs[1];
@@ -1151,26 +1137,12 @@ absl::Status Impl::CompilePool(const Node& n) {
   ASSIGN_OR_RETURN(int x_id, Get(n.inputs[0], n));
   const Shape x_shape = vals_[x_id].shape;
   auto op = std::make_unique<PoolOp>(n);
-  Shape out_spatial;
-  RETURN_IF_ERROR(ResolveWindow(n, x_shape, n.ceil_mode, &op->pb, &op->pe, &out_spatial));
-  if (n.op == OpKind::kAveragePool) {
-    op->alg = n.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
-                                  : dnnl::algorithm::pooling_avg_exclude_padding;
-    if (n.count_include_pad && n.ceil_mode) {
-      for (size_t i = 0; i < op->pe.size(); ++i) {
-        const int64_t given = n.auto_pad == "NOTSET" ? n.pads_end[i] : op->pe[i];
-        if (op->pe[i] != given) {
-          return NodeError(n, "ceil_mode=1 with count_include_pad=1 whose last window passes the "
-                              "padding is not supported");
-        }
-      }
-    }
-  }
-  Shape out_shape = {x_shape[0], x_shape[1]};
-  out_shape.insert(out_shape.end(), out_spatial.begin(), out_spatial.end());
+  ASSIGN_OR_RETURN(const Shape out_shape,
+                   WindowOutputShape(n, x_shape, std::nullopt, n.ceil_mode, &op->pb, &op->pe));
+  ASSIGN_OR_RETURN(op->alg, PoolingAlgorithm(n, op->pe));
   op->strides = Dims(n.strides.begin(), n.strides.end());
   op->kernel = Dims(n.kernel.begin(), n.kernel.end());
-  for (int64_t d : n.dilations) op->dilations.push_back(d - 1);
+  op->dilations = DnnlDilations(n.dilations);
   // oneDNN pools plain nchw data with a slow generic kernel: use a channel-blocked layout that
   // has a jit kernel on this CPU (with reorders around the primitive), else plain.
   const Dims x_dims = DnnlDims(x_shape), y_dims = DnnlDims(out_shape);
@@ -1192,19 +1164,7 @@ absl::Status Impl::CompilePool(const Node& n) {
 
 absl::Status Impl::CompileGlobalAveragePool(const Node& n) {
   ASSIGN_OR_RETURN(int x_id, Get(n.inputs[0], n));
-  const Shape x_shape = vals_[x_id].shape;
-  if (x_shape.size() < 3) return NodeError(n, "input needs at least one spatial dimension");
-  Node window = n;
-  const size_t spatial = x_shape.size() - 2;
-  window.kernel.assign(x_shape.begin() + 2, x_shape.end());
-  window.strides.assign(spatial, 1);
-  window.dilations.assign(spatial, 1);
-  window.pads_begin.assign(spatial, 0);
-  window.pads_end.assign(spatial, 0);
-  window.auto_pad = "NOTSET";
-  window.op = OpKind::kAveragePool;
-  window.count_include_pad = false;
-  window.ceil_mode = false;
+  ASSIGN_OR_RETURN(const Node window, GlobalPoolWindow(n, vals_[x_id].shape));
   return CompilePool(window);
 }
 
@@ -1300,25 +1260,14 @@ absl::Status Impl::CompileConcat(const Node& n) {
     ASSIGN_OR_RETURN(int id, Get(name, n));
     ids.push_back(id);
   }
-  const Shape first = vals_[ids[0]].shape;
-  const int64_t rank = static_cast<int64_t>(first.size());
-  if (rank == 0) return NodeError(n, "cannot concatenate scalars");
-  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
-  Shape out = first;
-  out[axis] = 0;
+  std::vector<Shape> shapes;
   std::vector<memory::desc> descs;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const Shape& s = vals_[ids[i]].shape;
-    for (int64_t d = 0; d < rank; ++d) {
-      if (static_cast<int64_t>(s.size()) != rank || (d != axis && s[d] != first[d])) {
-        return NodeError(n, absl::StrCat("input ", i, " of shape ", ShapeToString(s),
-                                         " does not match ", ShapeToString(first), " outside axis ",
-                                         axis));
-      }
-    }
-    out[axis] += s[axis];
-    descs.push_back(vals_[ids[i]].mem.get_desc());
+  for (int id : ids) {
+    shapes.push_back(vals_[id].shape);
+    descs.push_back(vals_[id].mem.get_desc());
   }
+  int64_t axis = 0;
+  ASSIGN_OR_RETURN(const Shape out, ConcatOutputShape(n, shapes, &axis));
   auto op = std::make_unique<ConcatOp>(n);
   op->axis = static_cast<int>(axis);
   op->fwd = dnnl::concat(dnnl::concat::primitive_desc(PlainDesc(DnnlDims(out)),
@@ -1332,17 +1281,9 @@ absl::Status Impl::CompileConcat(const Node& n) {
 absl::Status Impl::CompileBinary(const Node& n) {
   ASSIGN_OR_RETURN(int a_id, Get(n.inputs[0], n));
   ASSIGN_OR_RETURN(int b_id, Get(n.inputs[1], n));
-  const Shape as0 = vals_[a_id].shape, bs0 = vals_[b_id].shape;
-  const size_t rank = std::max(as0.size(), bs0.size());
-  const Shape as = Aligned(as0, rank), bs = Aligned(bs0, rank);
-  Shape out(rank, 1);
-  for (size_t i = 0; i < rank; ++i) {
-    if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) {
-      return NodeError(n, absl::StrCat("shapes ", ShapeToString(as0), " and ", ShapeToString(bs0),
-                                       " do not broadcast"));
-    }
-    out[i] = std::max(as[i], bs[i]);
-  }
+  Shape as, bs;
+  ASSIGN_OR_RETURN(const Shape out,
+                   BroadcastShapes(n, vals_[a_id].shape, vals_[b_id].shape, &as, &bs));
   auto op = std::make_unique<BinaryOp>(n);
   op->mul = n.op == OpKind::kMul;
   op->dims[0] = DnnlDims(as);
@@ -1370,6 +1311,8 @@ absl::Status Impl::CompileBinary(const Node& n) {
 }
 
 absl::Status Impl::CompileView(const Node& n) {
+  // The importer maps Dropout to Identity; training applies it.
+  if (n.op == OpKind::kIdentity && n.onnx_op == "Dropout") return CompileDropout(n);
   ASSIGN_OR_RETURN(int x_id, Get(n.inputs[0], n));
   ASSIGN_OR_RETURN(const Shape out, ViewOutputShape(n, vals_[x_id].shape));
   auto op = std::make_unique<ViewOp>(n);
@@ -1411,33 +1354,13 @@ absl::Status Impl::CompileDropout(const Node& n) {
   return absl::OkStatus();
 }
 
+absl::Status Impl::CompileSoftmax(const Node& n) {
+  return NodeError(n, "cannot be trained: Softmax is supported only as the model's final "
+                      "output (training then uses its input as the logits)");
+}
+
 absl::Status Impl::CompileNode(const Node& n) {
-  switch (n.op) {
-    case OpKind::kConv: return CompileConv(n);
-    case OpKind::kGemm: return CompileGemm(n);
-    case OpKind::kMatMul: return CompileMatMul(n);
-    case OpKind::kRelu:
-    case OpKind::kLeakyRelu:
-    case OpKind::kClip:
-    case OpKind::kSigmoid: return CompileEltwise(n);
-    case OpKind::kMaxPool:
-    case OpKind::kAveragePool: return CompilePool(n);
-    case OpKind::kGlobalAveragePool: return CompileGlobalAveragePool(n);
-    case OpKind::kConcat: return CompileConcat(n);
-    case OpKind::kAdd:
-    case OpKind::kMul: return CompileBinary(n);
-    case OpKind::kBatchNorm: return CompileBatchNorm(n);
-    case OpKind::kLrn: return CompileLrn(n);
-    case OpKind::kSoftmax:
-      return NodeError(n, "cannot be trained: Softmax is supported only as the model's final "
-                          "output (training then uses its input as the logits)");
-    case OpKind::kFlatten:
-    case OpKind::kReshape:
-    case OpKind::kSqueeze:
-    case OpKind::kUnsqueeze: return CompileView(n);
-    case OpKind::kIdentity: return n.onnx_op == "Dropout" ? CompileDropout(n) : CompileView(n);
-  }
-  return NodeError(n, "cannot be trained: unknown operator kind");
+  return CompileByOpKind(*this, n, "cannot be trained: unknown operator kind");
 }
 
 absl::Status Impl::Build(const onnx::ModelProto& model) {
@@ -1733,32 +1656,11 @@ absl::StatusOr<EvalResult> EvaluateTrainingNetwork(TrainingNetwork& net, const D
                                                    "' has labels up to ", data.num_classes - 1,
                                                    " but the model has ", classes, " classes"));
   }
-  std::vector<float> input(batch * sample, 0.0f);
-  EvalResult r;
-  int64_t top1 = 0, top5 = 0;
-  double loss = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t first = 0; first < data.size(); first += batch) {
-    const int64_t count = std::min(batch, data.size() - first);
-    std::memcpy(input.data(), data.images.floats().data() + first * sample,
-                count * sample * sizeof(float));
-    std::fill(input.begin() + count * sample, input.end(), 0.0f);
-    RETURN_IF_ERROR(net.Forward(input.data(), {.training = false}));
-    for (int64_t i = 0; i < count; ++i) {
-      const RowScore s = ScoreRow(net.logits() + i * classes, static_cast<int>(classes),
-                                  data.labels[first + i], false);
-      top1 += s.top1;
-      top5 += s.top5;
-      loss += s.loss;
-    }
-  }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  r.samples = data.size();
-  r.top1 = static_cast<double>(top1) / r.samples;
-  r.top5 = static_cast<double>(top5) / r.samples;
-  r.loss = loss / r.samples;
-  r.images_per_second = r.seconds > 0 ? r.samples / r.seconds : 0;
-  return r;
+  return ScoreDataset(data, batch, static_cast<int>(classes), /*probabilities=*/false,
+                      [&net](const float* input) -> absl::StatusOr<const float*> {
+                        RETURN_IF_ERROR(net.Forward(input, {.training = false}));
+                        return net.logits();
+                      });
 }
 
 }  // namespace bitsweep::engine

@@ -1,0 +1,406 @@
+#include "worker/engine/inference_compiler.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace bitsweep::engine {
+
+using dnnl::memory;
+
+InferenceCompiler::InferenceCompiler(Graph graph, InferenceCompilerOptions options)
+    : graph_(std::move(graph)), compiler_options_(std::move(options)),
+      engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+InferenceCompiler::~InferenceCompiler() = default;
+
+absl::StatusOr<InferenceCompiler::Value> InferenceCompiler::Get(const std::string& name,
+                                                                const Node& n) {
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  auto c = graph_.constants.find(name);
+  if (c == graph_.constants.end()) {
+    return NodeError(n, absl::StrCat("input '", name, "' is undefined"));
+  }
+  if (c->second.dtype() != DataType::kFloat) {
+    return NodeError(n, absl::StrCat("input '", name, "' is int64; float32 data is required"));
+  }
+  Value v{c->second.shape(),
+          ConstantMemory(PlainDesc(DnnlDims(c->second.shape())), c->second.floats().data())};
+  values_[name] = v;
+  return v;
+}
+
+memory InferenceCompiler::ConstantMemory(const memory::desc& desc, const void* data) {
+  memory m(desc, engine_);
+  std::memcpy(m.get_data_handle(), data, desc.get_size());
+  return m;
+}
+
+memory InferenceCompiler::ReorderNow(const memory& src, const memory::desc& dst_desc) {
+  if (src.get_desc() == dst_desc) return src;
+  memory dst(dst_desc, engine_);
+  dnnl::reorder(src, dst).execute(stream_, const_cast<memory&>(src), dst);
+  stream_.wait();
+  return dst;
+}
+
+memory InferenceCompiler::ReorderTo(const memory& src, const memory::desc& want, const Node* n) {
+  if (src.get_desc() == want) return src;
+  memory dst(want, engine_);
+  AddStep(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, n);
+  return dst;
+}
+
+InferenceCompiler::Value InferenceCompiler::Plain(const std::string& name, const Value& v) {
+  const memory::desc plain = PlainDesc(DnnlDims(v.shape));
+  memory::desc want = plain;
+  want.data.data_type = static_cast<dnnl_data_type_t>(v.type());
+  if (v.mem.get_desc() == want) return v;
+  // Codes and their dequantized floats are different values of one name.
+  const std::string key = absl::StrCat(name, "|", static_cast<int>(v.type()));
+  auto it = plain_cache_.find(key);
+  if (it != plain_cache_.end()) return it->second;
+  Value out = v;
+  out.mem = ReorderTo(v.mem, want, nullptr);
+  plain_cache_[key] = out;
+  return out;
+}
+
+InferenceCompiler::Value InferenceCompiler::View(const Value& v, Shape shape) {
+  Value out = v;
+  out.shape = std::move(shape);
+  memory::desc desc = PlainDesc(DnnlDims(out.shape));
+  desc.data.data_type = static_cast<dnnl_data_type_t>(v.type());
+  out.mem = memory(desc, engine_, v.mem.get_data_handle());
+  return out;
+}
+
+void InferenceCompiler::AddStep(dnnl::primitive p, std::unordered_map<int, memory> args,
+                                const Node* n) {
+  steps_.push_back(Step{std::move(p), std::move(args), nullptr, n ? n->name : std::string()});
+}
+
+void InferenceCompiler::AddHostStep(std::function<void()> f, const Node& n) {
+  steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
+}
+
+absl::Status InferenceCompiler::CompileGlobalAveragePool(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(const Node window, GlobalPoolWindow(n, x.shape));
+  return CompilePool(window);
+}
+
+absl::Status InferenceCompiler::CompileBinary(const Node& n) {
+  ASSIGN_OR_RETURN(Value a, Get(n.inputs[0], n));
+  ASSIGN_OR_RETURN(Value b, Get(n.inputs[1], n));
+  a = AsFloat(n.inputs[0], a);
+  b = AsFloat(n.inputs[1], b);
+  Shape as, bs;
+  ASSIGN_OR_RETURN(const Shape out, BroadcastShapes(n, a.shape, b.shape, &as, &bs));
+  if (as.size() != a.shape.size()) a = View(Plain(n.inputs[0], a), as);
+  if (bs.size() != b.shape.size()) b = View(Plain(n.inputs[1], b), bs);
+  const dnnl::algorithm alg =
+      n.op == OpKind::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
+  if (a.shape != out) std::swap(a, b);  // Add and Mul commute
+  if (a.shape != out) {
+    // Both operands broadcast: materialize the first one at the output shape (0 + a).
+    Tensor zeros = Tensor::Float(out);
+    memory zero_mem = ConstantMemory(PlainDesc(DnnlDims(out)), zeros.floats().data());
+    dnnl::binary::desc expand_desc(dnnl::algorithm::binary_add, zero_mem.get_desc(),
+                                   a.mem.get_desc(), zero_mem.get_desc());
+    dnnl::binary::primitive_desc expand_pd(expand_desc, engine_);
+    memory expanded(expand_pd.dst_desc(), engine_);
+    AddStep(dnnl::binary(expand_pd),
+            {{DNNL_ARG_SRC_0, zero_mem}, {DNNL_ARG_SRC_1, a.mem}, {DNNL_ARG_DST, expanded}}, &n);
+    a = Value{out, expanded};
+  }
+  // Same-shape operands in different layouts: bring the second to the first's layout so the
+  // optimized kernel applies.
+  if (b.shape == a.shape) b.mem = ReorderTo(b.mem, a.mem.get_desc(), &n);
+  dnnl::binary::desc desc(alg, a.mem.get_desc(), b.mem.get_desc(), a.mem.get_desc());
+  dnnl::binary::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst}},
+          &n);
+  values_[n.outputs[0]] = Value{out, dst};
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::AddConcat(const Node& n, const std::vector<Value>& parts,
+                                          std::optional<quant::Quantizer> grid) {
+  std::vector<Shape> shapes;
+  for (const Value& p : parts) shapes.push_back(p.shape);
+  int64_t axis = 0;
+  ASSIGN_OR_RETURN(const Shape out, ConcatOutputShape(n, shapes, &axis));
+  std::vector<memory::desc> descs;
+  std::unordered_map<int, memory> args;
+  bool non_negative = true;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    descs.push_back(parts[i].mem.get_desc());
+    args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = parts[i].mem;
+    non_negative &= parts[i].non_negative;
+  }
+  dnnl::concat::primitive_desc pd(static_cast<int>(axis), descs, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  args[DNNL_ARG_DST] = dst;
+  AddStep(dnnl::concat(pd), std::move(args), &n);
+  values_[n.outputs[0]] = Value{out, dst, std::move(grid), non_negative};
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileBatchNorm(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = AsFloat(n.inputs[0], x);
+  if (x.shape.size() < 2) return NodeError(n, "input needs a channel dimension");
+  const int64_t c = x.shape[1];
+  std::vector<memory> params;
+  for (int i = 1; i < 5; ++i) {
+    const Tensor& t = graph_.constants.at(n.inputs[i]);
+    if (t.num_elements() != c || t.dtype() != DataType::kFloat) {
+      return NodeError(n, absl::StrCat("input '", n.inputs[i], "' needs ", c, " float values"));
+    }
+    params.push_back(ConstantMemory(PlainDesc({c}), t.floats().data()));
+  }
+  const Shape original_shape = x.shape;
+  // oneDNN wants a spatial dimension: view [N, C] as [N, C, 1].
+  if (x.shape.size() == 2) x = View(Plain(n.inputs[0], x), {x.shape[0], c, 1});
+  dnnl::batch_normalization_forward::desc desc(
+      dnnl::prop_kind::forward_inference, x.mem.get_desc(), n.epsilon,
+      dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+          dnnl::normalization_flags::use_shift);
+  dnnl::batch_normalization_forward::primitive_desc pd(desc, engine_);
+  memory dst(pd.dst_desc(), engine_);
+  AddStep(dnnl::batch_normalization_forward(pd),
+          {{DNNL_ARG_SRC, x.mem},
+           {DNNL_ARG_SCALE, params[0]},
+           {DNNL_ARG_SHIFT, params[1]},
+           {DNNL_ARG_MEAN, params[2]},
+           {DNNL_ARG_VARIANCE, params[3]},
+           {DNNL_ARG_DST, dst}},
+          &n);
+  Value out{x.shape, dst};
+  if (original_shape.size() == 2) out = View(out, original_shape);
+  values_[n.outputs[0]] = out;
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileLrn(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = AsFloat(n.inputs[0], x);
+  if (x.shape.size() < 3) return NodeError(n, "input needs rank >= 3 (N, C, spatial...)");
+  dnnl::lrn_forward::desc desc(dnnl::prop_kind::forward_inference,
+                               dnnl::algorithm::lrn_across_channels, x.mem.get_desc(), n.size,
+                               n.alpha, n.beta, n.bias);
+  AddSrcDstStep<dnnl::lrn_forward>({desc, engine_}, x.mem,
+                                   Value{x.shape, memory(), std::nullopt, x.non_negative}, n);
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileSoftmax(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = AsFloat(n.inputs[0], x);
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0) return NodeError(n, "input must have rank >= 1");
+  ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(n.axis, rank, n));
+  Value in = Plain(n.inputs[0], x);
+  if (n.softmax_coerce_2d) {
+    in = View(in, {Product(x.shape, 0, axis), Product(x.shape, axis, rank)});
+    axis = 1;
+  }
+  dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, in.mem.get_desc(),
+                                   static_cast<int>(axis));
+  dnnl::softmax_forward::primitive_desc pd(desc, engine_);
+  Value out{in.shape, memory(pd.dst_desc(), engine_), std::nullopt, true};
+  AddStep(dnnl::softmax_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, out.mem}}, &n);
+  values_[n.outputs[0]] = View(out, x.shape);
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileView(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  if (n.op == OpKind::kIdentity) {
+    values_[n.outputs[0]] = x;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Shape out, ViewOutputShape(n, x.shape));
+  values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::Compile() {
+  if (compiler_options_.batch < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch must be >= 1, got ", compiler_options_.batch));
+  }
+  try {
+    RETURN_IF_ERROR(PrepareGraph());
+    return CompileGraph();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(graph_.source, ": ", compiler_options_.error_prefix,
+                                            "oneDNN error: ", e.what()));
+  }
+}
+
+absl::Status InferenceCompiler::CompileGraph() {
+  const int threads = compiler_options_.threads;
+  if (threads > 0) omp_set_num_threads(threads);
+  for (const ValueInfo& declared : graph_.inputs) {
+    ValueInfo info = declared;
+    auto it = compiler_options_.input_shapes.find(info.name);
+    if (it != compiler_options_.input_shapes.end()) {
+      info.shape = it->second;
+    } else if (!info.shape.empty()) {
+      info.shape[0] = compiler_options_.batch;
+    }
+    for (size_t i = 0; i < info.shape.size(); ++i) {
+      if (info.shape[i] < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            graph_.source, ": input '", info.name, "' has unknown dimension ", i, " in ",
+            ShapeToString(declared.shape), "; give its full shape"));
+      }
+    }
+    memory mem(PlainDesc(DnnlDims(info.shape)), engine_);
+    input_mems_.push_back(mem);
+    values_[info.name] = Value{info.shape, mem};
+    inputs_.push_back(std::move(info));
+  }
+  for (const Node& n : graph_.nodes) {
+    try {
+      RETURN_IF_ERROR(CompileByOpKind(*this, n));
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(compiler_options_.error_prefix, "node '", n.name,
+                                              "' (", n.onnx_op,
+                                              "): oneDNN rejected it: ", e.what()));
+    }
+  }
+  for (const std::string& name : graph_.outputs) {
+    Node edge;
+    edge.name = name;
+    edge.onnx_op = "graph output";
+    ASSIGN_OR_RETURN(Value v, Get(name, edge));  // a computed value, or a constant output
+    const Value plain = Plain(name, AsFloat(name, v));
+    output_mems_.push_back(plain.mem);
+    outputs_.push_back(ValueInfo{name, plain.shape});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::ExecuteSteps() {
+  for (Step& step : steps_) {
+    try {
+      if (step.host) {
+        stream_.wait();  // host steps read what the primitives before them wrote
+        step.host();
+      } else {
+        step.primitive.execute(stream_, step.args);
+      }
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(
+          compiler_options_.error_prefix, "node '",
+          step.node.empty() ? compiler_options_.unnamed_step : step.node, "' failed: ", e.what()));
+    }
+  }
+  stream_.wait();
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::Run(const std::map<std::string, const Tensor*>& inputs,
+                                    std::map<std::string, Tensor>* outputs) {
+  if (compiler_options_.threads > 0) omp_set_num_threads(compiler_options_.threads);
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    auto it = inputs.find(inputs_[i].name);
+    if (it == inputs.end() || it->second == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("missing input '", inputs_[i].name, "'"));
+    }
+    const Tensor& t = *it->second;
+    if (t.dtype() != DataType::kFloat || t.shape() != inputs_[i].shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", inputs_[i].name, "' has shape ", ShapeToString(t.shape()),
+          "; the network was compiled for float32 ", ShapeToString(inputs_[i].shape)));
+    }
+    std::memcpy(input_mems_[i].get_data_handle(), t.floats().data(), t.floats().size() * 4);
+  }
+  RETURN_IF_ERROR(ExecuteSteps());
+  outputs->clear();
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    Tensor t = Tensor::Float(outputs_[i].shape);
+    std::memcpy(t.floats().data(), output_mems_[i].get_data_handle(), t.floats().size() * 4);
+    (*outputs)[outputs_[i].name] = std::move(t);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::RunSingle(const float* input, float* output) {
+  if (input_mems_.size() != 1 || output_mems_.empty()) {
+    return absl::FailedPreconditionError("RunSingle needs a network with exactly one input");
+  }
+  if (compiler_options_.threads > 0) omp_set_num_threads(compiler_options_.threads);
+  std::memcpy(input_mems_[0].get_data_handle(), input, input_mems_[0].get_desc().get_size());
+  RETURN_IF_ERROR(ExecuteSteps());
+  std::memcpy(output, output_mems_[0].get_data_handle(), output_mems_[0].get_desc().get_size());
+  return absl::OkStatus();
+}
+
+Tensor Transposed2D(const Tensor& t) {
+  const int64_t rows = t.shape()[0], cols = t.shape()[1];
+  Tensor out = Tensor::Float({cols, rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out.floats()[j * rows + i] = t.floats()[i * cols + j];
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> GemmBias(const Node& n, const Graph& graph, int64_t m,
+                                            int64_t nn, float beta, int64_t* rows) {
+  *rows = 0;
+  std::vector<float> bias;
+  if (n.inputs.size() <= 2 || n.inputs[2].empty() || beta == 0.0f) return bias;
+  const Tensor& c = graph.constants.at(n.inputs[2]);
+  ASSIGN_OR_RETURN(const Shape cs, GemmCShape(n, c.shape(), m, nn));
+  *rows = cs[0] == 1 ? 1 : m;
+  bias.resize(*rows * nn);
+  for (int64_t i = 0; i < *rows; ++i) {
+    for (int64_t j = 0; j < nn; ++j) {
+      bias[i * nn + j] = beta * c.floats()[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)];
+    }
+  }
+  return bias;
+}
+
+LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
+                        bool has_bias) {
+  LayerInfo info;
+  info.layer_class = LayerClass::kConv;
+  info.weight_shape = ws;
+  info.input_shape = x_shape;
+  info.input_shape[0] = 1;
+  info.output_shape = out_shape;
+  info.output_shape[0] = 1;
+  info.fan_in = Product(ws, 1, ws.size());
+  info.macs = Product(out_shape, 1, out_shape.size()) * info.fan_in;
+  info.weight_count = NumElements(ws);
+  info.bias_count = has_bias ? ws[0] : 0;
+  return info;
+}
+
+LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a,
+                        bool has_bias) {
+  LayerInfo info;
+  info.layer_class = LayerClass::kFc;
+  info.weight_shape = b_shape;
+  info.input_shape = trans_a ? Shape{k, 1} : Shape{1, k};
+  info.output_shape = {1, nn};
+  info.fan_in = k;
+  info.macs = k * nn;
+  info.weight_count = k * nn;
+  info.bias_count = has_bias ? nn : 0;
+  return info;
+}
+
+}  // namespace bitsweep::engine

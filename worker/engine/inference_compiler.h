@@ -1,0 +1,185 @@
+// InferenceCompiler: what the two inference networks -- Network (network.h, fp32 with the
+// quantization emulated) and int8::Int8Network (int8/int8_network.h, oneDNN's int8 primitives) --
+// share when they compile a Graph into a list of oneDNN steps and run it. Internal to the engine:
+// each network's Impl derives from it; nothing outside worker/engine includes it.
+//
+// The base owns the values table, the step list and its execution, constants and reorders, the
+// runtime inputs and graph outputs (plain f32), and compiles the operators both networks treat
+// alike (GlobalAveragePool, Add/Mul, BatchNorm, LRN, Softmax, views, Concat's primitive). A
+// network compiles its layers (Conv, Gemm, MatMul), activations, pooling and Concat itself, and
+// says through AsFloat how an fp32 operator reads a value: the emulation holds floats already; the
+// int8 network dequantizes its codes once.
+//
+//   class Network::Impl : public InferenceCompiler { ... CompileConv(const Node&) override ... };
+//   RETURN_IF_ERROR(impl->Compile());
+//   return std::unique_ptr<Network>(new Network(std::move(impl)));  // an InferenceNetwork
+#ifndef BITSWEEP_WORKER_ENGINE_INFERENCE_COMPILER_H_
+#define BITSWEEP_WORKER_ENGINE_INFERENCE_COMPILER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "oneapi/dnnl/dnnl.hpp"
+#include "worker/engine/dnnl_util.h"
+#include "worker/engine/graph.h"
+#include "worker/engine/layer_info.h"
+#include "worker/engine/quant/format.h"
+#include "worker/engine/tensor.h"
+
+namespace bitsweep::engine {
+
+struct InferenceCompilerOptions {
+  // The first dimension of every runtime input, unless `input_shapes` names the input.
+  int64_t batch = 1;
+  std::map<std::string, Shape> input_shapes;
+  int threads = 0;  // OpenMP threads for oneDNN; 0 keeps the process default
+  // Error messages: prepended to compile and run errors ("int8 path: "), and the name given to
+  // a failing step that belongs to no node (a layout reorder).
+  std::string error_prefix;
+  std::string unnamed_step = "reorder";
+};
+
+class InferenceCompiler {
+ public:
+  InferenceCompiler(Graph graph, InferenceCompilerOptions options);
+  virtual ~InferenceCompiler();
+  InferenceCompiler(const InferenceCompiler&) = delete;
+  InferenceCompiler& operator=(const InferenceCompiler&) = delete;
+
+  // Checks the batch, prepares the graph (PrepareGraph), then compiles the runtime inputs, every
+  // node in order and the graph outputs. oneDNN exceptions become errors naming the model (or,
+  // inside a node, the node).
+  absl::Status Compile();
+
+  // Runs one batch: every runtime input as a float tensor of its compiled shape.
+  absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
+                   std::map<std::string, Tensor>* outputs);
+  // One input and one output: inputs()[0] shape in, outputs()[0] shape out.
+  absl::Status RunSingle(const float* input, float* output);
+
+  const Graph& graph() const { return graph_; }
+  const std::vector<ValueInfo>& inputs() const { return inputs_; }
+  const std::vector<ValueInfo>& outputs() const { return outputs_; }
+  const std::vector<LayerInfo>& layers() const { return layers_; }
+  const std::map<std::string, quant::Quantizer>& weight_quantizers() const {
+    return weight_quantizers_;
+  }
+
+ protected:
+  using memory = dnnl::memory;
+  using ElementType = memory::data_type;
+
+  struct Value {
+    Shape shape;  // logical ONNX shape (may be rank 0)
+    memory mem;   // dims are DnnlDims(shape); f32 (int8 network: or u8/s8 codes); may be blocked
+    // The quantizer whose grid the values lie on, if known. The emulation skips quantizing a
+    // layer input already on its grid; the int8 network reads u8/s8 codes as code * scale.
+    std::optional<quant::Quantizer> grid;
+    bool non_negative = false;  // known to hold no negative value (the int8 network's u8 choice)
+    ElementType type() const { return static_cast<ElementType>(mem.get_desc().data.data_type); }
+    bool is_int8() const { return type() != ElementType::f32; }
+  };
+
+  // The graph passes (graph_passes.h) and checks before compiling.
+  virtual absl::Status PrepareGraph() = 0;
+  // The network-specific compilers (see CompileByOpKind in dnnl_util.h).
+  virtual absl::Status CompileConv(const Node& n) = 0;
+  virtual absl::Status CompileGemm(const Node& n) = 0;
+  virtual absl::Status CompileMatMul(const Node& n) = 0;
+  virtual absl::Status CompileEltwise(const Node& n) = 0;
+  virtual absl::Status CompilePool(const Node& n) = 0;
+  virtual absl::Status CompileConcat(const Node& n) = 0;
+  // The value as an fp32 operator reads it (f32, same layout); `name` keys any conversion cache.
+  virtual Value AsFloat(const std::string& name, const Value& v) { return v; }
+
+  // The operators both networks compile alike, each reading its data through AsFloat.
+  absl::Status CompileGlobalAveragePool(const Node& n);
+  absl::Status CompileBinary(const Node& n);
+  absl::Status CompileBatchNorm(const Node& n);
+  absl::Status CompileLrn(const Node& n);
+  absl::Status CompileSoftmax(const Node& n);
+  absl::Status CompileView(const Node& n);  // codes stay codes
+  // Concatenates `parts` (the values of n.inputs) into n.outputs[0], whose grid is `grid`.
+  absl::Status AddConcat(const Node& n, const std::vector<Value>& parts,
+                         std::optional<quant::Quantizer> grid);
+
+  // A computed value, or a float constant (copied into plain memory once).
+  absl::StatusOr<Value> Get(const std::string& name, const Node& n);
+  // The value in plain row-major layout, same element type, reordering once if needed.
+  Value Plain(const std::string& name, const Value& v);
+  // A plain view of `v` (same element type) with other dims of the same count; `v` must be plain.
+  Value View(const Value& v, Shape shape);
+  memory ConstantMemory(const memory::desc& desc, const void* data);
+  // Reorders now, at compile time (constant weights into the primitive's layout).
+  memory ReorderNow(const memory& src, const memory::desc& dst_desc);
+  // Adds a reorder step from `src` to a new memory of `want` unless they already agree.
+  memory ReorderTo(const memory& src, const memory::desc& want, const Node* n);
+
+  // Adds a primitive reading `x` and writing `out` (its memory: pd.dst_desc()) as n.outputs[0].
+  template <typename Primitive>
+  void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x, Value out,
+                     const Node& n) {
+    out.mem = memory(pd.dst_desc(), engine_);
+    AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, out.mem}}, &n);
+    values_[n.outputs[0]] = std::move(out);
+  }
+  // `n` names the step in run errors; null for layout reorders.
+  void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n);
+  // A host function (quantization, observation) run after the primitives before it finish.
+  void AddHostStep(std::function<void()> f, const Node& n);
+
+  Graph graph_;
+  const InferenceCompilerOptions compiler_options_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<std::string, Value> values_;
+  std::vector<LayerInfo> layers_;
+  std::map<std::string, quant::Quantizer> weight_quantizers_;
+
+ private:
+  // A oneDNN primitive with its arguments, or a host function.
+  struct Step {
+    dnnl::primitive primitive;
+    std::unordered_map<int, memory> args;
+    std::function<void()> host;
+    std::string node;  // for error messages; empty for layout reorders
+  };
+
+  template <typename Compiler>
+  friend absl::Status CompileByOpKind(Compiler& compiler, const Node& n, const char* unknown);
+
+  absl::Status CompileGraph();
+  absl::Status ExecuteSteps();
+
+  std::map<std::string, Value> plain_cache_;  // key: name and element type
+  std::vector<Step> steps_;
+  std::vector<ValueInfo> inputs_;
+  std::vector<ValueInfo> outputs_;
+  std::vector<memory> input_mems_;   // plain f32, one per runtime input
+  std::vector<memory> output_mems_;  // plain f32, one per graph output
+};
+
+// [r, c] -> [c, r].
+Tensor Transposed2D(const Tensor& t);
+
+// Gemm's C (a constant), broadcast to [rows, nn] with rows 1 or m and scaled by beta; empty when
+// n has no C or beta is 0. `*rows` receives the row count (0 when empty).
+absl::StatusOr<std::vector<float>> GemmBias(const Node& n, const Graph& graph, int64_t m,
+                                            int64_t nn, float beta, int64_t* rows);
+
+// What the cost model knows of a Conv layer (per sample) with weights `ws` on input `x_shape`.
+LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
+                        bool has_bias);
+// The same for a Gemm layer [m, k] x [k, nn] with B given as `b_shape`.
+LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a, bool has_bias);
+
+}  // namespace bitsweep::engine
+
+#endif  // BITSWEEP_WORKER_ENGINE_INFERENCE_COMPILER_H_
