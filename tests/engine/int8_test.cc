@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/engine/quant_test_util.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/int8/int8_evaluate.h"
@@ -30,19 +31,8 @@ using quant::FormatKind;
 using quant::NumberFormat;
 using quant::Quantizer;
 
-Tensor Random(Shape shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::Float(std::move(shape));
-  for (float& v : t.floats()) v = u(rng);
-  return t;
-}
-
-NumberFormat Format(const std::string& text) {
-  absl::StatusOr<NumberFormat> f = quant::ParseFormat(text);
-  EXPECT_TRUE(f.ok()) << text << ": " << f.status();
-  return f.ok() ? *f : NumberFormat{};
-}
+using testing::Format;
+using testing::Random;
 
 // int:8:sym activation quantizer clipping at +-range.
 Quantizer Activation(float range) {

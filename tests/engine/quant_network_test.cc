@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/engine/quant_test_util.h"
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/network.h"
@@ -26,19 +27,8 @@ using quant::FormatKind;
 using quant::NumberFormat;
 using quant::Quantizer;
 
-Tensor Random(Shape shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::Float(std::move(shape));
-  for (float& v : t.floats()) v = u(rng);
-  return t;
-}
-
-NumberFormat Format(const std::string& text) {
-  absl::StatusOr<NumberFormat> f = quant::ParseFormat(text);
-  EXPECT_TRUE(f.ok()) << text << ": " << f.status();
-  return f.ok() ? *f : NumberFormat{};
-}
+using testing::Format;
+using testing::Random;
 
 Tensor RunEngine(const Graph& graph, const Tensor& x, const quant::QuantPlan* plan,
                  std::unique_ptr<Network>* keep = nullptr) {
