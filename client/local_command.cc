@@ -53,9 +53,10 @@ absl::Status LocalCommand() {
                    server::CoordinatorServer::Start(coordinator.get(), server_options));
   const std::string address = absl::StrCat("127.0.0.1:", server->port());
 
-  // The workers share the cores: split the thread budget, and share one executor so datasets,
-  // models and calibrations are loaded once.
+  // The workers share the cores (each trial takes its share of --threads when it starts) and one
+  // executor, so datasets, models and calibrations are loaded once.
   auto executor = std::make_shared<worker::TrialExecutor>();
+  auto thread_budget = std::make_shared<worker::ThreadBudget>(threads);
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   std::vector<std::unique_ptr<worker::Worker>> pool;
   std::vector<std::thread> loops;
@@ -63,8 +64,9 @@ absl::Status LocalCommand() {
     worker::WorkerOptions options;
     options.channel = channel;
     options.name = absl::StrCat("local-", i + 1);
-    options.threads = std::max(1, threads / workers);
+    options.threads = std::max(1, threads / workers);  // announced; trials take their share
     options.executor = executor;
+    options.thread_budget = thread_budget;
     options.lease_wait = absl::Seconds(1);
     options.log_to_stderr = false;
     ASSIGN_OR_RETURN(std::unique_ptr<worker::Worker> w, worker::Worker::Create(options));
@@ -83,9 +85,9 @@ absl::Status LocalCommand() {
     ASSIGN_OR_RETURN(std::string hash, client->UploadModelFile(model_path));
     spec.set_model_hash(hash);
     ASSIGN_OR_RETURN(v1::Sweep sweep, client->Submit(spec));
-    std::fprintf(stderr, "sweep %lld: %s on %s, %d workers x %d threads, results in %s\n",
+    std::fprintf(stderr, "sweep %lld: %s on %s, %d workers sharing %d threads, results in %s\n",
                  static_cast<long long>(sweep.id()), spec.strategy().c_str(), model_path.c_str(),
-                 workers, std::max(1, threads / workers), absl::GetFlag(FLAGS_db).c_str());
+                 workers, threads, absl::GetFlag(FLAGS_db).c_str());
     ASSIGN_OR_RETURN(sweep, FollowSweep(*client, sweep.id(), /*progress=*/true));
     if (sweep.state() == v1::SWEEP_FAILED) {
       return absl::AbortedError(absl::StrCat("sweep ", sweep.id(), " failed: ", sweep.error()));

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -493,10 +494,14 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
     running_trial_cancel_ = &cancel;
   }
   std::thread runner([&] {
+    std::optional<ThreadBudget::Share> share;
+    if (options_.thread_budget != nullptr) share.emplace(options_.thread_budget->Take());
     absl::StatusOr<v1::TrialResult> r =
         executor_->Execute({.hash = absl::AsciiStrToLower(trial.model_hash()), .path = model_path},
                            trial.settings(), trial.spec(),
-                           {.threads = options_.threads, .cancelled = &cancel});
+                           {.threads = share ? share->threads() : options_.threads,
+                            .cancelled = &cancel});
+    share.reset();
     absl::MutexLock lock(&mu_);
     *outcome = std::move(r);
     execution_done_ = true;

@@ -50,6 +50,7 @@
 #include "common/clock.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "worker/thread_budget.h"
 #include "worker/trial_executor.h"
 
 namespace prometheus {
@@ -84,6 +85,9 @@ struct WorkerOptions {
   Clock* clock = nullptr;
   // Shared with other workers in the process; null: the worker makes its own.
   std::shared_ptr<TrialExecutor> executor;
+  // Cores shared with the other workers of this process; when set, each trial runs with its share
+  // (thread_budget.h) instead of `threads`.
+  std::shared_ptr<ThreadBudget> thread_budget;
   // Worker metrics are registered here when set (not owned): bitsweep_worker_trials_total
   // {worker, outcome=reported|failed|dropped}, bitsweep_worker_eval_images_per_second{worker},
   // bitsweep_worker_trial_duration_seconds{worker}.
