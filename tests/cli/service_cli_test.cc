@@ -148,6 +148,30 @@ TEST_F(ServiceCliTest, ResubmittingTheSameSweepIsServedFromCache) {
   EXPECT_EQ(cached, 3u) << trials.out;
 }
 
+TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
+  const std::string file = (*dir_ / "sweep.json").string();
+  std::ofstream(file) << R"({"name": "from-file", "strategy": "grid",
+      "space": {"axes": [{"selector": "fc", "role": "weights", "formats": ["fixed:8", "fixed:6"]}]},
+      "objectives": ["OBJECTIVE_TOP1", "OBJECTIVE_ENERGY"]})";
+  const Result r = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                            kSmallData + " --sweep-file " + file + " --strategy grid --wait");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // The file's objectives decide the frontier printed at the end.
+  EXPECT_NE(r.out.find("energy"), std::string::npos) << r.out;
+  Result sweeps = Bitsweep("sweeps " + *server_ + " --format json");
+  ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
+  EXPECT_NE(sweeps.out.find("\"name\":\"from-file\""), std::string::npos) << sweeps.out;
+  EXPECT_NE(sweeps.out.find("\"trials_total\":\"3\""), std::string::npos) << sweeps.out;
+
+  const std::string broken = (*dir_ / "broken.json").string();
+  std::ofstream(broken) << R"({"strategy": "grid", "spaces": {}})";
+  const Result bad = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                              kSmallData + " --sweep-file " + broken);
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("broken.json: not a SweepSpec"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("spaces"), std::string::npos) << bad.out;
+}
+
 TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   Result unknown = Bitsweep("frontier " + *server_ + " --sweep 999999");
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
