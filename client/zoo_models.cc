@@ -26,9 +26,9 @@ struct Recipe {
 };
 constexpr Recipe kRecipes[] = {
     {"lenet5", 20, 0.01, 0.85, 0.001},
-    {"squeezenet-mini", 25, 0.02, 0.9, 5e-4},
+    {"squeezenet-mini", 40, 0.02, 0.9, 5e-4},
     {"alexnet-mini", 15, 0.01, 0.85, 5e-4},
-    {"resnet-mini", 12, 0.05, 0.85, 5e-4},
+    {"resnet-mini", 25, 0.05, 0.88, 5e-4},
 };
 
 }  // namespace
