@@ -98,15 +98,6 @@ std::string FileNameFor(const std::string& value_name) {
   return out;
 }
 
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 
 // A split with the --mean/--std preprocessing; limit > 0 keeps the first `limit` samples.
 absl::StatusOr<engine::Dataset> LoadSplit(const std::string& reference, int64_t limit) {

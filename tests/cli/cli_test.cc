@@ -1,6 +1,7 @@
 // `bitsweep eval`, `run` and `train` as processes: output formats, files written, exit codes and
 // the messages people see on bad input.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -27,7 +28,9 @@ Result Bitsweep(const std::string& args) {
 const std::string kData = BITSWEEP_FASHION_MNIST_DIR;
 
 std::string TempPath(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "bitsweep_cli_test";
+  // ctest runs each test in its own process, two at a time: one folder per process.
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_cli_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   return (dir / name).string();
 }

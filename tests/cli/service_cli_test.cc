@@ -2,6 +2,7 @@
 // as processes against a real coordinator and worker, as a user would: output formats, files
 // written, exit codes and the messages people see on bad input.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -39,7 +40,9 @@ const std::string kSmallData =
 class ServiceCliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::path(::testing::TempDir()) / "bitsweep_service_cli");
+    // ctest runs each test in its own process, two at a time: one folder per process.
+    dir_ = new fs::path(fs::path(::testing::TempDir()) /
+                        ("bitsweep_service_cli_" + std::to_string(::getpid())));
     fs::remove_all(*dir_);
     fs::create_directories(*dir_);
     coordinator_ = new Process(BITSWEEP_COORDINATOR,
@@ -202,7 +205,8 @@ TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
 }
 
 TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "bitsweep_local_cli";
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_local_cli_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const Result r = Bitsweep("local --model " + std::string(BITSWEEP_LENET5_MODEL) + " " +

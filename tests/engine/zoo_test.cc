@@ -3,6 +3,8 @@
 #include "worker/engine/zoo/zoo.h"
 
 #include <cmath>
+#include <unistd.h>
+
 #include <filesystem>
 #include <map>
 #include <random>
@@ -173,7 +175,8 @@ TEST(OnnxBuilderTest, SaveAndLoadRoundTrip) {
   absl::StatusOr<onnx::ModelProto> model = BuildArchitecture("lenet5", {});
   ASSERT_TRUE(model.ok());
   const std::string path =
-      (std::filesystem::path(::testing::TempDir()) / "zoo_test_lenet5.onnx").string();
+      (std::filesystem::path(::testing::TempDir()) /
+       ("zoo_test_lenet5_" + std::to_string(::getpid()) + ".onnx")).string();
   ASSERT_TRUE(SaveModel(*model, path).ok());
   absl::StatusOr<onnx::ModelProto> loaded = ReadOnnxModel(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();

@@ -3,6 +3,8 @@
 // scales, and formats without an exact QDQ form are refused by name.
 #include "server/export/qdq.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <map>
 
@@ -31,7 +33,8 @@ struct Trial {
 
 Trial RunLenet(const std::string& config_json) {
   Trial t;
-  const std::string path = (fs::path(::testing::TempDir()) / "qdq_lenet5.onnx").string();
+  const std::string path = (fs::path(::testing::TempDir()) /
+                            ("qdq_lenet5_" + std::to_string(::getpid()) + ".onnx")).string();
   engine::SaveModel(*engine::zoo::BuildArchitecture("lenet5", {}), path).IgnoreError();
   t.model = *engine::ReadOnnxModel(path);
   v1::EvalSettings settings;
@@ -138,7 +141,9 @@ TEST(QdqExportTest, MixedConfigsKeepFp32LayersAsTheyAre) {
   EXPECT_EQ(quantize_nodes, 2);  // conv1 and conv2 outputs
   // fc weights stay float initializers.
   for (const auto& n : qdq.graph().node()) {
-    if (n.op_type() == "Gemm") EXPECT_EQ(n.input(1).find("_dequantized"), std::string::npos);
+    if (n.op_type() == "Gemm") {
+      EXPECT_EQ(n.input(1).find("_dequantized"), std::string::npos);
+    }
   }
 }
 

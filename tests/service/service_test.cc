@@ -2,6 +2,7 @@
 // run sweeps on the committed LeNet-5; the client talks to them through the Explorer API and the
 // test reads the SQLite file the coordinator wrote, as a user would.
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -29,8 +30,9 @@ class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) /
-           ("bitsweep_service_" + std::string(::testing::UnitTest::GetInstance()
-                                                  ->current_test_info()->name()));
+           ("bitsweep_service_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+            std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }

@@ -2,6 +2,7 @@
 
 #include <cassert>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace bitsweep::engine {
@@ -12,7 +13,10 @@ int64_t NumElements(const Shape& shape) {
   return n;
 }
 
-std::string ShapeToString(const Shape& shape) { return "[" + absl::StrJoin(shape, ",") + "]"; }
+// StrCat rather than "[" + ...: GCC 12 warns (-Wrestrict) on the operator+ inlining.
+std::string ShapeToString(const Shape& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
 
 Tensor Tensor::Float(Shape shape) {
   Tensor t;
