@@ -168,7 +168,9 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
         // The double quotient rounds like the exact one (as the engine computes it, format.cc);
         // a float quotient can land on the other side of a tie.
         const double q = std::nearbyint(static_cast<double>(values[i]) / p.scale(c)) + zp;
-        codes.add_int32_data(static_cast<int32_t>(std::clamp<double>(q, lo, hi)));
+        // One byte per weight: int8 two's complement, or uint8.
+        codes.mutable_raw_data()->push_back(
+            static_cast<char>(static_cast<int32_t>(std::clamp<double>(q, lo, hi))));
       }
       std::vector<int32_t> zero_points(channels, 0);
       for (int c = 0; c < channels && c < p.zero_point_size(); ++c) zero_points[c] = p.zero_point(c);

@@ -175,6 +175,39 @@ TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
   EXPECT_NE(bad.out.find("spaces"), std::string::npos) << bad.out;
 }
 
+TEST_F(ServiceCliTest, ExportWritesAQdqModelForInt8TrialsOnly) {
+  const Result r = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                            kSmallData + " --strategy grid --grid " +
+                            "'default.weights=int:8:sym:channel,fixed:8;default.activations=int:8'"
+                            " --wait");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  Result trials = Bitsweep("trials " + *server_ + " --sweep 1 --stage grid --format csv");
+  ASSERT_EQ(trials.exit_code, 0) << trials.out;
+  int64_t int8_trial = 0, fixed_trial = 0;
+  std::istringstream rows(trials.out);
+  std::string row;
+  std::getline(rows, row);  // header
+  while (std::getline(rows, row)) {
+    (row.find("weights int:8") != std::string::npos ? int8_trial : fixed_trial) = std::stoll(row);
+  }
+  ASSERT_GT(int8_trial, 0) << trials.out;
+  ASSERT_GT(fixed_trial, 0) << trials.out;
+
+  const std::string qdq = (*dir_ / "lenet5-int8.onnx").string();
+  Result exported = Bitsweep("export " + *server_ + " --trial " + std::to_string(int8_trial) +
+                             " --out " + (*dir_ / "m.json").string() + " --qdq " + qdq);
+  ASSERT_EQ(exported.exit_code, 0) << exported.out;
+  // One byte per weight: the QDQ model is smaller than the fp32 one.
+  EXPECT_GT(fs::file_size(qdq), 0u);
+  EXPECT_LT(fs::file_size(qdq), fs::file_size(BITSWEEP_LENET5_MODEL) / 2);
+
+  Result refused = Bitsweep("export " + *server_ + " --trial " + std::to_string(fixed_trial) +
+                            " --qdq " + (*dir_ / "no.onnx").string());
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_NE(refused.out.find("fixed:8"), std::string::npos) << refused.out;
+  EXPECT_FALSE(fs::exists(*dir_ / "no.onnx"));
+}
+
 TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   Result unknown = Bitsweep("frontier " + *server_ + " --sweep 999999");
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;

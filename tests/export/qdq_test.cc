@@ -110,14 +110,15 @@ TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
     const onnx::TensorProto& codes = *exported.at(w + "_quantized");
     const onnx::TensorProto& scales = *exported.at(w + "_scale");
     ASSERT_EQ(codes.data_type(), onnx::TensorProto::INT8) << n.name();
-    ASSERT_EQ(codes.int32_data_size(), count) << n.name();
+    ASSERT_EQ(static_cast<int64_t>(codes.raw_data().size()), count) << n.name();
     const int64_t channels = scales.float_data_size();
     ASSERT_EQ(channels, static_cast<int64_t>(q->second.scale.size())) << n.name();
     int mismatches = 0;
     for (int64_t i = 0; i < count; ++i) {
       // Conv and Gemm(transB=1) in the zoo keep output channels on axis 0.
       const int64_t c = i / (count / channels);
-      const float dequantized = codes.int32_data(i) * scales.float_data(c);
+      const int8_t code = static_cast<int8_t>(codes.raw_data()[i]);
+      const float dequantized = code * scales.float_data(c);
       mismatches += dequantized != expected[i];
     }
     EXPECT_EQ(mismatches, 0) << n.name();
