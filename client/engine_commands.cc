@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "client/flag_values.h"
 #include "common/status_macros.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
@@ -69,20 +70,6 @@ namespace bitsweep::cli {
 namespace {
 
 using Json = nlohmann::json;
-
-absl::StatusOr<std::vector<float>> ParseFloatList(const std::string& flag, const std::string& text) {
-  std::vector<float> values;
-  if (text.empty()) return values;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    float v;
-    if (!absl::SimpleAtof(part, &v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", flag, ": '", std::string(part), "' is not a number"));
-    }
-    values.push_back(v);
-  }
-  return values;
-}
 
 absl::Status RequireFlag(const std::string& name, const std::string& value) {
   if (value.empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));

@@ -1,22 +1,14 @@
 #include "client/explorer_client.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
-#include "server/service/grpc_status.h"
+#include "common/file_util.h"
+#include "common/grpc_status.h"
 
 namespace bitsweep::cli {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 
@@ -26,7 +18,7 @@ absl::StatusOr<std::unique_ptr<ExplorerClient>> ExplorerClient::Connect(
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.tls_ca_file.empty()) {
     grpc::SslCredentialsOptions ssl;
-    absl::StatusOr<std::string> roots = ReadFile(options.tls_ca_file);
+    absl::StatusOr<std::string> roots = ReadFileToString(options.tls_ca_file);
     if (!roots.ok()) return roots.status();
     ssl.pem_root_certs = *roots;
     credentials = grpc::SslCredentials(ssl);
@@ -58,7 +50,7 @@ absl::Status ExplorerClient::Check(const grpc::Status& status) const {
 }
 
 absl::StatusOr<std::string> ExplorerClient::UploadModelFile(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFile(path);
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
   if (!bytes.ok()) return bytes.status();
   grpc::ClientContext context;
   Prepare(&context);

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <unistd.h>
 #include <vector>
 
@@ -19,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "client/flag_values.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/frontier/frontier.h"
@@ -80,30 +81,9 @@ absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   return ExplorerClient::Connect(absl::GetFlag(FLAGS_server), options);
 }
 
-absl::StatusOr<std::vector<float>> FloatList(const std::string& flag, const std::string& text) {
-  std::vector<float> values;
-  if (text.empty()) return values;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    float v;
-    if (!absl::SimpleAtof(absl::StripAsciiWhitespace(part), &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", part, "' is not a number"));
-    }
-    values.push_back(v);
-  }
-  return values;
-}
-
-std::vector<std::string> List(const std::string& text) {
-  std::vector<std::string> items;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    items.emplace_back(absl::StripAsciiWhitespace(part));
-  }
-  return items;
-}
-
 absl::StatusOr<std::vector<v1::Objective>> ObjectivesFromFlag() {
   std::vector<v1::Objective> objectives;
-  for (const std::string& name : List(absl::GetFlag(FLAGS_objectives))) {
+  for (const std::string& name : SplitList(absl::GetFlag(FLAGS_objectives))) {
     ASSIGN_OR_RETURN(v1::Objective o, server::ParseObjective(name));
     objectives.push_back(o);
   }
@@ -138,8 +118,8 @@ absl::StatusOr<v1::DatasetRef> DatasetFromFlags() {
   }
   ref.set_train(train);
   ref.set_eval(eval);
-  ASSIGN_OR_RETURN(std::vector<float> mean, FloatList("mean", absl::GetFlag(FLAGS_mean)));
-  ASSIGN_OR_RETURN(std::vector<float> std, FloatList("std", absl::GetFlag(FLAGS_std)));
+  ASSIGN_OR_RETURN(std::vector<float> mean, ParseFloatList("mean", absl::GetFlag(FLAGS_mean)));
+  ASSIGN_OR_RETURN(std::vector<float> std, ParseFloatList("std", absl::GetFlag(FLAGS_std)));
   *ref.mutable_mean() = {mean.begin(), mean.end()};
   *ref.mutable_std() = {std.begin(), std.end()};
   ref.set_eval_limit(absl::GetFlag(FLAGS_limit));
@@ -147,13 +127,6 @@ absl::StatusOr<v1::DatasetRef> DatasetFromFlags() {
   return ref;
 }
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 absl::StatusOr<std::vector<v1::GridAxis>> GridFromFlag(const std::string& text) {
   std::vector<v1::GridAxis> axes;
@@ -167,7 +140,7 @@ absl::StatusOr<std::vector<v1::GridAxis>> GridFromFlag(const std::string& text) 
     v1::GridAxis axis;
     axis.set_selector(std::string(absl::StripAsciiWhitespace(kv.first.substr(0, dot))));
     axis.set_role(std::string(absl::StripAsciiWhitespace(kv.first.substr(dot + 1))));
-    for (const std::string& f : List(kv.second)) axis.add_formats(f);
+    for (const std::string& f : SplitList(kv.second)) axis.add_formats(f);
     axes.push_back(std::move(axis));
   }
   return axes;
@@ -321,7 +294,7 @@ std::string FrontierSvg(const v1::Frontier& f) {
 absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   v1::SweepSpec spec;
   if (const std::string file = absl::GetFlag(FLAGS_sweep_file); !file.empty()) {
-    ASSIGN_OR_RETURN(std::string text, ReadText(file));
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(file));
     google::protobuf::util::JsonParseOptions options;
     const auto parsed = google::protobuf::util::JsonStringToMessage(text, &spec, options);
     if (!parsed.ok()) {
@@ -347,13 +320,13 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
     spec.mutable_settings()->set_batch(absl::GetFlag(FLAGS_batch));
   }
   if (const std::string profile = absl::GetFlag(FLAGS_hardware_profile); !profile.empty()) {
-    ASSIGN_OR_RETURN(std::string json, ReadText(profile));
+    ASSIGN_OR_RETURN(std::string json, ReadFileToString(profile));
     spec.mutable_settings()->set_hardware_profile_json(json);
   }
-  for (const std::string& f : List(absl::GetFlag(FLAGS_weight_formats))) {
+  for (const std::string& f : SplitList(absl::GetFlag(FLAGS_weight_formats))) {
     spec.mutable_space()->add_weight_formats(f);
   }
-  for (const std::string& f : List(absl::GetFlag(FLAGS_activation_formats))) {
+  for (const std::string& f : SplitList(absl::GetFlag(FLAGS_activation_formats))) {
     spec.mutable_space()->add_activation_formats(f);
   }
   if (const std::string grid = absl::GetFlag(FLAGS_grid); !grid.empty()) {

@@ -9,8 +9,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
 #include "grpcpp/create_channel.h"
@@ -94,12 +93,10 @@ int main(int argc, char** argv) {
     options.metrics = registry.get();
   }
   if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
-    std::ifstream in(ca);
-    std::stringstream roots;
-    roots << in.rdbuf();
-    if (!in) return Fail(absl::StrCat("--tls_ca ", ca, ": cannot read"));
+    absl::StatusOr<std::string> roots = bitsweep::ReadFileToString(ca);
+    if (!roots.ok()) return Fail(absl::StrCat("--tls_ca: ", roots.status().message()));
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = roots.str();
+    ssl.pem_root_certs = *std::move(roots);
     options.channel = grpc::CreateChannel(options.coordinator_address, grpc::SslCredentials(ssl));
   }
 

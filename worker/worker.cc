@@ -1,6 +1,5 @@
 #include "worker/worker.h"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -34,10 +35,6 @@ constexpr absl::Duration kDefaultHeartbeatInterval = absl::Seconds(10);
 // by a test is noticed soon.
 constexpr absl::Duration kMaxWaitSlice = absl::Milliseconds(250);
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
 
 bool IsLowerHexSha256(const std::string& s) {
   if (s.size() != 64) return false;
@@ -45,27 +42,7 @@ bool IsLowerHexSha256(const std::string& s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// Incremental SHA-256 (OpenSSL EVP), lower-case hex.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(const void* data, size_t size) { EVP_DigestUpdate(ctx_, data, size); }
-  std::string HexDigest() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &size);
-    std::string hex;
-    for (unsigned int i = 0; i < size; ++i) absl::StrAppend(&hex, absl::StrFormat("%02x", digest[i]));
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
+// Streamed: models can be large.
 absl::StatusOr<std::string> FileSha256(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
@@ -240,7 +217,7 @@ absl::Status Worker::Call(grpc::Status (v1::WorkerService::Stub::*method)(grpc::
   if (!BeginCall(&context, timeout)) return absl::CancelledError("worker stopping");
   const grpc::Status status = (stub_.get()->*method)(&context, request, response);
   EndCall();
-  return FromGrpc(status);
+  return FromGrpcStatus(status);
 }
 
 bool Worker::SleepUnlessStopped(absl::Duration d) {
@@ -448,7 +425,7 @@ absl::Status Worker::FetchModel(const std::string& hash, const std::string& path
     return s;
   };
   if (!status.ok()) {
-    absl::Status s = FromGrpc(status);
+    absl::Status s = FromGrpcStatus(status);
     if (s.code() == absl::StatusCode::kNotFound) {
       return fail(absl::NotFoundError(
           absl::StrCat("the coordinator has no model ", hash, ": ", s.message())));

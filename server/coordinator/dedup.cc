@@ -1,9 +1,9 @@
 #include "server/coordinator/dedup.h"
 
-#include <openssl/sha.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/sha256.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -61,11 +61,5 @@ std::string TrialDedupKey(absl::string_view model_hash, const v1::EvalSettings& 
   return Sha256Hex(material);
 }
 
-std::string Sha256Hex(absl::string_view bytes) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
-}
 
 }  // namespace bitsweep::server

@@ -26,8 +26,6 @@ v1::FinetuneSpec NormalizedFinetune(const v1::FinetuneSpec& finetune);
 std::string TrialDedupKey(absl::string_view model_hash, const v1::EvalSettings& settings,
                           absl::string_view config_hash, const v1::FinetuneSpec& finetune);
 
-// Lower-case hex SHA-256 of `bytes`.
-std::string Sha256Hex(absl::string_view bytes);
 
 }  // namespace bitsweep::server
 

@@ -11,7 +11,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "server/service/grpc_status.h"
+#include "common/file_util.h"
+#include "common/grpc_status.h"
 
 namespace bitsweep::server {
 namespace {
@@ -217,13 +218,6 @@ class WorkerService final : public v1::WorkerService::Service {
   const std::string token_;
 };
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 
@@ -242,9 +236,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     }
     grpc::SslServerCredentialsOptions ssl;
     grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-    absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file);
+    absl::StatusOr<std::string> cert = ReadFileToString(options.tls_cert_file);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file);
+    absl::StatusOr<std::string> key = ReadFileToString(options.tls_key_file);
     if (!key.ok()) return key.status();
     pair.cert_chain = *cert;
     pair.private_key = *key;

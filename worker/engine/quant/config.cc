@@ -1,7 +1,5 @@
 #include "worker/engine/quant/config.h"
 
-#include <openssl/sha.h>
-
 #include <fstream>
 #include <sstream>
 
@@ -9,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace bitsweep::engine::quant {
@@ -153,16 +152,7 @@ std::string CanonicalJson(const QuantConfig& config) {
 }
 
 std::string ConfigHash(const QuantConfig& config) {
-  const std::string canonical = CanonicalJson(config);
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(canonical.data()), canonical.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char b : digest) {
-    hex += kHex[b >> 4];
-    hex += kHex[b & 15];
-  }
-  return hex;
+  return Sha256Hex(CanonicalJson(config));
 }
 
 absl::StatusOr<std::vector<LayerFormats>> ResolveFormats(const QuantConfig& config,

@@ -3,8 +3,8 @@
 //
 //   return ToGrpcStatus(coordinator->GetSweep(id).status());
 //   absl::Status s = FromGrpcStatus(stub->GetSweep(&ctx, req, &resp));
-#ifndef BITSWEEP_SERVER_SERVICE_GRPC_STATUS_H_
-#define BITSWEEP_SERVER_SERVICE_GRPC_STATUS_H_
+#ifndef BITSWEEP_COMMON_GRPC_STATUS_H_
+#define BITSWEEP_COMMON_GRPC_STATUS_H_
 
 #include <string>
 
@@ -25,4 +25,4 @@ inline absl::Status FromGrpcStatus(const grpc::Status& s) {
 
 }  // namespace bitsweep
 
-#endif  // BITSWEEP_SERVER_SERVICE_GRPC_STATUS_H_
+#endif  // BITSWEEP_COMMON_GRPC_STATUS_H_
