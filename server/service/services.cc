@@ -124,6 +124,7 @@ class ExplorerService final : public v1::Explorer::Service {
     int64_t seen = 0;
     std::string last_frontier;
     std::string last_stage;
+    int64_t last_succeeded = -1;  // so the first event carries the frontier
     while (!context->IsCancelled() && !stopping_->load()) {
       absl::StatusOr<int64_t> version =
           coordinator_->WaitForSweepChange(request->sweep_id(), seen, absl::Seconds(1));
@@ -134,13 +135,18 @@ class ExplorerService final : public v1::Explorer::Service {
       if (!sweep.ok()) return ToGrpcStatus(sweep.status());
       v1::SweepEvent event;
       *event.mutable_sweep() = *sweep;
-      absl::StatusOr<v1::Frontier> frontier = coordinator_->GetFrontier(frontier_request);
-      if (!frontier.ok()) return ToGrpcStatus(frontier.status());
-      std::string serialized;
-      frontier->SerializeToString(&serialized);
-      if (serialized != last_frontier) {
-        *event.mutable_frontier() = *frontier;
-        last_frontier = std::move(serialized);
+      // The frontier can only change when a result lands (the baseline lands as one too), and
+      // computing it reads every result of the sweep: not on every progress tick.
+      if (sweep->trials_succeeded() != last_succeeded) {
+        last_succeeded = sweep->trials_succeeded();
+        absl::StatusOr<v1::Frontier> frontier = coordinator_->GetFrontier(frontier_request);
+        if (!frontier.ok()) return ToGrpcStatus(frontier.status());
+        std::string serialized;
+        frontier->SerializeToString(&serialized);
+        if (serialized != last_frontier) {
+          *event.mutable_frontier() = *frontier;
+          last_frontier = std::move(serialized);
+        }
       }
       if (sweep->stage() != last_stage) {
         event.set_message(absl::StrCat("stage ", sweep->stage()));
