@@ -297,6 +297,8 @@ absl::Status Worker::Register() {
 }
 
 absl::Status Worker::Run() {
+  // Trials leased by the last report (Report's lease_next); empty: ask Lease (long poll).
+  std::vector<v1::LeasedTrial> next;
   while (!stopping()) {
     if (worker_id_.empty()) {
       if (absl::Status s = Register(); !s.ok()) {
@@ -304,34 +306,37 @@ absl::Status Worker::Run() {
         continue;
       }
     }
-    v1::LeaseRequest request;
-    request.set_worker_id(worker_id_);
-    request.set_max_trials(1);  // one trial at a time: the engine threads are the worker's size
-    request.set_wait_ms(absl::ToInt64Milliseconds(options_.lease_wait));
-    v1::LeaseResponse response;
-    if (absl::Status s = Call(&v1::WorkerService::Stub::Lease, request, &response,
-                              options_.lease_wait + options_.rpc_timeout);
-        !s.ok()) {
-      HandleFailure(s, "lease");
-      continue;
+    if (next.empty()) {
+      v1::LeaseRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_max_trials(1);  // one trial at a time: the engine threads are the worker's size
+      request.set_wait_ms(absl::ToInt64Milliseconds(options_.lease_wait));
+      v1::LeaseResponse response;
+      if (absl::Status s = Call(&v1::WorkerService::Stub::Lease, request, &response,
+                                options_.lease_wait + options_.rpc_timeout);
+          !s.ok()) {
+        HandleFailure(s, "lease");
+        continue;
+      }
+      ResetBackoff();
+      if (response.trials_size() == 0) continue;
+      next.assign(response.trials().begin(), response.trials().end());
     }
-    ResetBackoff();
-    if (response.trials_size() == 0) continue;
     {
       absl::MutexLock lock(&mu_);
-      stats_.leases += response.trials_size();
+      stats_.leases += next.size();
     }
-    ProcessTrials({response.trials().begin(), response.trials().end()});
+    next = ProcessTrials(next);
   }
   Log("stopped");
   return absl::OkStatus();
 }
 
-void Worker::ProcessTrials(const std::vector<v1::LeasedTrial>& trials) {
+std::vector<v1::LeasedTrial> Worker::ProcessTrials(const std::vector<v1::LeasedTrial>& trials) {
   std::set<std::string> live_leases;
   for (const v1::LeasedTrial& t : trials) live_leases.insert(t.lease_id());
   for (const v1::LeasedTrial& trial : trials) {
-    if (stopping() || worker_id_.empty()) return;  // the leases left expire on the coordinator
+    if (stopping() || worker_id_.empty()) return {};  // the leases left expire on the coordinator
     if (!live_leases.contains(trial.lease_id())) {
       absl::MutexLock lock(&mu_);
       ++stats_.dropped;
@@ -344,25 +349,38 @@ void Worker::ProcessTrials(const std::vector<v1::LeasedTrial>& trials) {
           code == absl::StatusCode::kCancelled) {
         // The coordinator is out of reach: back off; these leases expire and run again.
         HandleFailure(model_path.status(), "fetch model");
-        return;
+        return {};
       }
-      ReportOutcome(trial, model_path.status());
       live_leases.erase(trial.lease_id());
+      std::vector<v1::LeasedTrial> next =
+          ReportOutcome(trial, model_path.status(), LeaseNextAfter(trial, trials));
+      if (!next.empty()) return next;
       continue;
     }
     absl::StatusOr<v1::TrialResult> outcome = absl::UnknownError("not run");
     const TrialFate fate = ExecuteWithHeartbeats(trial, *model_path, &live_leases, &outcome);
     live_leases.erase(trial.lease_id());
-    if (fate == TrialFate::kStopped) return;
+    if (fate == TrialFate::kStopped) return {};
     if (fate == TrialFate::kDropped) {
       CountTrial("dropped");
       absl::MutexLock lock(&mu_);
       ++stats_.dropped;
       continue;
     }
-    ReportOutcome(trial, outcome);
+    std::vector<v1::LeasedTrial> next =
+        ReportOutcome(trial, outcome, LeaseNextAfter(trial, trials));
+    if (!next.empty()) return next;
   }
+  return {};
 }
+
+int Worker::LeaseNextAfter(const v1::LeasedTrial& trial,
+                           const std::vector<v1::LeasedTrial>& batch) const {
+  // The batch's last report asks for the next trial (the worker runs one at a time), saving a
+  // Lease call per trial; earlier ones would lease trials that wait behind the batch.
+  return &trial == &batch.back() && !stopping() ? 1 : 0;
+}
+
 
 absl::StatusOr<std::string> Worker::EnsureModel(const std::string& model_hash) {
   const std::string hash = absl::AsciiStrToLower(model_hash);
@@ -540,11 +558,13 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
   return fate;
 }
 
-void Worker::ReportOutcome(const v1::LeasedTrial& trial,
-                           const absl::StatusOr<v1::TrialResult>& outcome) {
+std::vector<v1::LeasedTrial> Worker::ReportOutcome(
+    const v1::LeasedTrial& trial, const absl::StatusOr<v1::TrialResult>& outcome,
+    int lease_next) {
   v1::ReportRequest request;
   request.set_trial_id(trial.trial_id());
   request.set_lease_id(trial.lease_id());
+  request.set_lease_next(lease_next);
   if (outcome.ok()) {
     *request.mutable_result() = *outcome;
     if (metrics_ != nullptr) {
@@ -582,7 +602,8 @@ void Worker::ReportOutcome(const v1::LeasedTrial& trial,
                             outcome->top1(), outcome->energy_pj(), outcome->wall_seconds(),
                             response.accepted() ? "" : " (not accepted: already finished)"));
       }
-      return;
+      ResetBackoff();
+      return {response.next().begin(), response.next().end()};
     }
     if (s.code() == absl::StatusCode::kNotFound) {
       if (registered_again) break;  // unknown trial or lease, not just an unknown worker
@@ -594,6 +615,7 @@ void Worker::ReportOutcome(const v1::LeasedTrial& trial,
   CountTrial("dropped");
   absl::MutexLock lock(&mu_);
   ++stats_.dropped;
+  return {};
 }
 
 }  // namespace bitsweep::worker

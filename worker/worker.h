@@ -4,7 +4,9 @@
 // hash into the model cache unless it is there (SHA-256 verified) -> execute it on a separate
 // thread while this thread heartbeats every heartbeat_interval (the first heartbeat goes out as
 // the trial starts, so a trial cancelled while it waited is dropped before it costs much) ->
-// Report the result, or a TrialError saying whether retrying can help.
+// Report the result, or a TrialError saying whether retrying can help. The report of a batch's
+// last trial also leases the next one (ReportRequest.lease_next), so a busy worker makes one
+// call per trial; Lease (long poll) runs only when that report brought nothing back.
 //
 // Failures never end Run():
 // - NOT_FOUND from Register/Lease/Heartbeat/Report: the coordinator forgot this worker (it
@@ -154,8 +156,12 @@ class Worker {
   bool SleepUnlessStopped(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
   bool stopping() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Runs the leased trials in order; leases dropped by a heartbeat are skipped.
-  void ProcessTrials(const std::vector<v1::LeasedTrial>& trials);
+  // Runs the leased trials in order; leases dropped by a heartbeat are skipped. Returns the
+  // trials the batch's last report leased (Report's lease_next), to run next.
+  std::vector<v1::LeasedTrial> ProcessTrials(const std::vector<v1::LeasedTrial>& trials);
+  // How many trials the report of `trial` leases for afterwards: 1 after the batch's last.
+  int LeaseNextAfter(const v1::LeasedTrial& trial,
+                     const std::vector<v1::LeasedTrial>& batch) const;
   // Returns the cached, verified model file, fetching it when needed.
   absl::StatusOr<std::string> EnsureModel(const std::string& model_hash);
   absl::Status FetchModel(const std::string& model_hash, const std::string& path);
@@ -164,8 +170,10 @@ class Worker {
   TrialFate ExecuteWithHeartbeats(const v1::LeasedTrial& trial, const std::string& model_path,
                                   std::set<std::string>* live_leases,
                                   absl::StatusOr<v1::TrialResult>* outcome);
-  void ReportOutcome(const v1::LeasedTrial& trial,
-                     const absl::StatusOr<v1::TrialResult>& outcome);
+  // Reports (retrying, re-registering when forgotten); returns the trials leased with it.
+  std::vector<v1::LeasedTrial> ReportOutcome(const v1::LeasedTrial& trial,
+                                             const absl::StatusOr<v1::TrialResult>& outcome,
+                                             int lease_next);
   bool ExecutionDoneOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Log(const std::string& message) const;

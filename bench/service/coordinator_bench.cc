@@ -5,7 +5,8 @@
 //
 // Starts a real bitsweep-coordinator process on a temporary database, submits `sweeps` random
 // sweeps of `budget` configs each on LeNet-5, and lets `workers` threads lease and report
-// synthetic results as fast as the coordinator allows. Prints the round trips per second
+// synthetic results as fast as the coordinator allows, the way the real worker calls: a trial's
+// report leases the next one, Lease (long poll) only when that brought nothing. Prints the round trips per second
 // (excluding the first second, which includes planning the first stages) and the coordinator's
 // VmHWM from /proc.
 #include <atomic>
@@ -28,8 +29,11 @@ ABSL_FLAG(int32_t, sweeps, 10, "random sweeps to submit");
 ABSL_FLAG(int64_t, budget, 10000, "configs per sweep");
 ABSL_FLAG(int32_t, workers, 4, "no-op worker threads");
 ABSL_FLAG(int32_t, lease_batch, 1,
-          "trials asked for per Lease call (the real worker asks for 1); each is still reported "
-          "by its own Report call");
+          "trials asked for per Lease call, and per report of a batch's last trial (the real "
+          "worker asks for 1); each trial is still reported by its own Report call");
+ABSL_FLAG(bool, lease_with_report, true,
+          "the report of a batch's last trial leases the next batch (ReportRequest.lease_next), "
+          "as the real worker does; false: a separate Lease call per batch");
 ABSL_FLAG(bool, channel_per_worker, false,
           "give every no-op worker its own gRPC channel (own connection), as separate worker "
           "processes have; default: all share one channel");
@@ -132,30 +136,42 @@ int main(int argc, char** argv) {
       bitsweep::v1::RegisterResponse registered;
       grpc::ClientContext rc;
       if (!stub->Register(&rc, reg, &registered).ok()) return;
+      const int batch = absl::GetFlag(FLAGS_lease_batch);
+      const bool lease_with_report = absl::GetFlag(FLAGS_lease_with_report);
       int empty_polls = 0;
+      std::vector<bitsweep::v1::LeasedTrial> leased;
       while (empty_polls < 20) {  // 20 empty long polls of 100 ms: the queue stayed empty
-        bitsweep::v1::LeaseRequest lease;
-        lease.set_worker_id(registered.worker_id());
-        lease.set_wait_ms(100);
-        lease.set_max_trials(absl::GetFlag(FLAGS_lease_batch));
-        bitsweep::v1::LeaseResponse leased;
-        grpc::ClientContext lc;
-        if (!stub->Lease(&lc, lease, &leased).ok()) break;
-        if (leased.trials().empty()) {
-          ++empty_polls;
-          continue;
+        if (leased.empty()) {
+          bitsweep::v1::LeaseRequest lease;
+          lease.set_worker_id(registered.worker_id());
+          lease.set_wait_ms(100);
+          lease.set_max_trials(batch);
+          bitsweep::v1::LeaseResponse response;
+          grpc::ClientContext lc;
+          if (!stub->Lease(&lc, lease, &response).ok()) break;
+          if (response.trials().empty()) {
+            ++empty_polls;
+            continue;
+          }
+          leased.assign(response.trials().begin(), response.trials().end());
         }
         empty_polls = 0;
-        for (const auto& t : leased.trials()) {
+        std::vector<bitsweep::v1::LeasedTrial> next;
+        for (size_t i = 0; i < leased.size(); ++i) {
+          const bitsweep::v1::LeasedTrial& t = leased[i];
           bitsweep::v1::ReportRequest report;
           report.set_worker_id(registered.worker_id());
           report.set_trial_id(t.trial_id());
           report.set_lease_id(t.lease_id());
+          if (lease_with_report && i + 1 == leased.size()) report.set_lease_next(batch);
           *report.mutable_result() = SyntheticResult(t);
           bitsweep::v1::ReportResponse ack;
           grpc::ClientContext pc;
-          if (stub->Report(&pc, report, &ack).ok()) ++round_trips;
+          if (!stub->Report(&pc, report, &ack).ok()) continue;
+          ++round_trips;
+          next.assign(ack.next().begin(), ack.next().end());
         }
+        leased = std::move(next);
       }
       ++idle_workers;
     });
@@ -174,9 +190,11 @@ int main(int argc, char** argv) {
   const auto end = Clock::now() - std::chrono::seconds(2);
   const double seconds = std::chrono::duration<double>(end - one_second).count();
   const int64_t total = round_trips.load();
-  std::printf("sweeps %d x budget %lld, %d no-op workers, %d trials per Lease call\n", sweeps,
+  std::printf("sweeps %d x budget %lld, %d no-op workers, %d trials per lease, %s\n", sweeps,
               static_cast<long long>(absl::GetFlag(FLAGS_budget)), workers,
-              absl::GetFlag(FLAGS_lease_batch));
+              absl::GetFlag(FLAGS_lease_batch),
+              absl::GetFlag(FLAGS_lease_with_report) ? "leased with the previous report"
+                                                     : "leased by separate Lease calls");
   std::printf("lease+report round trips: %lld in total, %.0f per second (after the first second)\n",
               static_cast<long long>(total), (total - std::max<int64_t>(at_one_second, 0)) / seconds);
   bitsweep::v1::ListSweepsRequest list;

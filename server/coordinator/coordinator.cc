@@ -1878,11 +1878,25 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
 }
 
 absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {
+  if (r.lease_next() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lease_next: must be >= 0, got ", r.lease_next()));
+  }
   v1::ReportResponse response;
   GroupOp op;
   op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-    ASSIGN_OR_RETURN(bool accepted, ReportLocked(r, NowMs(), effects));
+    response.Clear();
+    const int64_t now_ms = NowMs();
+    ASSIGN_OR_RETURN(bool accepted, ReportLocked(r, now_ms, effects));
     response.set_accepted(accepted);
+    if (r.lease_next() == 0) return absl::OkStatus();
+    // The worker's next trials, in the same transaction: one call and one commit per trial.
+    v1::LeaseRequest lease;
+    lease.set_worker_id(r.worker_id());
+    lease.set_max_trials(r.lease_next());
+    v1::LeaseResponse leased;
+    RETURN_IF_ERROR(LeaseLocked(lease, now_ms, leased, effects));
+    response.mutable_next()->Swap(leased.mutable_trials());
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(RunGrouped(op));

@@ -96,6 +96,8 @@ class Coordinator {
   // Long poll: waits up to r.wait_ms (real time) for a queued trial.
   virtual absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) = 0;
   virtual absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) = 0;
+  // With r.lease_next > 0, also leases (as Lease without waiting) up to that many trials for
+  // the worker, in the same transaction as the report.
   virtual absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) = 0;
 
   // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;

@@ -427,6 +427,54 @@ TEST_F(CoordinatorTest, ReportIsIdempotentPerLease) {
   EXPECT_EQ(Metric("bitsweep_trial_duration_seconds"), 1);
 }
 
+TEST_F(CoordinatorTest, ReportLeasesTheWorkersNextTrialsInTheSameCall) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}, {"next", {kFixed2}}}));
+  const std::vector<v1::Trial> first_step = Trials(sweep.id());
+  ASSERT_EQ(first_step.size(), 2u);
+  v1::LeasedTrial first = LeaseOne();
+
+  auto report = [&](const v1::LeasedTrial& leased, int lease_next) {
+    v1::ReportRequest request;
+    request.set_worker_id(worker_);
+    request.set_trial_id(leased.trial_id());
+    request.set_lease_id(leased.lease_id());
+    request.set_lease_next(lease_next);
+    *request.mutable_result() = MakeResult(0.9, 1000);
+    return coordinator_->Report(request);
+  };
+  v1::ReportResponse response = ValueOrDie(report(first, 1));
+  EXPECT_TRUE(response.accepted());
+  ASSERT_EQ(response.next_size(), 1);
+  const v1::LeasedTrial& second = response.next(0);
+  EXPECT_EQ(second.trial_id(), first_step[1].id());
+  EXPECT_EQ(second.attempt(), 1);
+  EXPECT_EQ(second.deadline_ms(), absl::ToUnixMillis(clock_.Now()) + 60'000);
+  EXPECT_EQ(second.spec().config_json(), kFixed4);
+  EXPECT_EQ(second.model_hash(), model_hash_);
+  EXPECT_EQ(TrialById(sweep.id(), second.trial_id()).state(), v1::TRIAL_RUNNING);
+  EXPECT_EQ(Count(absl::StrCat("SELECT count(*) FROM leases WHERE id = '", second.lease_id(),
+                               "' AND worker_id = '", worker_, "'")),
+            1);
+
+  // The report that ends the first step queues the next one, and leases it in the same call.
+  response = ValueOrDie(report(second, 5));
+  EXPECT_TRUE(response.accepted());
+  ASSERT_EQ(response.next_size(), 1);
+  const v1::LeasedTrial third = response.next(0);
+  EXPECT_EQ(third.spec().config_json(), kFixed2);
+  EXPECT_EQ(GetSweep(sweep.id()).trials_running(), 1);
+
+  // A negative count is refused before anything is stored.
+  EXPECT_EQ(report(third, -1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrialById(sweep.id(), third.trial_id()).state(), v1::TRIAL_RUNNING);
+  // Nothing left: the last report leases nothing and the sweep is done.
+  response = ValueOrDie(report(third, 1));
+  EXPECT_TRUE(response.accepted());
+  EXPECT_EQ(response.next_size(), 0);
+  EXPECT_EQ(GetSweep(sweep.id()).state(), v1::SWEEP_SUCCEEDED);
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 3);
+}
+
 TEST_F(CoordinatorTest, FirstReportWinsEvenFromAnExpiredLease) {
   v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
   v1::LeasedTrial stale = LeaseOne();

@@ -130,6 +130,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   int heartbeats() const { absl::MutexLock lock(&mu_); return heartbeats_; }
   int fetches() const { absl::MutexLock lock(&mu_); return fetches_; }
   int lease_not_found() const { absl::MutexLock lock(&mu_); return lease_not_found_; }
+  int leases_with_trials() const { absl::MutexLock lock(&mu_); return leases_with_trials_; }
   std::vector<v1::ReportRequest> reports() const {
     absl::MutexLock lock(&mu_);
     return reports_;
@@ -176,6 +177,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     if (!queue_.empty()) {
       *response->add_trials() = queue_.front();
       queue_.pop_front();
+      ++leases_with_trials_;
     }
     return grpc::Status::OK;
   }
@@ -205,6 +207,10 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     }
     reports_.push_back(*request);
     response->set_accepted(true);
+    for (int i = 0; i < request->lease_next() && !queue_.empty(); ++i) {
+      *response->add_next() = queue_.front();
+      queue_.pop_front();
+    }
     return grpc::Status::OK;
   }
 
@@ -261,6 +267,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
   int fetches_ ABSL_GUARDED_BY(mu_) = 0;
   int lease_not_found_ ABSL_GUARDED_BY(mu_) = 0;
+  int leases_with_trials_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::RegisterRequest> register_requests_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ReportRequest> reports_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> authorization_ ABSL_GUARDED_BY(mu_);
@@ -381,6 +388,29 @@ TEST_F(WorkerTest, RegistersLeasesFetchesAndReportsCorrectResults) {
   EXPECT_EQ(stats.registrations, 1);
   EXPECT_EQ(stats.models_fetched, 1);
   EXPECT_EQ(stats.worker_id, "w1");
+}
+
+TEST_F(WorkerTest, EachReportLeasesTheNextTrial) {
+  FakeWorkerService service;
+  FakeServer server(&service);
+  for (int64_t id = 1; id <= 3; ++id) service.Enqueue(id, kFixed8);
+  StartWorker(Options(server.address()));
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().reported == 3; }));
+
+  // One Lease call started the run; each report asked for the next trial and got it.
+  EXPECT_EQ(service.leases_with_trials(), 1);
+  const std::vector<v1::ReportRequest> reports = service.reports();
+  ASSERT_EQ(reports.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(reports[i].trial_id(), i + 1);
+    EXPECT_EQ(reports[i].lease_next(), 1);
+    EXPECT_TRUE(reports[i].has_result()) << reports[i].error().message();
+  }
+  EXPECT_EQ(worker_->stats().leases, 3);
+  // Nothing came with the last report: the worker long-polls Lease again and runs what comes.
+  service.Enqueue(4, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().reported == 4; }));
+  EXPECT_EQ(service.leases_with_trials(), 2);
 }
 
 TEST_F(WorkerTest, ReportsTrialErrorsWithPermanence) {
