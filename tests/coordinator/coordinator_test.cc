@@ -1151,27 +1151,5 @@ TEST_F(CoordinatorTest, ConcurrentReportsShareCommitsAndEachGetsItsOwnAnswer) {
   check();
 }
 
-// Not a unit test: a rough lease+report round-trip rate with no-op "workers" (one thread, no
-// gRPC). Run by hand: coordinator_test --gtest_also_run_disabled_tests --gtest_filter=*Throughput*
-TEST_F(CoordinatorTest, DISABLED_LeaseReportThroughput) {
-  constexpr int kTrials = 5000;
-  std::vector<std::string> configs;
-  for (int i = 0; i < kTrials; ++i) {
-    configs.push_back(absl::StrCat(R"({"default": {"weights": "fixed:8"}, "seed": )", i, "}"));
-  }
-  Submit(Spec("bench", {{"grid", configs}}));
-  const absl::Time start = absl::Now();
-  int done = 0;
-  for (;;) {
-    std::vector<v1::LeasedTrial> leased = Lease(1);
-    if (leased.empty()) break;
-    ASSERT_TRUE(Accepted(ReportResult(leased[0], MakeResult(0.9, 1000 + done))));
-    ++done;
-  }
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  EXPECT_EQ(done, kTrials);
-  std::printf("%d lease+report round trips in %.2f s: %.0f/s\n", done, seconds, done / seconds);
-}
-
 }  // namespace
 }  // namespace bitsweep::server
