@@ -43,7 +43,8 @@ ABSL_FLAG(std::string, server, "", "coordinator address host:port (submit, watch
 ABSL_FLAG(std::string, token, "", "bearer token for the coordinator, when it requires one");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect with TLS");
 ABSL_FLAG(std::string, model_hash, "", "an uploaded model's hash (instead of --model)");
-ABSL_FLAG(std::string, strategy, "ristretto", "grid | ristretto | sensitivity | random");
+ABSL_FLAG(std::string, strategy, "ristretto",
+          "grid | ristretto | sensitivity | random | evolutionary");
 ABSL_FLAG(double, error_margin, 1.0, "allowed top-1 drop against fp32, percentage points");
 ABSL_FLAG(std::string, weight_formats, "",
           "candidate weight formats, comma-separated (default fixed:16,fixed:8,fixed:4,fixed:2)");
@@ -54,7 +55,9 @@ ABSL_FLAG(std::string, grid, "",
 ABSL_FLAG(std::string, objectives, "", "frontier objectives, e.g. top1,size (top1 top5 size "
           "energy bops)");
 ABSL_FLAG(int64_t, finetune_steps, 0, "fine-tuning steps for the stages that fine-tune");
-ABSL_FLAG(int64_t, budget, 0, "random strategy: number of configs (default 32)");
+ABSL_FLAG(int64_t, budget, 0,
+          "random, evolutionary: configs to evaluate (default 32 for random, 64 for evolutionary)");
+ABSL_FLAG(int32_t, population, 0, "evolutionary: configs per generation (default 16)");
 ABSL_FLAG(int32_t, max_attempts, 0, "attempts per trial before it fails (default 3)");
 ABSL_FLAG(std::string, name, "", "a name for the sweep");
 ABSL_FLAG(std::string, sweep_file, "",
@@ -342,6 +345,7 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
     if (absl::GetFlag(FLAGS_lr) > 0) spec.mutable_finetune()->set_learning_rate(absl::GetFlag(FLAGS_lr));
   }
   if (absl::GetFlag(FLAGS_budget) != 0) spec.set_budget(absl::GetFlag(FLAGS_budget));
+  if (absl::GetFlag(FLAGS_population) != 0) spec.set_population(absl::GetFlag(FLAGS_population));
   if (absl::GetFlag(FLAGS_max_attempts) != 0) spec.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
   if (spec.seed() == 0) spec.set_seed(absl::GetFlag(FLAGS_seed));
   return spec;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/frontier/frontier.h"
 #include "worker/engine/quant/config.h"
@@ -183,6 +184,87 @@ PlanStep StageStep(const std::string& stage, std::vector<v1::TrialSpec> trials) 
   step.stage = stage;
   step.trials = std::move(trials);
   return step;
+}
+
+absl::StatusOr<GenomeConfig> ConfigOfGenome(const Genome& genome,
+                                            const std::vector<v1::LayerResult>& layers,
+                                            const std::vector<Candidate>& weights,
+                                            const std::vector<Candidate>& activations) {
+  if (genome.size() != layers.size()) {
+    return absl::InternalError(absl::StrCat("genome of ", genome.size(), " layers for ",
+                                            layers.size(), " quantizable layers"));
+  }
+  ConfigJson config = ConfigJson::object();
+  std::vector<std::string> weight_parts, activation_parts;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Candidate& w = weights.at(genome[i].weights);
+    const Candidate& a = activations.at(genome[i].activations);
+    SetLayerRole(config, layers[i].name(), "weights", w.format);
+    SetLayerRole(config, layers[i].name(), "activations", a.format);
+    weight_parts.push_back(absl::StrCat(layers[i].name(), " ", w.format));
+    activation_parts.push_back(absl::StrCat(layers[i].name(), " ", a.format));
+  }
+  GenomeConfig out;
+  ASSIGN_OR_RETURN(out.canonical, CanonicalConfig(config));
+  out.description = absl::StrCat("weights ", absl::StrJoin(weight_parts, ", "), "; activations ",
+                                 absl::StrJoin(activation_parts, ", "));
+  return out;
+}
+
+std::optional<Genome> GenomeOfConfig(const std::string& config_json,
+                                     const std::vector<v1::LayerResult>& layers,
+                                     const std::vector<Candidate>& weights,
+                                     const std::vector<Candidate>& activations) {
+  absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(config_json);
+  if (!config.ok()) return std::nullopt;
+  auto index_of = [](const std::vector<Candidate>& candidates,
+                     const std::optional<quant::NumberFormat>& format) -> int {
+    if (!format.has_value()) return -1;
+    const std::string text = quant::FormatToString(*format);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (candidates[i].format == text) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  Genome genome;
+  for (const v1::LayerResult& layer : layers) {
+    auto roles = config->layers.find(layer.name());
+    if (roles == config->layers.end()) return std::nullopt;
+    const int w = index_of(weights, roles->second.weights);
+    const int in = index_of(activations, roles->second.inputs);
+    const int out = index_of(activations, roles->second.outputs);
+    if (w < 0 || in < 0 || in != out) return std::nullopt;
+    genome.push_back({w, in});
+  }
+  return genome;
+}
+
+uint64_t SplitMix64::Next() {
+  uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t SplitMix64::Below(uint64_t n) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t x;
+  do {
+    x = Next();
+  } while (x >= limit);
+  return x % n;
+}
+
+double SplitMix64::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+
+Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
+                    size_t activation_candidates) {
+  Genome genome(layers);
+  for (LayerChoice& choice : genome) {
+    choice.weights = static_cast<int>(rng.Below(weight_candidates));
+    choice.activations = static_cast<int>(rng.Below(activation_candidates));
+  }
+  return genome;
 }
 
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec) {

@@ -1,9 +1,11 @@
-// Helpers shared by the search strategies (grid.cc, ristretto.cc, sensitivity.cc, random.cc):
-// building canonical trial configs, finding the baseline among the outcomes, candidate formats
-// ordered by width, margin checks and spec validation. Internal to bitsweep_planner.
+// Helpers shared by the search strategies (grid.cc, ristretto.cc, sensitivity.cc, random.cc,
+// evolutionary.cc): building canonical trial configs, finding the baseline among the outcomes,
+// candidate formats ordered by width, per-layer genomes and their deterministic sampling, margin
+// checks and spec validation. Internal to bitsweep_planner.
 #ifndef BITSWEEP_SERVER_PLANNER_PLAN_UTIL_H_
 #define BITSWEEP_SERVER_PLANNER_PLAN_UTIL_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +29,7 @@ std::unique_ptr<Strategy> NewGridStrategy();
 std::unique_ptr<Strategy> NewRistrettoStrategy();
 std::unique_ptr<Strategy> NewSensitivityStrategy();
 std::unique_ptr<Strategy> NewRandomStrategy();
+std::unique_ptr<Strategy> NewEvolutionaryStrategy();
 
 // ---- configs ---------------------------------------------------------------------------------
 
@@ -91,6 +94,50 @@ struct Candidate {
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec);
 
+// ---- per-layer genomes (random and evolutionary search) ---------------------------------------
+
+// One choice per quantizable layer (in the baseline's layer order): an index into the weight
+// candidates and one into the activation candidates (inputs and outputs together).
+struct LayerChoice {
+  int weights = 0;
+  int activations = 0;
+  bool operator==(const LayerChoice&) const = default;
+};
+using Genome = std::vector<LayerChoice>;
+
+struct GenomeConfig {
+  std::string canonical;    // canonical config JSON
+  std::string description;  // "weights conv1 fixed:8, ...; activations conv1 fixed:4, ..."
+};
+absl::StatusOr<GenomeConfig> ConfigOfGenome(const Genome& genome,
+                                            const std::vector<v1::LayerResult>& layers,
+                                            const std::vector<Candidate>& weights,
+                                            const std::vector<Candidate>& activations);
+// The genome of a config that ConfigOfGenome made; nullopt for any other config (a layer
+// without both roles, inputs and outputs apart, or a format outside the candidates).
+std::optional<Genome> GenomeOfConfig(const std::string& config_json,
+                                     const std::vector<v1::LayerResult>& layers,
+                                     const std::vector<Candidate>& weights,
+                                     const std::vector<Candidate>& activations);
+
+// Deterministic pseudo-random numbers (SplitMix64, with an unbiased bounded draw), written out
+// because the standard distributions differ between library implementations: the same seed
+// gives the same configs everywhere.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t Next();
+  uint64_t Below(uint64_t n);  // uniform in [0, n), n > 0, by rejection (no modulo bias)
+  double Uniform();            // uniform in [0, 1)
+
+ private:
+  uint64_t state_;
+};
+
+// A genome whose every choice is uniform over the candidates.
+Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
+                    size_t activation_candidates);
+
 // ---- validation ------------------------------------------------------------------------------
 
 // INVALID_ARGUMENT naming `field` when `text` is not a usable search-space format: it must parse,
@@ -100,7 +147,8 @@ absl::Status ValidateSpaceFormat(const std::string& text, const std::string& fie
                                  bool activation);
 // Settings every strategy shares: error_margin, finetune, budget.
 absl::Status ValidateCommon(const v1::SweepSpec& spec);
-// ristretto, sensitivity, random: weight_formats and activation_formats valid, no grid axes.
+// ristretto, sensitivity, random, evolutionary: weight_formats and activation_formats valid, no
+// grid axes.
 absl::Status ValidateCandidateSpace(const v1::SweepSpec& spec, const std::string& strategy);
 
 }  // namespace bitsweep::server::plan

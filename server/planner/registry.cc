@@ -19,6 +19,7 @@ constexpr StrategyEntry kStrategies[] = {
     {"ristretto", &plan::NewRistrettoStrategy},
     {"sensitivity", &plan::NewSensitivityStrategy},
     {"random", &plan::NewRandomStrategy},
+    {"evolutionary", &plan::NewEvolutionaryStrategy},
 };
 
 }  // namespace

@@ -1,0 +1,292 @@
+// The evolutionary strategy (NSGA-II style: Deb, Pratap, Agarwal and Meyarivan, "A fast and
+// elitist multiobjective genetic algorithm: NSGA-II", 2002), for spaces too large for grid or
+// sensitivity and where random sampling wastes its budget on configs far from the frontier:
+//
+//   stage "baseline"       the fp32 baseline (and activation ranges);
+//   stage "generation 1"   SweepSpec.population (0: 16) configs sampled uniformly, as random does;
+//   stage "generation K"   children bred from the configs evaluated so far, until
+//                          SweepSpec.budget (0: 64) configs were evaluated;
+//   stage "finetune"       (finetune.steps > 0) up to 4 points spread along the final front of
+//                          configs within the error margin, fine-tuned.
+//
+// A config is a genome: per quantizable layer, one weight and one activation candidate (inputs
+// and outputs together), as in random. Breeding generation K:
+//   1. Rank every succeeded config of the earlier generations by constrained domination: configs
+//      within the error margin come first, in non-dominated fronts over the sweep's objectives
+//      (SweepSpec.objectives; default top1 and size); the others follow, ordered by how far they
+//      miss the margin. Within a front, the crowding distance (the most isolated points first)
+//      breaks ties, which keeps the front spread out.
+//   2. The best `population` of them are the parents (elitism: a good config never drops out).
+//   3. Each child: two binary tournaments pick two parents; uniform crossover takes each choice
+//      from either; each choice then mutates with probability 1 / (2 x layers) to another
+//      candidate. Children already evaluated, or bred twice, are discarded; after 50 tries per
+//      child the generation is topped up with uniform samples.
+// Deterministic: the generator of generation K is seeded by (SweepSpec.seed, K), and the
+// outcomes are the only state. The search ends early when no unseen config can be found (a
+// space smaller than the budget is then fully evaluated).
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/status_macros.h"
+#include "server/frontier/frontier.h"
+#include "server/planner/plan_util.h"
+
+namespace bitsweep::server::plan {
+namespace {
+
+constexpr char kGenerationPrefix[] = "generation ";
+constexpr int64_t kDefaultBudget = 64;
+constexpr int64_t kMaxBudget = 10000;
+constexpr int kDefaultPopulation = 16;
+constexpr int kMaxPopulation = 1000;
+constexpr size_t kMaxFinetunePoints = 4;
+constexpr int kBreedTriesPerChild = 50;
+constexpr int kSampleDrawsPerChild = 20;
+
+// A succeeded config of an earlier generation, with what selection needs.
+struct Member {
+  const TrialOutcome* outcome = nullptr;
+  Genome genome;
+  std::vector<double> costs;  // every objective minimized (accuracies negated)
+  double violation = 0;       // top-1 short of the margin threshold; 0 within the margin
+  int rank = 0;               // constrained-domination front, 0 best
+  double crowding = 0;
+};
+
+int GenerationOf(const std::string& stage) {
+  absl::string_view rest = stage;
+  int generation = 0;
+  if (!absl::ConsumePrefix(&rest, kGenerationPrefix) || !absl::SimpleAtoi(rest, &generation)) {
+    return 0;
+  }
+  return generation;
+}
+
+std::vector<v1::Objective> SpecObjectives(const v1::SweepSpec& spec) {
+  std::vector<v1::Objective> objectives;
+  for (int value : spec.objectives()) objectives.push_back(static_cast<v1::Objective>(value));
+  return objectives;
+}
+
+absl::StatusOr<std::vector<v1::Objective>> Objectives(const v1::SweepSpec& spec) {
+  return ResolveObjectives(SpecObjectives(spec), {v1::OBJECTIVE_TOP1, v1::OBJECTIVE_SIZE});
+}
+
+// Crowding distance of each member of one front: per objective, the normalized gap between its
+// neighbours; the extremes of any objective are infinitely far.
+void AssignCrowding(std::vector<Member*>& front) {
+  for (Member* m : front) m->crowding = 0;
+  if (front.empty()) return;
+  const size_t objectives = front[0]->costs.size();
+  for (size_t k = 0; k < objectives; ++k) {
+    std::sort(front.begin(), front.end(), [k](const Member* a, const Member* b) {
+      if (a->costs[k] != b->costs[k]) return a->costs[k] < b->costs[k];
+      return a->outcome->trial_id < b->outcome->trial_id;
+    });
+    const double span = front.back()->costs[k] - front.front()->costs[k];
+    front.front()->crowding = std::numeric_limits<double>::infinity();
+    front.back()->crowding = std::numeric_limits<double>::infinity();
+    if (span <= 0) continue;
+    for (size_t i = 1; i + 1 < front.size(); ++i) {
+      front[i]->crowding += (front[i + 1]->costs[k] - front[i - 1]->costs[k]) / span;
+    }
+  }
+}
+
+// Ranks and crowds `members`, then sorts them best first: rank, then crowding (larger first),
+// then trial id.
+void RankMembers(std::vector<Member>& members) {
+  std::vector<Member*> remaining;
+  std::vector<Member*> infeasible;
+  for (Member& m : members) (m.violation > 0 ? infeasible : remaining).push_back(&m);
+  int rank = 0;
+  while (!remaining.empty()) {
+    std::vector<std::vector<double>> points;
+    for (const Member* m : remaining) points.push_back(m->costs);
+    std::vector<Member*> front, rest;
+    std::vector<bool> in_front(remaining.size(), false);
+    for (size_t i : NonDominated(points)) in_front[i] = true;
+    for (size_t i = 0; i < remaining.size(); ++i) {
+      (in_front[i] ? front : rest).push_back(remaining[i]);
+    }
+    for (Member* m : front) m->rank = rank;
+    AssignCrowding(front);
+    remaining = std::move(rest);
+    ++rank;
+  }
+  // Configs missing the margin: one front per distinct shortfall, smallest first.
+  std::sort(infeasible.begin(), infeasible.end(),
+            [](const Member* a, const Member* b) { return a->violation < b->violation; });
+  for (size_t i = 0; i < infeasible.size(); ++i) {
+    if (i > 0 && infeasible[i]->violation > infeasible[i - 1]->violation) ++rank;
+    infeasible[i]->rank = rank;
+    infeasible[i]->crowding = 0;
+  }
+  std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
+    if (a.rank != b.rank) return a.rank < b.rank;
+    if (a.crowding != b.crowding) return a.crowding > b.crowding;
+    return a.outcome->trial_id < b.outcome->trial_id;
+  });
+}
+
+class EvolutionaryStrategy : public Strategy {
+ public:
+  absl::Status Validate(const v1::SweepSpec& spec) const override {
+    RETURN_IF_ERROR(ValidateCommon(spec));
+    RETURN_IF_ERROR(ValidateCandidateSpace(spec, "evolutionary"));
+    if (spec.budget() > kMaxBudget) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("budget: ", spec.budget(), " is more than ", kMaxBudget, " trials"));
+    }
+    if (spec.population() != 0 &&
+        (spec.population() < 2 || spec.population() > kMaxPopulation)) {
+      return absl::InvalidArgumentError(absl::StrCat("population: must be 0 (meaning ",
+                                                     kDefaultPopulation, ") or 2 to ",
+                                                     kMaxPopulation, ", got ",
+                                                     spec.population()));
+    }
+    return Objectives(spec).status();
+  }
+
+  absl::StatusOr<PlanStep> Next(const v1::SweepSpec& spec,
+                                const std::vector<TrialOutcome>& outcomes) const override {
+    ASSIGN_OR_RETURN(BaselineOrStep base, ResolveBaseline(outcomes));
+    if (base.step) return *base.step;
+    if (HasStage(outcomes, kFinetuneStage)) return DoneStep();
+
+    ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
+    ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
+    ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, Objectives(spec));
+    const int64_t budget = spec.budget() > 0 ? spec.budget() : kDefaultBudget;
+    const int population = spec.population() > 0 ? spec.population() : kDefaultPopulation;
+    const Baseline& baseline = base.baseline;
+    const double margin_pp = ErrorMarginPp(spec);
+
+    int generations = 0;
+    int64_t evaluated = 0;
+    std::set<std::string> seen;
+    std::vector<Member> members;
+    for (const TrialOutcome& o : outcomes) {
+      seen.insert(o.spec.config_json());
+      const int generation = GenerationOf(o.spec.stage());
+      if (generation == 0) continue;
+      generations = std::max(generations, generation);
+      ++evaluated;
+      if (!o.succeeded) continue;
+      std::optional<Genome> genome =
+          GenomeOfConfig(o.spec.config_json(), baseline.layers, weights, activations);
+      if (!genome.has_value()) continue;  // not a config of this space (cannot happen)
+      Member m;
+      m.outcome = &o;
+      m.genome = std::move(*genome);
+      for (v1::Objective objective : objectives) {
+        const double value = ObjectiveValue(o.result, objective);
+        m.costs.push_back(IsMaximized(objective) ? -value : value);
+      }
+      if (!WithinMargin(o.result.top1(), baseline.top1, margin_pp)) {
+        m.violation = baseline.top1 - margin_pp / 100.0 - o.result.top1();  // > 0 here
+      }
+      members.push_back(std::move(m));
+    }
+    RankMembers(members);
+
+    const int64_t remaining = budget - evaluated;
+    if (remaining <= 0) return Finish(spec, members);
+    const int generation = generations + 1;
+    const size_t wanted = static_cast<size_t>(std::min<int64_t>(population, remaining));
+    SplitMix64 rng(spec.seed() ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(generation)));
+    std::vector<v1::TrialSpec> trials;
+    const std::string stage = absl::StrCat(kGenerationPrefix, generation);
+    auto add_trial = [&](const Genome& child, const char* how) -> absl::Status {
+      ASSIGN_OR_RETURN(GenomeConfig config,
+                       ConfigOfGenome(child, baseline.layers, weights, activations));
+      if (!seen.insert(config.canonical).second) return absl::OkStatus();
+      trials.push_back(MakeTrial(stage,
+                                 absl::StrCat(stage, " #", trials.size() + 1, " (", how, "): ",
+                                              config.description),
+                                 config.canonical));
+      return absl::OkStatus();
+    };
+    const size_t parents = std::min(members.size(), static_cast<size_t>(population));
+    if (parents >= 2) {
+      const size_t layers = baseline.layers.size();
+      const double mutation = 1.0 / (2.0 * static_cast<double>(layers));
+      auto mutate = [&](int value, size_t candidates) {
+        if (candidates < 2 || rng.Uniform() >= mutation) return value;
+        return static_cast<int>((value + 1 + rng.Below(candidates - 1)) % candidates);
+      };
+      // Members are sorted best first: the better of two is the one with the lower index.
+      auto tournament = [&] {
+        return std::min(rng.Below(parents), rng.Below(parents));
+      };
+      for (int tries = 0; trials.size() < wanted &&
+                          tries < kBreedTriesPerChild * static_cast<int>(wanted);
+           ++tries) {
+        const Genome& a = members[tournament()].genome;
+        const Genome& b = members[tournament()].genome;
+        Genome child(layers);
+        for (size_t i = 0; i < layers; ++i) {
+          child[i].weights = mutate(rng.Below(2) ? a[i].weights : b[i].weights, weights.size());
+          child[i].activations =
+              mutate(rng.Below(2) ? a[i].activations : b[i].activations, activations.size());
+        }
+        RETURN_IF_ERROR(add_trial(child, "bred"));
+      }
+    }
+    for (int draws = 0; trials.size() < wanted &&
+                        draws < kSampleDrawsPerChild * static_cast<int>(wanted);
+         ++draws) {
+      RETURN_IF_ERROR(add_trial(
+          RandomGenome(rng, baseline.layers.size(), weights.size(), activations.size()),
+          "sampled"));
+    }
+    if (trials.empty()) return Finish(spec, members);  // the space is exhausted
+    return StageStep(stage, std::move(trials));
+  }
+
+ private:
+  // After the last generation: fine-tune up to kMaxFinetunePoints configs spread along the
+  // first front within the margin (when fine-tuning is asked for and there is one), else done.
+  static PlanStep Finish(const v1::SweepSpec& spec, const std::vector<Member>& ranked) {
+    if (spec.finetune().steps() <= 0) return DoneStep();
+    std::vector<const Member*> front;
+    for (const Member& m : ranked) {
+      if (m.rank == 0 && m.violation == 0) front.push_back(&m);
+    }
+    if (front.empty()) return DoneStep();
+    std::sort(front.begin(), front.end(), [](const Member* a, const Member* b) {
+      if (a->costs[0] != b->costs[0]) return a->costs[0] < b->costs[0];
+      return a->outcome->trial_id < b->outcome->trial_id;
+    });
+    std::vector<const Member*> chosen;
+    if (front.size() <= kMaxFinetunePoints) {
+      chosen = front;
+    } else {
+      for (size_t i = 0; i < kMaxFinetunePoints; ++i) {
+        chosen.push_back(front[i * (front.size() - 1) / (kMaxFinetunePoints - 1)]);
+      }
+    }
+    std::vector<v1::TrialSpec> tuned;
+    for (const Member* m : chosen) {
+      tuned.push_back(FinetuneTrial(
+          m->outcome->spec, spec,
+          absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", m->outcome->spec.label())));
+    }
+    return StageStep(kFinetuneStage, std::move(tuned));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Strategy> NewEvolutionaryStrategy() {
+  return std::make_unique<EvolutionaryStrategy>();
+}
+
+}  // namespace bitsweep::server::plan
