@@ -3,19 +3,20 @@
 // sensitivity and where random sampling wastes its budget on configs far from the frontier:
 //
 //   stage "baseline"       the fp32 baseline (and activation ranges);
-//   stage "generation 1"   SweepSpec.population (0: 16) configs sampled uniformly, as random does;
+//   stage "generation 1"   SweepSpec.population (0: 16) configs: every layer at one width, for
+//                          widths spread over the candidates, then uniform samples as in random;
 //   stage "generation K"   children bred from the configs evaluated so far, until
 //                          SweepSpec.budget (0: 64) configs were evaluated;
 //   stage "finetune"       (finetune.steps > 0) up to 4 points spread along the final front of
 //                          configs within the error margin, fine-tuned.
 //
 // A config is a genome: per quantizable layer, one weight and one activation candidate (inputs
-// and outputs together), as in random. Breeding generation K:
-//   1. Rank every succeeded config of the earlier generations by constrained domination: configs
-//      within the error margin come first, in non-dominated fronts over the sweep's objectives
-//      (SweepSpec.objectives; default top1 and size); the others follow, ordered by how far they
-//      miss the margin. Within a front, the crowding distance (the most isolated points first)
-//      breaks ties, which keeps the front spread out.
+// and outputs together), as in random. Breeding generation K > 1:
+//   1. Rank every succeeded config of the earlier generations in non-dominated fronts over the
+//      sweep's objectives (SweepSpec.objectives; default top1 and size), the configs within the
+//      error margin first: their fronts come before any front of the others. Within a front, the
+//      crowding distance (the most isolated points first) breaks ties, which keeps the front
+//      spread out.
 //   2. The best `population` of them are the parents (elitism: a good config never drops out).
 //   3. Each child: two binary tournaments pick two parents; uniform crossover takes each choice
 //      from either; each choice then mutates with probability 1 / (2 x layers) to another
@@ -55,7 +56,7 @@ struct Member {
   const TrialOutcome* outcome = nullptr;
   Genome genome;
   std::vector<double> costs;  // every objective minimized (accuracies negated)
-  double violation = 0;       // top-1 short of the margin threshold; 0 within the margin
+  bool within_margin = false;
   int rank = 0;               // constrained-domination front, 0 best
   double crowding = 0;
 };
@@ -100,35 +101,32 @@ void AssignCrowding(std::vector<Member*>& front) {
   }
 }
 
-// Ranks and crowds `members`, then sorts them best first: rank, then crowding (larger first),
-// then trial id.
-void RankMembers(std::vector<Member>& members) {
-  std::vector<Member*> remaining;
-  std::vector<Member*> infeasible;
-  for (Member& m : members) (m.violation > 0 ? infeasible : remaining).push_back(&m);
-  int rank = 0;
-  while (!remaining.empty()) {
+// Assigns non-dominated fronts over the costs to `group`, numbered from `rank`, with crowding
+// distances; returns the next free rank.
+int AssignFronts(std::vector<Member*> group, int rank) {
+  while (!group.empty()) {
     std::vector<std::vector<double>> points;
-    for (const Member* m : remaining) points.push_back(m->costs);
-    std::vector<Member*> front, rest;
-    std::vector<bool> in_front(remaining.size(), false);
+    for (const Member* m : group) points.push_back(m->costs);
+    std::vector<bool> in_front(group.size(), false);
     for (size_t i : NonDominated(points)) in_front[i] = true;
-    for (size_t i = 0; i < remaining.size(); ++i) {
-      (in_front[i] ? front : rest).push_back(remaining[i]);
-    }
+    std::vector<Member*> front, rest;
+    for (size_t i = 0; i < group.size(); ++i) (in_front[i] ? front : rest).push_back(group[i]);
     for (Member* m : front) m->rank = rank;
     AssignCrowding(front);
-    remaining = std::move(rest);
+    group = std::move(rest);
     ++rank;
   }
-  // Configs missing the margin: one front per distinct shortfall, smallest first.
-  std::sort(infeasible.begin(), infeasible.end(),
-            [](const Member* a, const Member* b) { return a->violation < b->violation; });
-  for (size_t i = 0; i < infeasible.size(); ++i) {
-    if (i > 0 && infeasible[i]->violation > infeasible[i - 1]->violation) ++rank;
-    infeasible[i]->rank = rank;
-    infeasible[i]->crowding = 0;
-  }
+  return rank;
+}
+
+// Ranks and crowds `members`, then sorts them best first: rank, then crowding (larger first),
+// then trial id. Configs within the margin take the first fronts; the others follow in fronts of
+// their own (not by shortfall alone: while nothing meets the margin, that would breed only
+// towards accuracy and lose the size end of the trade-off).
+void RankMembers(std::vector<Member>& members) {
+  std::vector<Member*> feasible, infeasible;
+  for (Member& m : members) (m.within_margin ? feasible : infeasible).push_back(&m);
+  AssignFronts(infeasible, AssignFronts(feasible, 0));
   std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
     if (a.rank != b.rank) return a.rank < b.rank;
     if (a.crowding != b.crowding) return a.crowding > b.crowding;
@@ -190,9 +188,7 @@ class EvolutionaryStrategy : public Strategy {
         const double value = ObjectiveValue(o.result, objective);
         m.costs.push_back(IsMaximized(objective) ? -value : value);
       }
-      if (!WithinMargin(o.result.top1(), baseline.top1, margin_pp)) {
-        m.violation = baseline.top1 - margin_pp / 100.0 - o.result.top1();  // > 0 here
-      }
+      m.within_margin = WithinMargin(o.result.top1(), baseline.top1, margin_pp);
       members.push_back(std::move(m));
     }
     RankMembers(members);
@@ -214,6 +210,20 @@ class EvolutionaryStrategy : public Strategy {
                                  config.canonical));
       return absl::OkStatus();
     };
+    if (generation == 1) {
+      // Seeds: every layer at the same width, from the widest candidates to the narrowest,
+      // evenly spread. They span the trade-off (as Ristretto's uniform width sweeps do) and give
+      // crossover mixed-precision material near the frontier; random samples fill the rest.
+      const size_t levels = std::max(weights.size(), activations.size());
+      const size_t seeds = std::min(levels, wanted);
+      for (size_t k = 0; k < seeds; ++k) {
+        const size_t level = seeds == 1 ? 0 : k * (levels - 1) / (seeds - 1);
+        const LayerChoice choice = {
+            static_cast<int>(level * (weights.size() - 1) / std::max<size_t>(levels - 1, 1)),
+            static_cast<int>(level * (activations.size() - 1) / std::max<size_t>(levels - 1, 1))};
+        RETURN_IF_ERROR(add_trial(Genome(baseline.layers.size(), choice), "uniform"));
+      }
+    }
     const size_t parents = std::min(members.size(), static_cast<size_t>(population));
     if (parents >= 2) {
       const size_t layers = baseline.layers.size();
@@ -258,7 +268,7 @@ class EvolutionaryStrategy : public Strategy {
     if (spec.finetune().steps() <= 0) return DoneStep();
     std::vector<const Member*> front;
     for (const Member& m : ranked) {
-      if (m.rank == 0 && m.violation == 0) front.push_back(&m);
+      if (m.rank == 0 && m.within_margin) front.push_back(&m);
     }
     if (front.empty()) return DoneStep();
     std::sort(front.begin(), front.end(), [](const Member* a, const Member* b) {
