@@ -1285,6 +1285,13 @@ absl::StatusOr<v1::ExportConfigResponse> SqliteCoordinator::ExportConfig(
   response.set_manifest_json(
       BuildConfigManifest(trial, sweep->spec.model_hash(), canonical_config));
   if (r.qdq_onnx()) {
+    if (trial.spec().finetune().steps() > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "trial ", trial.id(), " was fine-tuned (", trial.spec().finetune().steps(),
+          " steps): its tuned weights stayed on the worker and the stored model holds the "
+          "untuned ones, so a QDQ model would not be what was measured; export its manifest, "
+          "or rebuild the weights with 'bitsweep finetune --model M.onnx --config C.json --dataset D --steps N --out F.onnx'"));
+    }
     ASSIGN_OR_RETURN(std::string model, ModelBytesLocked(sweep->spec.model_hash()));
     absl::StatusOr<std::string> qdq = BuildQdqModel(model, trial.result());
     if (!qdq.ok()) return Annotate(qdq.status(), absl::StrCat("trial ", trial.id()));

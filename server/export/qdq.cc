@@ -5,12 +5,14 @@
 #include <cstring>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
+#include "worker/engine/bn_fold.h"
 
 namespace bitsweep::server {
 namespace {
@@ -82,6 +84,128 @@ onnx::NodeProto MakeNode(const std::string& op, const std::string& name,
   return n;
 }
 
+const onnx::AttributeProto* FindAttribute(const onnx::NodeProto& node, const std::string& name) {
+  for (const auto& a : node.attribute()) {
+    if (a.name() == name) return &a;
+  }
+  return nullptr;
+}
+
+onnx::TensorProto RawFloatTensor(const std::string& name,
+                                 const google::protobuf::RepeatedField<int64_t>& dims,
+                                 const std::vector<float>& values) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  *t.mutable_dims() = dims;
+  t.mutable_raw_data()->assign(reinterpret_cast<const char*>(values.data()),
+                               values.size() * sizeof(float));
+  return t;
+}
+
+// Folds every BatchNormalization that the engine folds before a trial quantizes the weights
+// (graph_passes.h: it alone reads a Conv's output, which is no graph output, and the parameters
+// are constants) into that Conv, with the engine's own arithmetic (engine/bn_fold.h). The folded
+// weights get the engine's names (CONV/W_bn_folded, CONV/B_bn_folded); what no node reads any
+// more leaves the graph. Other BatchNormalizations stay: the engine runs them unfolded in fp32.
+void FoldBatchNorms(onnx::GraphProto* graph) {
+  std::map<std::string, int> readers, producer, initializer_index;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    for (const std::string& in : graph->node(i).input()) ++readers[in];
+    for (const std::string& out : graph->node(i).output()) producer[out] = i;
+  }
+  std::set<std::string> graph_outputs;
+  for (const auto& o : graph->output()) graph_outputs.insert(o.name());
+  for (int i = 0; i < graph->initializer_size(); ++i) {
+    initializer_index[graph->initializer(i).name()] = i;
+  }
+  auto float_initializer = [&](const std::string& name) -> const onnx::TensorProto* {
+    auto it = initializer_index.find(name);
+    if (it == initializer_index.end()) return nullptr;
+    const onnx::TensorProto& t = graph->initializer(it->second);
+    return t.data_type() == onnx::TensorProto::FLOAT ? &t : nullptr;
+  };
+
+  std::set<int> folded_bns;
+  std::set<std::string> maybe_unused;
+  std::vector<onnx::TensorProto> added;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    const onnx::NodeProto& bn = graph->node(i);
+    if (bn.op_type() != "BatchNormalization" || bn.input_size() < 5 || bn.output_size() != 1) {
+      continue;
+    }
+    auto p = producer.find(bn.input(0));
+    if (p == producer.end() || graph->node(p->second).op_type() != "Conv" ||
+        readers[bn.input(0)] != 1 || graph_outputs.contains(bn.input(0))) {
+      continue;
+    }
+    onnx::NodeProto& conv = *graph->mutable_node(p->second);
+    const onnx::TensorProto* w = conv.input_size() > 1 ? float_initializer(conv.input(1)) : nullptr;
+    const bool has_bias = conv.input_size() > 2 && !conv.input(2).empty();
+    const onnx::TensorProto* b = has_bias ? float_initializer(conv.input(2)) : nullptr;
+    std::vector<std::vector<float>> params;
+    for (int k = 1; k <= 4; ++k) {
+      if (const onnx::TensorProto* t = float_initializer(bn.input(k))) params.push_back(Floats(*t));
+    }
+    if (w == nullptr || w->dims_size() == 0 || (has_bias && b == nullptr) || params.size() != 4) {
+      continue;
+    }
+    const onnx::AttributeProto* epsilon = FindAttribute(bn, "epsilon");
+    const engine::BatchNormParams bn_params = {.scale = params[0], .shift = params[1],
+                                               .mean = params[2], .var = params[3],
+                                               .epsilon = epsilon ? epsilon->f() : 1e-5f};
+    const std::vector<float> weights = Floats(*w);
+    const std::vector<float> bias = b != nullptr ? Floats(*b) : std::vector<float>();
+    if (!engine::CanFoldBatchNorm(weights.size(), w->dims(0), bias.size(), bn_params)) continue;
+    engine::FoldedConv f = engine::FoldBatchNormIntoConv(weights, w->dims(0), bias, bn_params);
+    const std::string w_name = conv.name() + "/W_bn_folded";
+    const std::string b_name = conv.name() + "/B_bn_folded";
+    added.push_back(RawFloatTensor(w_name, w->dims(), f.weights));
+    google::protobuf::RepeatedField<int64_t> bias_dims;
+    bias_dims.Add(w->dims(0));
+    added.push_back(RawFloatTensor(b_name, bias_dims, f.bias));
+    maybe_unused.insert(conv.input(1));
+    if (has_bias) maybe_unused.insert(conv.input(2));
+    for (int k = 1; k <= 4; ++k) maybe_unused.insert(bn.input(k));
+    conv.set_input(1, w_name);
+    if (conv.input_size() > 2) {
+      conv.set_input(2, b_name);
+    } else {
+      conv.add_input(b_name);
+    }
+    conv.set_output(0, bn.output(0));
+    folded_bns.insert(i);
+  }
+  if (folded_bns.empty()) return;
+  std::vector<onnx::NodeProto> nodes;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    if (!folded_bns.contains(i)) nodes.push_back(graph->node(i));
+  }
+  graph->clear_node();
+  std::set<std::string> read;
+  for (onnx::NodeProto& n : nodes) {
+    for (const std::string& in : n.input()) read.insert(in);
+    *graph->add_node() = std::move(n);
+  }
+  auto unused = [&](const std::string& name) {
+    return maybe_unused.contains(name) && !read.contains(name);
+  };
+  std::vector<onnx::TensorProto> initializers;
+  for (const onnx::TensorProto& t : graph->initializer()) {
+    if (!unused(t.name())) initializers.push_back(t);
+  }
+  for (onnx::TensorProto& t : added) initializers.push_back(std::move(t));
+  graph->clear_initializer();
+  for (onnx::TensorProto& t : initializers) *graph->add_initializer() = std::move(t);
+  // Older models also list initializers as graph inputs.
+  std::vector<onnx::ValueInfoProto> inputs;
+  for (const onnx::ValueInfoProto& v : graph->input()) {
+    if (!unused(v.name())) inputs.push_back(v);
+  }
+  graph->clear_input();
+  for (onnx::ValueInfoProto& v : inputs) *graph->add_input() = std::move(v);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
@@ -99,13 +223,7 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
         "QDQ export needs opset 13 or later (per-channel DequantizeLinear); the model has ", opset));
   }
   onnx::GraphProto* graph = model.mutable_graph();
-  for (const onnx::NodeProto& n : graph->node()) {
-    if (n.op_type() == "BatchNormalization") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "node ", n.name(), " is a BatchNormalization: the trial quantized the weights after "
-          "folding it, which a QDQ model of the unfolded graph cannot express"));
-    }
-  }
+  FoldBatchNorms(graph);
   std::map<std::string, int> node_index;
   for (int i = 0; i < graph->node_size(); ++i) node_index[graph->node(i).name()] = i;
   std::map<std::string, int> initializer_index;

@@ -4,7 +4,9 @@
 //
 //   ASSIGN_OR_RETURN(std::string qdq, BuildQdqModel(model_bytes, trial_result));
 //
-// For each layer the result lists (by ONNX node name):
+// BatchNormalizations that follow a Conv are folded into it first, exactly as the engine folds
+// them before quantizing (worker/engine/bn_fold.h), so the exported weights are the ones the
+// trial quantized. For each layer the result lists (by ONNX node name):
 // - int:8 weights: the initializer is replaced by its int8 (symmetric) or uint8 (asymmetric)
 //   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer;
 // - int:8 inputs: QuantizeLinear -> DequantizeLinear on the layer's input;
@@ -16,8 +18,9 @@
 //
 // Errors (FAILED_PRECONDITION, naming the layer and role): any other format than int:8 or fp32
 // (fixed point, minifloat, pow2 and other widths have no exact QDQ form), stochastic rounding
-// cannot be told from the result and is not checked here; models with BatchNormalization (the
-// trial quantized the folded weights); opset below 13 (per-channel DequantizeLinear needs it).
+// cannot be told from the result and is not checked here; opset below 13 (per-channel
+// DequantizeLinear needs it). Fine-tuned trials are refused by the caller (ExportConfig): their
+// tuned weights stay on the worker, and the stored model holds the untuned ones.
 #ifndef BITSWEEP_SERVER_EXPORT_QDQ_H_
 #define BITSWEEP_SERVER_EXPORT_QDQ_H_
 

@@ -964,6 +964,21 @@ TEST_F(QueryTest, ExportConfigManifest) {
   EXPECT_EQ(coordinator_->ExportConfig(unknown).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(CoordinatorTest, QdqExportOfAFineTunedTrialIsRefused) {
+  Submit(Spec("ft", {{"finetune", {kFixed8}, "", false, 100}}));
+  v1::LeasedTrial leased = LeaseOne();
+  EXPECT_EQ(leased.spec().finetune().steps(), 100);
+  ASSERT_TRUE(Accepted(ReportResult(leased, MakeResult(0.88, 8000))));
+  v1::ExportConfigRequest request;
+  request.set_trial_id(leased.trial_id());
+  EXPECT_TRUE(coordinator_->ExportConfig(request).ok());  // the manifest is fine
+  request.set_qdq_onnx(true);
+  absl::StatusOr<v1::ExportConfigResponse> qdq = coordinator_->ExportConfig(request);
+  EXPECT_EQ(qdq.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(qdq.status().message()), HasSubstr("was fine-tuned (100 steps)"));
+  EXPECT_THAT(std::string(qdq.status().message()), HasSubstr("bitsweep finetune"));
+}
+
 // --- Models, watching, metrics ----------------------------------------------------------------
 
 TEST_F(CoordinatorTest, PutModelIsContentAddressedAndChecked) {

@@ -77,6 +77,7 @@ struct FakeStep {
   std::vector<std::string> configs;
   std::string failure;
   bool collect_ranges = false;
+  int64_t finetune_steps = 0;
 };
 
 // The plans of the fake strategy, by sweep name; also records what Next saw.
@@ -141,6 +142,7 @@ class FakeStrategy : public Strategy {
           trial.set_stage(steps[k].stage);
           trial.set_label(config);
           trial.set_collect_ranges(steps[k].collect_ranges);
+          trial.mutable_finetune()->set_steps(steps[k].finetune_steps);
         }
         return step;
       }

@@ -1,16 +1,20 @@
 // QDQ export against the engine: the dequantized weights of the exported model equal the
-// engine's own int:8 quantization of the same weights, activation pairs carry the calibrated
-// scales, and formats without an exact QDQ form are refused by name.
+// engine's own int:8 quantization of the same weights (BatchNormalization folded as the engine
+// folds it), activation pairs carry the calibrated scales, and formats without an exact QDQ form
+// are refused by name.
 #include "server/export/qdq.h"
 
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <map>
 
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
 #include "worker/engine/dataset.h"
+#include "worker/engine/graph_passes.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/quant/config.h"
 #include "worker/engine/trial.h"
@@ -31,12 +35,18 @@ struct Trial {
   engine::TrialResult engine;    // the engine's own run of the same trial
 };
 
-Trial RunLenet(const std::string& config_json) {
+// Runs `config_json` on `model` twice: through the worker's executor (the reported result) and
+// the engine itself (its quantizers).
+Trial RunModel(const onnx::ModelProto& model, const std::string& config_json) {
   Trial t;
   const std::string path = (fs::path(::testing::TempDir()) /
-                            ("qdq_lenet5_" + std::to_string(::getpid()) + ".onnx")).string();
-  engine::SaveModel(*engine::zoo::BuildArchitecture("lenet5", {}), path).IgnoreError();
-  t.model = *engine::ReadOnnxModel(path);
+                            ("qdq_" + model.graph().name() + "_" + std::to_string(::getpid()) +
+                             ".onnx")).string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    model.SerializeToOstream(&out);
+  }
+  t.model = model;
   v1::EvalSettings settings;
   settings.mutable_dataset()->set_train(kData + "/train");
   settings.mutable_dataset()->set_eval(kData + "/t10k");
@@ -45,7 +55,7 @@ Trial RunLenet(const std::string& config_json) {
   v1::TrialSpec spec;
   spec.set_config_json(config_json);
   worker::TrialExecutor executor;
-  absl::StatusOr<v1::TrialResult> r = executor.Execute({.hash = "lenet5", .path = path},
+  absl::StatusOr<v1::TrialResult> r = executor.Execute({.hash = model.graph().name(), .path = path},
                                                        settings, spec, {.threads = 1});
   EXPECT_TRUE(r.ok()) << r.status();
   if (r.ok()) t.reported = *r;
@@ -65,6 +75,36 @@ Trial RunLenet(const std::string& config_json) {
   return t;
 }
 
+Trial RunLenet(const std::string& config_json) {
+  return RunModel(*engine::zoo::BuildArchitecture("lenet5", {}), config_json);
+}
+
+// ResNet-mini with BatchNormalization parameters far from the identity (a fresh model's are
+// gamma 1, beta 0, mean 0, var 1), so that folding them visibly changes every weight.
+onnx::ModelProto ResnetWithBatchNormStatistics() {
+  onnx::ModelProto model = *engine::zoo::BuildArchitecture("resnet-mini", {});
+  std::map<std::string, onnx::TensorProto*> initializers;
+  for (auto& t : *model.mutable_graph()->mutable_initializer()) initializers[t.name()] = &t;
+  uint32_t state = 12345;
+  auto uniform = [&state](float lo, float hi) {
+    state = state * 1664525u + 1013904223u;
+    return lo + (hi - lo) * static_cast<float>(state >> 8) / static_cast<float>(1u << 24);
+  };
+  const float ranges[4][2] = {{0.5f, 1.5f}, {-0.2f, 0.2f}, {-0.1f, 0.1f}, {0.5f, 2.0f}};
+  for (const auto& n : model.graph().node()) {
+    if (n.op_type() != "BatchNormalization") continue;
+    for (int k = 1; k <= 4; ++k) {
+      onnx::TensorProto& t = *initializers.at(n.input(k));
+      std::vector<float> values(t.dims(0));
+      for (float& v : values) v = uniform(ranges[k - 1][0], ranges[k - 1][1]);
+      t.clear_float_data();
+      t.set_raw_data(std::string(reinterpret_cast<const char*>(values.data()),
+                                 values.size() * sizeof(float)));
+    }
+  }
+  return model;
+}
+
 std::map<std::string, const onnx::TensorProto*> Initializers(const onnx::GraphProto& g) {
   std::map<std::string, const onnx::TensorProto*> m;
   for (const auto& t : g.initializer()) m[t.name()] = &t;
@@ -78,6 +118,45 @@ std::vector<float> FloatsOf(const onnx::TensorProto& t) {
   return v;
 }
 
+// Every quantized weight of the exported model, dequantized, equals the engine's own int:8
+// quantization of the weights it ran (after folding BatchNormalization, as the engine does).
+// Returns the number of weight tensors compared.
+int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelProto& qdq) {
+  engine::Graph graph = *engine::ImportOnnxModel(t.model, {}, "");
+  engine::FoldBatchNorm(&graph);
+  const auto exported = Initializers(qdq.graph());
+  int compared = 0;
+  for (const engine::Node& n : graph.nodes) {
+    auto q = t.engine.eval.weight_quantizers.find(n.name);
+    if (q == t.engine.eval.weight_quantizers.end()) continue;
+    const std::string& w = n.inputs[1];
+    std::vector<float> expected = graph.constants.at(w).floats();
+    const int64_t count = static_cast<int64_t>(expected.size());
+    engine::quant::QuantizeInPlace(q->second, expected.data(), count);
+
+    EXPECT_TRUE(exported.contains(w + "_quantized")) << n.name << ": " << w;
+    if (!exported.contains(w + "_quantized")) continue;
+    const onnx::TensorProto& codes = *exported.at(w + "_quantized");
+    const onnx::TensorProto& scales = *exported.at(w + "_scale");
+    EXPECT_EQ(codes.data_type(), onnx::TensorProto::INT8) << n.name;
+    EXPECT_EQ(static_cast<int64_t>(codes.raw_data().size()), count) << n.name;
+    const int64_t channels = scales.float_data_size();
+    EXPECT_EQ(channels, static_cast<int64_t>(q->second.scale.size())) << n.name;
+    if (static_cast<int64_t>(codes.raw_data().size()) != count || channels == 0) continue;
+    int mismatches = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      // Conv and Gemm(transB=1) in the zoo keep output channels on axis 0.
+      const int64_t c = i / (count / channels);
+      const int8_t code = static_cast<int8_t>(codes.raw_data()[i]);
+      const float dequantized = code * scales.float_data(c);
+      mismatches += dequantized != expected[i];
+    }
+    EXPECT_EQ(mismatches, 0) << n.name;
+    ++compared;
+  }
+  return compared;
+}
+
 TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   const Trial t = RunLenet(R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8",
                                            "outputs": "int:8"}})");
@@ -86,7 +165,6 @@ TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   onnx::ModelProto qdq;
   ASSERT_TRUE(qdq.ParseFromString(*bytes));
-  const auto original = Initializers(t.model.graph());
   const auto exported = Initializers(qdq.graph());
 
   int quantize_nodes = 0, dequantize_nodes = 0;
@@ -98,36 +176,45 @@ TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   ASSERT_EQ(layers, 5);
   EXPECT_EQ(quantize_nodes, 2 * layers);               // inputs and outputs of every layer
   EXPECT_EQ(dequantize_nodes, 2 * layers + layers);    // plus one per weight tensor
-
-  for (const auto& n : t.model.graph().node()) {
-    auto q = t.engine.eval.weight_quantizers.find(n.name());
-    if (q == t.engine.eval.weight_quantizers.end()) continue;
-    const std::string w = n.input(1);
-    std::vector<float> expected = FloatsOf(*original.at(w));
-    const int64_t count = static_cast<int64_t>(expected.size());
-    engine::quant::QuantizeInPlace(q->second, expected.data(), count);
-
-    const onnx::TensorProto& codes = *exported.at(w + "_quantized");
-    const onnx::TensorProto& scales = *exported.at(w + "_scale");
-    ASSERT_EQ(codes.data_type(), onnx::TensorProto::INT8) << n.name();
-    ASSERT_EQ(static_cast<int64_t>(codes.raw_data().size()), count) << n.name();
-    const int64_t channels = scales.float_data_size();
-    ASSERT_EQ(channels, static_cast<int64_t>(q->second.scale.size())) << n.name();
-    int mismatches = 0;
-    for (int64_t i = 0; i < count; ++i) {
-      // Conv and Gemm(transB=1) in the zoo keep output channels on axis 0.
-      const int64_t c = i / (count / channels);
-      const int8_t code = static_cast<int8_t>(codes.raw_data()[i]);
-      const float dequantized = code * scales.float_data(c);
-      mismatches += dequantized != expected[i];
-    }
-    EXPECT_EQ(mismatches, 0) << n.name();
-  }
+  EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, qdq), layers);
   // Activation pairs carry the scale the trial used.
   for (const v1::LayerResult& layer : t.reported.layers()) {
     const onnx::TensorProto& scale = *exported.at(layer.name() + "_output_scale");
     EXPECT_EQ(scale.float_data(0), layer.outputs().scale(0)) << layer.name();
   }
+}
+
+TEST(QdqExportTest, BatchNormalizationIsFoldedAsTheEngineFoldsIt) {
+  const onnx::ModelProto resnet = ResnetWithBatchNormStatistics();
+  int batch_norms = 0;
+  for (const auto& n : resnet.graph().node()) batch_norms += n.op_type() == "BatchNormalization";
+  ASSERT_GT(batch_norms, 0);
+  const Trial t = RunModel(resnet, R"({"default": {"weights": "int:8:sym:channel",
+                                                   "outputs": "int:8"}})");
+  absl::StatusOr<std::string> bytes = server::BuildQdqModel(t.model.SerializeAsString(),
+                                                            t.reported);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  onnx::ModelProto qdq;
+  ASSERT_TRUE(qdq.ParseFromString(*bytes));
+  for (const auto& n : qdq.graph().node()) {
+    EXPECT_NE(n.op_type(), "BatchNormalization") << n.name() << " was not folded";
+  }
+  EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, qdq), t.reported.layers_size());
+  // The folded biases are the engine's, and nothing the fold orphaned stays behind.
+  engine::Graph graph = *engine::ImportOnnxModel(t.model, {}, "");
+  ASSERT_EQ(engine::FoldBatchNorm(&graph), batch_norms);
+  const auto exported = Initializers(qdq.graph());
+  int folded_biases = 0;
+  for (const auto& [name, tensor] : graph.constants) {
+    if (name.find("/B_bn_folded") == std::string::npos) continue;
+    ASSERT_TRUE(exported.contains(name)) << name;
+    EXPECT_EQ(FloatsOf(*exported.at(name)), tensor.floats()) << name;
+    ++folded_biases;
+  }
+  EXPECT_EQ(folded_biases, batch_norms);
+  std::set<std::string> read;
+  for (const auto& n : qdq.graph().node()) read.insert(n.input().begin(), n.input().end());
+  for (const auto& [name, tensor] : exported) EXPECT_TRUE(read.contains(name)) << name;
 }
 
 TEST(QdqExportTest, MixedConfigsKeepFp32LayersAsTheyAre) {
@@ -162,14 +249,6 @@ TEST(QdqExportTest, FormatsWithoutAnExactQdqFormAreRefusedByName) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("quantizes nothing"), std::string::npos) << r.status();
 
-  // ResNet-mini has BatchNormalization: its trials quantize folded weights.
-  onnx::ModelProto resnet = *engine::zoo::BuildArchitecture("resnet-mini", {});
-  v1::TrialResult fake;
-  v1::LayerResult* layer = fake.add_layers();
-  layer->set_name(resnet.graph().node(0).name());
-  r = server::BuildQdqModel(resnet.SerializeAsString(), fake);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("BatchNormalization"), std::string::npos) << r.status();
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "worker/engine/graph_passes.h"
 
-#include <cmath>
+#include <utility>
+
+#include "absl/types/span.h"
+#include "worker/engine/bn_fold.h"
 
 namespace bitsweep::engine {
 namespace {
@@ -26,27 +29,20 @@ int FoldBatchNorm(Graph* graph) {
 
     const Tensor& w = g.constants.at(conv.inputs[1]);
     const int64_t oc = w.shape()[0];
-    const Tensor& scale = g.constants.at(bn.inputs[1]);
-    const Tensor& shift = g.constants.at(bn.inputs[2]);
-    const Tensor& mean = g.constants.at(bn.inputs[3]);
-    const Tensor& var = g.constants.at(bn.inputs[4]);
-    if (scale.num_elements() != oc || shift.num_elements() != oc || mean.num_elements() != oc ||
-        var.num_elements() != oc) {
+    const BatchNormParams params = {.scale = g.constants.at(bn.inputs[1]).floats(),
+                                    .shift = g.constants.at(bn.inputs[2]).floats(),
+                                    .mean = g.constants.at(bn.inputs[3]).floats(),
+                                    .var = g.constants.at(bn.inputs[4]).floats(),
+                                    .epsilon = bn.epsilon};
+    const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
+    absl::Span<const float> bias;
+    if (has_bias) bias = g.constants.at(conv.inputs[2]).floats();
+    if (!CanFoldBatchNorm(w.floats().size(), oc, bias.size(), params)) {
       continue;  // malformed; the unfolded BatchNormalization reports it at compile time
     }
-    const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
-    Tensor folded_w = w;
-    Tensor folded_b = Tensor::Float({oc});
-    const int64_t per_channel = w.num_elements() / oc;
-    for (int64_t c = 0; c < oc; ++c) {
-      const double s = scale.floats()[c] / std::sqrt(double{var.floats()[c]} + bn.epsilon);
-      for (int64_t k = 0; k < per_channel; ++k) {
-        folded_w.floats()[c * per_channel + k] =
-            static_cast<float>(w.floats()[c * per_channel + k] * s);
-      }
-      const double b = has_bias ? g.constants.at(conv.inputs[2]).floats()[c] : 0.0;
-      folded_b.floats()[c] = static_cast<float>((b - mean.floats()[c]) * s + shift.floats()[c]);
-    }
+    FoldedConv merged = FoldBatchNormIntoConv(w.floats(), oc, bias, params);
+    Tensor folded_w = Tensor::Float(w.shape(), std::move(merged.weights));
+    Tensor folded_b = Tensor::Float({oc}, std::move(merged.bias));
     const std::string w_name = conv.name + "/W_bn_folded";
     const std::string b_name = conv.name + "/B_bn_folded";
     g.constants[w_name] = std::move(folded_w);
