@@ -44,7 +44,6 @@ namespace {
 
 constexpr char kGenerationPrefix[] = "generation ";
 constexpr int64_t kDefaultBudget = 64;
-constexpr int64_t kMaxBudget = 10000;
 constexpr int kDefaultPopulation = 16;
 constexpr int kMaxPopulation = 1000;
 constexpr size_t kMaxFinetunePoints = 4;
@@ -137,12 +136,7 @@ void RankMembers(std::vector<Member>& members) {
 class EvolutionaryStrategy : public Strategy {
  public:
   absl::Status Validate(const v1::SweepSpec& spec) const override {
-    RETURN_IF_ERROR(ValidateCommon(spec));
-    RETURN_IF_ERROR(ValidateCandidateSpace(spec, "evolutionary"));
-    if (spec.budget() > kMaxBudget) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("budget: ", spec.budget(), " is more than ", kMaxBudget, " trials"));
-    }
+    RETURN_IF_ERROR(ValidateBudgetedSearch(spec, "evolutionary"));
     if (spec.population() != 0 &&
         (spec.population() < 2 || spec.population() > kMaxPopulation)) {
       return absl::InvalidArgumentError(absl::StrCat("population: must be 0 (meaning ",

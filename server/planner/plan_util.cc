@@ -323,4 +323,14 @@ absl::Status ValidateCandidateSpace(const v1::SweepSpec& spec, const std::string
   return absl::OkStatus();
 }
 
+absl::Status ValidateBudgetedSearch(const v1::SweepSpec& spec, const std::string& strategy) {
+  RETURN_IF_ERROR(ValidateCommon(spec));
+  RETURN_IF_ERROR(ValidateCandidateSpace(spec, strategy));
+  if (spec.budget() > kMaxSearchBudget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("budget: ", spec.budget(), " is more than ", kMaxSearchBudget, " trials"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace bitsweep::server::plan

@@ -147,9 +147,14 @@ absl::Status ValidateSpaceFormat(const std::string& text, const std::string& fie
                                  bool activation);
 // Settings every strategy shares: error_margin, finetune, budget.
 absl::Status ValidateCommon(const v1::SweepSpec& spec);
+// Search budgets (SweepSpec.budget) are at most this many configs.
+inline constexpr int64_t kMaxSearchBudget = 10000;
 // ristretto, sensitivity, random, evolutionary: weight_formats and activation_formats valid, no
 // grid axes.
 absl::Status ValidateCandidateSpace(const v1::SweepSpec& spec, const std::string& strategy);
+// random, evolutionary: ValidateCommon, ValidateCandidateSpace and a budget of at most
+// kMaxSearchBudget.
+absl::Status ValidateBudgetedSearch(const v1::SweepSpec& spec, const std::string& strategy);
 
 }  // namespace bitsweep::server::plan
 

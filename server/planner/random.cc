@@ -20,19 +20,12 @@ namespace {
 
 constexpr char kRandomStage[] = "random";
 constexpr int64_t kDefaultBudget = 32;
-constexpr int64_t kMaxBudget = 10000;
 constexpr int64_t kDrawsPerTrial = 20;
 
 class RandomStrategy : public Strategy {
  public:
   absl::Status Validate(const v1::SweepSpec& spec) const override {
-    RETURN_IF_ERROR(ValidateCommon(spec));
-    RETURN_IF_ERROR(ValidateCandidateSpace(spec, "random"));
-    if (spec.budget() > kMaxBudget) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("budget: ", spec.budget(), " is more than ", kMaxBudget, " trials"));
-    }
-    return absl::OkStatus();
+    return ValidateBudgetedSearch(spec, "random");
   }
 
   absl::StatusOr<PlanStep> Next(const v1::SweepSpec& spec,

@@ -111,6 +111,16 @@ std::map<std::string, const onnx::TensorProto*> Initializers(const onnx::GraphPr
   return m;
 }
 
+// The trial's QDQ model, parsed.
+absl::StatusOr<onnx::ModelProto> ExportQdq(const Trial& t) {
+  absl::StatusOr<std::string> bytes = server::BuildQdqModel(t.model.SerializeAsString(),
+                                                            t.reported);
+  if (!bytes.ok()) return bytes.status();
+  onnx::ModelProto qdq;
+  if (!qdq.ParseFromString(*bytes)) return absl::InternalError("the QDQ model does not parse");
+  return qdq;
+}
+
 std::vector<float> FloatsOf(const onnx::TensorProto& t) {
   if (t.float_data_size() > 0) return {t.float_data().begin(), t.float_data().end()};
   std::vector<float> v(t.raw_data().size() / 4);
@@ -160,11 +170,9 @@ int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelPro
 TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   const Trial t = RunLenet(R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8",
                                            "outputs": "int:8"}})");
-  absl::StatusOr<std::string> bytes = server::BuildQdqModel(t.model.SerializeAsString(),
-                                                            t.reported);
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  onnx::ModelProto qdq;
-  ASSERT_TRUE(qdq.ParseFromString(*bytes));
+  absl::StatusOr<onnx::ModelProto> exported_model = ExportQdq(t);
+  ASSERT_TRUE(exported_model.ok()) << exported_model.status();
+  const onnx::ModelProto& qdq = *exported_model;
   const auto exported = Initializers(qdq.graph());
 
   int quantize_nodes = 0, dequantize_nodes = 0;
@@ -191,11 +199,9 @@ TEST(QdqExportTest, BatchNormalizationIsFoldedAsTheEngineFoldsIt) {
   ASSERT_GT(batch_norms, 0);
   const Trial t = RunModel(resnet, R"({"default": {"weights": "int:8:sym:channel",
                                                    "outputs": "int:8"}})");
-  absl::StatusOr<std::string> bytes = server::BuildQdqModel(t.model.SerializeAsString(),
-                                                            t.reported);
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  onnx::ModelProto qdq;
-  ASSERT_TRUE(qdq.ParseFromString(*bytes));
+  absl::StatusOr<onnx::ModelProto> exported_model = ExportQdq(t);
+  ASSERT_TRUE(exported_model.ok()) << exported_model.status();
+  const onnx::ModelProto& qdq = *exported_model;
   for (const auto& n : qdq.graph().node()) {
     EXPECT_NE(n.op_type(), "BatchNormalization") << n.name() << " was not folded";
   }
@@ -219,11 +225,9 @@ TEST(QdqExportTest, BatchNormalizationIsFoldedAsTheEngineFoldsIt) {
 
 TEST(QdqExportTest, MixedConfigsKeepFp32LayersAsTheyAre) {
   const Trial t = RunLenet(R"({"conv": {"weights": "int:8", "outputs": "int:8"}})");
-  absl::StatusOr<std::string> bytes = server::BuildQdqModel(t.model.SerializeAsString(),
-                                                            t.reported);
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  onnx::ModelProto qdq;
-  ASSERT_TRUE(qdq.ParseFromString(*bytes));
+  absl::StatusOr<onnx::ModelProto> exported_model = ExportQdq(t);
+  ASSERT_TRUE(exported_model.ok()) << exported_model.status();
+  const onnx::ModelProto& qdq = *exported_model;
   int quantize_nodes = 0;
   for (const auto& n : qdq.graph().node()) quantize_nodes += n.op_type() == "QuantizeLinear";
   EXPECT_EQ(quantize_nodes, 2);  // conv1 and conv2 outputs
