@@ -256,5 +256,25 @@ TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
   EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
 }
 
+TEST(LocalCliTest, EvolutionarySweepRunsItsGenerationsWithinTheBudget) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_local_evo_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string common = "local --model " + std::string(BITSWEEP_LENET5_MODEL) + " " +
+                             kSmallData + " --strategy evolutionary --weight-formats " +
+                             "fixed:8,fixed:4 --activation-formats fixed:8,fixed:4 --workers 2 ";
+  const Result r = Bitsweep(common + "--budget 6 --population 3 --seed 2 --db " +
+                            (dir / "evo.db").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // The baseline and two generations of three.
+  EXPECT_NE(r.out.find("sweep 1 finished: 7 trials"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("generation 1 #1 (uniform)"), std::string::npos) << r.out;
+
+  const Result bad = Bitsweep(common + "--population 1 --db " + (dir / "bad.db").string());
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("population: must be 0"), std::string::npos) << bad.out;
+}
+
 }  // namespace
 }  // namespace bitsweep
