@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
+#include "common/splitmix64.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "onnx/checker.h"
@@ -76,12 +77,6 @@ constexpr int kMaxPageSize = 1000;
 // A planner that keeps emitting steps whose trials are all cached would loop without bound.
 constexpr int kMaxImmediateSteps = 1000;
 
-const std::vector<v1::Objective>& DefaultObjectives() {
-  static const auto* const objectives =
-      new std::vector<v1::Objective>{v1::OBJECTIVE_TOP1, v1::OBJECTIVE_SIZE};
-  return *objectives;
-}
-
 std::string RandomHex(int bytes) {
   std::string raw(bytes, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), bytes) != 1) {
@@ -98,18 +93,6 @@ std::string RandomHex(int bytes) {
 // threshold as a parameter. The SQL views and ListTrials spell the expression the same way.
 double MarginThreshold(double baseline_top1, double error_margin_pp) {
   return baseline_top1 - error_margin_pp / 100.0 - 1e-9;
-}
-
-// Repeated enum fields are stored as ints.
-std::vector<v1::Objective> ToObjectives(const google::protobuf::RepeatedField<int>& values) {
-  std::vector<v1::Objective> objectives;
-  objectives.reserve(values.size());
-  for (int value : values) objectives.push_back(static_cast<v1::Objective>(value));
-  return objectives;
-}
-
-std::vector<v1::Objective> ObjectivesOf(const v1::SweepSpec& spec) {
-  return ToObjectives(spec.objectives());
 }
 
 absl::StatusOr<int64_t> ParsePageToken(absl::string_view token) {
@@ -279,6 +262,9 @@ class SqliteCoordinator final : public Coordinator {
     return statement.OptionalInt64(0);
   }
 
+  // Moves each sweep's version (WaitForSweepChange), inside the caller's transaction.
+  absl::Status BumpSweepVersions(const std::set<int64_t>& sweep_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bumps the touched sweeps' versions, commits, then applies the effects.
   absl::Status Commit(Transaction& txn, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs `op` in the next group commit (see the top of this file); returns its status once the
@@ -364,8 +350,7 @@ class SqliteCoordinator final : public Coordinator {
   // Bumped (after commit) whenever trials were queued: a Lease that found nothing waits until it
   // moves, so that work queued between its attempt and its wait is not missed.
   int64_t work_generation_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t lease_rng_state_ ABSL_GUARDED_BY(mu_) = 0;
-  bool lease_rng_seeded_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<SplitMix64> lease_rng_ ABSL_GUARDED_BY(mu_);  // seeded at the first lease
   absl::CondVar sweep_changed_;   // some sweep's version moved (WaitForSweepChange)
   CoordinatorMetrics metrics_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
@@ -417,12 +402,17 @@ absl::Status SqliteCoordinator::Init() {
   return RefreshWorkersConnected(/*force=*/true);
 }
 
-absl::Status SqliteCoordinator::Commit(Transaction& txn, Effects& effects) {
+absl::Status SqliteCoordinator::BumpSweepVersions(const std::set<int64_t>& sweep_ids) {
   const int64_t now_ms = NowMs();
-  for (int64_t sweep_id : effects.touched_sweeps) {
+  for (int64_t sweep_id : sweep_ids) {
     RETURN_IF_ERROR(Exec("UPDATE sweeps SET version = version + 1, updated_ms = ?2 WHERE id = ?1",
                          sweep_id, now_ms));
   }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteCoordinator::Commit(Transaction& txn, Effects& effects) {
+  RETURN_IF_ERROR(BumpSweepVersions(effects.touched_sweeps));
   RETURN_IF_ERROR(txn.Commit());
   ApplyEffects(effects);
   return absl::OkStatus();
@@ -536,14 +526,9 @@ void SqliteCoordinator::RunBatch(const std::vector<GroupOp*>& batch) {
   for (const Effects& e : effects) {
     merged.touched_sweeps.insert(e.touched_sweeps.begin(), e.touched_sweeps.end());
   }
-  const int64_t now_ms = NowMs();
-  for (int64_t sweep_id : merged.touched_sweeps) {
-    absl::Status status =
-        Exec("UPDATE sweeps SET version = version + 1, updated_ms = ?2 WHERE id = ?1", sweep_id,
-             now_ms);
-    if (!status.ok()) return fail_all(status);
-  }
-  absl::Status status = txn->Commit();
+  absl::Status status = BumpSweepVersions(merged.touched_sweeps);
+  if (!status.ok()) return fail_all(status);
+  status = txn->Commit();
   if (!status.ok()) return fail_all(status);
   // Committed: every op's answer stands; now the effects outside the database.
   for (const Effects& e : effects) ApplyEffects(e);
@@ -629,25 +614,16 @@ absl::StatusOr<SweepInfo*> SqliteCoordinator::GetSweepInfo(int64_t sweep_id) {
   }
   info->max_attempts = static_cast<int>(select.Int64(1));
   info->error_margin = select.Double(2);
-  absl::StatusOr<std::vector<v1::Objective>> objectives =
-      ResolveObjectives(ObjectivesOf(info->spec), DefaultObjectives());
-  info->objectives = objectives.ok() ? *objectives : DefaultObjectives();
+  absl::StatusOr<std::vector<v1::Objective>> objectives = SweepObjectives(info->spec);
+  info->objectives = objectives.ok() ? *objectives : DefaultSweepObjectives();
   SweepInfo* raw = info.get();
   sweeps_.emplace(sweep_id, std::move(info));
   return raw;
 }
 
 std::string SqliteCoordinator::LeaseSuffix() {
-  if (!lease_rng_seeded_) {
-    const std::string seed = RandomHex(8);
-    lease_rng_state_ = std::stoull(seed, nullptr, 16);
-    lease_rng_seeded_ = true;
-  }
-  uint64_t z = (lease_rng_state_ += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  z ^= z >> 31;
-  return absl::StrCat(absl::Hex(z >> 16, absl::kZeroPad12));
+  if (!lease_rng_.has_value()) lease_rng_.emplace(std::stoull(RandomHex(8), nullptr, 16));
+  return absl::StrCat(absl::Hex(lease_rng_->Next() >> 16, absl::kZeroPad12));
 }
 
 absl::StatusOr<const Strategy*> SqliteCoordinator::StrategyFor(absl::string_view name) {
@@ -843,8 +819,7 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& sp
     return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 0, got ", spec.budget()));
   }
   {
-    absl::StatusOr<std::vector<v1::Objective>> objectives =
-        ResolveObjectives(ObjectivesOf(spec), DefaultObjectives());
+    absl::StatusOr<std::vector<v1::Objective>> objectives = SweepObjectives(spec);
     if (!objectives.ok()) return Annotate(objectives.status(), "objectives");
   }
 
@@ -1213,9 +1188,8 @@ absl::StatusOr<v1::ListTrialsResponse> SqliteCoordinator::ListTrials(
 absl::StatusOr<v1::Frontier> SqliteCoordinator::GetFrontier(const v1::GetFrontierRequest& r) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(r.sweep_id()));
-  absl::StatusOr<std::vector<v1::Objective>> objectives = ResolveObjectives(
-      ToObjectives(r.objectives()),
-      sweep->objectives);
+  absl::StatusOr<std::vector<v1::Objective>> objectives =
+      ResolveObjectives(ToObjectives(r.objectives()), sweep->objectives);
   if (!objectives.ok()) return Annotate(objectives.status(), "objectives");
   ASSIGN_OR_RETURN(Statement select,
                    db_->Prepare("SELECT baseline_top1 FROM sweeps WHERE id = ?1"));

@@ -35,14 +35,21 @@ absl::Status CheckRole(const std::string& layer, const char* role, const v1::Qua
       ": only int:8 and fp32 have an exact QDQ form (export the JSON manifest instead)"));
 }
 
+// A float initializer of shape `dims` ({} for a scalar).
 onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>& values,
-                              bool scalar) {
+                              const std::vector<int64_t>& dims) {
   onnx::TensorProto t;
   t.set_name(name);
   t.set_data_type(onnx::TensorProto::FLOAT);
-  if (!scalar) t.add_dims(static_cast<int64_t>(values.size()));
+  for (int64_t d : dims) t.add_dims(d);
   for (float v : values) t.add_float_data(v);
   return t;
+}
+
+onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>& values,
+                              bool scalar) {
+  if (scalar) return FloatTensor(name, values, std::vector<int64_t>{});
+  return FloatTensor(name, values, {static_cast<int64_t>(values.size())});
 }
 
 // Zero points as int8 (symmetric) or uint8 (asymmetric) tensors; both use int32_data.
@@ -89,18 +96,6 @@ const onnx::AttributeProto* FindAttribute(const onnx::NodeProto& node, const std
     if (a.name() == name) return &a;
   }
   return nullptr;
-}
-
-onnx::TensorProto RawFloatTensor(const std::string& name,
-                                 const google::protobuf::RepeatedField<int64_t>& dims,
-                                 const std::vector<float>& values) {
-  onnx::TensorProto t;
-  t.set_name(name);
-  t.set_data_type(onnx::TensorProto::FLOAT);
-  *t.mutable_dims() = dims;
-  t.mutable_raw_data()->assign(reinterpret_cast<const char*>(values.data()),
-                               values.size() * sizeof(float));
-  return t;
 }
 
 // Folds every BatchNormalization that the engine folds before a trial quantizes the weights
@@ -160,10 +155,8 @@ void FoldBatchNorms(onnx::GraphProto* graph) {
     engine::FoldedConv f = engine::FoldBatchNormIntoConv(weights, w->dims(0), bias, bn_params);
     const std::string w_name = conv.name() + "/W_bn_folded";
     const std::string b_name = conv.name() + "/B_bn_folded";
-    added.push_back(RawFloatTensor(w_name, w->dims(), f.weights));
-    google::protobuf::RepeatedField<int64_t> bias_dims;
-    bias_dims.Add(w->dims(0));
-    added.push_back(RawFloatTensor(b_name, bias_dims, f.bias));
+    added.push_back(FloatTensor(w_name, f.weights, {w->dims().begin(), w->dims().end()}));
+    added.push_back(FloatTensor(b_name, f.bias, /*scalar=*/false));
     maybe_unused.insert(conv.input(1));
     if (has_bias) maybe_unused.insert(conv.input(2));
     for (int k = 1; k <= 4; ++k) maybe_unused.insert(bn.input(k));
@@ -262,10 +255,8 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
       // them on axis 1.
       int axis = 0;
       if (node->op_type() != "Conv") {
-        axis = 1;
-        for (const auto& a : node->attribute()) {
-          if (a.name() == "transB" && a.i() == 1) axis = 0;
-        }
+        const onnx::AttributeProto* trans_b = FindAttribute(*node, "transB");
+        axis = trans_b != nullptr && trans_b->i() == 1 ? 0 : 1;
       }
       const int64_t axis_size = tensor.dims(axis);
       if (channels != 1 && channels != axis_size) {

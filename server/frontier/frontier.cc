@@ -107,6 +107,23 @@ absl::StatusOr<v1::Objective> ParseObjective(absl::string_view name) {
                                                  "' (known: ", KnownObjectiveNames(), ")"));
 }
 
+std::vector<v1::Objective> ToObjectives(const google::protobuf::RepeatedField<int>& values) {
+  std::vector<v1::Objective> objectives;
+  objectives.reserve(values.size());
+  for (int value : values) objectives.push_back(static_cast<v1::Objective>(value));
+  return objectives;
+}
+
+const std::vector<v1::Objective>& DefaultSweepObjectives() {
+  static const auto* const objectives =
+      new std::vector<v1::Objective>{v1::OBJECTIVE_TOP1, v1::OBJECTIVE_SIZE};
+  return *objectives;
+}
+
+absl::StatusOr<std::vector<v1::Objective>> SweepObjectives(const v1::SweepSpec& spec) {
+  return ResolveObjectives(ToObjectives(spec.objectives()), DefaultSweepObjectives());
+}
+
 absl::StatusOr<std::vector<v1::Objective>> ResolveObjectives(
     const std::vector<v1::Objective>& requested, const std::vector<v1::Objective>& defaults) {
   if (requested.empty()) return defaults;

@@ -40,6 +40,13 @@ absl::StatusOr<v1::Objective> ParseObjective(absl::string_view name);
 absl::StatusOr<std::vector<v1::Objective>> ResolveObjectives(
     const std::vector<v1::Objective>& requested, const std::vector<v1::Objective>& defaults);
 
+// Repeated Objective fields, which protobuf stores as ints.
+std::vector<v1::Objective> ToObjectives(const google::protobuf::RepeatedField<int>& values);
+// The objectives of a sweep that names none: top1 and size.
+const std::vector<v1::Objective>& DefaultSweepObjectives();
+// SweepSpec.objectives checked by ResolveObjectives, DefaultSweepObjectives when empty.
+absl::StatusOr<std::vector<v1::Objective>> SweepObjectives(const v1::SweepSpec& spec);
+
 // True when a top-1 is within the error margin: top1 >= baseline_top1 - margin_pp / 100, with a
 // 1e-9 tolerance so that a top-1 exactly on the boundary is not lost to floating-point rounding
 // (0.9 - 0.01 is not exactly 0.89). The planner and the coordinator both use this one test.

@@ -69,16 +69,6 @@ int GenerationOf(const std::string& stage) {
   return generation;
 }
 
-std::vector<v1::Objective> SpecObjectives(const v1::SweepSpec& spec) {
-  std::vector<v1::Objective> objectives;
-  for (int value : spec.objectives()) objectives.push_back(static_cast<v1::Objective>(value));
-  return objectives;
-}
-
-absl::StatusOr<std::vector<v1::Objective>> Objectives(const v1::SweepSpec& spec) {
-  return ResolveObjectives(SpecObjectives(spec), {v1::OBJECTIVE_TOP1, v1::OBJECTIVE_SIZE});
-}
-
 // Crowding distance of each member of one front: per objective, the normalized gap between its
 // neighbours; the extremes of any objective are infinitely far.
 void AssignCrowding(std::vector<Member*>& front) {
@@ -144,7 +134,7 @@ class EvolutionaryStrategy : public Strategy {
                                                      kMaxPopulation, ", got ",
                                                      spec.population()));
     }
-    return Objectives(spec).status();
+    return SweepObjectives(spec).status();
   }
 
   absl::StatusOr<PlanStep> Next(const v1::SweepSpec& spec,
@@ -155,7 +145,7 @@ class EvolutionaryStrategy : public Strategy {
 
     ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
     ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
-    ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, Objectives(spec));
+    ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, SweepObjectives(spec));
     const int64_t budget = spec.budget() > 0 ? spec.budget() : kDefaultBudget;
     const int population = spec.population() > 0 ? spec.population() : kDefaultPopulation;
     const Baseline& baseline = base.baseline;
@@ -191,7 +181,7 @@ class EvolutionaryStrategy : public Strategy {
     if (remaining <= 0) return Finish(spec, members);
     const int generation = generations + 1;
     const size_t wanted = static_cast<size_t>(std::min<int64_t>(population, remaining));
-    SplitMix64 rng(spec.seed() ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(generation)));
+    SplitMix64 rng(spec.seed() ^ (kSplitMix64Gamma * static_cast<uint64_t>(generation)));
     std::vector<v1::TrialSpec> trials;
     const std::string stage = absl::StrCat(kGenerationPrefix, generation);
     auto add_trial = [&](const Genome& child, const char* how) -> absl::Status {

@@ -239,24 +239,6 @@ std::optional<Genome> GenomeOfConfig(const std::string& config_json,
   return genome;
 }
 
-uint64_t SplitMix64::Next() {
-  uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t SplitMix64::Below(uint64_t n) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x;
-  do {
-    x = Next();
-  } while (x >= limit);
-  return x % n;
-}
-
-double SplitMix64::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-
 Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
                     size_t activation_candidates) {
   Genome genome(layers);

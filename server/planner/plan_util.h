@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bitsweep/v1/explorer.pb.h"
+#include "common/splitmix64.h"
 #include "server/planner/strategy.h"
 
 namespace bitsweep::server::plan {
@@ -120,19 +121,8 @@ std::optional<Genome> GenomeOfConfig(const std::string& config_json,
                                      const std::vector<Candidate>& weights,
                                      const std::vector<Candidate>& activations);
 
-// Deterministic pseudo-random numbers (SplitMix64, with an unbiased bounded draw), written out
-// because the standard distributions differ between library implementations: the same seed
-// gives the same configs everywhere.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next();
-  uint64_t Below(uint64_t n);  // uniform in [0, n), n > 0, by rejection (no modulo bias)
-  double Uniform();            // uniform in [0, 1)
-
- private:
-  uint64_t state_;
-};
+// Draws are deterministic: common/splitmix64.h, seeded from SweepSpec.seed.
+using ::bitsweep::SplitMix64;
 
 // A genome whose every choice is uniform over the candidates.
 Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,

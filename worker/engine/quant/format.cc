@@ -47,6 +47,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/splitmix64.h"
 
 namespace bitsweep::engine::quant {
 namespace {
@@ -181,21 +182,13 @@ inline float FloorNonNegative(float v) {
 // ---------------------------------------------------------------------------------------------
 // Counter-based random numbers for stochastic rounding.
 
-inline uint64_t SplitMix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 struct Counter {
   uint64_t key;
-  explicit Counter(uint64_t seed) : key(SplitMix64(seed ^ 0x6A09E667F3BCC909ull)) {}
+  explicit Counter(uint64_t seed) : key(SplitMix64Mix(seed ^ 0x6A09E667F3BCC909ull)) {}
   uint64_t Bits(int64_t index) const {
-    return SplitMix64(key + (static_cast<uint64_t>(index) + 1) * 0x9E3779B97F4A7C15ull);
+    return SplitMix64Mix(key + (static_cast<uint64_t>(index) + 1) * kSplitMix64Gamma);
   }
-  double Uniform(int64_t index) const {  // [0, 1), 53 bits
-    return static_cast<double>(static_cast<int64_t>(Bits(index) >> 11)) * 0x1p-53;
-  }
+  double Uniform(int64_t index) const { return UnitInterval(Bits(index)); }  // [0, 1)
 };
 
 // ---------------------------------------------------------------------------------------------
