@@ -152,8 +152,9 @@ std::string WriteTemp(const std::string& name, const std::string& text) {
 }
 
 std::filesystem::path ShippedProfilePath() {
-  return std::filesystem::path(__FILE__).parent_path() /
-         "../../worker/engine/quant/profiles/horowitz-isscc2014-45nm.json";
+  // From CMake, not __FILE__: ccache's base_dir makes __FILE__ relative to the build folder.
+  return std::filesystem::path(BITSWEEP_SOURCE_DIR) /
+         "worker/engine/quant/profiles/horowitz-isscc2014-45nm.json";
 }
 
 void ExpectSameProfile(const HardwareProfile& a, const HardwareProfile& b) {

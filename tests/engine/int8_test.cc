@@ -315,8 +315,8 @@ TEST_F(Int8RejectionTest, MixedInt8AndFp32LayersRun) {
 // The committed models on Fashion-MNIST: true int8 vs emulated int:8, same calibration and plan.
 
 std::string ModelPath(const std::string& file) {
-  return (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "models" /
-          file).string();
+  // From CMake, not __FILE__: ccache's base_dir makes __FILE__ relative to the build folder.
+  return (std::filesystem::path(BITSWEEP_SOURCE_DIR) / "models" / file).string();
 }
 
 const Dataset& Split(const std::string& split, int64_t limit) {

@@ -50,12 +50,17 @@ dnnl::algorithm PostOpAlgorithm(OpKind op) {
     case OpKind::kLeakyRelu: return dnnl::algorithm::eltwise_relu;
     case OpKind::kClip: return dnnl::algorithm::eltwise_clip;
     case OpKind::kSigmoid: return dnnl::algorithm::eltwise_logistic;
+    case OpKind::kHardSwish: return dnnl::algorithm::eltwise_hardswish;
+    case OpKind::kTanh: return dnnl::algorithm::eltwise_tanh;
     default: return dnnl::algorithm::undef;
   }
 }
 
 std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta) {
-  if (op == OpKind::kRelu || op == OpKind::kSigmoid) return {0.0f, 0.0f};
+  if (op == OpKind::kRelu || op == OpKind::kSigmoid || op == OpKind::kHardSwish ||
+      op == OpKind::kTanh) {
+    return {0.0f, 0.0f};
+  }
   if (op == OpKind::kLeakyRelu) return {alpha, 0.0f};
   return {alpha, beta};  // Clip: [min, max]
 }

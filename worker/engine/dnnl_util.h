@@ -36,7 +36,8 @@ absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, const Node& n)
 // InvalidArgument "node 'NAME' (OP): what".
 absl::Status NodeError(const Node& n, const std::string& what);
 
-// oneDNN eltwise algorithm and (alpha, beta) for an activation (Relu, LeakyRelu, Clip, Sigmoid).
+// oneDNN eltwise algorithm and (alpha, beta) for an activation (Relu, LeakyRelu, Clip, Sigmoid,
+// HardSwish, Tanh; HardSigmoid is linear(alpha, beta) then clip(0, 1), two algorithms: undef).
 dnnl::algorithm PostOpAlgorithm(OpKind op);
 std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta);
 // A primitive_attr with the activations as eltwise post-ops, in order.
@@ -89,9 +90,11 @@ bool PostOpsNonNegative(const std::vector<PostOp>& post_ops);
 // Calls the compile method of `compiler` for n's operator kind. The three networks compile the
 // same operator kinds, each its own way; this keeps the kinds and their grouping in one place.
 // `Compiler` has CompileConv, CompileGemm, CompileMatMul, CompileEltwise (Relu, LeakyRelu, Clip,
-// Sigmoid), CompilePool (MaxPool, AveragePool), CompileGlobalAveragePool, CompileConcat,
-// CompileBinary (Add, Mul), CompileBatchNorm, CompileLrn, CompileSoftmax and CompileView
-// (Flatten, Reshape, Squeeze, Unsqueeze, Identity), each absl::Status(const Node&).
+// Sigmoid, HardSigmoid, HardSwish, Tanh), CompilePool (MaxPool, AveragePool),
+// CompileGlobalAveragePool, CompileConcat, CompileBinary (Add, Mul, Sub, Div), CompileBatchNorm,
+// CompileLrn, CompileSoftmax, CompileView (Flatten, Reshape, Squeeze, Unsqueeze, Identity),
+// CompilePad, CompileReduce (ReduceMean, ReduceMax), CompileTranspose and CompileSlice, each
+// absl::Status(const Node&).
 template <typename Compiler>
 absl::Status CompileByOpKind(Compiler& compiler, const Node& n,
                              const char* unknown = "unknown operator kind") {
@@ -102,13 +105,23 @@ absl::Status CompileByOpKind(Compiler& compiler, const Node& n,
     case OpKind::kRelu:
     case OpKind::kLeakyRelu:
     case OpKind::kClip:
-    case OpKind::kSigmoid: return compiler.CompileEltwise(n);
+    case OpKind::kSigmoid:
+    case OpKind::kHardSigmoid:
+    case OpKind::kHardSwish:
+    case OpKind::kTanh: return compiler.CompileEltwise(n);
     case OpKind::kMaxPool:
     case OpKind::kAveragePool: return compiler.CompilePool(n);
     case OpKind::kGlobalAveragePool: return compiler.CompileGlobalAveragePool(n);
     case OpKind::kConcat: return compiler.CompileConcat(n);
     case OpKind::kAdd:
-    case OpKind::kMul: return compiler.CompileBinary(n);
+    case OpKind::kMul:
+    case OpKind::kSub:
+    case OpKind::kDiv: return compiler.CompileBinary(n);
+    case OpKind::kPad: return compiler.CompilePad(n);
+    case OpKind::kReduceMean:
+    case OpKind::kReduceMax: return compiler.CompileReduce(n);
+    case OpKind::kTranspose: return compiler.CompileTranspose(n);
+    case OpKind::kSlice: return compiler.CompileSlice(n);
     case OpKind::kBatchNorm: return compiler.CompileBatchNorm(n);
     case OpKind::kLrn: return compiler.CompileLrn(n);
     case OpKind::kSoftmax: return compiler.CompileSoftmax(n);

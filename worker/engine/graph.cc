@@ -27,6 +27,16 @@ std::string_view OpKindName(OpKind op) {
     case OpKind::kLrn: return "LRN";
     case OpKind::kSoftmax: return "Softmax";
     case OpKind::kIdentity: return "Identity";
+    case OpKind::kHardSigmoid: return "HardSigmoid";
+    case OpKind::kHardSwish: return "HardSwish";
+    case OpKind::kTanh: return "Tanh";
+    case OpKind::kSub: return "Sub";
+    case OpKind::kDiv: return "Div";
+    case OpKind::kPad: return "Pad";
+    case OpKind::kReduceMean: return "ReduceMean";
+    case OpKind::kReduceMax: return "ReduceMax";
+    case OpKind::kTranspose: return "Transpose";
+    case OpKind::kSlice: return "Slice";
   }
   return "?";
 }
@@ -36,8 +46,10 @@ bool IsQuantizableLayer(OpKind op) {
 }
 
 bool IsFusableActivation(OpKind op) {
+  // HardSigmoid needs linear + clip, and a second eltwise_linear in one post-op chain misbehaves
+  // in oneDNN 2.6 (the output quantizer appends one): it runs as its own primitives instead.
   return op == OpKind::kRelu || op == OpKind::kLeakyRelu || op == OpKind::kClip ||
-         op == OpKind::kSigmoid;
+         op == OpKind::kSigmoid || op == OpKind::kHardSwish || op == OpKind::kTanh;
 }
 
 int Graph::ProducerOf(const std::string& value) const {

@@ -5,7 +5,7 @@
 // listed in `inputs` with their declared shapes (symbolic dimensions are -1). Attributes are parsed
 // and validated at import, so compiling never meets an unknown attribute.
 //
-// Activations (Relu, LeakyRelu, Clip, Sigmoid) that directly follow a Conv/Gemm/MatMul are fused
+// Activations (Relu, LeakyRelu, Clip, Sigmoid, HardSwish, Tanh) that directly follow a Conv/Gemm/MatMul are fused
 // into that node's `post_ops` by FuseActivations (graph_passes.h); the quantizers of later work sit
 // on the same chain, so a layer's output quantizer runs inside the producing primitive.
 //
@@ -46,6 +46,16 @@ enum class OpKind {
   kLrn,
   kSoftmax,
   kIdentity,  // also Dropout at inference
+  kHardSigmoid,
+  kHardSwish,
+  kTanh,
+  kSub,
+  kDiv,
+  kPad,
+  kReduceMean,
+  kReduceMax,
+  kTranspose,
+  kSlice,  // also each output of a Split
 };
 
 std::string_view OpKindName(OpKind op);
@@ -56,7 +66,7 @@ bool IsFusableActivation(OpKind op);
 
 // An elementwise operation applied inside a layer's primitive, after its accumulation.
 struct PostOp {
-  OpKind op = OpKind::kRelu;  // kRelu, kLeakyRelu, kClip or kSigmoid
+  OpKind op = OpKind::kRelu;  // an IsFusableActivation kind
   float alpha = 0.0f;         // LeakyRelu slope; Clip minimum
   float beta = 0.0f;          // Clip maximum
   std::string source_node;    // the ONNX node this came from, for messages
@@ -84,13 +94,21 @@ struct Node {
   bool trans_a = false, trans_b = false;
   int64_t size = 0;
 
-  // Concat, Flatten, Softmax: axis (possibly negative). Squeeze/Unsqueeze: axes.
+  // Concat, Flatten, Softmax: axis (possibly negative). Squeeze/Unsqueeze, ReduceMean/Max and
+  // Slice: axes. Transpose: perm (in `axes`). ReduceMean/Max: keepdims.
   int64_t axis = 0;
   std::vector<int64_t> axes;
   bool softmax_coerce_2d = false;  // Softmax before opset 13 flattens to 2-D at `axis`
   std::vector<int64_t> target_shape;  // Reshape (0 copies, -1 infers)
   bool allowzero = false;             // Reshape
   float epsilon = 1e-5f;           // BatchNormalization
+  bool keepdims = true;            // ReduceMean, ReduceMax
+  // Slice: per entry of `axes`, start, end and step, as ONNX gives them (clamped at compile time).
+  std::vector<int64_t> starts, ends, steps;
+  // Pad: begin pads then end pads per dimension (ONNX order); mode "constant", "reflect" or
+  // "edge"; the constant in `alpha`.
+  std::vector<int64_t> pads;
+  std::string pad_mode = "constant";
 
   std::vector<PostOp> post_ops;  // fused activations (quantizable layers only)
 };

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/engine/constant_folding.h"
 
 namespace bitsweep::engine {
 
@@ -105,9 +106,12 @@ absl::Status InferenceCompiler::CompileBinary(const Node& n) {
   ASSIGN_OR_RETURN(const Shape out, BroadcastShapes(n, a.shape, b.shape, &as, &bs));
   if (as.size() != a.shape.size()) a = View(Plain(n.inputs[0], a), as);
   if (bs.size() != b.shape.size()) b = View(Plain(n.inputs[1], b), bs);
-  const dnnl::algorithm alg =
-      n.op == OpKind::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
-  if (a.shape != out) std::swap(a, b);  // Add and Mul commute
+  dnnl::algorithm alg = dnnl::algorithm::binary_add;
+  if (n.op == OpKind::kMul) alg = dnnl::algorithm::binary_mul;
+  if (n.op == OpKind::kSub) alg = dnnl::algorithm::binary_sub;
+  if (n.op == OpKind::kDiv) alg = dnnl::algorithm::binary_div;
+  const bool commutes = n.op == OpKind::kAdd || n.op == OpKind::kMul;
+  if (a.shape != out && commutes) std::swap(a, b);
   if (a.shape != out) {
     // Both operands broadcast: materialize the first one at the output shape (0 + a).
     Tensor zeros = Tensor::Float(out);
@@ -230,6 +234,180 @@ absl::Status InferenceCompiler::CompileView(const Node& n) {
   }
   ASSIGN_OR_RETURN(Shape out, ViewOutputShape(n, x.shape));
   values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
+  return absl::OkStatus();
+}
+
+InferenceCompiler::memory InferenceCompiler::AddEltwise(const Node& n, const memory& x) {
+  auto add = [&](dnnl::algorithm alg, float alpha, float beta, const memory& src) {
+    dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src.get_desc(),
+                                     alpha, beta);
+    dnnl::eltwise_forward::primitive_desc pd(desc, engine_);
+    memory dst(pd.dst_desc(), engine_);
+    AddStep(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}, &n);
+    return dst;
+  };
+  if (n.op == OpKind::kHardSigmoid) {
+    const memory linear = add(dnnl::algorithm::eltwise_linear, n.alpha, n.beta, x);
+    return add(dnnl::algorithm::eltwise_clip, 0.0f, 1.0f, linear);
+  }
+  auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
+  return add(PostOpAlgorithm(n.op), alpha, beta, x);
+}
+
+absl::Status InferenceCompiler::CompilePad(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = Plain(n.inputs[0], AsFloat(n.inputs[0], x));
+  const size_t rank = x.shape.size();
+  if (n.pads.size() != 2 * rank) {
+    return NodeError(n, absl::StrCat(n.pads.size(), " pads for an input of rank ", rank));
+  }
+  Shape out = x.shape;
+  for (size_t d = 0; d < rank; ++d) {
+    out[d] += n.pads[d] + n.pads[rank + d];
+    if (out[d] < 0) return NodeError(n, "negative pads remove more than the input holds");
+    const bool reflect = n.pad_mode == "reflect";
+    if ((n.pads[d] > 0 || n.pads[rank + d] > 0) && n.pad_mode != "constant" &&
+        (x.shape[d] == 0 || (reflect && (n.pads[d] >= x.shape[d] || n.pads[rank + d] >= x.shape[d])))) {
+      return NodeError(n, absl::StrCat(n.pad_mode, " padding of ", n.pads[d], "/", n.pads[rank + d],
+                                       " does not fit dimension ", d, " of size ", x.shape[d]));
+    }
+  }
+  Value result{out, memory(PlainDesc(DnnlDims(out)), engine_)};
+  const float* src = static_cast<const float*>(x.mem.get_data_handle());
+  float* dst = static_cast<float*>(result.mem.get_data_handle());
+  AddHostStep([src, dst, in = x.shape, out, pads = n.pads, mode = n.pad_mode, value = n.alpha] {
+    const size_t r = in.size();
+    std::vector<int64_t> in_strides(r, 1);
+    for (int d = static_cast<int>(r) - 2; d >= 0; --d) in_strides[d] = in_strides[d + 1] * in[d + 1];
+    const int64_t count = NumElements(out);
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t rest = i, offset = 0;
+      bool outside = false;
+      for (int d = static_cast<int>(r) - 1; d >= 0; --d) {
+        int64_t c = rest % out[d] - pads[d];
+        rest /= out[d];
+        if (c < 0 || c >= in[d]) {
+          if (mode == "constant") {
+            outside = true;
+          } else if (mode == "edge") {
+            c = c < 0 ? 0 : in[d] - 1;
+          } else {  // reflect, without repeating the edge
+            c = c < 0 ? -c : 2 * (in[d] - 1) - c;
+          }
+        }
+        offset += c * in_strides[d];
+      }
+      dst[i] = outside ? value : src[offset];
+    }
+  }, n);
+  values_[n.outputs[0]] = result;
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileReduce(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  x = AsFloat(n.inputs[0], x);
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  Shape reduced = x.shape;
+  std::vector<bool> is_reduced(rank, n.axes.empty());
+  for (int64_t a : n.axes) {
+    ASSIGN_OR_RETURN(const int64_t axis, NormalizeAxis(a, rank, n));
+    is_reduced[axis] = true;
+  }
+  Shape out;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (is_reduced[d]) reduced[d] = 1;
+    if (!is_reduced[d] || n.keepdims) out.push_back(reduced[d]);
+  }
+  if (reduced == x.shape) {  // nothing to reduce: a view
+    values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
+    return absl::OkStatus();
+  }
+  const dnnl::algorithm alg = n.op == OpKind::kReduceMean ? dnnl::algorithm::reduction_mean
+                                                          : dnnl::algorithm::reduction_max;
+  dnnl::reduction::desc desc(alg, x.mem.get_desc(), PlainDesc(DnnlDims(reduced)), 0.0f, 0.0f);
+  dnnl::reduction::primitive_desc pd(desc, engine_);
+  Value result{reduced, memory(pd.dst_desc(), engine_)};
+  // The max of grid values is one of them; a mean is not.
+  if (n.op == OpKind::kReduceMax) result.grid = x.grid;
+  result.non_negative = x.non_negative;
+  AddStep(dnnl::reduction(pd), {{DNNL_ARG_SRC, x.mem}, {DNNL_ARG_DST, result.mem}}, &n);
+  values_[n.outputs[0]] = View(result, out);
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileTranspose(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  const int rank = static_cast<int>(x.shape.size());
+  std::vector<int64_t> perm = n.axes;
+  if (perm.empty()) {
+    for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
+  }
+  std::vector<int> permutation(perm.begin(), perm.end());
+  std::vector<int> sorted = permutation;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < static_cast<int>(sorted.size()); ++i) {
+    if (static_cast<int>(sorted.size()) != rank || sorted[i] != i) {
+      return NodeError(n, absl::StrCat("perm ", ShapeToString(perm),
+                                       " is not a permutation of rank ", rank));
+    }
+  }
+  Shape out(rank);
+  for (int i = 0; i < rank; ++i) out[i] = x.shape[perm[i]];
+  // The output in its plain layout, seen with the input's axis order: a reorder from the plain
+  // input into it moves every element to its transposed place.
+  Value result = x;
+  result.shape = out;
+  memory::desc out_desc = PlainDesc(DnnlDims(out));
+  out_desc.data.data_type = static_cast<dnnl_data_type_t>(x.type());
+  result.mem = memory(out_desc, engine_);
+  if (rank <= 1) {
+    values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
+    return absl::OkStatus();
+  }
+  const memory::desc as_input = out_desc.permute_axes(permutation);
+  const memory src = Plain(n.inputs[0], x).mem;
+  memory dst_view(as_input, engine_, result.mem.get_data_handle());
+  AddStep(dnnl::reorder(src, dst_view), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst_view}}, &n);
+  values_[n.outputs[0]] = result;
+  return absl::OkStatus();
+}
+
+absl::Status InferenceCompiler::CompileSlice(const Node& n) {
+  ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
+  absl::StatusOr<std::vector<SliceRange>> ranges =
+      ResolveSlice(x.shape, n.starts, n.ends, n.axes, n.steps);
+  if (!ranges.ok()) return NodeError(n, std::string(ranges.status().message()));
+  Shape out;
+  bool unit_steps = true;
+  for (const SliceRange& r : *ranges) {
+    out.push_back(r.count);
+    unit_steps &= r.step == 1;
+  }
+  Value result = x;  // a slice of grid values stays on the grid
+  result.shape = out;
+  memory::desc out_desc = PlainDesc(DnnlDims(out));
+  out_desc.data.data_type = static_cast<dnnl_data_type_t>(x.type());
+  result.mem = memory(out_desc, engine_);
+  if (NumElements(out) == 0) return NodeError(n, "the slice is empty");
+  if (unit_steps) {
+    // A window of the input (in any layout oneDNN can describe it) reordered into plain memory.
+    memory::dims offsets;
+    for (const SliceRange& r : *ranges) offsets.push_back(r.start);
+    // Plain first: a window of a blocked layout must align with its blocks.
+    const memory src = Plain(n.inputs[0], x).mem;
+    memory::desc window = src.get_desc().submemory_desc(DnnlDims(out), offsets);
+    memory src_window(window, engine_, src.get_data_handle());
+    AddStep(dnnl::reorder(src_window, result.mem),
+            {{DNNL_ARG_FROM, src_window}, {DNNL_ARG_TO, result.mem}}, &n);
+  } else {
+    if (x.is_int8()) return NodeError(n, "strided slices of int8 codes are not supported");
+    const Value plain = Plain(n.inputs[0], x);
+    const float* src = static_cast<const float*>(plain.mem.get_data_handle());
+    float* dst = static_cast<float*>(result.mem.get_data_handle());
+    AddHostStep([src, dst, shape = x.shape, r = *ranges] { CopySlice(src, shape, r, dst); }, n);
+  }
+  values_[n.outputs[0]] = result;
   return absl::OkStatus();
 }
 

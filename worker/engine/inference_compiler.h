@@ -106,6 +106,13 @@ class InferenceCompiler {
   absl::Status CompileLrn(const Node& n);
   absl::Status CompileSoftmax(const Node& n);
   absl::Status CompileView(const Node& n);  // codes stay codes
+  absl::Status CompilePad(const Node& n);
+  absl::Status CompileReduce(const Node& n);
+  absl::Status CompileTranspose(const Node& n);  // a reorder into the permuted layout
+  absl::Status CompileSlice(const Node& n);      // a reorder of a sub-memory when steps are 1
+  // The eltwise primitive(s) of activation node `n` on `x` (f32): one for most kinds, linear then
+  // clip for HardSigmoid. Returns the output memory (x's layout).
+  memory AddEltwise(const Node& n, const memory& x);
   // Concatenates `parts` (the values of n.inputs) into n.outputs[0], whose grid is `grid`.
   absl::Status AddConcat(const Node& n, const std::vector<Value>& parts,
                          std::optional<quant::Quantizer> grid);

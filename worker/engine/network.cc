@@ -206,12 +206,9 @@ absl::Status Network::Impl::CompilePool(const Node& n) {
 
 absl::Status Network::Impl::CompileEltwise(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
-  auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
-  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
-                                   x.mem.get_desc(), alpha, beta);
   const bool keeps_grid = n.op == OpKind::kRelu;  // max(x, 0): 0 is on every grid
-  AddSrcDstStep<dnnl::eltwise_forward>(
-      {desc, engine_}, x.mem, Value{x.shape, memory(), keeps_grid ? x.grid : std::nullopt}, n);
+  values_[n.outputs[0]] =
+      Value{x.shape, AddEltwise(n, x.mem), keeps_grid ? x.grid : std::nullopt};
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 
 #include <cfloat>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "common/status_macros.h"
 #include "onnx/checker.h"
 #include "onnx/shape_inference/implementation.h"
+#include "worker/engine/constant_folding.h"
 #include "worker/engine/tensor_proto.h"
 
 namespace bitsweep::engine {
@@ -109,15 +111,176 @@ class Importer {
       if (graph_.IsConstant(in.name())) continue;
       RETURN_IF_ERROR(AddRuntimeInput(in));
     }
-    for (int i = 0; i < g.node_size(); ++i) RETURN_IF_ERROR(AddNode(g.node(i), i));
+    ReadStaticShapes();
+    for (int i = 0; i < g.node_size(); ++i) {
+      const onnx::NodeProto& node = g.node(i);
+      producers_[node.output_size() > 0 ? node.output(0) : ""] = i;
+      for (const auto& out : node.output()) producers_[out] = i;
+      if (TryFold(node)) continue;
+      for (const auto& in : node.input()) read_by_unfolded_.insert(in);
+      absl::Status status = AddNode(node, i);
+      if (absl::IsUnimplemented(status)) {
+        unsupported_.push_back({node.op_type(), NodeName(node, i), std::string(status.message())});
+      } else if (!status.ok()) {
+        return status;
+      }
+    }
+    if (!unsupported_.empty()) return UnsupportedNodesError();
     for (const auto& out : g.output()) graph_.outputs.push_back(out.name());
     if (graph_.outputs.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(graph_.source, ": the graph has no outputs"));
     }
+    RemoveDeadNodesAndConstants();
     return std::move(graph_);
   }
 
  private:
+
+  static std::string NodeName(const onnx::NodeProto& node, int index) {
+    return node.name().empty() ? absl::StrCat(node.op_type(), "_", index) : node.name();
+  }
+
+  // Static shapes of every value shape inference could fully determine (runtime inputs with a
+  // dynamic batch were bound to a batch before inference: see ImportOnnxModel).
+  void ReadStaticShapes() {
+    const onnx::GraphProto& g = model_.graph();
+    auto read = [&](const onnx::ValueInfoProto& v) {
+      if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+      Shape shape;
+      for (const auto& d : v.type().tensor_type().shape().dim()) {
+        if (!d.has_dim_value()) return;
+        shape.push_back(d.dim_value());
+      }
+      static_shapes_[v.name()] = std::move(shape);
+    };
+    for (const auto& v : g.input()) read(v);
+    for (const auto& v : g.value_info()) read(v);
+    for (const auto& v : g.output()) read(v);
+    for (const auto& [name, t] : graph_.constants) static_shapes_[name] = t.shape();
+    if (!graph_.inputs.empty() && !graph_.inputs[0].shape.empty()) {
+      import_batch_ = graph_.inputs[0].shape[0];
+    }
+  }
+
+  // Evaluates `node` when all its inputs are constants (Shape: when its input's shape is
+  // static) and stores its outputs as constants. A node that cannot be evaluated is imported as
+  // usual; the reason is kept for the error of a consumer that needed a constant.
+  bool TryFold(const onnx::NodeProto& node) {
+    if (!(node.domain().empty() || node.domain() == "ai.onnx")) return false;
+    if (!IsFoldableOperator(node.op_type())) return false;
+    std::vector<const Tensor*> inputs;
+    std::optional<Shape> input_shape;
+    const bool is_shape = node.op_type() == "Shape";
+    for (int k = 0; k < node.input_size(); ++k) {
+      const std::string& name = node.input(k);
+      if (name.empty()) {
+        inputs.push_back(nullptr);
+        continue;
+      }
+      auto it = graph_.constants.find(name);
+      if (is_shape) {
+        auto shape = static_shapes_.find(name);
+        if (shape == static_shapes_.end()) {
+          not_folded_[node.output(0)] = "the shape of its input is not static";
+          return false;
+        }
+        input_shape = shape->second;
+        inputs.push_back(it == graph_.constants.end() ? nullptr : &it->second);
+        continue;
+      }
+      if (it == graph_.constants.end()) return false;
+      inputs.push_back(&it->second);
+    }
+    absl::StatusOr<std::vector<Tensor>> outputs =
+        FoldConstantNode(node, inputs, graph_.opset, input_shape);
+    if (!outputs.ok() || outputs->size() != static_cast<size_t>(node.output_size())) {
+      if (node.output_size() > 0) {
+        not_folded_[node.output(0)] =
+            outputs.ok() ? "it has extra outputs" : std::string(outputs.status().message());
+      }
+      return false;
+    }
+    for (int k = 0; k < node.output_size(); ++k) {
+      static_shapes_[node.output(k)] = (*outputs)[k].shape();
+      graph_.constants[node.output(k)] = std::move((*outputs)[k]);
+    }
+    return true;
+  }
+
+  // "input 1 ('x') must be a constant", naming the node that computes it at run time and, when
+  // folding it failed, why.
+  absl::Status NotConstant(const Node& n, const std::string& what, const std::string& value) {
+    std::string why;
+    auto p = producers_.find(value);
+    if (p != producers_.end()) {
+      const onnx::NodeProto& producer = model_.graph().node(p->second);
+      why = absl::StrCat("; it is computed at run time by node '", NodeName(producer, p->second),
+                         "' (", producer.op_type(), ")");
+      auto reason = not_folded_.find(value);
+      if (reason != not_folded_.end()) absl::StrAppend(&why, ", which could not be folded: ",
+                                                       reason->second);
+    } else {
+      why = "; it is a graph input (bind it, or make it an initializer)";
+    }
+    return NodeError(n, absl::StrCat(what, " ('", value, "') must be a constant", why));
+  }
+
+  absl::Status UnsupportedNodesError() const {
+    // Unknown operators grouped by operator; unsupported variants one by one.
+    std::map<std::string, std::vector<std::string>> by_op;
+    std::vector<std::string> variants;
+    const std::set<std::string> supported(SupportedOnnxOperators().begin(),
+                                          SupportedOnnxOperators().end());
+    for (const Unsupported& u : unsupported_) {
+      if (!supported.count(u.op)) {
+        by_op[u.op].push_back(u.node);
+      } else {
+        variants.push_back(u.message);
+      }
+    }
+    std::string message = absl::StrCat(graph_.source, ": ", unsupported_.size(), " node",
+                                       unsupported_.size() == 1 ? " is" : "s are",
+                                       " not supported:");
+    for (const auto& [op, nodes] : by_op) {
+      absl::StrAppend(&message, "\n  ", op, " x", nodes.size(), ": ");
+      for (size_t i = 0; i < nodes.size() && i < 3; ++i) {
+        absl::StrAppend(&message, i ? ", '" : "'", nodes[i], "'");
+      }
+      if (nodes.size() > 3) absl::StrAppend(&message, ", ...");
+    }
+    for (size_t i = 0; i < variants.size() && i < 10; ++i) {
+      absl::StrAppend(&message, "\n  ", variants[i]);
+    }
+    if (variants.size() > 10) absl::StrAppend(&message, "\n  ... and ", variants.size() - 10, " more");
+    if (!by_op.empty()) {
+      absl::StrAppend(&message, "\nSupported operators: ",
+                      absl::StrJoin(SupportedOnnxOperators(), ", "));
+    }
+    return absl::UnimplementedError(message);
+  }
+
+  // Drops nodes no graph output depends on, and constants no remaining node reads: folding
+  // leaves the shape subgraphs' inputs and the pre-transposed weights behind.
+  void RemoveDeadNodesAndConstants() {
+    std::set<std::string> live(graph_.outputs.begin(), graph_.outputs.end());
+    std::vector<Node> kept;
+    for (auto it = graph_.nodes.rbegin(); it != graph_.nodes.rend(); ++it) {
+      bool used = false;
+      for (const std::string& out : it->outputs) used |= live.count(out) > 0;
+      if (!used) continue;
+      for (const std::string& in : it->inputs) live.insert(in);
+      kept.push_back(std::move(*it));
+    }
+    graph_.nodes.assign(std::make_move_iterator(kept.rbegin()),
+                        std::make_move_iterator(kept.rend()));
+    // Constants an imported node consumed as a parameter (a Dropout ratio, Clip bounds) stay:
+    // the training network reads some of them from the ONNX node again.
+    for (auto it = graph_.constants.begin(); it != graph_.constants.end();) {
+      const bool keep = live.count(it->first) || read_by_unfolded_.count(it->first);
+      it = keep ? std::next(it) : graph_.constants.erase(it);
+    }
+  }
+
   absl::Status ReadOpset() {
     for (const auto& op : model_.opset_import()) {
       if (op.domain().empty() || op.domain() == "ai.onnx") graph_.opset = op.version();
@@ -154,9 +317,7 @@ class Importer {
   absl::StatusOr<std::vector<int64_t>> ConstantInts(const Node& n, int index) {
     const std::string& name = n.inputs[index];
     auto it = graph_.constants.find(name);
-    if (it == graph_.constants.end()) {
-      return NodeError(n, absl::StrCat("input ", index, " ('", name, "') must be a constant"));
-    }
+    if (it == graph_.constants.end()) return NotConstant(n, absl::StrCat("input ", index), name);
     if (it->second.dtype() != DataType::kInt64) {
       return NodeError(n, absl::StrCat("input ", index, " ('", name, "') must be int64"));
     }
@@ -165,8 +326,8 @@ class Importer {
   absl::StatusOr<float> ConstantScalar(const Node& n, int index) {
     const std::string& name = n.inputs[index];
     auto it = graph_.constants.find(name);
-    if (it == graph_.constants.end() || it->second.dtype() != DataType::kFloat ||
-        it->second.num_elements() != 1) {
+    if (it == graph_.constants.end()) return NotConstant(n, absl::StrCat("input ", index), name);
+    if (it->second.dtype() != DataType::kFloat || it->second.num_elements() != 1) {
       return NodeError(n, absl::StrCat("input ", index, " ('", name,
                                        "') must be a constant float scalar"));
     }
@@ -240,6 +401,50 @@ class Importer {
     return absl::OkStatus();
   }
 
+  // Split becomes one Slice node per output along its axis.
+  absl::Status AddSplit(const onnx::NodeProto& proto, Node& n, AttributeReader& attrs) {
+    const int64_t axis = attrs.Int("axis", 0);
+    std::vector<int64_t> sizes;
+    if (opset_uses_split_input()) {
+      if (HasInput(n, 1)) { ASSIGN_OR_RETURN(sizes, ConstantInts(n, 1)); }
+    } else {
+      sizes = attrs.Ints("split");
+    }
+    RETURN_IF_ERROR(attrs.CheckAllUsed());
+    const int parts = proto.output_size();
+    if (parts < 1) return NodeError(n, "has no outputs");
+    if (sizes.empty()) {
+      auto shape = static_shapes_.find(n.inputs[0]);
+      if (shape == static_shapes_.end()) {
+        return NodeError(n, "an equal split needs the input's static shape");
+      }
+      const int64_t rank = static_cast<int64_t>(shape->second.size());
+      if (axis < -rank || axis >= rank) return NodeError(n, "axis is out of range");
+      const int64_t dim = shape->second[axis < 0 ? axis + rank : axis];
+      const int64_t chunk = (dim + parts - 1) / parts;  // the last part may be smaller
+      for (int i = 0; i < parts; ++i) sizes.push_back(std::max<int64_t>(0, std::min(chunk, dim - i * chunk)));
+    }
+    if (static_cast<int>(sizes.size()) != parts) {
+      return NodeError(n, absl::StrCat(sizes.size(), " split sizes for ", parts, " outputs"));
+    }
+    int64_t start = 0;
+    for (int i = 0; i < parts; ++i) {
+      Node slice = n;
+      slice.op = OpKind::kSlice;
+      slice.name = parts == 1 ? n.name : absl::StrCat(n.name, ":", i);
+      slice.inputs.resize(1);
+      slice.outputs = {proto.output(i)};
+      slice.axes = {axis};
+      slice.starts = {start};
+      slice.ends = {start + sizes[i]};
+      slice.steps = {1};
+      start += sizes[i];
+      if (!proto.output(i).empty()) graph_.nodes.push_back(std::move(slice));
+    }
+    return absl::OkStatus();
+  }
+  bool opset_uses_split_input() const { return graph_.opset >= 13; }
+
   absl::Status AddNode(const onnx::NodeProto& proto, int index) {
     Node n;
     n.onnx_op = proto.op_type();
@@ -283,7 +488,8 @@ class Importer {
       n.op = OpKind::kConv;
       if (n.inputs.size() < 2) return NodeError(n, "needs inputs X and W");
       auto w = graph_.constants.find(n.inputs[1]);
-      if (w == graph_.constants.end() || w->second.dtype() != DataType::kFloat) {
+      if (w == graph_.constants.end()) return NotConstant(n, "weights", n.inputs[1]);
+      if (w->second.dtype() != DataType::kFloat) {
         return NodeError(n, absl::StrCat("weights '", n.inputs[1],
                                          "' must be a float constant (initializer)"));
       }
@@ -303,7 +509,7 @@ class Importer {
                                          " output channels"));
       }
       if (HasInput(n, 2) && !graph_.IsConstant(n.inputs[2])) {
-        return NodeError(n, absl::StrCat("bias '", n.inputs[2], "' must be a constant"));
+        return NotConstant(n, "bias", n.inputs[2]);
       }
     } else if (op == "Gemm") {
       n.op = OpKind::kGemm;
@@ -313,11 +519,25 @@ class Importer {
       n.trans_b = attrs.Int("transB", 0) != 0;
       attrs.Ignore("broadcast");  // opset < 7: C always broadcasts unidirectionally here
       if (n.inputs.size() < 2) return NodeError(n, "needs inputs A and B");
-      if (!graph_.IsConstant(n.inputs[1])) {
-        return NodeError(n, absl::StrCat("B ('", n.inputs[1], "') must be a constant"));
-      }
+      if (!graph_.IsConstant(n.inputs[1])) return NotConstant(n, "B", n.inputs[1]);
       if (HasInput(n, 2) && !graph_.IsConstant(n.inputs[2])) {
-        return NodeError(n, absl::StrCat("C ('", n.inputs[2], "') must be a constant"));
+        // C computed at run time: Gemm without C, then Add (beta 1 only: beta * C would need a
+        // Mul of its own).
+        if (n.beta != 1.0f) {
+          return attrs.Unsupported("beta", absl::StrCat(n.beta, " with a C computed at run time"));
+        }
+        RETURN_IF_ERROR(attrs.CheckAllUsed());
+        Node add;
+        add.name = absl::StrCat(n.name, "/add_C");
+        add.onnx_op = "Add";
+        add.op = OpKind::kAdd;
+        add.inputs = {absl::StrCat(n.outputs[0], "/without_C"), n.inputs[2]};
+        add.outputs = n.outputs;
+        n.outputs = {add.inputs[0]};
+        n.inputs.resize(2);
+        graph_.nodes.push_back(std::move(n));
+        graph_.nodes.push_back(std::move(add));
+        return absl::OkStatus();
       }
     } else if (op == "MatMul") {
       n.op = OpKind::kMatMul;
@@ -377,9 +597,7 @@ class Importer {
       RETURN_IF_ERROR(RequireUnusedExtraOutputs(proto, n));
       if (n.inputs.size() != 5) return NodeError(n, "needs inputs X, scale, B, mean, var");
       for (int i = 1; i < 5; ++i) {
-        if (!graph_.IsConstant(n.inputs[i])) {
-          return NodeError(n, absl::StrCat("input '", n.inputs[i], "' must be a constant"));
-        }
+        if (!graph_.IsConstant(n.inputs[i])) return NotConstant(n, "input", n.inputs[i]);
       }
     } else if (op == "Flatten") {
       n.op = OpKind::kFlatten;
@@ -389,6 +607,14 @@ class Importer {
       n.allowzero = attrs.Int("allowzero", 0) != 0;
       if (n.inputs.size() != 2) return NodeError(n, "needs inputs data and shape");
       ASSIGN_OR_RETURN(n.target_shape, ConstantInts(n, 1));
+      // A target computed for the batch of the import (PyTorch bakes x.size(0) in) copies the
+      // batch instead, so the network compiles for any batch.
+      auto in_shape = static_shapes_.find(n.inputs[0]);
+      if (!n.allowzero && import_batch_ > 0 && !n.target_shape.empty() &&
+          n.target_shape[0] == import_batch_ && in_shape != static_shapes_.end() &&
+          !in_shape->second.empty() && in_shape->second[0] == import_batch_) {
+        n.target_shape[0] = 0;
+      }
       n.inputs.resize(1);
     } else if (op == "Squeeze" || op == "Unsqueeze") {
       n.op = op == "Squeeze" ? OpKind::kSqueeze : OpKind::kUnsqueeze;
@@ -431,6 +657,69 @@ class Importer {
       n.op = OpKind::kSoftmax;
       n.softmax_coerce_2d = opset < 13;
       n.axis = attrs.Int("axis", opset < 13 ? 1 : -1);
+    } else if (op == "HardSigmoid") {
+      n.op = OpKind::kHardSigmoid;
+      n.alpha = attrs.Float("alpha", 0.2f);
+      n.beta = attrs.Float("beta", 0.5f);
+    } else if (op == "HardSwish") {
+      n.op = OpKind::kHardSwish;
+    } else if (op == "Tanh") {
+      n.op = OpKind::kTanh;
+    } else if (op == "Sub" || op == "Div") {
+      n.op = op == "Sub" ? OpKind::kSub : OpKind::kDiv;
+      attrs.Ignore("broadcast");
+      if (n.inputs.size() != 2) return NodeError(n, "needs two inputs");
+    } else if (op == "Pad") {
+      n.op = OpKind::kPad;
+      n.pad_mode = attrs.String("mode", "constant");
+      if (n.pad_mode != "constant" && n.pad_mode != "reflect" && n.pad_mode != "edge") {
+        return attrs.Unsupported("mode", n.pad_mode);
+      }
+      if (opset < 11) {
+        n.pads = attrs.Ints(opset < 2 ? "paddings" : "pads");
+        n.alpha = attrs.Float("value", 0.0f);
+      } else {
+        if (!HasInput(n, 1)) return NodeError(n, "needs pads");
+        ASSIGN_OR_RETURN(n.pads, ConstantInts(n, 1));
+        if (HasInput(n, 2)) { ASSIGN_OR_RETURN(n.alpha, ConstantScalar(n, 2)); }
+        if (HasInput(n, 3)) {
+          // Opset 18's axes input; not in opsets up to 17, kept for a clear message.
+          return NodeError(n, "the axes input is not supported");
+        }
+      }
+      n.inputs.resize(1);
+    } else if (op == "ReduceMean" || op == "ReduceMax") {
+      n.op = op == "ReduceMean" ? OpKind::kReduceMean : OpKind::kReduceMax;
+      n.axes = attrs.Ints("axes");
+      n.keepdims = attrs.Int("keepdims", 1) != 0;
+      if (HasInput(n, 1)) return NodeError(n, "axes given as an input are not supported");
+    } else if (op == "Transpose") {
+      n.op = OpKind::kTranspose;
+      n.axes = attrs.Ints("perm");
+    } else if (op == "Slice") {
+      n.op = OpKind::kSlice;
+      if (opset < 10) {
+        n.starts = attrs.Ints("starts");
+        n.ends = attrs.Ints("ends");
+        n.axes = attrs.Ints("axes");
+      } else {
+        if (!HasInput(n, 1) || !HasInput(n, 2)) return NodeError(n, "needs starts and ends");
+        ASSIGN_OR_RETURN(n.starts, ConstantInts(n, 1));
+        ASSIGN_OR_RETURN(n.ends, ConstantInts(n, 2));
+        if (HasInput(n, 3)) { ASSIGN_OR_RETURN(n.axes, ConstantInts(n, 3)); }
+        if (HasInput(n, 4)) { ASSIGN_OR_RETURN(n.steps, ConstantInts(n, 4)); }
+      }
+      if (n.axes.empty()) {
+        for (size_t i = 0; i < n.starts.size(); ++i) n.axes.push_back(static_cast<int64_t>(i));
+      }
+      if (n.steps.empty()) n.steps.assign(n.starts.size(), 1);
+      if (n.starts.size() != n.ends.size() || n.axes.size() != n.starts.size() ||
+          n.steps.size() != n.starts.size()) {
+        return NodeError(n, "starts, ends, axes and steps differ in length");
+      }
+      n.inputs.resize(1);
+    } else if (op == "Split") {
+      return AddSplit(proto, n, attrs);
     } else {
       return absl::UnimplementedError(absl::StrCat("node '", n.name, "' (", op, "): operator ", op,
                                                    " is not supported. Supported: ",
@@ -451,9 +740,19 @@ class Importer {
     return absl::OkStatus();
   }
 
+  struct Unsupported {
+    std::string op, node, message;
+  };
+
   const onnx::ModelProto& model_;
   const ImportOptions& options_;
   Graph graph_;
+  std::map<std::string, Shape> static_shapes_;
+  std::map<std::string, int> producers_;           // value -> index of its ONNX node
+  std::map<std::string, std::string> not_folded_;  // value -> why folding its node failed
+  std::vector<Unsupported> unsupported_;
+  std::set<std::string> read_by_unfolded_;  // inputs of the nodes that were not folded
+  int64_t import_batch_ = 0;
 };
 
 }  // namespace
@@ -463,7 +762,9 @@ const std::vector<std::string>& SupportedOnnxOperators() {
       "Conv",     "Gemm",      "MatMul",  "Relu",    "LeakyRelu",     "Clip",
       "Sigmoid",  "MaxPool",   "AveragePool", "GlobalAveragePool", "Concat", "Add",
       "Mul",      "BatchNormalization", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
-      "Dropout",  "LRN",       "Softmax", "Identity", "Constant"};
+      "Dropout",  "LRN",       "Softmax", "Identity", "Constant", "HardSigmoid", "HardSwish",
+      "Tanh",     "Sub",       "Div",     "Pad",     "ReduceMean",    "ReduceMax", "Transpose",
+      "Slice",    "Split"};
   return kOps;
 }
 
@@ -484,6 +785,19 @@ absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path) {
 absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const ImportOptions& options,
                                       const std::string& source) {
   onnx::ModelProto checked = model;
+  // A dynamic leading dimension of a runtime input is bound to the import batch, so that shape
+  // computations on it fold (Reshape targets computed from it keep copying the batch: see the
+  // Reshape import). Other dynamic dimensions stay unknown.
+  std::set<std::string> constant_names;
+  for (const auto& init : checked.graph().initializer()) constant_names.insert(init.name());
+  for (const auto& [name, tensor] : options.bound_inputs) constant_names.insert(name);
+  for (auto& in : *checked.mutable_graph()->mutable_input()) {
+    if (constant_names.count(in.name()) || !in.type().has_tensor_type()) continue;
+    auto* shape = in.mutable_type()->mutable_tensor_type()->mutable_shape();
+    if (shape->dim_size() > 0 && !shape->dim(0).has_dim_value()) {
+      shape->mutable_dim(0)->set_dim_value(options.batch);
+    }
+  }
   try {
     onnx::checker::check_model(checked);
     onnx::shape_inference::InferShapes(checked, onnx::OpSchemaRegistry::Instance(),

@@ -1,10 +1,12 @@
 // ONNX import: ModelProto -> Graph, through libonnx's checker and shape inference.
 //
-// Supports opsets up to 17 of the default domain and the operators listed in OpKind (graph.h) plus
-// Dropout (identity at inference) and Constant (folded into constants). Anything else -- an
-// unknown operator, an attribute the engine does not implement, a training-mode flag, a
-// non-float data input -- is an error naming the node, the operator and the attribute, never a
-// silently wrong graph.
+// Supports opsets up to 17 of the default domain and the operators SupportedOnnxOperators() lists.
+// Before anything else, every node whose inputs are all constant (initializers, Constant, bound
+// inputs, the shapes of values whose shape is static) is evaluated once and replaced by its
+// values (constant_folding.h); nodes and constants no output depends on are dropped. Anything
+// else -- an unknown operator, an attribute the engine does not implement, a training-mode flag,
+// a non-float data input -- is an error naming the node, the operator and the attribute, never a
+// silently wrong graph; every unsupported node of a model is listed in one error.
 //
 //   ASSIGN_OR_RETURN(Graph g, ImportOnnxFile("model.onnx"));
 //   // `bitsweep run` binds test inputs (which may be weights) before compiling:
@@ -34,6 +36,10 @@ struct ImportOptions {
   // Graph inputs given values before compilation: they become constants (and stop being runtime
   // inputs). ONNX's node tests feed weights this way.
   std::map<std::string, Tensor> bound_inputs;
+  // The batch a dynamic leading input dimension is bound to while shape computations fold. The
+  // compiled network still takes any batch: a Reshape target that copied the import batch
+  // copies the batch in use.
+  int64_t batch = 1;
 };
 
 // The ONNX operators the importer accepts (default domain).

@@ -39,6 +39,7 @@ class Tensor {
   // Valid only for the matching dtype.
   std::vector<float>& floats() { return floats_; }
   const std::vector<float>& floats() const { return floats_; }
+  std::vector<int64_t>& int64s() { return int64s_; }
   const std::vector<int64_t>& int64s() const { return int64s_; }
 
   // Same values, new shape with the same element count.

@@ -566,13 +566,10 @@ absl::Status Int8Network::Impl::CompilePool(const Node& n) {
 absl::Status Int8Network::Impl::CompileEltwise(const Node& n) {
   ASSIGN_OR_RETURN(Value x, Get(n.inputs[0], n));
   x = AsFloat(n.inputs[0], x);
-  auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
-  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, PostOpAlgorithm(n.op),
-                                   x.mem.get_desc(), alpha, beta);
   const bool non_negative = PostOpsNonNegative({PostOp{n.op, n.alpha, n.beta, n.name}}) ||
+                            n.op == OpKind::kHardSigmoid ||
                             (x.non_negative && n.op == OpKind::kLeakyRelu);
-  AddSrcDstStep<dnnl::eltwise_forward>({desc, engine_}, x.mem,
-                                       Value{x.shape, memory(), std::nullopt, non_negative}, n);
+  values_[n.outputs[0]] = Value{x.shape, AddEltwise(n, x.mem), std::nullopt, non_negative};
   return absl::OkStatus();
 }
 

@@ -251,6 +251,16 @@ class TrainingNetwork::Impl {
   absl::Status CompileSoftmax(const Node& n);
   // Views, and Dropout (imported as Identity).
   absl::Status CompileView(const Node& n);
+  // Operators the inference networks run but training does not differentiate yet.
+  absl::Status CompilePad(const Node& n) { return NotTrainable(n); }
+  absl::Status CompileReduce(const Node& n) { return NotTrainable(n); }
+  absl::Status CompileTranspose(const Node& n) { return NotTrainable(n); }
+  absl::Status CompileSlice(const Node& n) { return NotTrainable(n); }
+  static absl::Status NotTrainable(const Node& n) {
+    return absl::UnimplementedError(absl::StrCat("node '", n.name, "' (", n.onnx_op,
+                                                 "): fine-tuning does not support this "
+                                                 "operator yet (inference does)"));
+  }
   absl::Status CompileDropout(const Node& n);
   // Adds eltwise steps for a layer's fused activations and its output hook; `pre` is the
   // layer's raw output, the last step writes n.outputs[0].
@@ -1118,6 +1128,7 @@ absl::Status Impl::CompileMatMul(const Node& n) {
 }
 
 absl::Status Impl::CompileEltwise(const Node& n) {
+  if (n.op == OpKind::kHardSigmoid) return NotTrainable(n);
   ASSIGN_OR_RETURN(int x_id, Get(n.inputs[0], n));
   auto op = std::make_unique<EltwiseOp>(n);
   op->alg = PostOpAlgorithm(n.op);
@@ -1279,6 +1290,7 @@ absl::Status Impl::CompileConcat(const Node& n) {
 }
 
 absl::Status Impl::CompileBinary(const Node& n) {
+  if (n.op == OpKind::kSub || n.op == OpKind::kDiv) return NotTrainable(n);
   ASSIGN_OR_RETURN(int a_id, Get(n.inputs[0], n));
   ASSIGN_OR_RETURN(int b_id, Get(n.inputs[1], n));
   Shape as, bs;
