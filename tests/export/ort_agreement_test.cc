@@ -305,5 +305,56 @@ TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
 
 INSTANTIATE_TEST_SUITE_P(Zoo, OrtAgreementTest, ::testing::ValuesIn(AllCases()), CaseName);
 
+// ort_run.js itself, on ONNX's backend node tests whose operators are exact in any runtime: the
+// tensors it reads (float, int64, uint8, inputs named by the file or by NAME=) and writes (float,
+// double, int64, uint8, bool) equal ONNX's expected outputs byte for byte.
+TEST(OrtRunTest, ReadsAndWritesTensorsLikeOnnxsNodeTests) {
+  const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("ort_run_", ::getpid());
+  for (const char* name : {"test_gather_0", "test_cast_FLOAT_to_DOUBLE",
+                           "test_argmax_default_axis_example", "test_add_uint8", "test_equal",
+                           "test_quantizelinear", "test_dequantizelinear_axis"}) {
+    const fs::path test = fs::path(BITSWEEP_ONNX_TESTDATA_DIR) / "node" / name;
+    onnx::ModelProto model;
+    {
+      std::ifstream in(test / "model.onnx", std::ios::binary);
+      ASSERT_TRUE(model.ParseFromIstream(&in)) << test;
+    }
+    std::string inputs;
+    for (int i = 0; i < model.graph().input_size(); ++i) {
+      const fs::path file = test / "test_data_set_0" / absl::StrCat("input_", i, ".pb");
+      // The first input by the name stored in the file, the others by NAME=.
+      inputs += i == 0 ? absl::StrCat(" --input ", file.string())
+                       : absl::StrCat(" --input ", model.graph().input(i).name(), "=",
+                                      file.string());
+    }
+    const testing::CommandResult r = testing::RunCommandLine(absl::StrCat(
+        BITSWEEP_NODE, " ", BITSWEEP_ORT_RUN, " --model ", (test / "model.onnx").string(), inputs,
+        " --output-dir ", (dir / name).string()));
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.out;
+    for (int i = 0; i < model.graph().output_size(); ++i) {
+      onnx::TensorProto expected, written;
+      std::ifstream e(test / "test_data_set_0" / absl::StrCat("output_", i, ".pb"),
+                      std::ios::binary);
+      std::ifstream w(dir / name / (model.graph().output(i).name() + ".pb"), std::ios::binary);
+      ASSERT_TRUE(expected.ParseFromIstream(&e)) << name;
+      ASSERT_TRUE(written.ParseFromIstream(&w)) << name << ": " << r.out;
+      EXPECT_EQ(written.name(), model.graph().output(i).name()) << name;
+      EXPECT_EQ(written.data_type(), expected.data_type()) << name;
+      EXPECT_EQ(std::vector<int64_t>(written.dims().begin(), written.dims().end()),
+                std::vector<int64_t>(expected.dims().begin(), expected.dims().end()))
+          << name;
+      ASSERT_FALSE(expected.raw_data().empty()) << name;
+      EXPECT_EQ(written.raw_data(), expected.raw_data()) << name;
+    }
+  }
+  // Errors name the problem.
+  const testing::CommandResult missing = testing::RunCommandLine(absl::StrCat(
+      BITSWEEP_NODE, " ", BITSWEEP_ORT_RUN, " --model /nonexistent.onnx --input x=/dev/null",
+      " --output-dir ", dir.string()));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.out.find("/nonexistent.onnx"), std::string::npos) << missing.out;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace bitsweep

@@ -10,7 +10,8 @@
 //
 // An --input without NAME= takes the name stored in the .pb tensor, else the model's next
 // unbound input. Data types: float32, float64, int8, uint8, int32, int64, bool. Prints one line
-// per output (name, type, shape). Errors name the file or option and exit 1.
+// per output (name, type, shape); a slash or backslash in an output name becomes "_" in its file name.
+// Errors name the file or option and exit 1.
 'use strict';
 
 const fs = require('fs');
@@ -195,7 +196,7 @@ function parseArgs(argv) {
     else if (flag === '--threads') args.threads = Number(value());
     else if (flag === '--optimization') args.optimization = value();
     else if (flag === '--help' || flag === '-h') {
-      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 13)
+      process.stdout.write(fs.readFileSync(__filename, 'utf8').split("\n").slice(1, 14)
                                .map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else fail(`unknown option ${flag} (--help lists them)`);
