@@ -50,8 +50,10 @@ fi
 # (git-ignored). --ignore-scripts: its install script only fetches GPU builds; the CPU library and
 # the Node binding for linux-x64 ship inside the package. Skipped when that version is present.
 ORT_DIR="$(cd "$(dirname "$0")/../tests/export/ort" && pwd)"
-ort_wanted="$(node -p "require('$ORT_DIR/package-lock.json').packages['node_modules/onnxruntime-node'].version")"
-ort_present="$(cd "$ORT_DIR" && node -p "require('onnxruntime-node').env.versions.node" 2>/dev/null || true)"
+ort_wanted="$(node -p "require('$ORT_DIR/package-lock.json')
+                       .packages['node_modules/onnxruntime-node'].version")"
+ort_present="$(cd "$ORT_DIR" &&
+               node -p "require('onnxruntime-node').env.versions.node" 2>/dev/null || true)"
 if [ "$ort_present" = "$ort_wanted" ]; then
   echo "install-deps: onnxruntime-node $ort_wanted present"
 else

@@ -155,7 +155,9 @@ engine::Dataset* OrtAgreementTest::calibration_ = nullptr;
 worker::TrialExecutor* OrtAgreementTest::executor_ = nullptr;
 engine::CalibrationCache* OrtAgreementTest::calibration_cache_ = nullptr;
 
-int Argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
+int Argmax(const float* row, int n) {
+  return static_cast<int>(std::max_element(row, row + n) - row);
+}
 
 // Runs `graph` through `net` on the whole evaluation batch.
 engine::Tensor RunOurs(engine::InferenceNetwork& net, const engine::Graph& graph,

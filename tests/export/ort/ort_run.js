@@ -6,12 +6,13 @@
 // files. Installed by deploy/install-deps.sh (`npm ci --ignore-scripts` in this folder).
 //
 //   node tests/export/ort/ort_run.js --model M.onnx --input [NAME=]X.pb [--input ...]
-//        --output-dir DIR [--format pb|npy] [--threads N] [--optimization all|extended|basic|disabled]
+//        --output-dir DIR [--format pb|npy] [--threads N]
+//        [--optimization all|extended|basic|disabled]
 //
 // An --input without NAME= takes the name stored in the .pb tensor, else the model's next
 // unbound input. Data types: float32, float64, int8, uint8, int32, int64, bool. Prints one line
-// per output (name, type, shape); a slash or backslash in an output name becomes "_" in its file name.
-// Errors name the file or option and exit 1.
+// per output (name, type, shape); a slash or backslash in an output name becomes "_" in its
+// file name. Errors name the file or option and exit 1.
 'use strict';
 
 const fs = require('fs');
@@ -85,6 +86,10 @@ function readFixed(r, size, get) {
   return v;
 }
 
+const readFloat = (r) => readFixed(r, 4, (b) => b.readFloatLE(0));
+const readDouble = (r) => readFixed(r, 8, (b) => b.readDoubleLE(0));
+const readInt32 = (r) => Number(BigInt.asIntN(32, r.varint()));
+
 function parseTensorProto(buf) {
   const r = new Reader(buf);
   const t = {dims: [], dataType: 0, name: '', floats: [], ints32: [], ints64: [], doubles: [],
@@ -93,12 +98,12 @@ function parseTensorProto(buf) {
     const key = Number(r.varint()), field = key >> 3, wire = key & 7;
     if (field === 1) t.dims.push(...readRepeated(r, wire, (x) => Number(asInt64(x.varint()))));
     else if (field === 2) t.dataType = Number(r.varint());
-    else if (field === 4) t.floats.push(...readRepeated(r, wire, (x) => readFixed(x, 4, (b) => b.readFloatLE(0)), true));
-    else if (field === 5) t.ints32.push(...readRepeated(r, wire, (x) => Number(BigInt.asIntN(32, x.varint()))));
+    else if (field === 4) t.floats.push(...readRepeated(r, wire, readFloat, true));
+    else if (field === 5) t.ints32.push(...readRepeated(r, wire, readInt32));
     else if (field === 7) t.ints64.push(...readRepeated(r, wire, (x) => asInt64(x.varint())));
     else if (field === 8) t.name = r.bytes().toString('utf8');
     else if (field === 9) t.raw = r.bytes();
-    else if (field === 10) t.doubles.push(...readRepeated(r, wire, (x) => readFixed(x, 8, (b) => b.readDoubleLE(0)), true));
+    else if (field === 10) t.doubles.push(...readRepeated(r, wire, readDouble, true));
     else if (field === 13 || field === 14) throw new Error('external data is not supported');
     else r.skip(wire);
   }
@@ -146,7 +151,9 @@ function serializeTensorProto(name, tensor) {
 
 // ---- .npy (format versions 1 to 3, C order) ----
 function parseNpy(buf) {
-  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new Error('not a .npy file');
+  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') {
+    throw new Error('not a .npy file');
+  }
   const major = buf[6];
   const headerLength = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const start = major === 1 ? 10 : 12;
@@ -196,7 +203,7 @@ function parseArgs(argv) {
     else if (flag === '--threads') args.threads = Number(value());
     else if (flag === '--optimization') args.optimization = value();
     else if (flag === '--help' || flag === '-h') {
-      process.stdout.write(fs.readFileSync(__filename, 'utf8').split("\n").slice(1, 14)
+      process.stdout.write(fs.readFileSync(__filename, 'utf8').split("\n").slice(1, 15)
                                .map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else fail(`unknown option ${flag} (--help lists them)`);
@@ -277,7 +284,8 @@ async function main() {
     const out = results[name];
     const safe = name.replace(/[\/\\]/g, '_');
     const file = path.join(args.outputDir, `${safe}.${args.format}`);
-    fs.writeFileSync(file, args.format === 'npy' ? serializeNpy(out) : serializeTensorProto(name, out));
+    const bytes = args.format === 'npy' ? serializeNpy(out) : serializeTensorProto(name, out);
+    fs.writeFileSync(file, bytes);
     process.stdout.write(`${name} ${out.type} [${out.dims.join(',')}] -> ${file}\n`);
   }
 }
