@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that bitsweep's build, tests, benchmarks and demo need.
-# Idempotent: packages already present are skipped; safe to run on every CI start.
+# Idempotent: packages already present are skipped; safe to run on every CI start. Also installs
+# ONNX Runtime from npm for the export tests (see the end).
 # Works with --no-install-recommends, so recommended-only packages are named explicitly
 # (ocl-icd-opencl-dev: find_package(dnnl) needs the OpenCL headers).
 set -euo pipefail
@@ -27,14 +28,36 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Node.js and npm run ONNX Runtime for the export tests (below). A machine that already has them
+# (e.g. a newer Node.js with its own npm) keeps its own: Debian's npm would conflict with it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ONNX Runtime (CPU) for the QDQ export tests (tests/export/ort): npm's onnxruntime-node at the
+# version pinned in tests/export/ort/package-lock.json, into that folder's node_modules
+# (git-ignored). --ignore-scripts: its install script only fetches GPU builds; the CPU library and
+# the Node binding for linux-x64 ship inside the package. Skipped when that version is present.
+ORT_DIR="$(cd "$(dirname "$0")/../tests/export/ort" && pwd)"
+ort_wanted="$(node -p "require('$ORT_DIR/package-lock.json')
+                       .packages['node_modules/onnxruntime-node'].version")"
+ort_present="$(cd "$ORT_DIR" &&
+               node -p "require('onnxruntime-node').env.versions.node" 2>/dev/null || true)"
+if [ "$ort_present" = "$ort_wanted" ]; then
+  echo "install-deps: onnxruntime-node $ort_wanted present"
+else
+  echo "install-deps: installing onnxruntime-node $ort_wanted into $ORT_DIR/node_modules"
+  (cd "$ORT_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  (cd "$ORT_DIR" && node -e "require('onnxruntime-node')")
+fi

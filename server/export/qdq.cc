@@ -35,7 +35,13 @@ absl::Status CheckRole(const std::string& layer, const char* role, const v1::Qua
       ": only int:8 and fp32 have an exact QDQ form (export the JSON manifest instead)"));
 }
 
-// A float initializer of shape `dims` ({} for a scalar).
+// Initializer shapes: rank 0 for a per-tensor scale or zero point (as QuantizeLinear and
+// DequantizeLinear require), 1-D [n] for per-channel parameters (with the node's `axis`) and
+// biases, the original shape for weights. One function per element type takes the shape
+// explicitly: a braced {n} must never be read as anything but a shape.
+std::vector<int64_t> Scalar() { return {}; }
+std::vector<int64_t> Vector(size_t n) { return {static_cast<int64_t>(n)}; }
+
 onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>& values,
                               const std::vector<int64_t>& dims) {
   onnx::TensorProto t;
@@ -46,19 +52,13 @@ onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>&
   return t;
 }
 
-onnx::TensorProto FloatTensor(const std::string& name, const std::vector<float>& values,
-                              bool scalar) {
-  if (scalar) return FloatTensor(name, values, std::vector<int64_t>{});
-  return FloatTensor(name, values, {static_cast<int64_t>(values.size())});
-}
-
 // Zero points as int8 (symmetric) or uint8 (asymmetric) tensors; both use int32_data.
 onnx::TensorProto ZeroPointTensor(const std::string& name, const std::vector<int32_t>& values,
-                                  bool asymmetric, bool scalar) {
+                                  bool asymmetric, const std::vector<int64_t>& dims) {
   onnx::TensorProto t;
   t.set_name(name);
   t.set_data_type(asymmetric ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8);
-  if (!scalar) t.add_dims(static_cast<int64_t>(values.size()));
+  for (int64_t d : dims) t.add_dims(d);
   for (int32_t v : values) t.add_int32_data(v);
   return t;
 }
@@ -75,9 +75,9 @@ std::pair<std::string, std::string> AddActivationParams(onnx::GraphProto* graph,
                                                         const std::string& prefix,
                                                         const v1::QuantParams& p) {
   const std::string scale = prefix + "_scale", zero = prefix + "_zero_point";
-  *graph->add_initializer() = FloatTensor(scale, {p.scale(0)}, /*scalar=*/true);
+  *graph->add_initializer() = FloatTensor(scale, {p.scale(0)}, Scalar());
   const int32_t zp = p.zero_point_size() > 0 ? p.zero_point(0) : 0;
-  *graph->add_initializer() = ZeroPointTensor(zero, {zp}, IsAsymmetric(p), /*scalar=*/true);
+  *graph->add_initializer() = ZeroPointTensor(zero, {zp}, IsAsymmetric(p), Scalar());
   return {scale, zero};
 }
 
@@ -156,7 +156,7 @@ void FoldBatchNorms(onnx::GraphProto* graph) {
     const std::string w_name = conv.name() + "/W_bn_folded";
     const std::string b_name = conv.name() + "/B_bn_folded";
     added.push_back(FloatTensor(w_name, f.weights, {w->dims().begin(), w->dims().end()}));
-    added.push_back(FloatTensor(b_name, f.bias, /*scalar=*/false));
+    added.push_back(FloatTensor(b_name, f.bias, Vector(f.bias.size())));
     maybe_unused.insert(conv.input(1));
     if (has_bias) maybe_unused.insert(conv.input(2));
     for (int k = 1; k <= 4; ++k) maybe_unused.insert(bn.input(k));
@@ -283,17 +283,18 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
       }
       std::vector<int32_t> zero_points(channels, 0);
       for (int c = 0; c < channels && c < p.zero_point_size(); ++c) zero_points[c] = p.zero_point(c);
-      const bool scalar = channels == 1;
+      const bool per_tensor = channels == 1;
+      const std::vector<int64_t> dims = per_tensor ? Scalar() : Vector(channels);
       *graph->add_initializer() = FloatTensor(weight_name + "_scale",
-                                              {p.scale().begin(), p.scale().end()}, scalar);
+                                              {p.scale().begin(), p.scale().end()}, dims);
       *graph->add_initializer() =
-          ZeroPointTensor(weight_name + "_zero_point", zero_points, asymmetric, scalar);
+          ZeroPointTensor(weight_name + "_zero_point", zero_points, asymmetric, dims);
       tensor = codes;
       onnx::NodeProto dq = MakeNode("DequantizeLinear", layer.name() + "_weights_dq",
                                     {weight_name + "_quantized", weight_name + "_scale",
                                      weight_name + "_zero_point"},
                                     weight_name + "_dequantized");
-      if (!scalar) {
+      if (!per_tensor) {
         onnx::AttributeProto* a = dq.add_attribute();
         a->set_name("axis");
         a->set_type(onnx::AttributeProto::INT);

@@ -13,8 +13,12 @@
 // - int:8 outputs: QuantizeLinear -> DequantizeLinear on the layer's output (consumers keep
 //   reading the original name);
 // - fp32 roles stay as they are. Biases stay fp32.
+// Per-tensor scales and zero points are rank-0 initializers; per-channel ones are 1-D [C] with
+// the DequantizeLinear's `axis` set to the output-channel axis (ONNX Runtime checks both).
 // ONNX's QuantizeLinear rounds half to even and saturates to the 8-bit range: the same codes as
-// the int:8 emulation with nearest_even rounding.
+// the int:8 emulation with nearest_even rounding, except that symmetric codes may reach -128
+// (ours stop at -127) for values beyond the calibrated range. tests/export/ort_agreement_test.cc
+// runs the exports in ONNX Runtime against our int8 path (docs/QUANTIZATION.md, "QDQ export").
 //
 // Errors (FAILED_PRECONDITION, naming the layer and role): any other format than int:8 or fp32
 // (fixed point, minifloat, pow2 and other widths have no exact QDQ form), stochastic rounding

@@ -167,6 +167,57 @@ int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelPro
   return compared;
 }
 
+// Every initializer holds as many values as its shape says (ONNX Runtime refuses a model
+// otherwise; the ONNX checker does not look), and every QuantizeLinear / DequantizeLinear has
+// either rank-0 scale and zero point (per tensor, no axis) or 1-D ones of the length of the
+// quantized axis, with that axis named. Returns the number of per-channel nodes.
+int ExpectInitializersMatchTheirShapes(const onnx::ModelProto& model) {
+  const auto initializers = Initializers(model.graph());
+  for (const auto& [name, t] : initializers) {
+    int64_t expected = 1;
+    for (int64_t d : t->dims()) expected *= d;
+    int64_t stored = t->float_data_size() + t->int32_data_size() + t->int64_data_size();
+    if (stored == 0) {
+      const int64_t bytes = t->data_type() == onnx::TensorProto::FLOAT ? 4
+                            : t->data_type() == onnx::TensorProto::INT8 ||
+                                    t->data_type() == onnx::TensorProto::UINT8
+                                ? 1
+                                : 0;
+      EXPECT_NE(bytes, 0) << name << ": unexpected raw data type " << t->data_type();
+      if (bytes == 0) continue;
+      stored = static_cast<int64_t>(t->raw_data().size()) / bytes;
+    }
+    EXPECT_EQ(stored, expected) << name;
+  }
+  int per_channel = 0;
+  for (const auto& n : model.graph().node()) {
+    if (n.op_type() != "QuantizeLinear" && n.op_type() != "DequantizeLinear") continue;
+    const onnx::TensorProto& scale = *initializers.at(n.input(1));
+    const onnx::TensorProto& zero = *initializers.at(n.input(2));
+    EXPECT_EQ(scale.dims_size(), zero.dims_size()) << n.name();
+    const onnx::AttributeProto* axis = nullptr;
+    for (const auto& a : n.attribute()) {
+      if (a.name() == "axis") axis = &a;
+    }
+    if (scale.dims_size() == 0) {
+      EXPECT_EQ(axis, nullptr) << n.name() << ": per-tensor parameters with an axis";
+      continue;
+    }
+    ++per_channel;
+    EXPECT_EQ(scale.dims_size(), 1) << n.name();
+    EXPECT_EQ(scale.dims(0), zero.dims(0)) << n.name();
+    // Per-channel parameters only quantize weights: the input is an initializer.
+    EXPECT_NE(axis, nullptr) << n.name() << ": per-channel parameters without an axis";
+    EXPECT_TRUE(initializers.contains(n.input(0))) << n.name();
+    if (axis == nullptr || !initializers.contains(n.input(0))) continue;
+    const onnx::TensorProto& x = *initializers.at(n.input(0));
+    EXPECT_LT(axis->i(), x.dims_size()) << n.name();
+    if (axis->i() >= x.dims_size()) continue;
+    EXPECT_EQ(scale.dims(0), x.dims(axis->i())) << n.name();
+  }
+  return per_channel;
+}
+
 TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   const Trial t = RunLenet(R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8",
                                            "outputs": "int:8"}})");
@@ -185,6 +236,7 @@ TEST(QdqExportTest, DequantizedWeightsEqualTheEnginesInt8Weights) {
   EXPECT_EQ(quantize_nodes, 2 * layers);               // inputs and outputs of every layer
   EXPECT_EQ(dequantize_nodes, 2 * layers + layers);    // plus one per weight tensor
   EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, qdq), layers);
+  EXPECT_EQ(ExpectInitializersMatchTheirShapes(qdq), layers);
   // Activation pairs carry the scale the trial used.
   for (const v1::LayerResult& layer : t.reported.layers()) {
     const onnx::TensorProto& scale = *exported.at(layer.name() + "_output_scale");
@@ -206,6 +258,7 @@ TEST(QdqExportTest, BatchNormalizationIsFoldedAsTheEngineFoldsIt) {
     EXPECT_NE(n.op_type(), "BatchNormalization") << n.name() << " was not folded";
   }
   EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, qdq), t.reported.layers_size());
+  EXPECT_EQ(ExpectInitializersMatchTheirShapes(qdq), t.reported.layers_size());
   // The folded biases are the engine's, and nothing the fold orphaned stays behind.
   engine::Graph graph = *engine::ImportOnnxModel(t.model, {}, "");
   ASSERT_EQ(engine::FoldBatchNorm(&graph), batch_norms);
@@ -231,6 +284,7 @@ TEST(QdqExportTest, MixedConfigsKeepFp32LayersAsTheyAre) {
   int quantize_nodes = 0;
   for (const auto& n : qdq.graph().node()) quantize_nodes += n.op_type() == "QuantizeLinear";
   EXPECT_EQ(quantize_nodes, 2);  // conv1 and conv2 outputs
+  EXPECT_EQ(ExpectInitializersMatchTheirShapes(qdq), 0);  // int:8 is per tensor
   // fc weights stay float initializers.
   for (const auto& n : qdq.graph().node()) {
     if (n.op_type() == "Gemm") {
