@@ -7,6 +7,7 @@
 #ifndef BITSWEEP_CLIENT_SERVICE_COMMANDS_H_
 #define BITSWEEP_CLIENT_SERVICE_COMMANDS_H_
 
+#include <cstdio>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,8 +42,15 @@ absl::Status LocalCommand();
 // Shared by submit and local: the sweep spec the flags (and --sweep_file) describe, without the
 // model hash.
 absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags();
-// Follows a sweep until it is final, drawing progress on stderr when `progress`; returns it.
+// Follows a sweep until it is final, drawing progress on `out` (nullptr: silent): one line redrawn
+// in place and cut to the width when `out` is a terminal, else a plain line per change. Returns
+// the final sweep.
+absl::StatusOr<v1::Sweep> FollowSweepOn(ExplorerClient& client, int64_t sweep_id, FILE* out);
+// The same, drawing on stderr when `progress`.
 absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, bool progress);
+// OK for a succeeded (or still running) sweep; an error naming the sweep when it failed or was
+// cancelled, so that `watch`, `submit --wait` and `local` exit 1 for both.
+absl::Status SweepOutcome(const v1::Sweep& sweep);
 // Prints a frontier in the --format the flags ask for (table by default).
 absl::Status PrintFrontier(const v1::Frontier& frontier);
 

@@ -12,7 +12,10 @@
 #include <sstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "gtest/gtest.h"
+#include "tests/cli/csv.h"
 #include "tests/cli/run_binary.h"
 #include "tests/service/process.h"
 
@@ -90,10 +93,17 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
   ASSERT_GT(id, 0);
   const std::string sweep = " --sweep " + std::to_string(id);
 
-  Result sweeps = Bitsweep("sweeps " + *server_);
+  Result sweeps = Bitsweep("sweeps " + *server_ + " --format json");
   ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("sweep " + std::to_string(id) + "  succeeded"), std::string::npos)
-      << sweeps.out;
+  bool listed = false;
+  const nlohmann::json sweeps_doc = nlohmann::json::parse(sweeps.out);
+  for (const nlohmann::json& s : sweeps_doc["sweeps"]) {
+    if (s["sweep"] == id) listed = s["state"] == "succeeded" && s["total"] == 3;
+  }
+  EXPECT_TRUE(listed) << sweeps.out;
+  Result table = Bitsweep("sweeps " + *server_);
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(table.out.find("succeeded"), std::string::npos) << table.out;
 
   // baseline + 2 x 1 grid points
   Result trials = Bitsweep("trials " + *server_ + sweep + " --format csv");
@@ -106,11 +116,12 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
   EXPECT_EQ(CountLines(only_grid.out), 1 + 2) << only_grid.out;
 
   const std::string svg = (*dir_ / "frontier.svg").string();
-  Result frontier = Bitsweep("frontier " + *server_ + sweep +
-                             " --objectives top1,energy --format json --plot " + svg);
+  Result frontier = Bitsweep("frontier " + *server_ + sweep + " --objectives top1,energy --format json");
   ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
-  EXPECT_NE(frontier.out.find("\"objectives\":[\"OBJECTIVE_TOP1\",\"OBJECTIVE_ENERGY\"]"),
-            std::string::npos) << frontier.out;
+  EXPECT_EQ(nlohmann::json::parse(frontier.out)["objectives"],
+            nlohmann::json::array({"top1", "energy"})) << frontier.out;
+  Result plot = Bitsweep("frontier " + *server_ + sweep + " --objectives top1,energy --plot " + svg);
+  ASSERT_EQ(plot.exit_code, 0) << plot.out;
   std::ifstream svg_file(svg);
   std::stringstream svg_text;
   svg_text << svg_file.rdbuf();
@@ -140,15 +151,13 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
 TEST_F(ServiceCliTest, ResubmittingTheSameSweepIsServedFromCache) {
   ASSERT_GT(SubmitGrid(), 0);
   const int64_t again = SubmitGrid();
-  Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(again));
+  Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(again) +
+                           " --format csv");
   ASSERT_EQ(trials.exit_code, 0) << trials.out;
-  EXPECT_EQ(CountLines(trials.out), 1 + 3) << trials.out;
-  size_t cached = 0;
-  for (size_t at = trials.out.find("(cached)"); at != std::string::npos;
-       at = trials.out.find("(cached)", at + 1)) {
-    ++cached;
-  }
-  EXPECT_EQ(cached, 3u) << trials.out;
+  const auto rows = testing::ParseCsv(trials.out);
+  ASSERT_EQ(rows.size(), 1u + 3) << trials.out;
+  ASSERT_EQ(rows[0][3], "cached") << trials.out;
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i][3], "true") << trials.out;
 }
 
 TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
@@ -163,8 +172,9 @@ TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
   EXPECT_NE(r.out.find("energy"), std::string::npos) << r.out;
   Result sweeps = Bitsweep("sweeps " + *server_ + " --format json");
   ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("\"name\":\"from-file\""), std::string::npos) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("\"trials_total\":\"3\""), std::string::npos) << sweeps.out;
+  const nlohmann::json newest = nlohmann::json::parse(sweeps.out)["sweeps"][0];
+  EXPECT_EQ(newest["name"], "from-file") << sweeps.out;
+  EXPECT_EQ(newest["total"], 3) << sweeps.out;
 
   const std::string broken = (*dir_ / "broken.json").string();
   std::ofstream(broken) << R"({"strategy": "grid", "spaces": {}})";
@@ -208,6 +218,95 @@ TEST_F(ServiceCliTest, ExportWritesAQdqModelForInt8TrialsOnly) {
   EXPECT_FALSE(fs::exists(*dir_ / "no.onnx"));
 }
 
+// CSV and JSON carry the same values at full precision: every double in the CSV reads back to
+// the bits the JSON document holds; ids are JSON numbers; jsonl has one object per trial.
+TEST_F(ServiceCliTest, ListingsAgreeAcrossFormats) {
+  const int64_t id = SubmitGrid();
+  ASSERT_GT(id, 0);
+  const std::string args = "trials " + *server_ + " --sweep " + std::to_string(id);
+  const Result csv = Bitsweep(args + " --format csv");
+  const Result json = Bitsweep(args + " --format json");
+  const Result jsonl = Bitsweep(args + " --format jsonl");
+  ASSERT_EQ(csv.exit_code, 0) << csv.out;
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  ASSERT_EQ(jsonl.exit_code, 0) << jsonl.out;
+  const auto rows = testing::ParseCsv(csv.out);
+  const nlohmann::json doc = nlohmann::json::parse(json.out);
+  ASSERT_EQ(doc["sweep_id"], id);
+  ASSERT_EQ(rows.size(), doc["trials"].size() + 1) << csv.out;
+  EXPECT_EQ(CountLines(jsonl.out), static_cast<int>(doc["trials"].size())) << jsonl.out;
+  const std::vector<std::string>& header = rows[0];
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const nlohmann::json& trial = doc["trials"][i - 1];
+    ASSERT_EQ(rows[i].size(), header.size()) << csv.out;
+    EXPECT_TRUE(trial["trial"].is_number_integer()) << trial;
+    for (size_t c = 0; c < header.size(); ++c) {
+      const nlohmann::json& v = trial[header[c]];
+      if (v.is_number_float()) {
+        EXPECT_EQ(std::strtod(rows[i][c].c_str(), nullptr), v.get<double>()) << header[c];
+      } else if (v.is_number_integer()) {
+        EXPECT_EQ(std::stoll(rows[i][c]), v.get<int64_t>()) << header[c];
+      } else if (v.is_string()) {
+        EXPECT_EQ(rows[i][c], v.get<std::string>()) << header[c];
+      } else if (v.is_object()) {
+        EXPECT_EQ(nlohmann::json::parse(rows[i][c]), v) << header[c];
+      }
+    }
+    // Grid labels hold commas ("conv weights fixed:8, fc weights fixed:8"): quoted, read back.
+    if (trial["stage"] == "grid") {
+      EXPECT_NE(trial["label"].get<std::string>().find(", "), std::string::npos) << trial;
+    }
+    EXPECT_TRUE(trial["config"].is_object()) << trial;
+  }
+  const Result frontier = Bitsweep("frontier " + *server_ + " --sweep " + std::to_string(id) +
+                                   " --format csv");
+  ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
+  EXPECT_EQ(frontier.out.rfind("trial,top1,top5,size_bits,energy_pj,bops,within_margin", 0), 0u)
+      << frontier.out;
+}
+
+// A cancelled sweep: watch (and submit --wait) exit 1 and say so, with the cancelled count; off a
+// terminal one plain line per change, on a terminal one line redrawn within its width.
+TEST_F(ServiceCliTest, WatchOfACancelledSweepExitsNonZero) {
+  // The whole test split makes trials slow enough to cancel the sweep before it ends.
+  const Result submitted = Bitsweep(
+      "submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " --dataset " + kData +
+      " --mean 0.2860 --std 0.3530 --strategy ristretto");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out;
+  const std::string id = std::to_string(std::stoll(submitted.out.substr(16)));
+  const Result cancel = Bitsweep("cancel " + *server_ + " --sweep " + id);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out;
+
+  const Result watch = Bitsweep("watch " + *server_ + " --sweep " + id);
+  EXPECT_EQ(watch.exit_code, 1) << watch.out;
+  EXPECT_NE(watch.out.find("sweep " + id + " was cancelled"), std::string::npos) << watch.out;
+  EXPECT_EQ(watch.out.find('\r'), std::string::npos) << watch.out;
+  EXPECT_NE(watch.out.find("sweep " + id + " cancelled "), std::string::npos) << watch.out;
+  EXPECT_EQ(watch.out.find(" 0 cancelled)"), std::string::npos) << watch.out;
+
+  // On a terminal (script(1) gives it one; 50 columns): redrawn in place, never wider.
+  const Result tty = testing::RunCommandLine(
+      "COLUMNS=50 script -qec '" + std::string(BITSWEEP_BINARY) + " watch " + *server_ +
+      " --sweep " + id + "' /dev/null");
+  EXPECT_EQ(tty.exit_code, 1) << tty.out;
+  const size_t cr = tty.out.find('\r');
+  ASSERT_NE(cr, std::string::npos) << tty.out;
+  const std::string drawn = tty.out.substr(cr + 1, tty.out.find("\x1b[K", cr) - cr - 1);
+  EXPECT_LE(drawn.size(), 49u) << drawn;
+  EXPECT_EQ(drawn.rfind("[", 0), 0u) << drawn;
+  EXPECT_NE(drawn.find('x'), std::string::npos) << drawn;  // cancelled trials in the bar
+
+  // submit --wait of a sweep cancelled meanwhile (the next id) exits 1 the same way.
+  const std::string next = std::to_string(std::stoll(id) + 1);
+  const std::string b = BITSWEEP_BINARY;
+  const Result wait = testing::RunCommandLine(
+      "{ ( until " + b + " cancel " + *server_ + " --sweep " + next + " >/dev/null 2>&1; do sleep 0.2;"
+      " done ) & " + b + " submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " --dataset " +
+      kData + " --mean 0.2860 --std 0.3530 --strategy ristretto --wait; rc=$?; wait; exit $rc; }");
+  EXPECT_EQ(wait.exit_code, 1) << wait.out;
+  EXPECT_NE(wait.out.find("sweep " + next + " was cancelled"), std::string::npos) << wait.out;
+}
+
 TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   Result unknown = Bitsweep("frontier " + *server_ + " --sweep 999999");
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
@@ -229,7 +328,7 @@ TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   EXPECT_NE(not_onnx.out.find("service_cli_test.cc"), std::string::npos) << not_onnx.out;
 
   Result missing = Bitsweep("trials " + *server_);
-  EXPECT_EQ(missing.exit_code, 1) << missing.out;
+  EXPECT_EQ(missing.exit_code, 2) << missing.out;
   EXPECT_NE(missing.out.find("--sweep"), std::string::npos) << missing.out;
 
   Result unreachable = Bitsweep("sweeps --server 127.0.0.1:1");
@@ -252,7 +351,7 @@ TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
   EXPECT_TRUE(fs::exists(dir / "local.db"));
 
   const Result bad = Bitsweep("local --model zoo:vgg " + kSmallData);
-  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_EQ(bad.exit_code, 2) << bad.out;
   EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
 }
 
