@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "client/command_line.h"
 #include "client/engine_commands.h"
+#include "client/report.h"
 #include "client/service_commands.h"
 #include "common/version.h"
 #include "grpcpp/grpcpp.h"
@@ -101,7 +102,7 @@ const std::vector<CommandSpec>& Commands() {
        Join({{"sweep"}, global}), {}, {}, Plain(cli::WatchCommand)},
       {"frontier", "--sweep ID [--objectives top1,energy] [--format F] [--plot F.svg|F.png]",
        "The sweep's Pareto frontier; --plot draws it over every evaluated trial.",
-       Join({{"sweep", "objectives", "format", "within_margin_only", "plot"}, global}),
+       Join({{"sweep", "objectives", "format", "within_margin_only", "plot", "log_scale"}, global}),
        {}, listing, Plain(cli::FrontierCommand)},
       {"trials", "--sweep ID [--state S] [--stage S] [--format F]",
        "Every trial of a sweep with its result; csv and json add the config and the details.",
@@ -116,6 +117,17 @@ const std::vector<CommandSpec>& Commands() {
        Join({{"sweep"}, global}), {}, {}, Plain(cli::CancelCommand)},
       {"sweeps", "[--format F]", "Every sweep, newest first.", Join({{"format"}, global}), {},
        listing, Plain(cli::SweepsCommand)},
+      {"figures", "--sweep ID --output-dir DIR [--log-scale] [--png]",
+       "Writes the sweep's figures as SVG files.\n"
+       "Top-1 vs size, energy and BOPs over every evaluated trial (top1_vs_*.svg) and the\n"
+       "per-layer formats of the frontier (layer_formats.svg); --png adds PNGs (rsvg-convert).",
+       Join({{"sweep", "output_dir", "log_scale", "png"}, global}), {}, {},
+       Plain(cli::FiguresCommand)},
+      {"report", "--sweep ID --out report.html [--log-scale]",
+       "Writes one self-contained HTML report of a sweep.\n"
+       "Its settings, figures, frontier and the per-layer formats of the points within the\n"
+       "margin, in one file that opens offline (inline SVG, no scripts, no network).",
+       Join({{"sweep", "out", "log_scale"}, global}), {}, {}, Plain(cli::ReportCommand)},
   };
   return *commands;
 }

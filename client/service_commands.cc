@@ -22,6 +22,7 @@
 #include "client/command_line.h"
 #include "client/flag_values.h"
 #include "client/listing.h"
+#include "client/plot.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
@@ -71,16 +72,27 @@ ABSL_FLAG(int64_t, trial, 0, "trial id");
 ABSL_FLAG(std::string, format, "table",
           "output: table (for people), csv (RFC 4180, full precision), json (one document), "
           "jsonl (one object per line)");
-ABSL_FLAG(std::string, plot, "", "frontier: also draw it as an SVG file");
+ABSL_FLAG(std::string, plot, "",
+          "frontier: also draw it over every evaluated trial, as SVG (or PNG for a .png name, "
+          "through rsvg-convert); needs an accuracy first: --objectives top1,size|energy|bops");
+ABSL_FLAG(bool, log_scale, false, "figures: a logarithmic cost axis (size, energy, BOPs)");
 ABSL_FLAG(bool, within_margin_only, false, "only trials within the error margin");
 ABSL_FLAG(std::string, state, "", "trials: queued | running | succeeded | failed | cancelled");
 ABSL_FLAG(std::string, stage, "", "trials: only this planner stage");
 ABSL_FLAG(std::string, qdq, "", "export: also write a QDQ ONNX model here (integer formats)");
 
 namespace bitsweep::cli {
-namespace {
 
-using Json = std::string;
+std::string StateName(v1::SweepState s) {
+  switch (s) {
+    case v1::SWEEP_QUEUED: return "queued";
+    case v1::SWEEP_RUNNING: return "running";
+    case v1::SWEEP_SUCCEEDED: return "succeeded";
+    case v1::SWEEP_FAILED: return "failed";
+    case v1::SWEEP_CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
 
 absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   ConnectOptions options;
@@ -88,6 +100,8 @@ absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   return ExplorerClient::Connect(absl::GetFlag(FLAGS_server), options);
 }
+
+namespace {
 
 absl::StatusOr<std::vector<v1::Objective>> ObjectivesFromFlag() {
   std::vector<v1::Objective> objectives;
@@ -167,17 +181,6 @@ std::string Duration(double seconds) {
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 
-std::string StateName(v1::SweepState s) {
-  switch (s) {
-    case v1::SWEEP_QUEUED: return "queued";
-    case v1::SWEEP_RUNNING: return "running";
-    case v1::SWEEP_SUCCEEDED: return "succeeded";
-    case v1::SWEEP_FAILED: return "failed";
-    case v1::SWEEP_CANCELLED: return "cancelled";
-    default: return "unknown";
-  }
-}
-
 std::string TrialStateName(v1::TrialState s) {
   switch (s) {
     case v1::TRIAL_QUEUED: return "queued";
@@ -247,57 +250,6 @@ nlohmann::json ConfigJson(const std::string& text) {
 }
 
 std::string OutputFormatFlag() { return absl::GetFlag(FLAGS_format); }
-
-// A simple scatter of the first two objectives with the frontier's staircase.
-std::string FrontierSvg(const v1::Frontier& f) {
-  const double w = 640, h = 420, left = 80, bottom = 50, top = 30, right = 30;
-  double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
-  for (const v1::FrontierPoint& p : f.points()) {
-    xmin = std::min(xmin, p.values(1)), xmax = std::max(xmax, p.values(1));
-    ymin = std::min(ymin, p.values(0)), ymax = std::max(ymax, p.values(0));
-  }
-  if (xmax <= xmin) xmax = xmin + 1, xmin -= 1;
-  if (ymax <= ymin) ymax = ymin + 0.01, ymin -= 0.01;
-  auto X = [&](double v) { return left + (v - xmin) / (xmax - xmin) * (w - left - right); };
-  auto Y = [&](double v) { return h - bottom - (v - ymin) / (ymax - ymin) * (h - top - bottom); };
-  const char* xname = server::ObjectiveName(f.objectives(1));
-  const char* yname = server::ObjectiveName(f.objectives(0));
-  std::string svg = absl::StrFormat(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
-      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
-      "fill=\"white\"/>\n<text x=\"%g\" y=\"18\">sweep %d frontier: %s vs %s</text>\n"
-      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n"
-      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n"
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%s</text>\n"
-      "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" text-anchor=\"middle\">%s</text>\n",
-      w, h, left, f.sweep_id(), yname, xname, left, h - bottom, w - right, h - bottom, left, top,
-      left, h - bottom, (left + w - right) / 2, h - 12, xname, (top + h - bottom) / 2,
-      (top + h - bottom) / 2, yname);
-  absl::StrAppend(&svg, absl::StrFormat(
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"start\">%s</text>\n<text x=\"%g\" y=\"%g\" "
-      "text-anchor=\"end\">%s</text>\n<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%s</text>\n"
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%s</text>\n",
-      left, h - bottom + 16, FormatObjective(f.objectives(1), xmin), w - right, h - bottom + 16,
-      FormatObjective(f.objectives(1), xmax), left - 4, h - bottom,
-      FormatObjective(f.objectives(0), ymin), left - 4, top + 4,
-      FormatObjective(f.objectives(0), ymax)));
-  std::vector<std::pair<double, double>> points;
-  for (const v1::FrontierPoint& p : f.points()) points.emplace_back(p.values(1), p.values(0));
-  std::sort(points.begin(), points.end());
-  std::string path;
-  for (const auto& [x, y] : points) {
-    absl::StrAppend(&path, path.empty() ? "M" : " L", absl::StrFormat("%.1f %.1f", X(x), Y(y)));
-  }
-  absl::StrAppend(&svg, "<path d=\"", path, "\" fill=\"none\" stroke=\"#3366cc\"/>\n");
-  for (const v1::FrontierPoint& p : f.points()) {
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>trial %d: %s</title>"
-        "</circle>\n", X(p.values(1)), Y(p.values(0)), p.within_margin() ? "#2a9d2a" : "#cc3333",
-        p.trial_id(), p.spec().label()));
-  }
-  absl::StrAppend(&svg, "</svg>\n");
-  return svg;
-}
 
 }  // namespace
 
@@ -568,11 +520,24 @@ absl::Status FrontierCommand() {
   ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, ObjectivesFromFlag());
   *request.mutable_objectives() = {objectives.begin(), objectives.end()};
   ASSIGN_OR_RETURN(v1::Frontier frontier, client->GetFrontier(request));
+  const std::string plot = absl::GetFlag(FLAGS_plot);
+  const auto y = frontier.objectives_size() == 2 ? frontier.objectives(0) : 0;
+  const auto x = frontier.objectives_size() == 2 ? frontier.objectives(1) : 0;
+  if (!plot.empty() && !(server::IsMaximized(static_cast<v1::Objective>(y)) &&
+                         !server::IsMaximized(static_cast<v1::Objective>(x)))) {
+    return UsageError("--plot draws an accuracy against a cost: --objectives top1,size (or "
+                      "top1,energy, top1,bops, top5,...)");
+  }
   RETURN_IF_ERROR(PrintFrontier(frontier));
-  if (const std::string plot = absl::GetFlag(FLAGS_plot); !plot.empty()) {
-    std::ofstream out(plot);
-    out << FrontierSvg(frontier);
-    if (!out) return absl::UnavailableError(absl::StrCat(plot, ": cannot write"));
+  if (!plot.empty()) {
+    ASSIGN_OR_RETURN(v1::Sweep sweep, client->GetSweep(id));
+    v1::ListTrialsRequest trials_request;
+    trials_request.set_sweep_id(id);
+    ASSIGN_OR_RETURN(std::vector<v1::Trial> trials, ListAllTrials(*client, trials_request));
+    PlotOptions options;
+    options.log_cost = absl::GetFlag(FLAGS_log_scale);
+    RETURN_IF_ERROR(WriteFigure(plot, AccuracyCostFigure(sweep, trials, static_cast<v1::Objective>(y),
+                                                         static_cast<v1::Objective>(x), options)));
     std::fprintf(stderr, "wrote %s\n", plot.c_str());
   }
   return absl::OkStatus();

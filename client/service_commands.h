@@ -8,7 +8,9 @@
 #define BITSWEEP_CLIENT_SERVICE_COMMANDS_H_
 
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -51,6 +53,13 @@ absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, 
 // OK for a succeeded (or still running) sweep; an error naming the sweep when it failed or was
 // cancelled, so that `watch`, `submit --wait` and `local` exit 1 for both.
 absl::Status SweepOutcome(const v1::Sweep& sweep);
+// "queued", "running", "succeeded", "failed", "cancelled".
+std::string StateName(v1::SweepState state);
+// Every trial of the request's sweep, all pages.
+absl::StatusOr<std::vector<v1::Trial>> ListAllTrials(ExplorerClient& client,
+                                                     v1::ListTrialsRequest request);
+// A client for --server / --token / --tls-ca.
+absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags();
 // Prints a frontier in the --format the flags ask for (table by default).
 absl::Status PrintFrontier(const v1::Frontier& frontier);
 

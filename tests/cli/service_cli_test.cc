@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -16,6 +17,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/cli/csv.h"
+#include "tests/cli/svg_reader.h"
 #include "tests/cli/run_binary.h"
 #include "tests/service/process.h"
 
@@ -216,6 +218,83 @@ TEST_F(ServiceCliTest, ExportWritesAQdqModelForInt8TrialsOnly) {
   EXPECT_EQ(refused.exit_code, 1) << refused.out;
   EXPECT_NE(refused.out.find("fixed:8"), std::string::npos) << refused.out;
   EXPECT_FALSE(fs::exists(*dir_ / "no.onnx"));
+}
+
+// `figures` writes every figure as SVG and PNG; `report` writes one self-contained HTML page that
+// headless Chromium (Debian's chromium) opens offline and renders.
+TEST_F(ServiceCliTest, FiguresAndReportOfARealSweep) {
+  const int64_t id = SubmitGrid();
+  ASSERT_GT(id, 0);
+  const std::string sweep = " --sweep " + std::to_string(id);
+  const fs::path figures = *dir_ / "figures";
+  const Result written = Bitsweep("figures " + *server_ + sweep + " --output-dir " +
+                                  figures.string() + " --png");
+  ASSERT_EQ(written.exit_code, 0) << written.out;
+  for (const char* name : {"top1_vs_size", "top1_vs_energy", "top1_vs_bops", "layer_formats"}) {
+    for (const char* ext : {".svg", ".png"}) {
+      const fs::path path = figures / (std::string(name) + ext);
+      ASSERT_TRUE(fs::exists(path)) << path << written.out;
+      EXPECT_GT(fs::file_size(path), 2000u) << path;
+    }
+  }
+  std::ifstream size_svg(figures / "top1_vs_size.svg");
+  std::stringstream svg;
+  svg << size_svg.rdbuf();
+  size_t trials = 0;
+  for (const testing::Element& e : testing::ReadElements(svg.str())) trials += e.HasClass("trial");
+  EXPECT_EQ(trials, 3u) << svg.str();  // baseline + 2 grid points, every one drawn
+
+  const std::string html_path = (*dir_ / "report.html").string();
+  const Result report = Bitsweep("report " + *server_ + sweep + " --out " + html_path);
+  ASSERT_EQ(report.exit_code, 0) << report.out;
+  std::ifstream html_file(html_path);
+  std::stringstream html_text;
+  html_text << html_file.rdbuf();
+  const std::string html = html_text.str();
+  // Self-contained: no scripts, stylesheets, images or fonts fetched from anywhere.
+  for (const char* forbidden : {"<script", "<link", "<img", "src=", "url(", "https:", "@import"}) {
+    EXPECT_EQ(html.find(forbidden), std::string::npos) << forbidden;
+  }
+  std::string without_xmlns = std::regex_replace(html, std::regex("xmlns=\"http://www.w3.org/2000/svg\""), "");
+  EXPECT_EQ(without_xmlns.find("http:"), std::string::npos);
+  int svgs = 0, layer_tables = 0;
+  for (const testing::Element& e : testing::ReadElements(html)) {
+    svgs += e.tag == "svg";
+    layer_tables += e.tag == "table" && e.HasClass("layers");
+  }
+  EXPECT_EQ(svgs, 4);
+  EXPECT_GE(layer_tables, 1) << "per-layer formats of the in-margin points";
+  for (const char* part : {"Settings", "error margin", "grid conv.weights = fixed:8, fixed:4",
+                           "Frontier: top-1 vs size", "Per-layer formats within the margin",
+                           "conv1"}) {
+    EXPECT_NE(html.find(part), std::string::npos) << part;
+  }
+
+  // Headless Chromium, offline, with a fresh profile: the DOM it built and a screenshot.
+  const fs::path profile = *dir_ / "chromium-profile";
+  fs::create_directories(profile);
+  const std::string chromium =
+      "timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-background-networking "
+      "--disable-component-update --disable-sync --no-first-run --user-data-dir=" +
+      profile.string() + " ";
+  const Result dom = testing::RunCommandLine(chromium + "--dump-dom file://" + html_path +
+                                             " 2>/dev/null");
+  if (dom.exit_code != 0 && dom.out.find("<html") == std::string::npos) {
+    GTEST_SKIP() << "chromium cannot start here (exit " << dom.exit_code << "): " << dom.out;
+  }
+  int rendered_svgs = 0, frontier_rows = 0;
+  for (const testing::Element& e : testing::ReadElements(dom.out)) {
+    rendered_svgs += e.tag == "svg";
+    frontier_rows += e.tag == "tr" && (e.HasClass("in-margin") || e.HasClass("out-margin"));
+  }
+  EXPECT_EQ(rendered_svgs, 4) << dom.out.substr(0, 2000);
+  EXPECT_GE(frontier_rows, 1);
+  const std::string shot = (*dir_ / "report.png").string();
+  const Result screenshot = testing::RunCommandLine(
+      chromium + "--window-size=1200,2400 --screenshot=" + shot + " file://" + html_path);
+  ASSERT_EQ(screenshot.exit_code, 0) << screenshot.out;
+  ASSERT_TRUE(fs::exists(shot)) << screenshot.out;
+  EXPECT_GT(fs::file_size(shot), 50000u) << "a rendered page, not a blank one";
 }
 
 // CSV and JSON carry the same values at full precision: every double in the CSV reads back to
