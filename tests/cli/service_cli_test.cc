@@ -434,6 +434,55 @@ TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
   EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
 }
 
+// Every example query of schema/README.md, run by the sqlite3 shell on the database of a real
+// sweep (sensitivity, so that every stage and table has rows): each runs without error, each
+// returns rows (but the failed-trial / lease one: nothing failed), and the per-layer columns,
+// addressed by layer_index, are filled for every trial (by node name they were NULL for models
+// whose layers are not called conv1, fc1, ...).
+TEST(LocalCliTest, SchemaReadmeQueriesRunOnARealSweep) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_schema_readme_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string db = (dir / "results.db").string();
+  const Result r = Bitsweep("local --model " + std::string(BITSWEEP_LENET5_MODEL) + " " +
+                            kSmallData + " --strategy sensitivity --weight-formats fixed:8,fixed:4 " +
+                            "--activation-formats fixed:8 --workers 2 --db " + db);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  std::ifstream readme_file(BITSWEEP_SCHEMA_README);
+  std::stringstream readme;
+  readme << readme_file.rdbuf();
+  const std::string text = readme.str();
+  int blocks = 0;
+  for (size_t at = text.find("```sql\n"); at != std::string::npos;
+       at = text.find("```sql\n", at + 1)) {
+    const size_t begin = at + 7, end = text.find("```", begin);
+    ASSERT_NE(end, std::string::npos);
+    const std::string sql = text.substr(begin, end - begin);
+    const fs::path file = dir / ("query" + std::to_string(++blocks) + ".sql");
+    std::ofstream(file) << sql;
+    const Result q = testing::RunCommandLine("sqlite3 -bail -header -csv 'file:" + db +
+                                             "?mode=ro' < " + file.string());
+    EXPECT_EQ(q.exit_code, 0) << sql << q.out;
+    EXPECT_EQ(q.out.find("Error"), std::string::npos) << sql << q.out;
+    const auto rows = testing::ParseCsv(q.out);
+    if (sql.find("FROM leases") == std::string::npos) {
+      EXPECT_GE(rows.size(), 2u) << "no rows from\n" << sql << q.out;
+    }
+    if (sql.find("layer_index = 0") != std::string::npos) {
+      ASSERT_GE(rows.size(), 2u) << q.out;
+      for (size_t c = 0; c < rows[0].size(); ++c) {
+        if (rows[0][c].rfind("l", 0) != 0 || rows[0][c].find('_') == std::string::npos) continue;
+        for (size_t i = 1; i < rows.size(); ++i) {
+          EXPECT_FALSE(rows[i][c].empty()) << rows[0][c] << " of row " << i << "\n" << q.out;
+        }
+      }
+    }
+  }
+  EXPECT_GE(blocks, 10);
+}
+
 TEST(LocalCliTest, EvolutionarySweepRunsItsGenerationsWithinTheBudget) {
   const fs::path dir =
       fs::path(::testing::TempDir()) / ("bitsweep_local_evo_" + std::to_string(::getpid()));
