@@ -86,14 +86,14 @@ const std::vector<CommandSpec>& Commands() {
       {"local", "--model M.onnx|zoo:lenet5 --dataset idx:DIR [sweep flags]",
        "Runs one sweep in this process and prints its frontier.\n"
        "A coordinator and workers on an embedded SQLite file (--db), gRPC on loopback.",
-       Join({{"model", "workers", "threads", "db"}, kDataFlags, kSweepFlags, {"format"}}), {},
-       {"table", "csv", "json"}, Plain(cli::LocalCommand)},
+       Join({{"model", "workers", "threads", "db"}, kDataFlags, kSweepFlags}), {}, {},
+       Plain(cli::LocalCommand)},
       {"submit", "--model M.onnx --dataset idx:DIR [sweep flags] [--wait]",
        "Uploads the model and queues a sweep.\n"
        "With --wait, follows it and prints its frontier. "
        "Exits 1 when the sweep fails or is cancelled.",
        Join({{"model", "model_hash", "wait", "format"}, kDataFlags, kSweepFlags, global}), {},
-       {"table", "csv", "json"}, Plain(cli::SubmitCommand)},
+       {"table", "csv", "json", "jsonl"}, Plain(cli::SubmitCommand)},
       {"watch", "--sweep ID",
        "Follows a sweep until it ends.\n"
        "Progress, stage, failed and cancelled trials, best so far, ETA: one line redrawn on a\n"

@@ -488,12 +488,19 @@ absl::Status SubmitCommand() {
     return UsageError("--model M.onnx (or --model-hash H) is required");
   }
   ASSIGN_OR_RETURN(v1::Sweep sweep, client->Submit(spec));
-  absl::PrintF("submitted sweep %d (%s, model %s)\n", sweep.id(), spec.strategy(),
-               spec.model_hash().substr(0, 12));
+  const bool machine = absl::GetFlag(FLAGS_wait) && OutputFormatFlag() != "table";
+  std::fprintf(machine ? stderr : stdout, "submitted sweep %lld (%s, model %s)\n",
+               static_cast<long long>(sweep.id()), spec.strategy().c_str(),
+               spec.model_hash().substr(0, 12).c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
   ASSIGN_OR_RETURN(sweep, FollowSweep(*client, sweep.id(), /*progress=*/true));
-  PrintSweepLine(sweep);
+  // Only the frontier goes to stdout when it is printed for a machine (csv, json).
+  if (OutputFormatFlag() == "table") {
+    PrintSweepLine(sweep);
+  } else {
+    std::fprintf(stderr, "%s\n", SweepLine(sweep).c_str());
+  }
   RETURN_IF_ERROR(SweepOutcome(sweep));
   v1::GetFrontierRequest request;
   request.set_sweep_id(sweep.id());

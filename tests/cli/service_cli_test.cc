@@ -337,6 +337,14 @@ TEST_F(ServiceCliTest, ListingsAgreeAcrossFormats) {
     }
     EXPECT_TRUE(trial["config"].is_object()) << trial;
   }
+  // submit --wait in a machine format: stdout holds the frontier document alone.
+  const Result waited = testing::RunCommandLine(
+      "{ " + std::string(BITSWEEP_BINARY) + " submit " + *server_ + " --model " +
+      BITSWEEP_LENET5_MODEL + " " + kSmallData +
+      " --strategy grid --grid 'conv.weights=fixed:8' --wait --format json 2>/dev/null; }");
+  ASSERT_EQ(waited.exit_code, 0) << waited.out;
+  EXPECT_FALSE(nlohmann::json::parse(waited.out)["points"].empty()) << waited.out;
+
   const Result frontier = Bitsweep("frontier " + *server_ + " --sweep " + std::to_string(id) +
                                    " --format csv");
   ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
