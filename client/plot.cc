@@ -16,20 +16,6 @@ namespace {
 
 constexpr char kFont[] = "DejaVu Sans, Verdana, Arial, sans-serif";
 
-std::string Escape(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
 // A display unit for an objective's raw values: value / divisor, named `unit`.
 struct Unit {
   double divisor = 1;
@@ -150,6 +136,20 @@ const char* CostName(v1::Objective cost) {
 }
 
 }  // namespace
+
+std::string Escape(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
 
 std::string FormatValue(v1::Objective objective, double value) {
   const Unit unit = UnitFor(objective, value);

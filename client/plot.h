@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "bitsweep/v1/explorer.pb.h"
 
 namespace bitsweep::cli {
@@ -46,6 +47,9 @@ std::vector<v1::FrontierPoint> CostFrontier(const v1::Sweep& sweep,
 // Writes `svg` to `path`; a path ending in .png is rasterized by rsvg-convert (Debian's
 // librsvg2-bin) at twice the SVG's size.
 absl::Status WriteFigure(const std::string& path, const std::string& svg);
+
+// Text escaped for XML and HTML (&, <, >, ").
+std::string Escape(absl::string_view text);
 
 // Text for people: "59.7 KiB", "1.23 µJ", "4.5 GBOPs", "90.20%".
 std::string FormatValue(v1::Objective objective, double value);

@@ -83,33 +83,19 @@ absl::Status FiguresCommand() {
 
 namespace {
 
-std::string Html(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
 std::string Time(int64_t ms) {
   if (ms <= 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(ms), absl::UTCTimeZone());
 }
 
 std::string Row(const std::string& key, const std::string& value_html) {
-  return absl::StrCat("<tr><th>", Html(key), "</th><td>", value_html, "</td></tr>\n");
+  return absl::StrCat("<tr><th>", Escape(key), "</th><td>", value_html, "</td></tr>\n");
 }
 
 std::string Joined(const google::protobuf::RepeatedPtrField<std::string>& items,
                    const std::string& empty) {
-  if (items.empty()) return Html(empty);
-  return Html(absl::StrJoin(items, ", "));
+  if (items.empty()) return Escape(empty);
+  return Escape(absl::StrJoin(items, ", "));
 }
 
 std::string Format(const v1::QuantParams& q) {
@@ -138,7 +124,7 @@ footer { margin-top: 40px; color: #777; font-size: 12px; }
 
 }  // namespace
 
-std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& trials,
+std::string ReportEscape(const v1::Sweep& sweep, const std::vector<v1::Trial>& trials,
                        const PlotOptions& options) {
   const v1::SweepSpec& spec = sweep.spec();
   const double margin = spec.has_error_margin() ? spec.error_margin() : 1.0;
@@ -147,9 +133,9 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
   std::string html = absl::StrCat(
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>",
-      Html(title), "</title>\n<style>", kStyle, "</style>\n</head>\n<body>\n<h1>", Html(title),
-      "</h1>\n<p class=\"sub\">", Html(spec.strategy()), " sweep, ",
-      Html(StateName(sweep.state())), "; ", sweep.trials_total(), " trials (",
+      Escape(title), "</title>\n<style>", kStyle, "</style>\n</head>\n<body>\n<h1>", Escape(title),
+      "</h1>\n<p class=\"sub\">", Escape(spec.strategy()), " sweep, ",
+      Escape(StateName(sweep.state())), "; ", sweep.trials_total(), " trials (",
       sweep.trials_succeeded(), " succeeded of which ", sweep.trials_cached(), " cached, ",
       sweep.trials_failed(), " failed, ", sweep.trials_cancelled(), " cancelled)</p>\n");
 
@@ -157,8 +143,8 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
   const v1::DatasetRef& data = spec.settings().dataset();
   std::string space;  // grid sweeps: the axes; the others: the candidate formats
   for (const v1::GridAxis& axis : spec.space().axes()) {
-    absl::StrAppend(&space, space.empty() ? "" : "<br>", "grid ", Html(axis.selector()), ".",
-                    Html(axis.role()), " = ", Joined(axis.formats(), "-"));
+    absl::StrAppend(&space, space.empty() ? "" : "<br>", "grid ", Escape(axis.selector()), ".",
+                    Escape(axis.role()), " = ", Joined(axis.formats(), "-"));
   }
   if (spec.strategy() != "grid") {
     const std::string defaults = "fixed:16, fixed:8, fixed:4, fixed:2";
@@ -173,19 +159,19 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
     if (!t.result().hardware_profile().empty()) hardware = t.result().hardware_profile();
   }
   absl::StrAppend(&html, "<h2>Settings</h2>\n<table class=\"settings\">\n",
-                  Row("model (SHA-256)", absl::StrCat("<code>", Html(spec.model_hash()), "</code>")),
-                  Row("strategy", Html(spec.strategy())),
+                  Row("model (SHA-256)", absl::StrCat("<code>", Escape(spec.model_hash()), "</code>")),
+                  Row("strategy", Escape(spec.strategy())),
                   Row("error margin", absl::StrFormat("%.2f percentage points of top-1", margin)),
                   Row("fp32 baseline top-1", sweep.has_baseline_top1()
                                                  ? absl::StrFormat("%.2f%%", 100 * sweep.baseline_top1())
                                                  : "not measured"),
                   Row("search space", space),
-                  Row("objectives", Html(objectives.empty() ? "top1, size" : absl::StrJoin(objectives, ", "))));
+                  Row("objectives", Escape(objectives.empty() ? "top1, size" : absl::StrJoin(objectives, ", "))));
   absl::StrAppend(
-      &html, Row("training split", Html(data.train().empty() ? "-" : data.train())),
+      &html, Row("training split", Escape(data.train().empty() ? "-" : data.train())),
       Row("evaluation split",
-          absl::StrCat(Html(data.eval()), data.eval_limit() > 0 ? absl::StrCat(" (first ", data.eval_limit(), " samples)") : "")),
-      Row("preprocessing", Html(absl::StrCat("mean ", data.mean().empty() ? "-" : absl::StrJoin(data.mean(), ", "),
+          absl::StrCat(Escape(data.eval()), data.eval_limit() > 0 ? absl::StrCat(" (first ", data.eval_limit(), " samples)") : "")),
+      Row("preprocessing", Escape(absl::StrCat("mean ", data.mean().empty() ? "-" : absl::StrJoin(data.mean(), ", "),
                                              "; std ", data.std().empty() ? "-" : absl::StrJoin(data.std(), ", ")))),
       Row("calibration samples", absl::StrCat(data.calibration_samples() > 0 ? data.calibration_samples() : 1000)),
       Row("batch", absl::StrCat(spec.settings().batch() > 0 ? spec.settings().batch() : 256)),
@@ -193,13 +179,13 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
                              ? absl::StrFormat("%d steps, learning rate %g", spec.finetune().steps(),
                                                spec.finetune().learning_rate() > 0 ? spec.finetune().learning_rate() : 0.001)
                              : std::string("none")),
-      Row("hardware profile (energy)", Html(hardware)));
+      Row("hardware profile (energy)", Escape(hardware)));
   if (spec.budget() > 0) absl::StrAppend(&html, Row("budget", absl::StrCat(spec.budget())));
   if (spec.population() > 0) absl::StrAppend(&html, Row("population", absl::StrCat(spec.population())));
   if (spec.seed() > 0) absl::StrAppend(&html, Row("seed", absl::StrCat(spec.seed())));
-  absl::StrAppend(&html, Row("submitted", Html(Time(sweep.created_ms()))),
-                  Row("finished", Html(Time(sweep.finished_ms()))));
-  if (!sweep.error().empty()) absl::StrAppend(&html, Row("error", Html(sweep.error())));
+  absl::StrAppend(&html, Row("submitted", Escape(Time(sweep.created_ms()))),
+                  Row("finished", Escape(Time(sweep.finished_ms()))));
+  if (!sweep.error().empty()) absl::StrAppend(&html, Row("error", Escape(sweep.error())));
   absl::StrAppend(&html, "</table>\n");
 
   // Figures.
@@ -220,13 +206,13 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
   for (const v1::FrontierPoint& p : frontier) {
     const v1::TrialResult& r = p.result();
     absl::StrAppend(&html, "<tr class=\"", p.within_margin() ? "in-margin" : "out-margin", "\"><td class=\"num\">",
-                    p.trial_id(), "</td><td>", Html(p.spec().stage()), "</td><td class=\"num\">",
+                    p.trial_id(), "</td><td>", Escape(p.spec().stage()), "</td><td class=\"num\">",
                     FormatValue(v1::OBJECTIVE_TOP1, r.top1()), "</td><td class=\"num\">",
                     FormatValue(v1::OBJECTIVE_TOP5, r.top5()), "</td><td class=\"num\">",
-                    Html(FormatValue(v1::OBJECTIVE_SIZE, r.size_bits())), "</td><td class=\"num\">",
-                    Html(FormatValue(v1::OBJECTIVE_ENERGY, r.energy_pj())), "</td><td class=\"num\">",
-                    Html(FormatValue(v1::OBJECTIVE_BOPS, r.bops())), "</td><td>",
-                    p.within_margin() ? "yes" : "no", "</td><td>", Html(p.spec().label()), "</td></tr>\n");
+                    Escape(FormatValue(v1::OBJECTIVE_SIZE, r.size_bits())), "</td><td class=\"num\">",
+                    Escape(FormatValue(v1::OBJECTIVE_ENERGY, r.energy_pj())), "</td><td class=\"num\">",
+                    Escape(FormatValue(v1::OBJECTIVE_BOPS, r.bops())), "</td><td>",
+                    p.within_margin() ? "yes" : "no", "</td><td>", Escape(p.spec().label()), "</td></tr>\n");
   }
   absl::StrAppend(&html, "</table>\n");
 
@@ -239,23 +225,23 @@ std::string ReportHtml(const v1::Sweep& sweep, const std::vector<v1::Trial>& tri
     const v1::TrialResult& r = p.result();
     absl::StrAppend(&html, "<h3 id=\"trial-", p.trial_id(), "\">trial ", p.trial_id(), ": ",
                     FormatValue(v1::OBJECTIVE_TOP1, r.top1()), " top-1, ",
-                    Html(FormatValue(v1::OBJECTIVE_SIZE, r.size_bits())), ", ",
-                    Html(FormatValue(v1::OBJECTIVE_ENERGY, r.energy_pj())), "</h3>\n<p>",
-                    Html(p.spec().label()), "</p>\n<table class=\"layers\">\n<tr><th>layer</th>"
+                    Escape(FormatValue(v1::OBJECTIVE_SIZE, r.size_bits())), ", ",
+                    Escape(FormatValue(v1::OBJECTIVE_ENERGY, r.energy_pj())), "</h3>\n<p>",
+                    Escape(p.spec().label()), "</p>\n<table class=\"layers\">\n<tr><th>layer</th>"
                     "<th>class</th><th>weights</th><th>inputs</th><th>outputs</th><th>MACs</th>"
                     "<th>weight bits</th><th>energy</th></tr>\n");
     for (const v1::LayerResult& l : r.layers()) {
-      absl::StrAppend(&html, "<tr><td>", Html(l.name()), "</td><td>", Html(l.layer_class()),
-                      "</td><td>", Html(Format(l.weights())), "</td><td>", Html(Format(l.inputs())),
-                      "</td><td>", Html(Format(l.outputs())), "</td><td class=\"num\">", l.macs(),
+      absl::StrAppend(&html, "<tr><td>", Escape(l.name()), "</td><td>", Escape(l.layer_class()),
+                      "</td><td>", Escape(Format(l.weights())), "</td><td>", Escape(Format(l.inputs())),
+                      "</td><td>", Escape(Format(l.outputs())), "</td><td class=\"num\">", l.macs(),
                       "</td><td class=\"num\">", l.weight_bits(), "</td><td class=\"num\">",
-                      Html(FormatValue(v1::OBJECTIVE_ENERGY, l.energy_pj())), "</td></tr>\n");
+                      Escape(FormatValue(v1::OBJECTIVE_ENERGY, l.energy_pj())), "</td></tr>\n");
     }
     absl::StrAppend(&html, "</table>\n");
   }
   if (shown == 0) absl::StrAppend(&html, "<p>No frontier point is within the error margin.</p>\n");
   absl::StrAppend(&html, "<footer>Generated by bitsweep ", ProjectVersion(), " (commit ", GitCommit(),
-                  ") at ", Html(Time(absl::ToUnixMillis(absl::Now()))),
+                  ") at ", Escape(Time(absl::ToUnixMillis(absl::Now()))),
                   ". Accuracies on the evaluation split; sizes are weight storage (biases at 32 bits); "
                   "energy per inference from the hardware profile.</footer>\n</body>\n</html>\n");
   return html;
@@ -267,7 +253,7 @@ absl::Status ReportCommand() {
   ASSIGN_OR_RETURN(SweepData data, FetchSweep());
   PlotOptions options;
   options.log_cost = absl::GetFlag(FLAGS_log_scale);
-  RETURN_IF_ERROR(WriteFigure(out, ReportHtml(data.sweep, data.trials, options)));
+  RETURN_IF_ERROR(WriteFigure(out, ReportEscape(data.sweep, data.trials, options)));
   std::fprintf(stderr, "wrote %s\n", out.c_str());
   return absl::OkStatus();
 }
