@@ -21,6 +21,18 @@ std::string CellText(const Cell& cell, bool for_table) {
   return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // objects, arrays
 }
 
+// Columns on a terminal: UTF-8 continuation bytes take none ("µJ" is two).
+size_t DisplayWidth(const std::string& text) {
+  size_t width = 0;
+  for (unsigned char c : text) width += (c & 0xC0) != 0x80;
+  return width;
+}
+
+std::string Pad(const std::string& text, size_t width, bool left) {
+  const std::string fill(width > DisplayWidth(text) ? width - DisplayWidth(text) : 0, ' ');
+  return left ? text + fill : fill + text;
+}
+
 }  // namespace
 
 std::string RoundTripDouble(double v) {
@@ -44,10 +56,10 @@ std::string Listing::Table() const {
   auto title = [&](size_t c) {
     return columns_[c].title.empty() ? columns_[c].name : columns_[c].title;
   };
-  for (size_t c = 0; c < columns_.size(); ++c) width[c] = title(c).size();
+  for (size_t c = 0; c < columns_.size(); ++c) width[c] = DisplayWidth(title(c));
   for (const auto& row : rows_) {
     for (size_t c = 0; c < columns_.size() && c < row.size(); ++c) {
-      width[c] = std::max(width[c], CellText(row[c], true).size());
+      width[c] = std::max(width[c], DisplayWidth(CellText(row[c], true)));
     }
   }
   // The last shown column is not padded (labels are long and ragged).
@@ -61,13 +73,7 @@ std::string Listing::Table() const {
       if (!columns_[c].in_table) continue;
       const std::string text = text_of(c);
       if (!out.empty()) out += "  ";
-      if (c == last && columns_[c].align_left) {
-        out += text;
-      } else if (columns_[c].align_left) {
-        out += absl::StrFormat("%-*s", static_cast<int>(width[c]), text);
-      } else {
-        out += absl::StrFormat("%*s", static_cast<int>(width[c]), text);
-      }
+      out += c == last && columns_[c].align_left ? text : Pad(text, width[c], columns_[c].align_left);
     }
     return out + "\n";
   };

@@ -211,13 +211,8 @@ absl::Status RequireId(const char* flag, int64_t id) {
 }
 
 std::string FormatObjective(v1::Objective o, double v) {
-  switch (o) {
-    case v1::OBJECTIVE_TOP1:
-    case v1::OBJECTIVE_TOP5: return Percent(v);
-    case v1::OBJECTIVE_SIZE: return Bits(static_cast<int64_t>(v));
-    case v1::OBJECTIVE_ENERGY: return absl::StrFormat("%.1f nJ", v / 1000);
-    default: return absl::StrFormat("%.4g", v);
-  }
+  if (o == v1::OBJECTIVE_SIZE) return Bits(static_cast<int64_t>(v));
+  return FormatValue(o, v);  // %, nJ / µJ, MBOPs / GBOPs
 }
 
 int64_t TrialsDone(const v1::Sweep& s) {
@@ -425,7 +420,7 @@ std::vector<Cell> ResultCells(const v1::TrialResult& r, bool has) {
   return {Cell(r.top1(), Percent(r.top1())), Cell(r.top5(), Percent(r.top5())),
           Cell(r.size_bits(), Bits(r.size_bits())),
           Cell(r.energy_pj(), FormatObjective(v1::OBJECTIVE_ENERGY, r.energy_pj())),
-          Cell(r.bops(), absl::StrFormat("%.3g", static_cast<double>(r.bops())))};
+          Cell(r.bops(), FormatObjective(v1::OBJECTIVE_BOPS, r.bops()))};
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,23 @@ TEST(ListingTest, JsonIsOneDocumentWithNumbersAsNumbers) {
   std::free(buffer);
   EXPECT_EQ(std::count(lines.begin(), lines.end(), '\n'), 2) << lines;
   EXPECT_EQ(nlohmann::json::parse(lines.substr(0, lines.find('\n')))["ok"], true);
+}
+
+TEST(ListingTest, TableAlignsByCharactersNotBytes) {
+  Listing listing({{"trial"}, {"energy"}, {"label", true, true}});
+  listing.AddRow({Cell(int64_t{1}), Cell(5.9e6, "5.9 µJ"), Cell("a")});
+  listing.AddRow({Cell(int64_t{2}), Cell(41.5e6, "41.5 µJ"), Cell("b")});
+  const std::string table = listing.Table();
+  std::vector<size_t> label_column;  // where each line's last field starts, in characters
+  std::istringstream lines(table);
+  for (std::string line; std::getline(lines, line);) {
+    const std::string before = line.substr(0, line.find_last_of(' ') + 1);
+    label_column.push_back(std::count_if(before.begin(), before.end(),
+                                         [](unsigned char c) { return (c & 0xC0) != 0x80; }));
+  }
+  ASSERT_EQ(label_column.size(), 3u) << table;
+  EXPECT_EQ(label_column[0], label_column[1]) << table;
+  EXPECT_EQ(label_column[1], label_column[2]) << table;
 }
 
 TEST(ListingTest, TableShowsTheTableTextAndHidesMachineColumns) {
