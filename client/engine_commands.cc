@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "client/command_line.h"
 #include "client/flag_values.h"
+#include "client/listing.h"
 #include "common/status_macros.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
@@ -363,8 +364,22 @@ absl::Status InspectCommand() {
     total_weights += l.weight_count;
     out.push_back(j);
   }
-  if (absl::GetFlag(FLAGS_json)) {
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (absl::GetFlag(FLAGS_json) || format == "json") {
     absl::PrintF("%s\n", Json{{"model", model}, {"layers", out}}.dump());
+    return absl::OkStatus();
+  }
+  if (format == "csv" || format == "jsonl") {
+    Listing listing({{"name"}, {"class"}, {"weight_shape"}, {"input_shape"}, {"output_shape"},
+                     {"macs"}, {"weights"}, {"output_non_negative"}, {"input_range"},
+                     {"output_range"}});
+    for (const Json& j : out) {
+      listing.AddRow({Cell(j["name"]), Cell(j["class"]), Cell(j["weight_shape"]),
+                      Cell(j["input_shape"]), Cell(j["output_shape"]), Cell(j["macs"]),
+                      Cell(j["weights"]), Cell(j["output_non_negative"]), Cell(j.value("input_range", Json())),
+                      Cell(j.value("output_range", Json()))});
+    }
+    listing.Print(format, stdout);
     return absl::OkStatus();
   }
   absl::PrintF("%-18s %-5s %-16s %-16s %-16s %10s %8s", "layer", "class", "weights", "input",

@@ -3,8 +3,13 @@
 #include <algorithm>
 #include <charconv>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+
+ABSL_FLAG(std::string, format, "table",
+          "output: table (for people), csv (RFC 4180, full precision), json (one document), "
+          "jsonl (one object per line)");
 
 namespace bitsweep::cli {
 namespace {

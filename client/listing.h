@@ -18,6 +18,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/flags/declare.h"
+
+// --format, shared by every command that prints a listing.
+ABSL_DECLARE_FLAG(std::string, format);
+
 namespace bitsweep::cli {
 
 struct Column {

@@ -58,9 +58,10 @@ const std::vector<CommandSpec>& Commands() {
              {"threads", "json", "config", "int8", "hardware_profile", "calibration_dataset",
               "calibration_samples"}}),
        {}, {}, Plain(cli::EvalCommand)},
-      {"inspect", "--model M.onnx [--dataset REF [--limit N]] [--json]",
+      {"inspect", "--model M.onnx [--dataset REF [--limit N]] [--format F]",
        "The quantizable layers: class, shapes, MACs, parameters and, given data, value ranges.",
-       Join({{"model"}, kDataFlags, {"threads", "json"}}), {}, {}, Plain(cli::InspectCommand)},
+       Join({{"model"}, kDataFlags, {"threads", "json", "format"}}), {}, listing,
+       Plain(cli::InspectCommand)},
       {"run", "--model M.onnx --input [NAME=]FILE.pb [--input ...] --output-dir DIR",
        "One batch from ONNX TensorProto files; writes DIR/OUTPUT.pb per graph output.\n"
        "--input may repeat: one per graph input (NAME defaults to the name in the tensor).",

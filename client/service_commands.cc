@@ -42,6 +42,7 @@ ABSL_DECLARE_FLAG(std::string, hardware_profile);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(std::string, format);  // listing.cc
 
 ABSL_FLAG(std::string, server, "", "coordinator address host:port (submit, watch, ...)");
 ABSL_FLAG(std::string, token, "", "bearer token for the coordinator, when it requires one");
@@ -69,9 +70,6 @@ ABSL_FLAG(std::string, sweep_file, "",
 ABSL_FLAG(bool, wait, false, "submit: follow the sweep until it ends, then print its frontier");
 ABSL_FLAG(int64_t, sweep, 0, "sweep id");
 ABSL_FLAG(int64_t, trial, 0, "trial id");
-ABSL_FLAG(std::string, format, "table",
-          "output: table (for people), csv (RFC 4180, full precision), json (one document), "
-          "jsonl (one object per line)");
 ABSL_FLAG(std::string, plot, "",
           "frontier: also draw it over every evaluated trial, as SVG (or PNG for a .png name, "
           "through rsvg-convert); needs an accuracy first: --objectives top1,size|energy|bops");

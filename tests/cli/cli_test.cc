@@ -12,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gtest/gtest.h"
+#include "tests/cli/csv.h"
 #include "tests/cli/run_binary.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/zoo/onnx_builder.h"
@@ -131,6 +134,27 @@ TEST(CliTest, ErrorsAreReadableAndExitNonZero) {
     if (c.exit_code == 2 && !c.args.empty()) {
       EXPECT_NE(r.out.find("--help' for usage"), std::string::npos) << c.args << "\n" << r.out;
     }
+  }
+}
+
+// inspect lists the layers in every listing format; CSV and JSON agree.
+TEST(CliTest, InspectListsLayersInEveryFormat) {
+  const std::string lenet = LenetFile();
+  const Result csv = Bitsweep("inspect --model " + lenet + " --format csv");
+  const Result json = Bitsweep("inspect --model " + lenet + " --format json");
+  const Result table = Bitsweep("inspect --model " + lenet);
+  ASSERT_EQ(csv.exit_code, 0) << csv.out;
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  const auto rows = testing::ParseCsv(csv.out);
+  const nlohmann::json doc = nlohmann::json::parse(json.out);
+  ASSERT_EQ(rows.size(), doc["layers"].size() + 1) << csv.out;
+  ASSERT_EQ(doc["layers"].size(), 5u) << json.out;  // conv1, conv2, fc1, fc2, fc3
+  EXPECT_EQ(rows[0][0], "name");
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i][0], doc["layers"][i - 1]["name"].get<std::string>());
+    EXPECT_EQ(std::stoll(rows[i][5]), doc["layers"][i - 1]["macs"].get<int64_t>());
+    EXPECT_NE(table.out.find(rows[i][0]), std::string::npos) << table.out;
   }
 }
 
