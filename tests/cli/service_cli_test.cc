@@ -442,6 +442,28 @@ TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
   EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
 }
 
+// BITSWEEP_TOKEN reaches a coordinator that requires a client token; --token overrides it.
+TEST(TokenCliTest, TokenFromTheEnvironmentOrTheFlag) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_token_cli_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  Process coordinator(BITSWEEP_COORDINATOR,
+                      {"--listen=127.0.0.1:0", "--db=" + (dir / "r.db").string(),
+                       "--client-token=s3cret"},
+                      (dir / "coordinator.log").string());
+  auto port = coordinator.WaitForLine("listening on port ", std::chrono::seconds(30));
+  ASSERT_TRUE(port.has_value()) << coordinator.Log();
+  const std::string env = "BITSWEEP_SERVER=127.0.0.1:" + port->substr(0, port->find(',')) + " ";
+  const std::string b = std::string(BITSWEEP_BINARY) + " sweeps";
+  EXPECT_EQ(testing::RunCommandLine(env + "BITSWEEP_TOKEN=s3cret " + b).exit_code, 0);
+  EXPECT_EQ(testing::RunCommandLine(env + b + " --token s3cret").exit_code, 0);
+  const Result none = testing::RunCommandLine(env + b);
+  EXPECT_EQ(none.exit_code, 1) << none.out;
+  const Result wrong = testing::RunCommandLine(env + "BITSWEEP_TOKEN=s3cret " + b + " --token nope");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+}
+
 // Every example query of schema/README.md, run by the sqlite3 shell on the database of a real
 // sweep (sensitivity, so that every stage and table has rows): each runs without error, each
 // returns rows (but the failed-trial / lease one: nothing failed), and the per-layer columns,
