@@ -1,7 +1,8 @@
 // Listings printed by the client (sweeps, trials, frontier) in the --format people ask for:
 //   table  aligned columns for people (units, rounding; some columns only in the machine formats)
-//   csv    RFC 4180: a header row, CRLF-free "\n" rows, fields quoted when they hold a comma,
-//          quote or line break, doubles at full precision (they read back to the same bits)
+//   csv    RFC 4180 quoting: a header row, fields quoted when they hold a comma,
+//          quote or line break, doubles at full precision (they read back to the same bits);
+//          rows end in "\n" rather than RFC 4180's CRLF, as Unix tools expect
 //   json   one JSON document: {META..., "<rows_key>": [ {column: value, ...}, ... ]}, numbers
 //          as numbers (64-bit ids included), missing values as null
 //   jsonl  one JSON object per row and line, for streaming into other tools

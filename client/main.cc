@@ -121,14 +121,16 @@ const std::vector<CommandSpec>& Commands() {
       {"figures", "--sweep ID --output-dir DIR [--log-scale] [--png]",
        "Writes the sweep's figures as SVG files.\n"
        "Top-1 vs size, energy and BOPs over every evaluated trial (top1_vs_*.svg) and the\n"
-       "per-layer formats of the frontier (layer_formats.svg); --png adds PNGs (rsvg-convert).",
-       Join({{"sweep", "output_dir", "log_scale", "png"}, global}), {}, {},
+       "per-layer formats of the frontier (layer_formats.svg); --png adds PNGs (rsvg-convert).\n"
+       "From the coordinator at --server, or without one from the results file --db.",
+       Join({{"sweep", "output_dir", "log_scale", "png", "db"}, global}), {}, {},
        Plain(cli::FiguresCommand)},
       {"report", "--sweep ID --out report.html [--log-scale]",
        "Writes one self-contained HTML report of a sweep.\n"
        "Its settings, figures, frontier and the per-layer formats of the points within the\n"
-       "margin, in one file that opens offline (inline SVG, no scripts, no network).",
-       Join({{"sweep", "out", "log_scale"}, global}), {}, {}, Plain(cli::ReportCommand)},
+       "margin, in one file that opens offline (inline SVG, no scripts, no network). From the\n"
+       "coordinator at --server, or without one from the results file --db (`bitsweep local`'s).",
+       Join({{"sweep", "out", "log_scale", "db"}, global}), {}, {}, Plain(cli::ReportCommand)},
   };
   return *commands;
 }

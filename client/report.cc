@@ -12,14 +12,18 @@
 #include "absl/time/time.h"
 #include "client/command_line.h"
 #include "client/service_commands.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 #include "common/version.h"
+#include "server/coordinator/coordinator.h"
 #include "server/frontier/frontier.h"
 
 ABSL_DECLARE_FLAG(int64_t, sweep);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(std::string, output_dir);
 ABSL_DECLARE_FLAG(bool, log_scale);
+ABSL_DECLARE_FLAG(std::string, db);      // local_command.cc
+ABSL_DECLARE_FLAG(std::string, server);  // service_commands.cc
 ABSL_FLAG(bool, png, false, "figures: also write each figure as PNG (needs rsvg-convert)");
 
 namespace bitsweep::cli {
@@ -47,14 +51,37 @@ struct SweepData {
   std::vector<v1::Trial> trials;
 };
 
+// From the coordinator at --server; without one, from the results file --db (as `bitsweep local`
+// leaves it), read in this process through the coordinator's own code.
 absl::StatusOr<SweepData> FetchSweep() {
   const int64_t id = absl::GetFlag(FLAGS_sweep);
   if (id <= 0) return UsageError("--sweep ID is required");
-  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
   SweepData data;
-  ASSIGN_OR_RETURN(data.sweep, client->GetSweep(id));
   v1::ListTrialsRequest request;
   request.set_sweep_id(id);
+  request.set_page_size(1000);
+  if (absl::GetFlag(FLAGS_server).empty()) {
+    const std::string db = absl::GetFlag(FLAGS_db);
+    if (!std::filesystem::is_regular_file(db)) {
+      return UsageError(absl::StrCat("--db ", db, ": no such results database (or give --server "
+                                     "ADDR for a running coordinator)"));
+    }
+    RealClock clock;
+    server::CoordinatorOptions options;
+    options.db_path = db;
+    options.clock = &clock;
+    ASSIGN_OR_RETURN(std::unique_ptr<server::Coordinator> coordinator,
+                     server::Coordinator::Open(options));
+    ASSIGN_OR_RETURN(data.sweep, coordinator->GetSweep(id));
+    do {
+      ASSIGN_OR_RETURN(v1::ListTrialsResponse page, coordinator->ListTrials(request));
+      for (v1::Trial& t : *page.mutable_trials()) data.trials.push_back(std::move(t));
+      request.set_page_token(page.next_page_token());
+    } while (!request.page_token().empty());
+    return data;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
+  ASSIGN_OR_RETURN(data.sweep, client->GetSweep(id));
   ASSIGN_OR_RETURN(data.trials, ListAllTrials(*client, request));
   return data;
 }

@@ -511,6 +511,22 @@ TEST(LocalCliTest, SchemaReadmeQueriesRunOnARealSweep) {
     }
   }
   EXPECT_GE(blocks, 10);
+
+  // The report of the same sweep straight from the file, no coordinator running.
+  const std::string html = (dir / "report.html").string();
+  const Result report = Bitsweep("report --db " + db + " --sweep 1 --out " + html);
+  ASSERT_EQ(report.exit_code, 0) << report.out;
+  std::ifstream html_file(html);
+  std::stringstream html_text;
+  html_text << html_file.rdbuf();
+  int svgs = 0;
+  for (const testing::Element& e : testing::ReadElements(html_text.str())) svgs += e.tag == "svg";
+  EXPECT_EQ(svgs, 4);
+  EXPECT_NE(html_text.str().find("sensitivity"), std::string::npos);
+  const Result missing = Bitsweep("report --db " + (dir / "nope.db").string() + " --sweep 1 --out " + html);
+  EXPECT_EQ(missing.exit_code, 2) << missing.out;
+  EXPECT_NE(missing.out.find("nope.db: no such results database"), std::string::npos) << missing.out;
+  EXPECT_FALSE(fs::exists(dir / "nope.db"));
 }
 
 TEST(LocalCliTest, EvolutionarySweepRunsItsGenerationsWithinTheBudget) {
