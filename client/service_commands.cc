@@ -213,17 +213,16 @@ std::string FormatObjective(v1::Objective o, double v) {
   return FormatValue(o, v);  // %, nJ / µJ, MBOPs / GBOPs
 }
 
-int64_t TrialsDone(const v1::Sweep& s) {
-  return s.trials_succeeded() + s.trials_failed() + s.trials_cancelled();
-}
+// Trials that ran to an end (a cancelled one did not: a cancelled sweep is not "201/201").
+int64_t TrialsEvaluated(const v1::Sweep& s) { return s.trials_succeeded() + s.trials_failed(); }
 
-// "sweep 3  running  ristretto  stage conv_weights  12/40 trials (2 cached, 1 failed, 0
-// cancelled)  fp32 91.20%  best: trial 9 90.80% 12.3 KiB"
+// "sweep 3  running  ristretto  stage conv_weights  12/40 trials evaluated (2 cached, 1 failed,
+// 0 cancelled)  fp32 91.20%  best: trial 9 90.80% 12.3 KiB"
 std::string SweepLine(const v1::Sweep& s) {
   std::string line = absl::StrFormat(
-      "sweep %d  %s  %s  stage %s  %d/%d trials (%d cached, %d failed, %d cancelled)", s.id(),
-      StateName(s.state()), s.spec().strategy(), s.stage().empty() ? "-" : s.stage(),
-      TrialsDone(s), s.trials_total(), s.trials_cached(), s.trials_failed(), s.trials_cancelled());
+      "sweep %d  %s  %s  stage %s  %d/%d trials evaluated (%d cached, %d failed, %d cancelled)",
+      s.id(), StateName(s.state()), s.spec().strategy(), s.stage().empty() ? "-" : s.stage(),
+      TrialsEvaluated(s), s.trials_total(), s.trials_cached(), s.trials_failed(), s.trials_cancelled());
   if (s.has_baseline_top1()) absl::StrAppend(&line, "  fp32 ", Percent(s.baseline_top1()));
   if (s.has_best_trial_id()) {
     absl::StrAppend(&line, "  best: trial ", s.best_trial_id(), " ", Percent(s.best_top1()), " ",
@@ -334,7 +333,7 @@ std::string ProgressLine(const v1::Sweep& s, double elapsed, bool bar) {
   } else {
     line = absl::StrCat("sweep ", s.id(), " ");
   }
-  const int64_t done = TrialsDone(s);
+  const int64_t done = TrialsEvaluated(s);
   absl::StrAppend(&line, StateName(s.state()), " ", done, "/", s.trials_total());
   absl::StrAppend(&line, " (", s.trials_cached(), " cached, ", s.trials_failed(), " failed, ",
                   s.trials_cancelled(), " cancelled)");
@@ -636,7 +635,7 @@ absl::Status CancelCommand() {
 absl::Status SweepsCommand() {
   ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
   Listing listing({{"sweep"}, {"name", true, true}, {"state", true, true},
-                   {"strategy", true, true}, {"stage", true, true}, {"done"}, {"total"},
+                   {"strategy", true, true}, {"stage", true, true}, {"evaluated"}, {"total"},
                    {"cached"}, {"failed"}, {"cancelled"}, {"baseline_top1", true, false, "fp32"},
                    {"best_trial"}, {"best_top1", true, false, "best top1"},
                    {"best_size_bits", true, false, "best size"}, {"error", false},
@@ -647,7 +646,7 @@ absl::Status SweepsCommand() {
     for (const v1::Sweep& s : page.sweeps()) {
       listing.AddRow(
           {Cell(s.id()), Cell(s.spec().name()), Cell(StateName(s.state())), Cell(s.spec().strategy()),
-           Cell(s.stage()), Cell(TrialsDone(s)), Cell(s.trials_total()), Cell(s.trials_cached()),
+           Cell(s.stage()), Cell(TrialsEvaluated(s)), Cell(s.trials_total()), Cell(s.trials_cached()),
            Cell(s.trials_failed()), Cell(s.trials_cancelled()),
            s.has_baseline_top1() ? Cell(s.baseline_top1(), Percent(s.baseline_top1())) : Cell(),
            s.has_best_trial_id() ? Cell(s.best_trial_id()) : Cell(),

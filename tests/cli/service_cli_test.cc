@@ -370,6 +370,14 @@ TEST_F(ServiceCliTest, WatchOfACancelledSweepExitsNonZero) {
   EXPECT_EQ(watch.out.find('\r'), std::string::npos) << watch.out;
   EXPECT_NE(watch.out.find("sweep " + id + " cancelled "), std::string::npos) << watch.out;
   EXPECT_EQ(watch.out.find(" 0 cancelled)"), std::string::npos) << watch.out;
+  // Cancelled trials are not counted as evaluated: never "N/N" for a cancelled sweep.
+  const size_t counts = watch.out.find("sweep " + id + " cancelled ");
+  ASSERT_NE(counts, std::string::npos);
+  const std::string fraction = watch.out.substr(counts, watch.out.find(' ', counts + 20) - counts);
+  const size_t slash = fraction.rfind('/');
+  ASSERT_NE(slash, std::string::npos) << fraction;
+  EXPECT_LT(std::stoll(fraction.substr(fraction.rfind(' ', slash) + 1)),
+            std::stoll(fraction.substr(slash + 1))) << fraction;
 
   // On a terminal (script(1) gives it one; 50 columns): redrawn in place, never wider.
   const Result tty = testing::RunCommandLine(
