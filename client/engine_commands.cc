@@ -13,7 +13,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "client/command_line.h"
 #include "client/flag_values.h"
+#include "client/listing.h"
 #include "common/status_macros.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
@@ -72,7 +74,7 @@ namespace {
 using Json = nlohmann::json;
 
 absl::Status RequireFlag(const std::string& name, const std::string& value) {
-  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));
+  if (value.empty()) return UsageError(absl::StrCat("--", name, " is required"));
   return absl::OkStatus();
 }
 
@@ -88,7 +90,7 @@ std::string FileNameFor(const std::string& value_name) {
 
 // A split with the --mean/--std preprocessing; limit > 0 keeps the first `limit` samples.
 absl::StatusOr<engine::Dataset> LoadSplit(const std::string& reference, int64_t limit) {
-  if (limit < 0) return absl::InvalidArgumentError("--limit must be >= 0");
+  if (limit < 0) return UsageError("--limit must be >= 0");
   engine::Preprocessing prep;
   ASSIGN_OR_RETURN(prep.mean, ParseFloatList("mean", absl::GetFlag(FLAGS_mean)));
   ASSIGN_OR_RETURN(prep.std, ParseFloatList("std", absl::GetFlag(FLAGS_std)));
@@ -124,7 +126,7 @@ absl::StatusOr<Splits> SplitsFromFlags(bool reads_training) {
     if (splits.eval.empty()) splits.eval = eval;
   }
   if ((reads_training ? splits.train : splits.eval).empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
+    return UsageError(absl::StrCat(
         "--dataset is required (or --", reads_training ? "train_data" : "eval_data", ")"));
   }
   return splits;
@@ -138,13 +140,13 @@ absl::StatusOr<std::optional<engine::Dataset>> CalibrationSplit(const Splits& sp
   if (reference->empty()) *reference = splits.train;
   if (reference->empty()) return std::optional<engine::Dataset>();
   const int64_t samples = absl::GetFlag(FLAGS_calibration_samples);
-  if (samples < 1) return absl::InvalidArgumentError("--calibration_samples must be >= 1");
+  if (samples < 1) return UsageError("--calibration_samples must be >= 1");
   ASSIGN_OR_RETURN(engine::Dataset data, LoadSplit(*reference, samples));
   return std::optional<engine::Dataset>(std::move(data));
 }
 
 absl::Status CheckThreads() {
-  if (absl::GetFlag(FLAGS_threads) < 1) return absl::InvalidArgumentError("--threads must be >= 1");
+  if (absl::GetFlag(FLAGS_threads) < 1) return UsageError("--threads must be >= 1");
   return absl::OkStatus();
 }
 
@@ -211,11 +213,11 @@ absl::Status EvalCommand() {
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string config_path = absl::GetFlag(FLAGS_config);
   RETURN_IF_ERROR(RequireFlag("model", model));
-  if (absl::GetFlag(FLAGS_batch) < 1) return absl::InvalidArgumentError("--batch must be >= 1");
+  if (absl::GetFlag(FLAGS_batch) < 1) return UsageError("--batch must be >= 1");
   RETURN_IF_ERROR(CheckThreads());
   const bool true_int8 = absl::GetFlag(FLAGS_int8);
   if (true_int8 && config_path.empty()) {
-    return absl::InvalidArgumentError("--int8 needs --config (an int:8:sym quantization config)");
+    return UsageError("--int8 needs --config (an int:8:sym quantization config)");
   }
   ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/false));
   const std::string dataset_ref = splits.eval;
@@ -297,11 +299,11 @@ absl::Status RunCommand(const std::vector<std::string>& input_args) {
     ASSIGN_OR_RETURN(engine::Tensor t, engine::ReadTensorProtoFile(path, &proto_name));
     if (name.empty()) name = proto_name;
     if (name.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      return UsageError(absl::StrCat(
           "--input ", arg, ": the tensor has no name; write --input NAME=", path));
     }
     if (!inputs.emplace(name, std::move(t)).second) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", name, "' is given twice"));
+      return UsageError(absl::StrCat("input '", name, "' is given twice"));
     }
   }
   ASSIGN_OR_RETURN(auto outputs, engine::RunModelOnce(model, inputs, absl::GetFlag(FLAGS_threads)));
@@ -362,8 +364,22 @@ absl::Status InspectCommand() {
     total_weights += l.weight_count;
     out.push_back(j);
   }
-  if (absl::GetFlag(FLAGS_json)) {
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (absl::GetFlag(FLAGS_json) || format == "json") {
     absl::PrintF("%s\n", Json{{"model", model}, {"layers", out}}.dump());
+    return absl::OkStatus();
+  }
+  if (format == "csv" || format == "jsonl") {
+    Listing listing({{"name"}, {"class"}, {"weight_shape"}, {"input_shape"}, {"output_shape"},
+                     {"macs"}, {"weights"}, {"output_non_negative"}, {"input_range"},
+                     {"output_range"}});
+    for (const Json& j : out) {
+      listing.AddRow({Cell(j["name"]), Cell(j["class"]), Cell(j["weight_shape"]),
+                      Cell(j["input_shape"]), Cell(j["output_shape"]), Cell(j["macs"]),
+                      Cell(j["weights"]), Cell(j["output_non_negative"]), Cell(j.value("input_range", Json())),
+                      Cell(j.value("output_range", Json()))});
+    }
+    listing.Print(format, stdout);
     return absl::OkStatus();
   }
   absl::PrintF("%-18s %-5s %-16s %-16s %-16s %10s %8s", "layer", "class", "weights", "input",
@@ -400,13 +416,13 @@ absl::StatusOr<engine::TrainOptions> TrainOptionsFromFlags(double default_lr) {
   o.lr_decay = absl::GetFlag(FLAGS_lr_decay);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.threads = absl::GetFlag(FLAGS_threads);
-  if (o.epochs < 1) return absl::InvalidArgumentError("--epochs must be >= 1");
-  if (o.batch < 1) return absl::InvalidArgumentError("--train_batch must be >= 1");
+  if (o.epochs < 1) return UsageError("--epochs must be >= 1");
+  if (o.batch < 1) return UsageError("--train_batch must be >= 1");
   if (!(o.momentum >= 0 && o.momentum < 1)) {
-    return absl::InvalidArgumentError("--momentum must be in [0, 1)");
+    return UsageError("--momentum must be in [0, 1)");
   }
-  if (o.weight_decay < 0) return absl::InvalidArgumentError("--weight_decay must be >= 0");
-  if (o.lr_decay <= 0) return absl::InvalidArgumentError("--lr_decay must be > 0");
+  if (o.weight_decay < 0) return UsageError("--weight_decay must be >= 0");
+  if (o.lr_decay <= 0) return UsageError("--lr_decay must be > 0");
   o.on_epoch = [](const engine::EpochReport& r) {
     absl::PrintF("epoch %3d  steps %6d  loss %.4f  train_top1 %.4f", r.epoch, r.steps, r.mean_loss,
                  r.train_top1);
@@ -439,7 +455,7 @@ absl::Status TrainCommand() {
   } else {
     const std::vector<std::string> names = engine::zoo::ArchitectureNames();
     if (std::find(names.begin(), names.end(), arch) == names.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("--arch ", arch, ": unknown architecture (",
+      return UsageError(absl::StrCat("--arch ", arch, ": unknown architecture (",
                                                      "linear, ", absl::StrJoin(names, ", "), ")"));
     }
     engine::zoo::ArchOptions arch_options;
@@ -483,10 +499,10 @@ absl::Status FinetuneCommand() {
   RETURN_IF_ERROR(RequireFlag("config", config_path));
   RETURN_IF_ERROR(CheckThreads());
   const int64_t steps = absl::GetFlag(FLAGS_steps);
-  if (steps < 1) return absl::InvalidArgumentError("--steps must be >= 1");
+  if (steps < 1) return UsageError("--steps must be >= 1");
   ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/true));
   if (splits.eval.empty()) {
-    return absl::InvalidArgumentError("finetune needs an evaluation split: --dataset idx:DIR or "
+    return UsageError("finetune needs an evaluation split: --dataset idx:DIR or "
                                       "--eval_data REF");
   }
   ASSIGN_OR_RETURN(engine::Dataset train, LoadSplit(splits.train, absl::GetFlag(FLAGS_limit)));

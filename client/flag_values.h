@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/command_line.h"
 
 namespace bitsweep::cli {
 
@@ -22,7 +23,7 @@ inline absl::StatusOr<std::vector<float>> ParseFloatList(const std::string& flag
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     float v;
     if (!absl::SimpleAtof(absl::StripAsciiWhitespace(part), &v)) {
-      return absl::InvalidArgumentError(
+      return UsageError(
           absl::StrCat("--", flag, ": '", std::string(part), "' is not a number"));
     }
     values.push_back(v);

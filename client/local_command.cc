@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/command_line.h"
 #include "client/explorer_client.h"
 #include "client/service_commands.h"
 #include "client/zoo_models.h"
@@ -32,10 +33,10 @@ namespace bitsweep::cli {
 absl::Status LocalCommand() {
   const int workers = absl::GetFlag(FLAGS_workers);
   const int threads = absl::GetFlag(FLAGS_threads);
-  if (workers < 1) return absl::InvalidArgumentError("--workers must be >= 1");
-  if (threads < 1) return absl::InvalidArgumentError("--threads must be >= 1");
+  if (workers < 1) return UsageError("--workers must be >= 1");
+  if (threads < 1) return UsageError("--threads must be >= 1");
   if (absl::GetFlag(FLAGS_model).empty()) {
-    return absl::InvalidArgumentError("--model M.onnx or --model zoo:lenet5 is required");
+    return UsageError("--model M.onnx or --model zoo:lenet5 is required");
   }
   ASSIGN_OR_RETURN(v1::SweepSpec spec, SweepSpecFromFlags());
   ASSIGN_OR_RETURN(std::string model_path,
@@ -89,9 +90,7 @@ absl::Status LocalCommand() {
                  static_cast<long long>(sweep.id()), spec.strategy().c_str(), model_path.c_str(),
                  workers, threads, absl::GetFlag(FLAGS_db).c_str());
     ASSIGN_OR_RETURN(sweep, FollowSweep(*client, sweep.id(), /*progress=*/true));
-    if (sweep.state() == v1::SWEEP_FAILED) {
-      return absl::AbortedError(absl::StrCat("sweep ", sweep.id(), " failed: ", sweep.error()));
-    }
+    RETURN_IF_ERROR(SweepOutcome(sweep));
     absl::PrintF("sweep %d %s: %d trials (%d cached, %d failed)", sweep.id(),
                  sweep.state() == v1::SWEEP_SUCCEEDED ? "finished" : "ended",
                  sweep.trials_total(), sweep.trials_cached(), sweep.trials_failed());

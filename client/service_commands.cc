@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <vector>
 
@@ -18,7 +19,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "client/command_line.h"
 #include "client/flag_values.h"
+#include "client/listing.h"
+#include "client/plot.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
@@ -38,6 +42,7 @@ ABSL_DECLARE_FLAG(std::string, hardware_profile);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(std::string, format);  // listing.cc
 
 ABSL_FLAG(std::string, server, "", "coordinator address host:port (submit, watch, ...)");
 ABSL_FLAG(std::string, token, "", "bearer token for the coordinator, when it requires one");
@@ -65,17 +70,27 @@ ABSL_FLAG(std::string, sweep_file, "",
 ABSL_FLAG(bool, wait, false, "submit: follow the sweep until it ends, then print its frontier");
 ABSL_FLAG(int64_t, sweep, 0, "sweep id");
 ABSL_FLAG(int64_t, trial, 0, "trial id");
-ABSL_FLAG(std::string, format, "table", "output: table | csv | json");
-ABSL_FLAG(std::string, plot, "", "frontier: also draw it as an SVG file");
+ABSL_FLAG(std::string, plot, "",
+          "frontier: also draw it over every evaluated trial, as SVG (or PNG for a .png name, "
+          "through rsvg-convert); needs an accuracy first: --objectives top1,size|energy|bops");
+ABSL_FLAG(bool, log_scale, false, "figures: a logarithmic cost axis (size, energy, BOPs)");
 ABSL_FLAG(bool, within_margin_only, false, "only trials within the error margin");
 ABSL_FLAG(std::string, state, "", "trials: queued | running | succeeded | failed | cancelled");
 ABSL_FLAG(std::string, stage, "", "trials: only this planner stage");
 ABSL_FLAG(std::string, qdq, "", "export: also write a QDQ ONNX model here (integer formats)");
 
 namespace bitsweep::cli {
-namespace {
 
-using Json = std::string;
+std::string StateName(v1::SweepState s) {
+  switch (s) {
+    case v1::SWEEP_QUEUED: return "queued";
+    case v1::SWEEP_RUNNING: return "running";
+    case v1::SWEEP_SUCCEEDED: return "succeeded";
+    case v1::SWEEP_FAILED: return "failed";
+    case v1::SWEEP_CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
 
 absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   ConnectOptions options;
@@ -83,6 +98,8 @@ absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   return ExplorerClient::Connect(absl::GetFlag(FLAGS_server), options);
 }
+
+namespace {
 
 absl::StatusOr<std::vector<v1::Objective>> ObjectivesFromFlag() {
   std::vector<v1::Objective> objectives;
@@ -107,7 +124,7 @@ absl::StatusOr<v1::DatasetRef> DatasetFromFlags() {
       dataset_train = dataset.substr(0, dataset.size() - 5) + "/train";
       dataset_eval = dataset;
     } else if (!absl::StartsWith(dataset, "idx:")) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      return UsageError(absl::StrCat(
           "--dataset ", dataset, ": only idx:DIR names both splits; give --train_data REF "
           "--eval_data REF"));
     }
@@ -115,7 +132,7 @@ absl::StatusOr<v1::DatasetRef> DatasetFromFlags() {
     if (eval.empty()) eval = dataset_eval;
   }
   if (eval.empty()) {
-    return absl::InvalidArgumentError(
+    return UsageError(
         "a sweep needs data: --dataset idx:DIR (DIR/train and DIR/t10k) or --train_data REF "
         "--eval_data REF");
   }
@@ -137,7 +154,7 @@ absl::StatusOr<std::vector<v1::GridAxis>> GridFromFlag(const std::string& text) 
     std::pair<std::string, std::string> kv = absl::StrSplit(axis_text, absl::MaxSplits('=', 1));
     const size_t dot = kv.first.rfind('.');
     if (dot == std::string::npos || kv.second.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      return UsageError(absl::StrCat(
           "--grid: '", axis_text, "' is not SELECTOR.ROLE=FORMAT,FORMAT (e.g. conv.weights=fixed:8,fixed:4)"));
     }
     v1::GridAxis axis;
@@ -160,17 +177,6 @@ std::string Bits(int64_t bits) {
 std::string Duration(double seconds) {
   const int64_t s = static_cast<int64_t>(std::max(0.0, seconds) + 0.5);
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
-}
-
-std::string StateName(v1::SweepState s) {
-  switch (s) {
-    case v1::SWEEP_QUEUED: return "queued";
-    case v1::SWEEP_RUNNING: return "running";
-    case v1::SWEEP_SUCCEEDED: return "succeeded";
-    case v1::SWEEP_FAILED: return "failed";
-    case v1::SWEEP_CANCELLED: return "cancelled";
-    default: return "unknown";
-  }
 }
 
 std::string TrialStateName(v1::TrialState s) {
@@ -198,99 +204,44 @@ bool IsFinal(v1::SweepState s) {
 }
 
 absl::Status RequireId(const char* flag, int64_t id) {
-  if (id <= 0) return absl::InvalidArgumentError(absl::StrCat("--", flag, " ID is required"));
+  if (id <= 0) return UsageError(absl::StrCat("--", flag, " ID is required"));
   return absl::OkStatus();
-}
-
-absl::Status CheckFormatFlag() {
-  const std::string f = absl::GetFlag(FLAGS_format);
-  if (f != "table" && f != "csv" && f != "json") {
-    return absl::InvalidArgumentError(absl::StrCat("--format ", f, ": expected table, csv or json"));
-  }
-  return absl::OkStatus();
-}
-
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  return out;
 }
 
 std::string FormatObjective(v1::Objective o, double v) {
-  switch (o) {
-    case v1::OBJECTIVE_TOP1:
-    case v1::OBJECTIVE_TOP5: return Percent(v);
-    case v1::OBJECTIVE_SIZE: return Bits(static_cast<int64_t>(v));
-    case v1::OBJECTIVE_ENERGY: return absl::StrFormat("%.1f nJ", v / 1000);
-    default: return absl::StrFormat("%.4g", v);
-  }
+  if (o == v1::OBJECTIVE_SIZE) return Bits(static_cast<int64_t>(v));
+  return FormatValue(o, v);  // %, nJ / µJ, MBOPs / GBOPs
 }
 
-void PrintSweepLine(const v1::Sweep& s) {
-  absl::PrintF("sweep %d  %-9s  %-11s  stage %-14s  %d/%d trials (%d cached, %d failed)", s.id(),
-               StateName(s.state()), s.spec().strategy(), s.stage(),
-               s.trials_succeeded() + s.trials_failed() + s.trials_cancelled(), s.trials_total(),
-               s.trials_cached(), s.trials_failed());
-  if (s.has_baseline_top1()) absl::PrintF("  fp32 %s", Percent(s.baseline_top1()));
+// Trials that ran to an end (a cancelled one did not: a cancelled sweep is not "201/201").
+int64_t TrialsEvaluated(const v1::Sweep& s) { return s.trials_succeeded() + s.trials_failed(); }
+
+// "sweep 3  running  ristretto  stage conv_weights  12/40 trials evaluated (2 cached, 1 failed,
+// 0 cancelled)  fp32 91.20%  best: trial 9 90.80% 12.3 KiB"
+std::string SweepLine(const v1::Sweep& s) {
+  std::string line = absl::StrFormat(
+      "sweep %d  %s  %s  stage %s  %d/%d trials evaluated (%d cached, %d failed, %d cancelled)",
+      s.id(), StateName(s.state()), s.spec().strategy(), s.stage().empty() ? "-" : s.stage(),
+      TrialsEvaluated(s), s.trials_total(), s.trials_cached(), s.trials_failed(), s.trials_cancelled());
+  if (s.has_baseline_top1()) absl::StrAppend(&line, "  fp32 ", Percent(s.baseline_top1()));
   if (s.has_best_trial_id()) {
-    absl::PrintF("  best: trial %d %s %s", s.best_trial_id(), Percent(s.best_top1()),
-                 Bits(s.best_size_bits()));
+    absl::StrAppend(&line, "  best: trial ", s.best_trial_id(), " ", Percent(s.best_top1()), " ",
+                    Bits(s.best_size_bits()));
   }
-  absl::PrintF("\n");
+  return line;
 }
 
-// A simple scatter of the first two objectives with the frontier's staircase.
-std::string FrontierSvg(const v1::Frontier& f) {
-  const double w = 640, h = 420, left = 80, bottom = 50, top = 30, right = 30;
-  double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
-  for (const v1::FrontierPoint& p : f.points()) {
-    xmin = std::min(xmin, p.values(1)), xmax = std::max(xmax, p.values(1));
-    ymin = std::min(ymin, p.values(0)), ymax = std::max(ymax, p.values(0));
-  }
-  if (xmax <= xmin) xmax = xmin + 1, xmin -= 1;
-  if (ymax <= ymin) ymax = ymin + 0.01, ymin -= 0.01;
-  auto X = [&](double v) { return left + (v - xmin) / (xmax - xmin) * (w - left - right); };
-  auto Y = [&](double v) { return h - bottom - (v - ymin) / (ymax - ymin) * (h - top - bottom); };
-  const char* xname = server::ObjectiveName(f.objectives(1));
-  const char* yname = server::ObjectiveName(f.objectives(0));
-  std::string svg = absl::StrFormat(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
-      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
-      "fill=\"white\"/>\n<text x=\"%g\" y=\"18\">sweep %d frontier: %s vs %s</text>\n"
-      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n"
-      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n"
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%s</text>\n"
-      "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" text-anchor=\"middle\">%s</text>\n",
-      w, h, left, f.sweep_id(), yname, xname, left, h - bottom, w - right, h - bottom, left, top,
-      left, h - bottom, (left + w - right) / 2, h - 12, xname, (top + h - bottom) / 2,
-      (top + h - bottom) / 2, yname);
-  absl::StrAppend(&svg, absl::StrFormat(
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"start\">%s</text>\n<text x=\"%g\" y=\"%g\" "
-      "text-anchor=\"end\">%s</text>\n<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%s</text>\n"
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%s</text>\n",
-      left, h - bottom + 16, FormatObjective(f.objectives(1), xmin), w - right, h - bottom + 16,
-      FormatObjective(f.objectives(1), xmax), left - 4, h - bottom,
-      FormatObjective(f.objectives(0), ymin), left - 4, top + 4,
-      FormatObjective(f.objectives(0), ymax)));
-  std::vector<std::pair<double, double>> points;
-  for (const v1::FrontierPoint& p : f.points()) points.emplace_back(p.values(1), p.values(0));
-  std::sort(points.begin(), points.end());
-  std::string path;
-  for (const auto& [x, y] : points) {
-    absl::StrAppend(&path, path.empty() ? "M" : " L", absl::StrFormat("%.1f %.1f", X(x), Y(y)));
-  }
-  absl::StrAppend(&svg, "<path d=\"", path, "\" fill=\"none\" stroke=\"#3366cc\"/>\n");
-  for (const v1::FrontierPoint& p : f.points()) {
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>trial %d: %s</title>"
-        "</circle>\n", X(p.values(1)), Y(p.values(0)), p.within_margin() ? "#2a9d2a" : "#cc3333",
-        p.trial_id(), p.spec().label()));
-  }
-  absl::StrAppend(&svg, "</svg>\n");
-  return svg;
+void PrintSweepLine(const v1::Sweep& s) { absl::PrintF("%s\n", SweepLine(s)); }
+
+nlohmann::json OptionalNumber(bool has, double v) { return has ? nlohmann::json(v) : nlohmann::json(); }
+
+// The config JSON as a JSON value (a string when it does not parse).
+nlohmann::json ConfigJson(const std::string& text) {
+  nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_discarded() ? nlohmann::json(text) : parsed;
 }
+
+std::string OutputFormatFlag() { return absl::GetFlag(FLAGS_format); }
 
 }  // namespace
 
@@ -340,7 +291,7 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, ObjectivesFromFlag());
   if (!objectives.empty()) *spec.mutable_objectives() = {objectives.begin(), objectives.end()};
   if (const int64_t steps = absl::GetFlag(FLAGS_finetune_steps); steps != 0) {
-    if (steps < 0) return absl::InvalidArgumentError("--finetune_steps must be >= 0");
+    if (steps < 0) return UsageError("--finetune_steps must be >= 0");
     spec.mutable_finetune()->set_steps(steps);
     if (absl::GetFlag(FLAGS_lr) > 0) spec.mutable_finetune()->set_learning_rate(absl::GetFlag(FLAGS_lr));
   }
@@ -351,76 +302,169 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   return spec;
 }
 
-absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, bool progress) {
+namespace {
+
+// The width of the terminal `out` writes to: its window, else $COLUMNS, else 80.
+int TerminalWidth(FILE* out) {
+  winsize ws{};
+  if (ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  int columns = 0;
+  if (const char* env = std::getenv("COLUMNS"); env != nullptr && absl::SimpleAtoi(env, &columns) &&
+                                                columns > 0) {
+    return columns;
+  }
+  return 80;
+}
+
+// One progress line: a bar of evaluated trials ('#' succeeded, '!' failed, 'x' cancelled, '.'
+// still to run), counts, stage, elapsed time, ETA and the best point so far.
+std::string ProgressLine(const v1::Sweep& s, double elapsed, bool bar) {
+  const int64_t total = std::max<int64_t>(s.trials_total(), 1);
+  std::string line;
+  if (bar) {
+    const int width = 20;
+    auto cells = [&](int64_t n) { return static_cast<int>(width * n / total); };
+    const int ok = cells(s.trials_succeeded());
+    const int failed = std::min(width - ok, cells(s.trials_failed()));
+    const int cancelled = std::min(width - ok - failed, cells(s.trials_cancelled()));
+    line = absl::StrCat("[", std::string(ok, '#'), std::string(failed, '!'),
+                        std::string(cancelled, 'x'), std::string(width - ok - failed - cancelled, '.'),
+                        "] ");
+  } else {
+    line = absl::StrCat("sweep ", s.id(), " ");
+  }
+  const int64_t done = TrialsEvaluated(s);
+  absl::StrAppend(&line, StateName(s.state()), " ", done, "/", s.trials_total());
+  absl::StrAppend(&line, " (", s.trials_cached(), " cached, ", s.trials_failed(), " failed, ",
+                  s.trials_cancelled(), " cancelled)");
+  absl::StrAppend(&line, "  stage ", s.stage().empty() ? "-" : s.stage(), "  ", Duration(elapsed));
+  if (!IsFinal(s.state())) {
+    std::string eta = "--:--";
+    if (done > 0 && done < s.trials_total()) eta = Duration(elapsed / done * (s.trials_total() - done));
+    absl::StrAppend(&line, " ETA ", eta);
+  }
+  if (s.has_best_trial_id()) {
+    absl::StrAppend(&line, "  best ", Percent(s.best_top1()), " @ ", Bits(s.best_size_bits()));
+  }
+  return line;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Sweep> FollowSweepOn(ExplorerClient& client, int64_t sweep_id, FILE* out) {
   const absl::Time start = absl::Now();
   v1::Sweep last;
   v1::WatchSweepRequest request;
   request.set_sweep_id(sweep_id);
-  // A terminal gets one redrawn progress line; a log gets a line per stage and the last one.
-  const bool terminal = isatty(fileno(stderr));
-  std::string last_stage;
+  // A terminal gets one progress line redrawn in place, cut to the window's width (a wrapped
+  // line would scroll on every redraw); a pipe or a log gets one plain line per change.
+  const bool terminal = out != nullptr && isatty(fileno(out));
+  std::string printed;
   RETURN_IF_ERROR(client.Watch(request, [&](const v1::SweepEvent& e) {
     last = e.sweep();
-    if (!progress) return true;
-    const bool stage_changed = last.stage() != last_stage;
-    last_stage = last.stage();
-    if (!terminal && !stage_changed && !IsFinal(last.state())) return true;
-    const int64_t done = last.trials_succeeded() + last.trials_failed() + last.trials_cancelled();
-    const int64_t total = std::max<int64_t>(last.trials_total(), 1);
-    const int width = 24;
-    const int filled = static_cast<int>(width * done / total);
+    if (out == nullptr) return true;
     const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
-    std::string eta = "--:--";
-    if (done > 0 && done < total) eta = Duration(elapsed / done * (total - done));
-    std::string best;
-    if (last.has_best_trial_id()) {
-      best = absl::StrCat("  best ", Percent(last.best_top1()), " @ ", Bits(last.best_size_bits()));
+    if (terminal) {
+      std::string line = ProgressLine(last, elapsed, /*bar=*/true);
+      const size_t width = static_cast<size_t>(std::max(TerminalWidth(out) - 1, 10));
+      if (line.size() > width) line = line.substr(0, width);
+      std::fprintf(out, "\r%s\x1b[K%s", line.c_str(), IsFinal(last.state()) ? "\n" : "");
+    } else {
+      // Without the clock, so that a line is printed only when the sweep changed.
+      const std::string line = ProgressLine(last, elapsed, /*bar=*/false);
+      const std::string key = line.substr(0, line.find("  stage ")) + last.stage();
+      if (key == printed) return true;
+      printed = key;
+      std::fprintf(out, "%s\n", line.c_str());
     }
-    std::fprintf(stderr, "%s[%s%s] %lld/%lld  %-14s  %s  ETA %s%s   %s", terminal ? "\r" : "",
-                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                 static_cast<long long>(done), static_cast<long long>(last.trials_total()),
-                 last.stage().c_str(), Duration(elapsed).c_str(), eta.c_str(), best.c_str(),
-                 terminal ? "" : "\n");
-    if (terminal && IsFinal(last.state())) std::fprintf(stderr, "\n");
+    std::fflush(out);
     return true;
   }));
   if (last.id() == 0) return client.GetSweep(sweep_id);
   return last;
 }
 
+absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, bool progress) {
+  return FollowSweepOn(client, sweep_id, progress ? stderr : nullptr);
+}
+
+absl::Status SweepOutcome(const v1::Sweep& sweep) {
+  if (sweep.state() == v1::SWEEP_FAILED) {
+    return absl::AbortedError(absl::StrCat("sweep ", sweep.id(), " failed: ", sweep.error()));
+  }
+  if (sweep.state() == v1::SWEEP_CANCELLED) {
+    return absl::CancelledError(absl::StrCat("sweep ", sweep.id(), " was cancelled"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The result columns of a frontier point or a trial, by objective.
+const char* ObjectiveColumn(v1::Objective o) {
+  switch (o) {
+    case v1::OBJECTIVE_TOP1: return "top1";
+    case v1::OBJECTIVE_TOP5: return "top5";
+    case v1::OBJECTIVE_SIZE: return "size_bits";
+    case v1::OBJECTIVE_ENERGY: return "energy_pj";
+    case v1::OBJECTIVE_BOPS: return "bops";
+    default: return "";
+  }
+}
+
+std::vector<Cell> ResultCells(const v1::TrialResult& r, bool has) {
+  if (!has) return {Cell(), Cell(), Cell(), Cell(), Cell()};
+  return {Cell(r.top1(), Percent(r.top1())), Cell(r.top5(), Percent(r.top5())),
+          Cell(r.size_bits(), Bits(r.size_bits())),
+          Cell(r.energy_pj(), FormatObjective(v1::OBJECTIVE_ENERGY, r.energy_pj())),
+          Cell(r.bops(), FormatObjective(v1::OBJECTIVE_BOPS, r.bops()))};
+}
+
+}  // namespace
+
 absl::Status PrintFrontier(const v1::Frontier& f) {
-  RETURN_IF_ERROR(CheckFormatFlag());
-  const std::string format = absl::GetFlag(FLAGS_format);
-  if (format == "json") {
-    absl::PrintF("%s\n", ToJson(f));
-    return absl::OkStatus();
+  const std::string format = OutputFormatFlag();
+  std::vector<bool> shown(5, false);
+  nlohmann::json objectives = nlohmann::json::array();
+  for (int o : f.objectives()) {
+    const auto objective = static_cast<v1::Objective>(o);
+    objectives.push_back(server::ObjectiveName(objective));
+    if (o >= v1::OBJECTIVE_TOP1 && o <= v1::OBJECTIVE_BOPS) shown[o - v1::OBJECTIVE_TOP1] = true;
   }
-  std::vector<std::string> header = {"trial"};
-  for (int o : f.objectives()) header.push_back(server::ObjectiveName(static_cast<v1::Objective>(o)));
-  for (const char* h : {"within_margin", "stage", "label"}) header.push_back(h);
-  if (format == "csv") {
-    absl::PrintF("%s\n", absl::StrJoin(header, ","));
-    for (const v1::FrontierPoint& p : f.points()) {
-      absl::PrintF("%d,%s,%d,%s,\"%s\"\n", p.trial_id(), absl::StrJoin(p.values(), ","),
-                   p.within_margin() ? 1 : 0, p.spec().stage(), p.spec().label());
-    }
-    return absl::OkStatus();
+  std::vector<Column> columns = {{"trial"}};
+  for (v1::Objective o : {v1::OBJECTIVE_TOP1, v1::OBJECTIVE_TOP5, v1::OBJECTIVE_SIZE,
+                          v1::OBJECTIVE_ENERGY, v1::OBJECTIVE_BOPS}) {
+    columns.push_back({ObjectiveColumn(o), shown[o - v1::OBJECTIVE_TOP1], false,
+                       server::ObjectiveName(o)});
   }
-  absl::PrintF("frontier of sweep %d (%d points", f.sweep_id(), f.points_size());
-  if (f.has_baseline_top1()) {
-    absl::PrintF("; fp32 top1 %s, margin %.2f pp", Percent(f.baseline_top1()), f.error_margin());
-  }
-  if (f.has_hypervolume()) absl::PrintF("; hypervolume %.4f", f.hypervolume());
-  absl::PrintF(")\n%-6s", "trial");
-  for (size_t i = 1; i < header.size() - 3; ++i) absl::PrintF(" %12s", header[i]);
-  absl::PrintF("  %-6s %s\n", "margin", "label");
+  columns.push_back({"within_margin", true, true, "margin"});
+  columns.push_back({"stage", true, true});
+  columns.push_back({"label", true, true});
+  columns.push_back({"config", false});
+  Listing listing(columns);
   for (const v1::FrontierPoint& p : f.points()) {
-    absl::PrintF("%-6d", p.trial_id());
-    for (int i = 0; i < p.values_size(); ++i) {
-      absl::PrintF(" %12s", FormatObjective(static_cast<v1::Objective>(f.objectives(i)), p.values(i)));
-    }
-    absl::PrintF("  %-6s %s\n", p.within_margin() ? "yes" : "no", p.spec().label());
+    std::vector<Cell> row = {Cell(p.trial_id())};
+    for (Cell& c : ResultCells(p.result(), true)) row.push_back(std::move(c));
+    row.push_back(Cell(p.within_margin()));
+    row.push_back(Cell(p.spec().stage()));
+    row.push_back(Cell(p.spec().label()));
+    row.push_back(Cell(ConfigJson(p.spec().config_json())));
+    listing.AddRow(std::move(row));
   }
+  nlohmann::json meta = {{"sweep_id", f.sweep_id()},
+                         {"objectives", objectives},
+                         {"baseline_top1", OptionalNumber(f.has_baseline_top1(), f.baseline_top1())},
+                         {"error_margin", f.error_margin()},
+                         {"hypervolume", OptionalNumber(f.has_hypervolume(), f.hypervolume())}};
+  if (format == "table") {
+    absl::PrintF("frontier of sweep %d (%d points", f.sweep_id(), f.points_size());
+    if (f.has_baseline_top1()) {
+      absl::PrintF("; fp32 top1 %s, margin %.2f pp", Percent(f.baseline_top1()), f.error_margin());
+    }
+    if (f.has_hypervolume()) absl::PrintF("; hypervolume %.4f", f.hypervolume());
+    absl::PrintF(")\n");
+  }
+  listing.Print(format, stdout, meta, "points");
   return absl::OkStatus();
 }
 
@@ -433,17 +477,23 @@ absl::Status SubmitCommand() {
   } else if (!absl::GetFlag(FLAGS_model_hash).empty()) {
     spec.set_model_hash(absl::GetFlag(FLAGS_model_hash));
   } else if (spec.model_hash().empty()) {
-    return absl::InvalidArgumentError("--model M.onnx (or --model_hash H) is required");
+    return UsageError("--model M.onnx (or --model-hash H) is required");
   }
   ASSIGN_OR_RETURN(v1::Sweep sweep, client->Submit(spec));
-  absl::PrintF("submitted sweep %d (%s, model %s)\n", sweep.id(), spec.strategy(),
-               spec.model_hash().substr(0, 12));
+  const bool machine = absl::GetFlag(FLAGS_wait) && OutputFormatFlag() != "table";
+  std::fprintf(machine ? stderr : stdout, "submitted sweep %lld (%s, model %s)\n",
+               static_cast<long long>(sweep.id()), spec.strategy().c_str(),
+               spec.model_hash().substr(0, 12).c_str());
+  std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
   ASSIGN_OR_RETURN(sweep, FollowSweep(*client, sweep.id(), /*progress=*/true));
-  PrintSweepLine(sweep);
-  if (sweep.state() == v1::SWEEP_FAILED) {
-    return absl::AbortedError(absl::StrCat("sweep ", sweep.id(), " failed: ", sweep.error()));
+  // Only the frontier goes to stdout when it is printed for a machine (csv, json).
+  if (OutputFormatFlag() == "table") {
+    PrintSweepLine(sweep);
+  } else {
+    std::fprintf(stderr, "%s\n", SweepLine(sweep).c_str());
   }
+  RETURN_IF_ERROR(SweepOutcome(sweep));
   v1::GetFrontierRequest request;
   request.set_sweep_id(sweep.id());
   ASSIGN_OR_RETURN(v1::Frontier frontier, client->GetFrontier(request));
@@ -454,16 +504,14 @@ absl::Status WatchCommand() {
   const int64_t id = absl::GetFlag(FLAGS_sweep);
   RETURN_IF_ERROR(RequireId("sweep", id));
   ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
-  ASSIGN_OR_RETURN(v1::Sweep sweep, FollowSweep(*client, id, /*progress=*/true));
+  ASSIGN_OR_RETURN(v1::Sweep sweep, FollowSweepOn(*client, id, stdout));
   PrintSweepLine(sweep);
-  if (!sweep.error().empty()) absl::PrintF("error: %s\n", sweep.error());
-  return absl::OkStatus();
+  return SweepOutcome(sweep);
 }
 
 absl::Status FrontierCommand() {
   const int64_t id = absl::GetFlag(FLAGS_sweep);
   RETURN_IF_ERROR(RequireId("sweep", id));
-  RETURN_IF_ERROR(CheckFormatFlag());
   ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
   v1::GetFrontierRequest request;
   request.set_sweep_id(id);
@@ -471,61 +519,81 @@ absl::Status FrontierCommand() {
   ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, ObjectivesFromFlag());
   *request.mutable_objectives() = {objectives.begin(), objectives.end()};
   ASSIGN_OR_RETURN(v1::Frontier frontier, client->GetFrontier(request));
+  const std::string plot = absl::GetFlag(FLAGS_plot);
+  const auto y = frontier.objectives_size() == 2 ? frontier.objectives(0) : 0;
+  const auto x = frontier.objectives_size() == 2 ? frontier.objectives(1) : 0;
+  if (!plot.empty() && !(server::IsMaximized(static_cast<v1::Objective>(y)) &&
+                         !server::IsMaximized(static_cast<v1::Objective>(x)))) {
+    return UsageError("--plot draws an accuracy against a cost: --objectives top1,size (or "
+                      "top1,energy, top1,bops, top5,...)");
+  }
   RETURN_IF_ERROR(PrintFrontier(frontier));
-  if (const std::string plot = absl::GetFlag(FLAGS_plot); !plot.empty()) {
-    std::ofstream out(plot);
-    out << FrontierSvg(frontier);
-    if (!out) return absl::UnavailableError(absl::StrCat(plot, ": cannot write"));
+  if (!plot.empty()) {
+    ASSIGN_OR_RETURN(v1::Sweep sweep, client->GetSweep(id));
+    v1::ListTrialsRequest trials_request;
+    trials_request.set_sweep_id(id);
+    ASSIGN_OR_RETURN(std::vector<v1::Trial> trials, ListAllTrials(*client, trials_request));
+    PlotOptions options;
+    options.log_cost = absl::GetFlag(FLAGS_log_scale);
+    RETURN_IF_ERROR(WriteFigure(plot, AccuracyCostFigure(sweep, trials, static_cast<v1::Objective>(y),
+                                                         static_cast<v1::Objective>(x), options)));
     std::fprintf(stderr, "wrote %s\n", plot.c_str());
   }
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<v1::Trial>> ListAllTrials(ExplorerClient& client,
+                                                     v1::ListTrialsRequest request) {
+  std::vector<v1::Trial> trials;
+  request.set_page_size(1000);
+  do {
+    ASSIGN_OR_RETURN(v1::ListTrialsResponse page, client.ListTrials(request));
+    for (v1::Trial& t : *page.mutable_trials()) trials.push_back(std::move(t));
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  return trials;
+}
+
 absl::Status TrialsCommand() {
   const int64_t id = absl::GetFlag(FLAGS_sweep);
   RETURN_IF_ERROR(RequireId("sweep", id));
-  RETURN_IF_ERROR(CheckFormatFlag());
-  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
   v1::ListTrialsRequest request;
   request.set_sweep_id(id);
   if (const std::string state = absl::GetFlag(FLAGS_state); !state.empty()) {
-    ASSIGN_OR_RETURN(v1::TrialState s, ParseTrialState(state));
-    request.set_state(s);
+    absl::StatusOr<v1::TrialState> s = ParseTrialState(state);
+    if (!s.ok()) return UsageError(s.status().message());
+    request.set_state(*s);
   }
   request.set_stage(absl::GetFlag(FLAGS_stage));
   request.set_within_margin_only(absl::GetFlag(FLAGS_within_margin_only));
-  request.set_page_size(1000);
-  const std::string format = absl::GetFlag(FLAGS_format);
-  if (format == "csv") {
-    absl::PrintF("trial,stage,state,cached,top1,top5,size_bits,energy_pj,bops,within_margin,label\n");
-  } else if (format == "table") {
-    absl::PrintF("%-6s %-14s %-9s %8s %12s %12s %-6s %s\n", "trial", "stage", "state", "top1",
-                 "size", "energy", "margin", "label");
+  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
+  ASSIGN_OR_RETURN(std::vector<v1::Trial> trials, ListAllTrials(*client, request));
+  Listing listing({{"trial"}, {"stage", true, true}, {"state", true, true}, {"cached"},
+                   {"top1"}, {"top5", false}, {"size_bits", true, false, "size"},
+                   {"energy_pj", true, false, "energy"}, {"bops"},
+                   {"within_margin", true, true, "margin"}, {"label", true, true},
+                   {"sweep_id", false}, {"cached_from", false}, {"attempts", false},
+                   {"loss", false}, {"peak_activation_bits", false}, {"macs", false},
+                   {"samples", false}, {"wall_seconds", false}, {"worker_id", false},
+                   {"error", false}, {"config", false}});
+  for (const v1::Trial& t : trials) {
+    const v1::TrialResult& r = t.result();
+    const bool has = t.state() == v1::TRIAL_SUCCEEDED;
+    std::vector<Cell> results = ResultCells(r, has);
+    std::string label = t.spec().label();
+    if (!t.error().empty()) absl::StrAppend(&label, "  error: ", t.error());
+    listing.AddRow({Cell(t.id()), Cell(t.spec().stage()), Cell(TrialStateName(t.state())),
+                    Cell(t.cached()), results[0], results[1], results[2], results[3], results[4],
+                    has ? Cell(t.within_margin()) : Cell(), Cell(t.spec().label(), label),
+                    Cell(t.sweep_id()), t.cached() ? Cell(t.cached_from()) : Cell(),
+                    Cell(t.attempts()), has ? Cell(r.loss()) : Cell(),
+                    has ? Cell(r.peak_activation_bits()) : Cell(), has ? Cell(r.macs()) : Cell(),
+                    has ? Cell(r.samples()) : Cell(), has ? Cell(r.wall_seconds()) : Cell(),
+                    r.worker_id().empty() ? Cell() : Cell(r.worker_id()),
+                    t.error().empty() ? Cell() : Cell(t.error()),
+                    Cell(ConfigJson(t.spec().config_json()))});
   }
-  do {
-    ASSIGN_OR_RETURN(v1::ListTrialsResponse page, client->ListTrials(request));
-    for (const v1::Trial& t : page.trials()) {
-      const v1::TrialResult& r = t.result();
-      const bool has = t.state() == v1::TRIAL_SUCCEEDED;
-      if (format == "json") {
-        absl::PrintF("%s\n", ToJson(t));
-      } else if (format == "csv") {
-        absl::PrintF("%d,%s,%s,%d,%s,%s,%s,%s,%s,%d,\"%s\"\n", t.id(), t.spec().stage(),
-                     TrialStateName(t.state()), t.cached() ? 1 : 0,
-                     has ? absl::StrCat(r.top1()) : "", has ? absl::StrCat(r.top5()) : "",
-                     has ? absl::StrCat(r.size_bits()) : "", has ? absl::StrCat(r.energy_pj()) : "",
-                     has ? absl::StrCat(r.bops()) : "", t.within_margin() ? 1 : 0, t.spec().label());
-      } else {
-        absl::PrintF("%-6d %-14s %-9s %8s %12s %12s %-6s %s%s\n", t.id(), t.spec().stage(),
-                     TrialStateName(t.state()), has ? Percent(r.top1()) : "-",
-                     has ? Bits(r.size_bits()) : "-",
-                     has ? absl::StrFormat("%.1f nJ", r.energy_pj() / 1000) : "-",
-                     has ? (t.within_margin() ? "yes" : "no") : "-", t.spec().label(),
-                     t.cached() ? " (cached)" : t.error().empty() ? "" : "  error: " + t.error());
-      }
-    }
-    request.set_page_token(page.next_page_token());
-  } while (!request.page_token().empty());
+  listing.Print(OutputFormatFlag(), stdout, {{"sweep_id", id}}, "trials");
   return absl::OkStatus();
 }
 
@@ -565,20 +633,31 @@ absl::Status CancelCommand() {
 }
 
 absl::Status SweepsCommand() {
-  RETURN_IF_ERROR(CheckFormatFlag());
   ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
+  Listing listing({{"sweep"}, {"name", true, true}, {"state", true, true},
+                   {"strategy", true, true}, {"stage", true, true}, {"evaluated"}, {"total"},
+                   {"cached"}, {"failed"}, {"cancelled"}, {"baseline_top1", true, false, "fp32"},
+                   {"best_trial"}, {"best_top1", true, false, "best top1"},
+                   {"best_size_bits", true, false, "best size"}, {"error", false},
+                   {"created_ms", false}, {"finished_ms", false}});
   v1::ListSweepsRequest request;
   do {
     ASSIGN_OR_RETURN(v1::ListSweepsResponse page, client->ListSweeps(request));
     for (const v1::Sweep& s : page.sweeps()) {
-      if (absl::GetFlag(FLAGS_format) == "json") {
-        absl::PrintF("%s\n", ToJson(s));
-      } else {
-        PrintSweepLine(s);
-      }
+      listing.AddRow(
+          {Cell(s.id()), Cell(s.spec().name()), Cell(StateName(s.state())), Cell(s.spec().strategy()),
+           Cell(s.stage()), Cell(TrialsEvaluated(s)), Cell(s.trials_total()), Cell(s.trials_cached()),
+           Cell(s.trials_failed()), Cell(s.trials_cancelled()),
+           s.has_baseline_top1() ? Cell(s.baseline_top1(), Percent(s.baseline_top1())) : Cell(),
+           s.has_best_trial_id() ? Cell(s.best_trial_id()) : Cell(),
+           s.has_best_top1() ? Cell(s.best_top1(), Percent(s.best_top1())) : Cell(),
+           s.has_best_size_bits() ? Cell(s.best_size_bits(), Bits(s.best_size_bits())) : Cell(),
+           s.error().empty() ? Cell() : Cell(s.error()), Cell(s.created_ms()),
+           s.finished_ms() ? Cell(s.finished_ms()) : Cell()});
     }
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
+  listing.Print(OutputFormatFlag(), stdout, {}, "sweeps");
   return absl::OkStatus();
 }
 

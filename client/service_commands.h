@@ -7,7 +7,10 @@
 #ifndef BITSWEEP_CLIENT_SERVICE_COMMANDS_H_
 #define BITSWEEP_CLIENT_SERVICE_COMMANDS_H_
 
+#include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,8 +44,22 @@ absl::Status LocalCommand();
 // Shared by submit and local: the sweep spec the flags (and --sweep_file) describe, without the
 // model hash.
 absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags();
-// Follows a sweep until it is final, drawing progress on stderr when `progress`; returns it.
+// Follows a sweep until it is final, drawing progress on `out` (nullptr: silent): one line redrawn
+// in place and cut to the width when `out` is a terminal, else a plain line per change. Returns
+// the final sweep.
+absl::StatusOr<v1::Sweep> FollowSweepOn(ExplorerClient& client, int64_t sweep_id, FILE* out);
+// The same, drawing on stderr when `progress`.
 absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, bool progress);
+// OK for a succeeded (or still running) sweep; an error naming the sweep when it failed or was
+// cancelled, so that `watch`, `submit --wait` and `local` exit 1 for both.
+absl::Status SweepOutcome(const v1::Sweep& sweep);
+// "queued", "running", "succeeded", "failed", "cancelled".
+std::string StateName(v1::SweepState state);
+// Every trial of the request's sweep, all pages.
+absl::StatusOr<std::vector<v1::Trial>> ListAllTrials(ExplorerClient& client,
+                                                     v1::ListTrialsRequest request);
+// A client for --server / --token / --tls-ca.
+absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags();
 // Prints a frontier in the --format the flags ask for (table by default).
 absl::Status PrintFrontier(const v1::Frontier& frontier);
 

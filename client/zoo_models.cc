@@ -1,4 +1,5 @@
 #include "client/zoo_models.h"
+#include "client/command_line.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -62,7 +63,7 @@ absl::StatusOr<std::string> ResolveModel(const std::string& model, const v1::Dat
   if (recipe == nullptr) {
     std::vector<std::string> names;
     for (const Recipe& r : kRecipes) names.push_back(r.arch);
-    return absl::InvalidArgumentError(absl::StrCat("--model ", model, ": unknown zoo model (",
+    return UsageError(absl::StrCat("--model ", model, ": unknown zoo model (",
                                                    absl::StrJoin(names, ", "), ")"));
   }
   if (dataset.train().empty()) {

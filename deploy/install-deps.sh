@@ -19,6 +19,7 @@ PACKAGES=(
   zlib1g-dev nlohmann-json3-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
   time
+  librsvg2-bin fonts-dejavu-core chromium
 )
 
 missing=()

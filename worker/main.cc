@@ -16,10 +16,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
+#include "common/version.h"
+#include "grpcpp/grpcpp.h"
+#include "oneapi/dnnl/dnnl.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "prometheus/exposer.h"
@@ -54,6 +58,16 @@ int main(int argc, char** argv) {
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
       "[--cache_dir DIR] [--metrics_port P] [--token T] [--tls_ca PEM]");
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
+    const dnnl_version_t* dnnl = dnnl_version();
+    return bitsweep::VersionText(
+        "bitsweep-worker",
+        {{"engine", bitsweep::worker::kEngineVersion},
+         {"oneDNN", absl::StrCat(dnnl->major, ".", dnnl->minor, ".", dnnl->patch)},
+         {"gRPC", grpc::Version()}});
+  };
+  absl::SetFlagsUsageConfig(usage_config);  // --version prints it and exits 0
   std::vector<std::string> normalized;
   std::vector<char*> args(argv, argv + argc);
   bitsweep::NormalizeFlagNames(&normalized, &args);

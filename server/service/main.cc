@@ -11,16 +11,20 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
+#include "common/version.h"
+#include "grpcpp/grpcpp.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/coordinator/coordinator.h"
 #include "server/service/services.h"
+#include "sqlite3.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to serve gRPC on");
 ABSL_FLAG(std::string, db, "", "SQLite results database (created if missing)");
@@ -45,6 +49,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--client_token T] "
       "[--worker_token T] [--tls_cert PEM --tls_key PEM]");
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
+    return bitsweep::VersionText("bitsweep-coordinator",
+                                 {{"gRPC", grpc::Version()}, {"SQLite", sqlite3_libversion()}});
+  };
+  absl::SetFlagsUsageConfig(usage_config);  // --version prints it and exits 0
   std::vector<std::string> normalized;
   std::vector<char*> args(argv, argv + argc);
   bitsweep::NormalizeFlagNames(&normalized, &args);

@@ -9,10 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "gtest/gtest.h"
+#include "tests/cli/csv.h"
+#include "tests/cli/svg_reader.h"
 #include "tests/cli/run_binary.h"
 #include "tests/service/process.h"
 
@@ -90,10 +95,17 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
   ASSERT_GT(id, 0);
   const std::string sweep = " --sweep " + std::to_string(id);
 
-  Result sweeps = Bitsweep("sweeps " + *server_);
+  Result sweeps = Bitsweep("sweeps " + *server_ + " --format json");
   ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("sweep " + std::to_string(id) + "  succeeded"), std::string::npos)
-      << sweeps.out;
+  bool listed = false;
+  const nlohmann::json sweeps_doc = nlohmann::json::parse(sweeps.out);
+  for (const nlohmann::json& s : sweeps_doc["sweeps"]) {
+    if (s["sweep"] == id) listed = s["state"] == "succeeded" && s["total"] == 3;
+  }
+  EXPECT_TRUE(listed) << sweeps.out;
+  Result table = Bitsweep("sweeps " + *server_);
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(table.out.find("succeeded"), std::string::npos) << table.out;
 
   // baseline + 2 x 1 grid points
   Result trials = Bitsweep("trials " + *server_ + sweep + " --format csv");
@@ -106,11 +118,12 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
   EXPECT_EQ(CountLines(only_grid.out), 1 + 2) << only_grid.out;
 
   const std::string svg = (*dir_ / "frontier.svg").string();
-  Result frontier = Bitsweep("frontier " + *server_ + sweep +
-                             " --objectives top1,energy --format json --plot " + svg);
+  Result frontier = Bitsweep("frontier " + *server_ + sweep + " --objectives top1,energy --format json");
   ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
-  EXPECT_NE(frontier.out.find("\"objectives\":[\"OBJECTIVE_TOP1\",\"OBJECTIVE_ENERGY\"]"),
-            std::string::npos) << frontier.out;
+  EXPECT_EQ(nlohmann::json::parse(frontier.out)["objectives"],
+            nlohmann::json::array({"top1", "energy"})) << frontier.out;
+  Result plot = Bitsweep("frontier " + *server_ + sweep + " --objectives top1,energy --plot " + svg);
+  ASSERT_EQ(plot.exit_code, 0) << plot.out;
   std::ifstream svg_file(svg);
   std::stringstream svg_text;
   svg_text << svg_file.rdbuf();
@@ -140,15 +153,13 @@ TEST_F(ServiceCliTest, SubmitWaitPrintsTheFrontierAndTheOtherCommandsReadTheSwee
 TEST_F(ServiceCliTest, ResubmittingTheSameSweepIsServedFromCache) {
   ASSERT_GT(SubmitGrid(), 0);
   const int64_t again = SubmitGrid();
-  Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(again));
+  Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(again) +
+                           " --format csv");
   ASSERT_EQ(trials.exit_code, 0) << trials.out;
-  EXPECT_EQ(CountLines(trials.out), 1 + 3) << trials.out;
-  size_t cached = 0;
-  for (size_t at = trials.out.find("(cached)"); at != std::string::npos;
-       at = trials.out.find("(cached)", at + 1)) {
-    ++cached;
-  }
-  EXPECT_EQ(cached, 3u) << trials.out;
+  const auto rows = testing::ParseCsv(trials.out);
+  ASSERT_EQ(rows.size(), 1u + 3) << trials.out;
+  ASSERT_EQ(rows[0][3], "cached") << trials.out;
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i][3], "true") << trials.out;
 }
 
 TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
@@ -163,8 +174,9 @@ TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
   EXPECT_NE(r.out.find("energy"), std::string::npos) << r.out;
   Result sweeps = Bitsweep("sweeps " + *server_ + " --format json");
   ASSERT_EQ(sweeps.exit_code, 0) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("\"name\":\"from-file\""), std::string::npos) << sweeps.out;
-  EXPECT_NE(sweeps.out.find("\"trials_total\":\"3\""), std::string::npos) << sweeps.out;
+  const nlohmann::json newest = nlohmann::json::parse(sweeps.out)["sweeps"][0];
+  EXPECT_EQ(newest["name"], "from-file") << sweeps.out;
+  EXPECT_EQ(newest["total"], 3) << sweeps.out;
 
   const std::string broken = (*dir_ / "broken.json").string();
   std::ofstream(broken) << R"({"strategy": "grid", "spaces": {}})";
@@ -208,6 +220,188 @@ TEST_F(ServiceCliTest, ExportWritesAQdqModelForInt8TrialsOnly) {
   EXPECT_FALSE(fs::exists(*dir_ / "no.onnx"));
 }
 
+// `figures` writes every figure as SVG and PNG; `report` writes one self-contained HTML page that
+// headless Chromium (Debian's chromium) opens offline and renders.
+TEST_F(ServiceCliTest, FiguresAndReportOfARealSweep) {
+  const int64_t id = SubmitGrid();
+  ASSERT_GT(id, 0);
+  const std::string sweep = " --sweep " + std::to_string(id);
+  const fs::path figures = *dir_ / "figures";
+  const Result written = Bitsweep("figures " + *server_ + sweep + " --output-dir " +
+                                  figures.string() + " --png");
+  ASSERT_EQ(written.exit_code, 0) << written.out;
+  for (const char* name : {"top1_vs_size", "top1_vs_energy", "top1_vs_bops", "layer_formats"}) {
+    for (const char* ext : {".svg", ".png"}) {
+      const fs::path path = figures / (std::string(name) + ext);
+      ASSERT_TRUE(fs::exists(path)) << path << written.out;
+      EXPECT_GT(fs::file_size(path), 2000u) << path;
+    }
+  }
+  std::ifstream size_svg(figures / "top1_vs_size.svg");
+  std::stringstream svg;
+  svg << size_svg.rdbuf();
+  size_t trials = 0;
+  for (const testing::Element& e : testing::ReadElements(svg.str())) trials += e.HasClass("trial");
+  EXPECT_EQ(trials, 3u) << svg.str();  // baseline + 2 grid points, every one drawn
+
+  const std::string html_path = (*dir_ / "report.html").string();
+  const Result report = Bitsweep("report " + *server_ + sweep + " --out " + html_path);
+  ASSERT_EQ(report.exit_code, 0) << report.out;
+  std::ifstream html_file(html_path);
+  std::stringstream html_text;
+  html_text << html_file.rdbuf();
+  const std::string html = html_text.str();
+  // Self-contained: no scripts, stylesheets, images or fonts fetched from anywhere.
+  for (const char* forbidden : {"<script", "<link", "<img", "src=", "url(", "https:", "@import"}) {
+    EXPECT_EQ(html.find(forbidden), std::string::npos) << forbidden;
+  }
+  std::string without_xmlns = std::regex_replace(html, std::regex("xmlns=\"http://www.w3.org/2000/svg\""), "");
+  EXPECT_EQ(without_xmlns.find("http:"), std::string::npos);
+  int svgs = 0, layer_tables = 0;
+  for (const testing::Element& e : testing::ReadElements(html)) {
+    svgs += e.tag == "svg";
+    layer_tables += e.tag == "table" && e.HasClass("layers");
+  }
+  EXPECT_EQ(svgs, 4);
+  EXPECT_GE(layer_tables, 1) << "per-layer formats of the in-margin points";
+  for (const char* part : {"Settings", "error margin", "grid conv.weights = fixed:8, fixed:4",
+                           "Frontier: top-1 vs size", "Per-layer formats within the margin",
+                           "conv1"}) {
+    EXPECT_NE(html.find(part), std::string::npos) << part;
+  }
+
+  // Headless Chromium, offline, with a fresh profile: the DOM it built and a screenshot.
+  const fs::path profile = *dir_ / "chromium-profile";
+  fs::create_directories(profile);
+  const std::string chromium =
+      "timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-background-networking "
+      "--disable-component-update --disable-sync --no-first-run --user-data-dir=" +
+      profile.string() + " ";
+  const Result dom = testing::RunCommandLine(chromium + "--dump-dom file://" + html_path +
+                                             " 2>/dev/null");
+  if (dom.exit_code != 0 && dom.out.find("<html") == std::string::npos) {
+    GTEST_SKIP() << "chromium cannot start here (exit " << dom.exit_code << "): " << dom.out;
+  }
+  int rendered_svgs = 0, frontier_rows = 0;
+  for (const testing::Element& e : testing::ReadElements(dom.out)) {
+    rendered_svgs += e.tag == "svg";
+    frontier_rows += e.tag == "tr" && (e.HasClass("in-margin") || e.HasClass("out-margin"));
+  }
+  EXPECT_EQ(rendered_svgs, 4) << dom.out.substr(0, 2000);
+  EXPECT_GE(frontier_rows, 1);
+  const std::string shot = (*dir_ / "report.png").string();
+  const Result screenshot = testing::RunCommandLine(
+      chromium + "--window-size=1200,2400 --screenshot=" + shot + " file://" + html_path);
+  ASSERT_EQ(screenshot.exit_code, 0) << screenshot.out;
+  ASSERT_TRUE(fs::exists(shot)) << screenshot.out;
+  EXPECT_GT(fs::file_size(shot), 50000u) << "a rendered page, not a blank one";
+}
+
+// CSV and JSON carry the same values at full precision: every double in the CSV reads back to
+// the bits the JSON document holds; ids are JSON numbers; jsonl has one object per trial.
+TEST_F(ServiceCliTest, ListingsAgreeAcrossFormats) {
+  const int64_t id = SubmitGrid();
+  ASSERT_GT(id, 0);
+  const std::string args = "trials " + *server_ + " --sweep " + std::to_string(id);
+  const Result csv = Bitsweep(args + " --format csv");
+  const Result json = Bitsweep(args + " --format json");
+  const Result jsonl = Bitsweep(args + " --format jsonl");
+  ASSERT_EQ(csv.exit_code, 0) << csv.out;
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  ASSERT_EQ(jsonl.exit_code, 0) << jsonl.out;
+  const auto rows = testing::ParseCsv(csv.out);
+  const nlohmann::json doc = nlohmann::json::parse(json.out);
+  ASSERT_EQ(doc["sweep_id"], id);
+  ASSERT_EQ(rows.size(), doc["trials"].size() + 1) << csv.out;
+  EXPECT_EQ(CountLines(jsonl.out), static_cast<int>(doc["trials"].size())) << jsonl.out;
+  const std::vector<std::string>& header = rows[0];
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const nlohmann::json& trial = doc["trials"][i - 1];
+    ASSERT_EQ(rows[i].size(), header.size()) << csv.out;
+    EXPECT_TRUE(trial["trial"].is_number_integer()) << trial;
+    for (size_t c = 0; c < header.size(); ++c) {
+      const nlohmann::json& v = trial[header[c]];
+      if (v.is_number_float()) {
+        EXPECT_EQ(std::strtod(rows[i][c].c_str(), nullptr), v.get<double>()) << header[c];
+      } else if (v.is_number_integer()) {
+        EXPECT_EQ(std::stoll(rows[i][c]), v.get<int64_t>()) << header[c];
+      } else if (v.is_string()) {
+        EXPECT_EQ(rows[i][c], v.get<std::string>()) << header[c];
+      } else if (v.is_object()) {
+        EXPECT_EQ(nlohmann::json::parse(rows[i][c]), v) << header[c];
+      }
+    }
+    // Grid labels hold commas ("conv weights fixed:8, fc weights fixed:8"): quoted, read back.
+    if (trial["stage"] == "grid") {
+      EXPECT_NE(trial["label"].get<std::string>().find(", "), std::string::npos) << trial;
+    }
+    EXPECT_TRUE(trial["config"].is_object()) << trial;
+  }
+  // submit --wait in a machine format: stdout holds the frontier document alone.
+  const Result waited = testing::RunCommandLine(
+      "{ " + std::string(BITSWEEP_BINARY) + " submit " + *server_ + " --model " +
+      BITSWEEP_LENET5_MODEL + " " + kSmallData +
+      " --strategy grid --grid 'conv.weights=fixed:8' --wait --format json 2>/dev/null; }");
+  ASSERT_EQ(waited.exit_code, 0) << waited.out;
+  EXPECT_FALSE(nlohmann::json::parse(waited.out)["points"].empty()) << waited.out;
+
+  const Result frontier = Bitsweep("frontier " + *server_ + " --sweep " + std::to_string(id) +
+                                   " --format csv");
+  ASSERT_EQ(frontier.exit_code, 0) << frontier.out;
+  EXPECT_EQ(frontier.out.rfind("trial,top1,top5,size_bits,energy_pj,bops,within_margin", 0), 0u)
+      << frontier.out;
+}
+
+// A cancelled sweep: watch (and submit --wait) exit 1 and say so, with the cancelled count; off a
+// terminal one plain line per change, on a terminal one line redrawn within its width.
+TEST_F(ServiceCliTest, WatchOfACancelledSweepExitsNonZero) {
+  // The whole test split makes trials slow enough to cancel the sweep before it ends.
+  const Result submitted = Bitsweep(
+      "submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " --dataset " + kData +
+      " --mean 0.2860 --std 0.3530 --strategy ristretto");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out;
+  const std::string id = std::to_string(std::stoll(submitted.out.substr(16)));
+  const Result cancel = Bitsweep("cancel " + *server_ + " --sweep " + id);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out;
+
+  const Result watch = Bitsweep("watch " + *server_ + " --sweep " + id);
+  EXPECT_EQ(watch.exit_code, 1) << watch.out;
+  EXPECT_NE(watch.out.find("sweep " + id + " was cancelled"), std::string::npos) << watch.out;
+  EXPECT_EQ(watch.out.find('\r'), std::string::npos) << watch.out;
+  EXPECT_NE(watch.out.find("sweep " + id + " cancelled "), std::string::npos) << watch.out;
+  EXPECT_EQ(watch.out.find(" 0 cancelled)"), std::string::npos) << watch.out;
+  // Cancelled trials are not counted as evaluated: never "N/N" for a cancelled sweep.
+  const size_t counts = watch.out.find("sweep " + id + " cancelled ");
+  ASSERT_NE(counts, std::string::npos);
+  const std::string fraction = watch.out.substr(counts, watch.out.find(' ', counts + 20) - counts);
+  const size_t slash = fraction.rfind('/');
+  ASSERT_NE(slash, std::string::npos) << fraction;
+  EXPECT_LT(std::stoll(fraction.substr(fraction.rfind(' ', slash) + 1)),
+            std::stoll(fraction.substr(slash + 1))) << fraction;
+
+  // On a terminal (script(1) gives it one; 50 columns): redrawn in place, never wider.
+  const Result tty = testing::RunCommandLine(
+      "COLUMNS=50 script -qec '" + std::string(BITSWEEP_BINARY) + " watch " + *server_ +
+      " --sweep " + id + "' /dev/null");
+  EXPECT_EQ(tty.exit_code, 1) << tty.out;
+  const size_t cr = tty.out.find('\r');
+  ASSERT_NE(cr, std::string::npos) << tty.out;
+  const std::string drawn = tty.out.substr(cr + 1, tty.out.find("\x1b[K", cr) - cr - 1);
+  EXPECT_LE(drawn.size(), 49u) << drawn;
+  EXPECT_EQ(drawn.rfind("[", 0), 0u) << drawn;
+  EXPECT_NE(drawn.find('x'), std::string::npos) << drawn;  // cancelled trials in the bar
+
+  // submit --wait of a sweep cancelled meanwhile (the next id) exits 1 the same way.
+  const std::string next = std::to_string(std::stoll(id) + 1);
+  const std::string b = BITSWEEP_BINARY;
+  const Result wait = testing::RunCommandLine(
+      "{ ( until " + b + " cancel " + *server_ + " --sweep " + next + " >/dev/null 2>&1; do sleep 0.2;"
+      " done ) & " + b + " submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " --dataset " +
+      kData + " --mean 0.2860 --std 0.3530 --strategy ristretto --wait; rc=$?; wait; exit $rc; }");
+  EXPECT_EQ(wait.exit_code, 1) << wait.out;
+  EXPECT_NE(wait.out.find("sweep " + next + " was cancelled"), std::string::npos) << wait.out;
+}
+
 TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   Result unknown = Bitsweep("frontier " + *server_ + " --sweep 999999");
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
@@ -229,7 +423,7 @@ TEST_F(ServiceCliTest, ErrorsNameTheProblem) {
   EXPECT_NE(not_onnx.out.find("service_cli_test.cc"), std::string::npos) << not_onnx.out;
 
   Result missing = Bitsweep("trials " + *server_);
-  EXPECT_EQ(missing.exit_code, 1) << missing.out;
+  EXPECT_EQ(missing.exit_code, 2) << missing.out;
   EXPECT_NE(missing.out.find("--sweep"), std::string::npos) << missing.out;
 
   Result unreachable = Bitsweep("sweeps --server 127.0.0.1:1");
@@ -252,8 +446,95 @@ TEST(LocalCliTest, LocalRunsASweepInOneProcessAndPrintsItsFrontier) {
   EXPECT_TRUE(fs::exists(dir / "local.db"));
 
   const Result bad = Bitsweep("local --model zoo:vgg " + kSmallData);
-  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_EQ(bad.exit_code, 2) << bad.out;
   EXPECT_NE(bad.out.find("zoo:vgg"), std::string::npos) << bad.out;
+}
+
+// BITSWEEP_TOKEN reaches a coordinator that requires a client token; --token overrides it.
+TEST(TokenCliTest, TokenFromTheEnvironmentOrTheFlag) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_token_cli_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  Process coordinator(BITSWEEP_COORDINATOR,
+                      {"--listen=127.0.0.1:0", "--db=" + (dir / "r.db").string(),
+                       "--client-token=s3cret"},
+                      (dir / "coordinator.log").string());
+  auto port = coordinator.WaitForLine("listening on port ", std::chrono::seconds(30));
+  ASSERT_TRUE(port.has_value()) << coordinator.Log();
+  const std::string env = "BITSWEEP_SERVER=127.0.0.1:" + port->substr(0, port->find(',')) + " ";
+  const std::string b = std::string(BITSWEEP_BINARY) + " sweeps";
+  EXPECT_EQ(testing::RunCommandLine(env + "BITSWEEP_TOKEN=s3cret " + b).exit_code, 0);
+  EXPECT_EQ(testing::RunCommandLine(env + b + " --token s3cret").exit_code, 0);
+  const Result none = testing::RunCommandLine(env + b);
+  EXPECT_EQ(none.exit_code, 1) << none.out;
+  const Result wrong = testing::RunCommandLine(env + "BITSWEEP_TOKEN=s3cret " + b + " --token nope");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+}
+
+// Every example query of schema/README.md, run by the sqlite3 shell on the database of a real
+// sweep (sensitivity, so that every stage and table has rows): each runs without error, each
+// returns rows (but the failed-trial / lease one: nothing failed), and the per-layer columns,
+// addressed by layer_index, are filled for every trial (by node name they were NULL for models
+// whose layers are not called conv1, fc1, ...).
+TEST(LocalCliTest, SchemaReadmeQueriesRunOnARealSweep) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_schema_readme_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string db = (dir / "results.db").string();
+  const Result r = Bitsweep("local --model " + std::string(BITSWEEP_LENET5_MODEL) + " " +
+                            kSmallData + " --strategy sensitivity --weight-formats fixed:8,fixed:4 " +
+                            "--activation-formats fixed:8 --workers 2 --db " + db);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  std::ifstream readme_file(BITSWEEP_SCHEMA_README);
+  std::stringstream readme;
+  readme << readme_file.rdbuf();
+  const std::string text = readme.str();
+  int blocks = 0;
+  for (size_t at = text.find("```sql\n"); at != std::string::npos;
+       at = text.find("```sql\n", at + 1)) {
+    const size_t begin = at + 7, end = text.find("```", begin);
+    ASSERT_NE(end, std::string::npos);
+    const std::string sql = text.substr(begin, end - begin);
+    const fs::path file = dir / ("query" + std::to_string(++blocks) + ".sql");
+    std::ofstream(file) << sql;
+    const Result q = testing::RunCommandLine("sqlite3 -bail -header -csv 'file:" + db +
+                                             "?mode=ro' < " + file.string());
+    EXPECT_EQ(q.exit_code, 0) << sql << q.out;
+    EXPECT_EQ(q.out.find("Error"), std::string::npos) << sql << q.out;
+    const auto rows = testing::ParseCsv(q.out);
+    if (sql.find("FROM leases") == std::string::npos) {
+      EXPECT_GE(rows.size(), 2u) << "no rows from\n" << sql << q.out;
+    }
+    if (sql.find("layer_index = 0") != std::string::npos) {
+      ASSERT_GE(rows.size(), 2u) << q.out;
+      for (size_t c = 0; c < rows[0].size(); ++c) {
+        if (rows[0][c].rfind("l", 0) != 0 || rows[0][c].find('_') == std::string::npos) continue;
+        for (size_t i = 1; i < rows.size(); ++i) {
+          EXPECT_FALSE(rows[i][c].empty()) << rows[0][c] << " of row " << i << "\n" << q.out;
+        }
+      }
+    }
+  }
+  EXPECT_GE(blocks, 10);
+
+  // The report of the same sweep straight from the file, no coordinator running.
+  const std::string html = (dir / "report.html").string();
+  const Result report = Bitsweep("report --db " + db + " --sweep 1 --out " + html);
+  ASSERT_EQ(report.exit_code, 0) << report.out;
+  std::ifstream html_file(html);
+  std::stringstream html_text;
+  html_text << html_file.rdbuf();
+  int svgs = 0;
+  for (const testing::Element& e : testing::ReadElements(html_text.str())) svgs += e.tag == "svg";
+  EXPECT_EQ(svgs, 4);
+  EXPECT_NE(html_text.str().find("sensitivity"), std::string::npos);
+  const Result missing = Bitsweep("report --db " + (dir / "nope.db").string() + " --sweep 1 --out " + html);
+  EXPECT_EQ(missing.exit_code, 2) << missing.out;
+  EXPECT_NE(missing.out.find("nope.db: no such results database"), std::string::npos) << missing.out;
+  EXPECT_FALSE(fs::exists(dir / "nope.db"));
 }
 
 TEST(LocalCliTest, EvolutionarySweepRunsItsGenerationsWithinTheBudget) {
