@@ -4,8 +4,8 @@
 // the second reads the on-disk cache. bench/dataset_bench.sh drives it; figures go to
 // docs/BENCHMARKS.md.
 //
-//   dataset_bench --dataset imagefolder:/data/val --resize 256 --center_crop 224 --threads 2 \
-//                 --cache_dir /tmp/cache [--model m.onnx] [--max_resident_mb 2048]
+//   dataset_bench --dataset imagefolder:/data/val --resize 256 --center_crop 224 --threads 2
+//       --cache_dir /tmp/cache [--model m.onnx] [--max_resident_mb 2048]
 #include <chrono>
 #include <cstdio>
 #include <string>

@@ -94,6 +94,7 @@ std::optional<SplitLoad> TrainSplit(const v1::DatasetRef& ref, int channels, int
   if (ref.train().empty()) return std::nullopt;
   SplitLoad split{ref.train(), BasePreprocessing(ref, channels)};
   split.preprocessing.limit = limit;
+  split.preprocessing.stratified = limit > 0 && IsImageFiles(ref.train());
   return split;
 }
 

@@ -11,7 +11,8 @@
 // that size with eval_stratified); calibration = `calibration`, else `train`: the first
 // calibration_samples (default 1000) samples of idx: and npy: splits, a class-stratified subset
 // of that size of imagefolder: and list: splits (their files are sorted by class, so the first
-// samples would be one class); training = all of `train`.
+// samples would be one class); training = all of `train` (or `limit` samples of it, chosen as
+// calibration samples are).
 #ifndef BITSWEEP_WORKER_DATASET_SETTINGS_H_
 #define BITSWEEP_WORKER_DATASET_SETTINGS_H_
 
@@ -49,7 +50,7 @@ int ModelInputChannels(const engine::Graph& graph);
 SplitLoad EvalSplit(const v1::DatasetRef& ref, int channels);
 // nullopt when the reference names neither a calibration nor a training split.
 std::optional<SplitLoad> CalibrationSplit(const v1::DatasetRef& ref, int channels);
-// The training split (`limit` > 0: its first `limit` samples); nullopt when there is none.
+// The training split (`limit` > 0: `limit` samples of it); nullopt when there is none.
 std::optional<SplitLoad> TrainSplit(const v1::DatasetRef& ref, int channels, int64_t limit = 0);
 
 absl::StatusOr<engine::Dataset> LoadSplit(const SplitLoad& split,

@@ -150,5 +150,27 @@ TEST(DatasetCliTest, EvalThroughImageFolderEqualsIdx) {
                               getpid()));
 }
 
+// `bitsweep local` carries the image preprocessing in the sweep spec to its workers.
+TEST(DatasetCliTest, LocalSweepOnAnImageFolder) {
+  const std::string dir = absl::StrCat(fs::temp_directory_path().string(),
+                                       "/bitsweep-dataset-local-", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const bitsweep::testing::CommandResult r = bitsweep::testing::RunCommandLine(absl::StrCat(
+      "BITSWEEP_CACHE_DIR=", dir, "/cache ", BITSWEEP_BINARY, " local --model ", kModel,
+      " --dataset ", kPngFolder, " --train-data ", kPngFolder,
+      " --mean 0.2860 --std 0.3530 --center-crop 28 --eval-limit 300 --calibration-samples 100",
+      " --strategy grid --grid 'conv.weights=fixed:8,fixed:4' --workers 1 --db ", dir, "/r.db"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "frontier of sweep 1")) << r.out;
+  // The decoded evaluation subset and calibration subset landed in the dataset cache.
+  int cached = 0;
+  for (const auto& entry : fs::directory_iterator(absl::StrCat(dir, "/cache/datasets"))) {
+    cached += entry.path().extension() == ".pixels";
+  }
+  EXPECT_EQ(cached, 2);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace bitsweep::worker
