@@ -362,15 +362,17 @@ TEST_F(ImageDatasetTest, BadFilesAreNamedOrSkippedAndCounted) {
   absl::StatusOr<Dataset> skipping = LoadDataset(ref, {.skip_bad_images = true});
   ASSERT_TRUE(skipping.ok()) << skipping.status();
   EXPECT_EQ(skipping->size(), 2);
-  EXPECT_EQ(skipping->skipped_images, 3);
-  ASSERT_EQ(skipping->skipped_names.size(), 3u);
+  EXPECT_EQ(skipping->skipped_images, 4);
+  ASSERT_EQ(skipping->skipped_names.size(), 4u);
   EXPECT_TRUE(absl::EndsWith(skipping->skipped_names[0], "b_truncated.jpg"));
   EXPECT_TRUE(absl::EndsWith(skipping->skipped_names[1], "c_text.jpg"));
   EXPECT_TRUE(absl::EndsWith(skipping->skipped_names[2], "d_cmyk.jpg"));
+  EXPECT_TRUE(absl::EndsWith(skipping->skipped_names[3], "f_truncated.png"));
 
   // Each bad file on its own names itself and its problem.
   for (const auto& [file, problem] : std::vector<std::pair<std::string, std::string>>{
-           {"c_text.jpg", "not a JPEG or PNG"}, {"d_cmyk.jpg", "CMYK"}}) {
+           {"c_text.jpg", "not a JPEG or PNG"}, {"d_cmyk.jpg", "CMYK"},
+           {"f_truncated.png", "truncated PNG"}}) {
     const std::string csv = Scratch(absl::StrCat("bad_", file, ".csv"));
     FILE* f = std::fopen(csv.c_str(), "w");
     std::fprintf(f, "%s,0\n", Path(absl::StrCat("bad/x/", file)).c_str());

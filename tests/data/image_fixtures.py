@@ -9,7 +9,7 @@
       Generated images in OUT/images/<class>/ in every mode the loader must read (RGB, L, P with
       transparency, RGBA, LA, 1-bit; PNG, baseline and progressive JPEG with 4:2:0 and 4:4:4
       chroma) and sizes from 40x56 to 300x257, plus corrupt files in OUT/bad/ (truncated JPEG,
-      text named .jpg, CMYK JPEG).
+      text named .jpg, CMYK JPEG, truncated PNG).
   image_fixtures.py all OUT IDX_PREFIX N
       synthetic OUT, then fashion IDX_PREFIX OUT/fashion N, then the file OUT/done.
   image_fixtures.py reference DIR OUT.npy LABELS.npy CHANNELS RESIZE CROP MEAN STD
@@ -96,6 +96,9 @@ def synthetic(out):
         f.write("this is not a JPEG\n")
     good.convert("CMYK").save(os.path.join(bad, "x", "d_cmyk.jpg"), quality=90)
     good.save(os.path.join(bad, "x", "e_good.jpg"), quality=90)
+    good.save(os.path.join(bad, "x", "f_truncated.png"))
+    with open(os.path.join(bad, "x", "f_truncated.png"), "r+b") as f:
+        f.truncate(f.seek(0, 2) - 40)
 
 
 def reference(root, out, labels_out, channels, resize, crop, mean, std):
