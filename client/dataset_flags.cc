@@ -100,6 +100,13 @@ absl::StatusOr<DatasetFlags> DatasetFlagsFromCommandLine(DatasetUse use, bool da
   std::string calibration = absl::GetFlag(FLAGS_calibration_data);
   if (calibration.empty()) calibration = absl::GetFlag(FLAGS_calibration_dataset);
   ref.set_calibration(calibration);
+  if (!data_is_local && train.empty() && calibration.empty()) {
+    // Every strategy's baseline measures activation ranges on the calibration split.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a sweep calibrates on a training or calibration split: --dataset ",
+        absl::GetFlag(FLAGS_dataset).empty() ? "" : absl::GetFlag(FLAGS_dataset) + " ",
+        "names only the evaluation split; add --train_data REF or --calibration_data REF"));
+  }
 
   ASSIGN_OR_RETURN(std::vector<float> mean, ParseFloatList("mean", absl::GetFlag(FLAGS_mean)));
   ASSIGN_OR_RETURN(std::vector<float> std, ParseFloatList("std", absl::GetFlag(FLAGS_std)));

@@ -146,6 +146,12 @@ TEST(DatasetCliTest, EvalThroughImageFolderEqualsIdx) {
       BITSWEEP_BINARY, " eval --model ", kModel, " --dataset imagefolder:/nonexistent/x"));
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(missing.out, "/nonexistent/x")) << missing.out;
+  // A sweep needs a calibration split besides a single evaluation folder.
+  const bitsweep::testing::CommandResult submit = bitsweep::testing::RunCommandLine(absl::StrCat(
+      BITSWEEP_BINARY, " submit --server 127.0.0.1:1 --model ", kModel, " --dataset ",
+      kPngFolder));
+  EXPECT_EQ(submit.exit_code, 1) << submit.out;
+  EXPECT_TRUE(absl::StrContains(submit.out, "--calibration_data")) << submit.out;
   fs::remove_all(absl::StrCat(fs::temp_directory_path().string(), "/bitsweep-dataset-cli-",
                               getpid()));
 }
