@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "worker/engine/data/image_decode.h"
 #include "worker/engine/data/image_list.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
@@ -381,6 +385,37 @@ TEST_F(ImageDatasetTest, BadFilesAreNamedOrSkippedAndCounted) {
     ASSERT_FALSE(one.ok()) << file;
     EXPECT_TRUE(absl::StrContains(one.status().message(), file)) << one.status();
     EXPECT_TRUE(absl::StrContains(one.status().message(), problem)) << one.status();
+  }
+}
+
+// Damaged files never crash the decoders: every mutation decodes or is an INVALID_ARGUMENT
+// naming the file.
+TEST_F(ImageDatasetTest, MutatedFilesDecodeOrFailCleanly) {
+  std::mt19937 rng(7);
+  for (const char* file : {"images/alpha/01_rgb.jpg", "images/alpha/01_prog.JPG",
+                           "images/beta/08_pal.png", "images/gamma/15_rgba.png"}) {
+    std::ifstream in(Path(file), std::ios::binary);
+    const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(good.empty()) << file;
+    int failures = 0;
+    for (int round = 0; round < 150; ++round) {
+      std::string bytes = good;
+      if (round % 3 == 0) {
+        bytes.resize(rng() % bytes.size());  // truncated anywhere
+      } else {
+        for (int k = 0; k < 1 + round % 7; ++k) bytes[rng() % bytes.size()] = static_cast<char>(rng());
+      }
+      absl::StatusOr<data::Image> image = data::DecodeImage(bytes, file, 3);
+      if (image.ok()) {
+        EXPECT_EQ(image->pixels.size(),
+                  static_cast<size_t>(image->height * image->width * 3));
+      } else {
+        ++failures;
+        EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+        EXPECT_TRUE(absl::StrContains(image.status().message(), file)) << image.status();
+      }
+    }
+    EXPECT_GT(failures, 0) << file;
   }
 }
 
