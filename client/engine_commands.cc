@@ -163,6 +163,7 @@ absl::Status EvalCommand() {
   options.threads = absl::GetFlag(FLAGS_threads);
 
   Json out = {{"model", model}, {"dataset", dataset_ref}};
+  if (dataset.skipped_images > 0) out["skipped_images"] = dataset.skipped_images;
   engine::EvalResult r;
   std::optional<engine::TrialResult> trial;
   if (config_path.empty()) {
