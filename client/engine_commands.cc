@@ -14,9 +14,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "client/command_line.h"
+#include "client/dataset_flags.h"
 #include "client/flag_values.h"
 #include "client/listing.h"
 #include "common/status_macros.h"
+#include "worker/dataset_settings.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
@@ -33,15 +35,6 @@
 #include "worker/engine/zoo/onnx_builder.h"
 
 ABSL_FLAG(std::string, model, "", "ONNX model file");
-ABSL_FLAG(std::string, dataset, "",
-          "dataset: idx:DIR (a folder in MNIST naming: DIR/train and DIR/t10k splits), "
-          "idx:PREFIX (one split, e.g. idx:/usr/share/datasets/fashion-mnist/t10k) or "
-          "npy:IMAGES.npy,LABELS.npy");
-ABSL_FLAG(std::string, train_data, "", "training split (train, finetune, calibration)");
-ABSL_FLAG(std::string, eval_data, "", "evaluation split (eval, train and finetune reports)");
-ABSL_FLAG(std::string, mean, "", "per-channel mean subtracted after scaling to [0,1], e.g. 0.2860");
-ABSL_FLAG(std::string, std, "", "per-channel standard deviation divided by, e.g. 0.3530");
-ABSL_FLAG(int64_t, limit, 0, "evaluate only the first N samples (0: all)");
 ABSL_FLAG(int64_t, batch, 256, "batch size");
 ABSL_FLAG(int32_t, threads, 2, "oneDNN (OpenMP) threads");
 ABSL_FLAG(bool, json, false, "print one JSON object on a single line");
@@ -51,9 +44,6 @@ ABSL_FLAG(bool, int8, false,
           "the fp32 emulation (int:8:sym configs only; others are an error naming the layer)");
 ABSL_FLAG(std::string, hardware_profile, "",
           "hardware profile JSON with energy constants (default: Horowitz ISSCC 2014, 45 nm)");
-ABSL_FLAG(std::string, calibration_dataset, "",
-          "calibration split (default: idx:DIR/train beside an idx:DIR/t10k --dataset)");
-ABSL_FLAG(int64_t, calibration_samples, 1000, "calibration samples: the first N of the split");
 ABSL_FLAG(std::string, arch, "lenet5",
           "architecture to train: linear (closed-form ridge), lenet5, squeezenet-mini, "
           "resnet-mini, alexnet-mini");
@@ -87,63 +77,6 @@ std::string FileNameFor(const std::string& value_name) {
   return out;
 }
 
-
-// A split with the --mean/--std preprocessing; limit > 0 keeps the first `limit` samples.
-absl::StatusOr<engine::Dataset> LoadSplit(const std::string& reference, int64_t limit) {
-  if (limit < 0) return UsageError("--limit must be >= 0");
-  engine::Preprocessing prep;
-  ASSIGN_OR_RETURN(prep.mean, ParseFloatList("mean", absl::GetFlag(FLAGS_mean)));
-  ASSIGN_OR_RETURN(prep.std, ParseFloatList("std", absl::GetFlag(FLAGS_std)));
-  prep.limit = limit;
-  return engine::LoadDataset(reference, prep);
-}
-
-// The training and evaluation splits the flags name. --train_data / --eval_data win. Otherwise
-// --dataset idx:DIR, a folder in MNIST naming, gives idx:DIR/train and idx:DIR/t10k; and a
-// --dataset naming one split stands for the split the command reads (the training split when
-// `reads_training`, else the evaluation split), its sibling following MNIST naming
-// (idx:DIR/train <-> idx:DIR/t10k) when there is one. Unknown splits are empty.
-struct Splits {
-  std::string train, eval;
-};
-absl::StatusOr<Splits> SplitsFromFlags(bool reads_training) {
-  Splits splits{absl::GetFlag(FLAGS_train_data), absl::GetFlag(FLAGS_eval_data)};
-  const std::string dataset = absl::GetFlag(FLAGS_dataset);
-  if (!dataset.empty()) {
-    std::string train = dataset, eval = dataset;
-    const std::string path = absl::StartsWith(dataset, "idx:") ? dataset.substr(4) : "";
-    if (!path.empty() && std::filesystem::is_directory(path)) {
-      train = dataset + "/train";
-      eval = dataset + "/t10k";
-    } else if (reads_training) {
-      eval = absl::EndsWith(dataset, "/train")
-                 ? dataset.substr(0, dataset.size() - 6) + "/t10k" : "";
-    } else {
-      train = absl::EndsWith(dataset, "/t10k")
-                  ? dataset.substr(0, dataset.size() - 5) + "/train" : "";
-    }
-    if (splits.train.empty()) splits.train = train;
-    if (splits.eval.empty()) splits.eval = eval;
-  }
-  if ((reads_training ? splits.train : splits.eval).empty()) {
-    return UsageError(absl::StrCat(
-        "--dataset is required (or --", reads_training ? "train_data" : "eval_data", ")"));
-  }
-  return splits;
-}
-
-// The calibration split: --calibration_dataset, else the first --calibration_samples of the
-// training split. Empty reference when there is none.
-absl::StatusOr<std::optional<engine::Dataset>> CalibrationSplit(const Splits& splits,
-                                                                std::string* reference) {
-  *reference = absl::GetFlag(FLAGS_calibration_dataset);
-  if (reference->empty()) *reference = splits.train;
-  if (reference->empty()) return std::optional<engine::Dataset>();
-  const int64_t samples = absl::GetFlag(FLAGS_calibration_samples);
-  if (samples < 1) return UsageError("--calibration_samples must be >= 1");
-  ASSIGN_OR_RETURN(engine::Dataset data, LoadSplit(*reference, samples));
-  return std::optional<engine::Dataset>(std::move(data));
-}
 
 absl::Status CheckThreads() {
   if (absl::GetFlag(FLAGS_threads) < 1) return UsageError("--threads must be >= 1");
@@ -219,15 +152,20 @@ absl::Status EvalCommand() {
   if (true_int8 && config_path.empty()) {
     return UsageError("--int8 needs --config (an int:8:sym quantization config)");
   }
-  ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/false));
-  const std::string dataset_ref = splits.eval;
+  ASSIGN_OR_RETURN(DatasetFlags data, DatasetFlagsFromCommandLine(DatasetUse::kEvaluation,
+                                                                  /*data_is_local=*/true));
+  const std::string dataset_ref = data.ref.eval();
   ASSIGN_OR_RETURN(engine::Graph graph, engine::ImportOnnxFile(model));
-  ASSIGN_OR_RETURN(engine::Dataset dataset, LoadSplit(dataset_ref, absl::GetFlag(FLAGS_limit)));
+  const int channels = worker::ModelInputChannels(graph);
+  const engine::LoadOptions load = DatasetLoadOptions(absl::GetFlag(FLAGS_threads));
+  ASSIGN_OR_RETURN(engine::Dataset dataset,
+                   worker::LoadSplit(worker::EvalSplit(data.ref, channels), load));
   engine::EvalOptions options;
   options.batch = absl::GetFlag(FLAGS_batch);
   options.threads = absl::GetFlag(FLAGS_threads);
 
   Json out = {{"model", model}, {"dataset", dataset_ref}};
+  if (dataset.skipped_images > 0) out["skipped_images"] = dataset.skipped_images;
   engine::EvalResult r;
   std::optional<engine::TrialResult> trial;
   if (config_path.empty()) {
@@ -243,13 +181,16 @@ absl::Status EvalCommand() {
       ASSIGN_OR_RETURN(in.profile, engine::quant::LoadHardwareProfile(profile));
     }
     std::string calibration_ref;
-    ASSIGN_OR_RETURN(std::optional<engine::Dataset> calibration,
-                     CalibrationSplit(splits, &calibration_ref));
-    if (calibration) in.calibration = &*calibration;
+    std::optional<engine::Dataset> calibration;
+    if (std::optional<worker::SplitLoad> split = worker::CalibrationSplit(data.ref, channels)) {
+      calibration_ref = split->reference;
+      ASSIGN_OR_RETURN(calibration, worker::LoadSplit(*split, load));
+      in.calibration = &*calibration;
+    }
     absl::StatusOr<engine::TrialResult> t =
         true_int8 ? engine::int8::RunInt8Trial(in, options) : engine::RunTrial(in, options);
     if (!t.ok() && in.calibration == nullptr) {
-      return Annotate(t.status(), "give --calibration_dataset REF or --train_data REF");
+      return Annotate(t.status(), "give --calibration_data REF or --train_data REF");
     }
     RETURN_IF_ERROR(t.status());
     trial = *std::move(t);
@@ -331,9 +272,13 @@ absl::Status InspectCommand() {
   }
   std::optional<engine::Dataset> data;
   engine::Shape sample(graph.inputs[0].shape.begin() + 1, graph.inputs[0].shape.end());
-  if (!absl::GetFlag(FLAGS_dataset).empty() || !absl::GetFlag(FLAGS_train_data).empty()) {
-    ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/true));
-    ASSIGN_OR_RETURN(data, LoadSplit(splits.train, absl::GetFlag(FLAGS_limit)));
+  if (DatasetFlagsGiven()) {
+    ASSIGN_OR_RETURN(DatasetFlags flags, DatasetFlagsFromCommandLine(DatasetUse::kTraining,
+                                                                     /*data_is_local=*/true));
+    ASSIGN_OR_RETURN(data, worker::LoadSplit(*worker::TrainSplit(flags.ref,
+                                                                 worker::ModelInputChannels(graph),
+                                                                 flags.train_limit),
+                                             DatasetLoadOptions(absl::GetFlag(FLAGS_threads))));
     RETURN_IF_ERROR(engine::CheckFitsInput(*data, graph.inputs[0].shape, graph.inputs[0].name));
     sample = data->sample_shape();
   }
@@ -442,10 +387,17 @@ absl::Status TrainCommand() {
   const std::string out = absl::GetFlag(FLAGS_out);
   RETURN_IF_ERROR(RequireFlag("out", out));
   RETURN_IF_ERROR(CheckThreads());
-  ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/true));
-  ASSIGN_OR_RETURN(engine::Dataset train, LoadSplit(splits.train, absl::GetFlag(FLAGS_limit)));
+  ASSIGN_OR_RETURN(DatasetFlags data, DatasetFlagsFromCommandLine(DatasetUse::kTraining,
+                                                                  /*data_is_local=*/true));
+  const engine::LoadOptions load = DatasetLoadOptions(absl::GetFlag(FLAGS_threads));
+  ASSIGN_OR_RETURN(engine::Dataset train,
+                   worker::LoadSplit(*worker::TrainSplit(data.ref, data.channels,
+                                                         data.train_limit),
+                                     load));
   std::optional<engine::Dataset> eval;
-  if (!splits.eval.empty()) { ASSIGN_OR_RETURN(eval, LoadSplit(splits.eval, 0)); }
+  if (!data.ref.eval().empty()) {
+    ASSIGN_OR_RETURN(eval, worker::LoadSplit(worker::EvalSplit(data.ref, data.channels), load));
+  }
 
   onnx::ModelProto model;
   if (arch == "linear") {
@@ -500,20 +452,27 @@ absl::Status FinetuneCommand() {
   RETURN_IF_ERROR(CheckThreads());
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   if (steps < 1) return UsageError("--steps must be >= 1");
-  ASSIGN_OR_RETURN(Splits splits, SplitsFromFlags(/*reads_training=*/true));
-  if (splits.eval.empty()) {
+  ASSIGN_OR_RETURN(DatasetFlags data, DatasetFlagsFromCommandLine(DatasetUse::kTraining,
+                                                                  /*data_is_local=*/true));
+  if (data.ref.eval().empty()) {
     return UsageError("finetune needs an evaluation split: --dataset idx:DIR or "
                                       "--eval_data REF");
   }
-  ASSIGN_OR_RETURN(engine::Dataset train, LoadSplit(splits.train, absl::GetFlag(FLAGS_limit)));
-  ASSIGN_OR_RETURN(engine::Dataset eval, LoadSplit(splits.eval, 0));
-  std::string calibration_ref;
-  ASSIGN_OR_RETURN(std::optional<engine::Dataset> calibration,
-                   CalibrationSplit(splits, &calibration_ref));
   ASSIGN_OR_RETURN(engine::quant::QuantConfig config,
                    engine::quant::ReadQuantConfigFile(config_path));
   ASSIGN_OR_RETURN(onnx::ModelProto model, engine::ReadOnnxModel(model_path));
   ASSIGN_OR_RETURN(engine::Graph graph, engine::ImportOnnxModel(model, {}, model_path));
+  const int channels = worker::ModelInputChannels(graph);
+  const engine::LoadOptions load = DatasetLoadOptions(absl::GetFlag(FLAGS_threads));
+  ASSIGN_OR_RETURN(engine::Dataset train,
+                   worker::LoadSplit(*worker::TrainSplit(data.ref, channels, data.train_limit),
+                                     load));
+  ASSIGN_OR_RETURN(engine::Dataset eval,
+                   worker::LoadSplit(worker::EvalSplit(data.ref, channels), load));
+  std::optional<engine::Dataset> calibration;
+  if (std::optional<worker::SplitLoad> split = worker::CalibrationSplit(data.ref, channels)) {
+    ASSIGN_OR_RETURN(calibration, worker::LoadSplit(*split, load));
+  }
   for (const engine::Node& n : graph.nodes) {
     if (n.op == engine::OpKind::kBatchNorm) {
       absl::PrintF("note: '%s' is a BatchNormalization; fine-tuning quantizes the unfolded "

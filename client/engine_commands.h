@@ -14,7 +14,8 @@ namespace bitsweep::cli {
 
 // bitsweep eval --model M.onnx --dataset REF [--mean ..] [--std ..] [--limit N] [--batch 256]
 //               [--threads 2] [--json] [--config C.json [--hardware_profile P.json]
-//               [--calibration_dataset REF] [--calibration_samples 1000]]
+//               [--calibration_data REF] [--calibration_samples 1000]]
+// Dataset flags (every command): client/dataset_flags.h.
 absl::Status EvalCommand();
 
 // bitsweep run --model M.onnx --input NAME=FILE.pb [--input ...] --output-dir DIR

@@ -55,8 +55,11 @@ absl::Status LocalCommand() {
   const std::string address = absl::StrCat("127.0.0.1:", server->port());
 
   // The workers share the cores (each trial takes its share of --threads when it starts) and one
-  // executor, so datasets, models and calibrations are loaded once.
-  auto executor = std::make_shared<worker::TrialExecutor>();
+  // executor, so datasets, models and calibrations are loaded once (image datasets are decoded
+  // into the dataset cache folder once across runs).
+  worker::TrialExecutorOptions executor_options;
+  executor_options.dataset_cache_dir = worker::DefaultCacheDir("datasets");
+  auto executor = std::make_shared<worker::TrialExecutor>(executor_options);
   auto thread_budget = std::make_shared<worker::ThreadBudget>(threads);
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   std::vector<std::unique_ptr<worker::Worker>> pool;

@@ -26,8 +26,9 @@ using bitsweep::cli::CommandSpec;
 using bitsweep::cli::Invocation;
 
 // Flags shared by several commands, listed once.
-const std::vector<std::string> kDataFlags = {"dataset", "train_data", "eval_data", "mean", "std",
-                                             "limit", "batch"};
+const std::vector<std::string> kDataFlags = {
+    "dataset", "train_data", "eval_data", "calibration_data", "mean", "std", "limit", "eval_limit",
+    "batch", "resize", "center_crop", "channel_order", "skip_bad_images"};
 const std::vector<std::string> kSweepFlags = {
     "strategy", "error_margin", "weight_formats", "activation_formats", "grid", "objectives",
     "finetune_steps", "lr", "budget", "population", "seed", "max_attempts", "name", "sweep_file",
@@ -75,7 +76,7 @@ const std::vector<CommandSpec>& Commands() {
        "Architectures: lenet5, squeezenet-mini, resnet-mini, alexnet-mini; linear (closed-form\n"
        "ridge). The written file is scored on the evaluation split.",
        Join({{"arch", "out"}, kDataFlags,
-             {"epochs", "lr", "train_batch", "momentum", "weight_decay", "lr_decay", "seed",
+             {"epochs", "lr", "train_batch", "momentum", "weight_decay", "lr_decay", "seed", "channels",
               "threads", "json"}}),
        {}, {}, Plain(cli::TrainCommand)},
       {"finetune", "--model M.onnx --config C.json --dataset idx:DIR --steps N [flags]",
@@ -148,7 +149,9 @@ std::string Usage() {
       "\nService commands talk to a coordinator: --server HOST:PORT (or BITSWEEP_SERVER), --token T\n"
       "(or BITSWEEP_TOKEN) when it requires one; these flags go before or after the command.\n"
       "Datasets: idx:DIR (MNIST naming: DIR/train and DIR/t10k), idx:PREFIX (one split),\n"
-      "npy:IMAGES.npy,LABELS.npy; or --train-data REF --eval-data REF.\n"
+      "npy:IMAGES.npy,LABELS.npy (float32, or uint8 images), imagefolder:DIR (a folder per\n"
+      "class), list:FILE.csv (path,label lines); or --train-data REF --eval-data REF. Image\n"
+      "datasets take --resize N --center-crop N (as torchvision), docs/DATASETS.md.\n"
       "Flags take - or _ (--error-margin = --error_margin), --flag VALUE or --flag=VALUE.\n"
       "Exit status: 0 success, 1 failure, 2 usage error.\n\n"
       "Run 'bitsweep COMMAND --help' for a command's flags; 'bitsweep --version' for versions.\n");

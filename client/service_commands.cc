@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/command_line.h"
+#include "client/dataset_flags.h"
 #include "client/flag_values.h"
 #include "client/listing.h"
 #include "client/plot.h"
@@ -30,14 +31,7 @@
 
 // Shared with the engine commands (engine_commands.cc).
 ABSL_DECLARE_FLAG(std::string, model);
-ABSL_DECLARE_FLAG(std::string, dataset);
-ABSL_DECLARE_FLAG(std::string, train_data);
-ABSL_DECLARE_FLAG(std::string, eval_data);
-ABSL_DECLARE_FLAG(std::string, mean);
-ABSL_DECLARE_FLAG(std::string, std);
-ABSL_DECLARE_FLAG(int64_t, limit);
 ABSL_DECLARE_FLAG(int64_t, batch);
-ABSL_DECLARE_FLAG(int64_t, calibration_samples);
 ABSL_DECLARE_FLAG(std::string, hardware_profile);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(uint64_t, seed);
@@ -109,44 +103,6 @@ absl::StatusOr<std::vector<v1::Objective>> ObjectivesFromFlag() {
   }
   return objectives;
 }
-
-// The dataset the flags name. The references are resolved on the workers: `idx:DIR` stands for
-// DIR/train (calibration, fine-tuning) and DIR/t10k (evaluation), MNIST's naming.
-absl::StatusOr<v1::DatasetRef> DatasetFromFlags() {
-  v1::DatasetRef ref;
-  std::string train = absl::GetFlag(FLAGS_train_data), eval = absl::GetFlag(FLAGS_eval_data);
-  if (const std::string dataset = absl::GetFlag(FLAGS_dataset); !dataset.empty()) {
-    std::string dataset_train = dataset + "/train", dataset_eval = dataset + "/t10k";
-    if (absl::EndsWith(dataset, "/train")) {
-      dataset_train = dataset;
-      dataset_eval = dataset.substr(0, dataset.size() - 6) + "/t10k";
-    } else if (absl::EndsWith(dataset, "/t10k")) {
-      dataset_train = dataset.substr(0, dataset.size() - 5) + "/train";
-      dataset_eval = dataset;
-    } else if (!absl::StartsWith(dataset, "idx:")) {
-      return UsageError(absl::StrCat(
-          "--dataset ", dataset, ": only idx:DIR names both splits; give --train_data REF "
-          "--eval_data REF"));
-    }
-    if (train.empty()) train = dataset_train;
-    if (eval.empty()) eval = dataset_eval;
-  }
-  if (eval.empty()) {
-    return UsageError(
-        "a sweep needs data: --dataset idx:DIR (DIR/train and DIR/t10k) or --train_data REF "
-        "--eval_data REF");
-  }
-  ref.set_train(train);
-  ref.set_eval(eval);
-  ASSIGN_OR_RETURN(std::vector<float> mean, ParseFloatList("mean", absl::GetFlag(FLAGS_mean)));
-  ASSIGN_OR_RETURN(std::vector<float> std, ParseFloatList("std", absl::GetFlag(FLAGS_std)));
-  *ref.mutable_mean() = {mean.begin(), mean.end()};
-  *ref.mutable_std() = {std.begin(), std.end()};
-  ref.set_eval_limit(absl::GetFlag(FLAGS_limit));
-  ref.set_calibration_samples(absl::GetFlag(FLAGS_calibration_samples));
-  return ref;
-}
-
 
 absl::StatusOr<std::vector<v1::GridAxis>> GridFromFlag(const std::string& text) {
   std::vector<v1::GridAxis> axes;
@@ -264,11 +220,13 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   if (!spec.has_error_margin() || absl::GetFlag(FLAGS_error_margin) != 1.0) {
     spec.set_error_margin(absl::GetFlag(FLAGS_error_margin));
   }
-  if (!spec.settings().dataset().eval().empty() && absl::GetFlag(FLAGS_dataset).empty() &&
-      absl::GetFlag(FLAGS_eval_data).empty()) {
+  if (!spec.settings().dataset().eval().empty() && !DatasetFlagsGiven()) {
     // The file names the data.
   } else {
-    ASSIGN_OR_RETURN(*spec.mutable_settings()->mutable_dataset(), DatasetFromFlags());
+    // The workers resolve the references: idx:DIR means DIR/train and DIR/t10k.
+    ASSIGN_OR_RETURN(DatasetFlags data, DatasetFlagsFromCommandLine(DatasetUse::kEvaluation,
+                                                                    /*data_is_local=*/false));
+    *spec.mutable_settings()->mutable_dataset() = data.ref;
   }
   if (absl::GetFlag(FLAGS_batch) != 256 || spec.settings().batch() == 0) {
     spec.mutable_settings()->set_batch(absl::GetFlag(FLAGS_batch));

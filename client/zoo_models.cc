@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "worker/dataset_settings.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/train/trainer.h"
 #include "worker/engine/zoo/onnx_builder.h"
@@ -35,17 +36,7 @@ constexpr Recipe kRecipes[] = {
 }  // namespace
 
 absl::StatusOr<std::string> CacheDir(const std::string& sub) {
-  std::string base;
-  if (const char* d = std::getenv("BITSWEEP_CACHE_DIR"); d != nullptr && *d) {
-    base = d;
-  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) {
-    base = absl::StrCat(x, "/bitsweep");
-  } else if (const char* h = std::getenv("HOME"); h != nullptr && *h) {
-    base = absl::StrCat(h, "/.cache/bitsweep");
-  } else {
-    return absl::FailedPreconditionError("no cache folder: set BITSWEEP_CACHE_DIR or HOME");
-  }
-  const std::string dir = absl::StrCat(base, "/", sub);
+  const std::string dir = worker::DefaultCacheDir(sub);
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) return absl::UnavailableError(absl::StrCat(dir, ": ", error.message()));

@@ -20,7 +20,7 @@ namespace bitsweep::cli {
 absl::StatusOr<std::string> ResolveModel(const std::string& model, const v1::DatasetRef& dataset,
                                          int threads);
 
-// The cache folder (created if missing).
+// worker::DefaultCacheDir(sub), created if missing.
 absl::StatusOr<std::string> CacheDir(const std::string& sub);
 
 }  // namespace bitsweep::cli

@@ -17,6 +17,8 @@ PACKAGES=(
   prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   zlib1g-dev nlohmann-json3-dev libssl-dev
+  libjpeg62-turbo-dev libpng-dev
+  python3-pil python3-torch python3-torchvision python3-numpy
   dataset-fashion-mnist libonnx-testdata
   time
   librsvg2-bin fonts-dejavu-core chromium

@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, name, "", "worker name shown by the coordinator (default:
 ABSL_FLAG(std::string, cache_dir, "",
           "model cache directory (default: $XDG_CACHE_HOME/bitsweep/models or "
           "~/.cache/bitsweep/models)");
+ABSL_FLAG(std::string, dataset_cache_dir, "",
+          "decoded image datasets (default: $XDG_CACHE_HOME/bitsweep/datasets or "
+          "~/.cache/bitsweep/datasets)");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
 ABSL_FLAG(std::string, token, "", "bearer token the coordinator expects from workers");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect to the coordinator with TLS");
@@ -57,7 +60,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
-      "[--cache_dir DIR] [--metrics_port P] [--token T] [--tls_ca PEM]");
+      "[--cache_dir DIR] [--dataset_cache_dir DIR] [--metrics_port P] [--token T] [--tls_ca PEM]");
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] {
     const dnnl_version_t* dnnl = dnnl_version();
@@ -87,6 +90,7 @@ int main(int argc, char** argv) {
   options.lease_wait = absl::Milliseconds(lease_wait_ms);
   options.name = absl::GetFlag(FLAGS_name);
   options.model_cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.dataset_cache_dir = absl::GetFlag(FLAGS_dataset_cache_dir);
   options.bearer_token = absl::GetFlag(FLAGS_token);
 
   // Signals are taken by one thread with sigwait: every other thread (gRPC's, OpenMP's) inherits

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "worker/dataset_settings.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/quant/config.h"
@@ -29,7 +30,6 @@ namespace {
 namespace quant = engine::quant;
 
 constexpr int64_t kDefaultBatch = 256;
-constexpr int64_t kDefaultCalibrationSamples = 1000;
 // Fine-tuning defaults: the same as `bitsweep finetune`.
 constexpr double kDefaultLearningRate = 0.001;
 constexpr int64_t kDefaultFinetuneBatch = 64;
@@ -42,13 +42,6 @@ absl::Status CheckCancelled(const std::atomic<bool>* cancelled) {
     return absl::CancelledError("trial cancelled");
   }
   return absl::OkStatus();
-}
-
-// Floats in hex notation: exact, so keys differ exactly when the preprocessing does.
-std::string FloatsKey(const std::vector<float>& values) {
-  return absl::StrJoin(values, ",", [](std::string* out, float v) {
-    absl::StrAppend(out, absl::StrFormat("%a", v));
-  });
 }
 
 // LoadHardwareProfile reads a file; the profile arrives as text, so it goes through a private
@@ -186,6 +179,11 @@ int64_t TrialExecutor::dataset_loads() const {
   return dataset_loads_;
 }
 
+int64_t TrialExecutor::images_decoded() const {
+  absl::MutexLock lock(&mu_);
+  return images_decoded_;
+}
+
 int64_t TrialExecutor::model_imports() const {
   absl::MutexLock lock(&mu_);
   return model_imports_;
@@ -230,19 +228,27 @@ absl::StatusOr<std::shared_ptr<const T>> TrialExecutor::GetOrLoad(
 }
 
 absl::StatusOr<std::shared_ptr<const engine::Dataset>> TrialExecutor::GetDataset(
-    const std::string& reference, const engine::Preprocessing& preprocessing,
-    std::string* cache_key) {
-  const std::string key =
-      absl::StrCat(reference, "|mean=", FloatsKey(preprocessing.mean),
-                   "|std=", FloatsKey(preprocessing.std), "|limit=", preprocessing.limit);
+    const SplitLoad& split, int threads, std::string* cache_key) {
+  const std::string key = split.Key();
   if (cache_key != nullptr) *cache_key = key;
   int64_t* loads;
   {
     absl::MutexLock lock(&mu_);
     loads = &dataset_loads_;
   }
+  engine::LoadOptions load_options;
+  load_options.threads = threads;
+  load_options.cache_dir = options_.dataset_cache_dir;
   return GetOrLoad<engine::Dataset>(&datasets_, options_.max_cached_datasets, key, loads,
-                                    [&] { return engine::LoadDataset(reference, preprocessing); });
+                                    [&]() -> absl::StatusOr<engine::Dataset> {
+                                      absl::StatusOr<engine::Dataset> ds =
+                                          LoadSplit(split, load_options);
+                                      if (ds.ok()) {
+                                        absl::MutexLock lock(&mu_);
+                                        images_decoded_ += ds->decoded_images;
+                                      }
+                                      return ds;
+                                    });
 }
 
 absl::StatusOr<std::shared_ptr<const TrialExecutor::LoadedModel>> TrialExecutor::GetModel(
@@ -277,14 +283,7 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
     return absl::InvalidArgumentError(
         absl::StrCat("settings.batch must be >= 0 (0 means 256), got ", settings.batch()));
   }
-  if (dataset.eval_limit() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("settings.dataset.eval_limit must be >= 0, got ", dataset.eval_limit()));
-  }
-  if (dataset.calibration_samples() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "settings.dataset.calibration_samples must be >= 0, got ", dataset.calibration_samples()));
-  }
+  RETURN_IF_ERROR(CheckDatasetRef(dataset));
   if (dataset.eval().empty()) {
     return absl::InvalidArgumentError("settings.dataset.eval is empty: no evaluation split");
   }
@@ -298,9 +297,10 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
     return absl::InvalidArgumentError(
         "spec.finetune.steps > 0 needs a training split: settings.dataset.train is empty");
   }
-  if (spec.collect_ranges() && dataset.train().empty()) {
+  if (spec.collect_ranges() && dataset.train().empty() && dataset.calibration().empty()) {
     return absl::InvalidArgumentError(
-        "spec.collect_ranges needs a calibration split: settings.dataset.train is empty");
+        "spec.collect_ranges needs a calibration split: settings.dataset.train and "
+        "settings.dataset.calibration are empty");
   }
   absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(spec.config_json());
   if (!config.ok()) return Annotate(config.status(), "spec.config_json");
@@ -312,28 +312,22 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, GetModel(model));
   RETURN_IF_ERROR(CheckCancelled(options.cancelled));
 
-  engine::Preprocessing preprocessing;
-  preprocessing.mean.assign(dataset.mean().begin(), dataset.mean().end());
-  preprocessing.std.assign(dataset.std().begin(), dataset.std().end());
-
-  engine::Preprocessing eval_preprocessing = preprocessing;
-  eval_preprocessing.limit = dataset.eval_limit();
+  // Image datasets take the model input's channel count.
+  const int channels = ModelInputChannels(loaded->graph);
   absl::StatusOr<std::shared_ptr<const engine::Dataset>> eval =
-      GetDataset(dataset.eval(), eval_preprocessing, nullptr);
+      GetDataset(EvalSplit(dataset, channels), threads, nullptr);
   if (!eval.ok()) return Annotate(eval.status(), "settings.dataset.eval");
 
-  // The calibration split: the first calibration_samples of the training split.
+  // The calibration split (dataset_settings.h): calibration_samples of `calibration` or `train`.
   std::shared_ptr<const engine::Dataset> calibration;
   std::string calibration_key;
-  if (!dataset.train().empty()) {
-    engine::Preprocessing calibration_preprocessing = preprocessing;
-    calibration_preprocessing.limit = dataset.calibration_samples() > 0
-                                          ? dataset.calibration_samples()
-                                          : kDefaultCalibrationSamples;
+  if (std::optional<SplitLoad> split = CalibrationSplit(dataset, channels)) {
     absl::StatusOr<std::shared_ptr<const engine::Dataset>> loaded_calibration =
-        GetDataset(dataset.train(), calibration_preprocessing, &calibration_key);
+        GetDataset(*split, threads, &calibration_key);
     if (!loaded_calibration.ok()) {
-      return Annotate(loaded_calibration.status(), "settings.dataset.train");
+      return Annotate(loaded_calibration.status(), dataset.calibration().empty()
+                                                       ? "settings.dataset.train"
+                                                       : "settings.dataset.calibration");
     }
     calibration = *std::move(loaded_calibration);
   }
@@ -355,7 +349,7 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
   v1::TrialResult result;
   if (finetune.steps() > 0) {
     absl::StatusOr<std::shared_ptr<const engine::Dataset>> train =
-        GetDataset(dataset.train(), preprocessing, nullptr);
+        GetDataset(*TrainSplit(dataset, channels), threads, nullptr);
     if (!train.ok()) return Annotate(train.status(), "settings.dataset.train");
     RETURN_IF_ERROR(CheckCancelled(options.cancelled));
     engine::TrainOptions train_options;

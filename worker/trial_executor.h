@@ -13,9 +13,10 @@
 //       {.threads = 2, .cancelled = &cancel_flag});
 //   if (!r.ok()) report(TrialErrorFromStatus(r.status()));   // permanent or transient
 //
-// Semantics follow `bitsweep eval` / `bitsweep finetune` (client/engine_commands.cc): the
-// calibration split is the first `calibration_samples` (default 1000) samples of the training
-// split; fine-tuning runs on the whole training split with lr 0.001, batch 64, momentum 0.9 and
+// Semantics follow `bitsweep eval` / `bitsweep finetune` (client/engine_commands.cc): the splits
+// are read as dataset_settings.h says (the calibration split is `calibration_samples`, default
+// 1000, of the calibration or training split; image datasets take the model input's channel
+// count and are decoded once into `dataset_cache_dir`); fine-tuning runs on the whole training split with lr 0.001, batch 64, momentum 0.9 and
 // weight decay 5e-4 unless the spec says otherwise, and `top1` is measured after it.
 #ifndef BITSWEEP_WORKER_TRIAL_EXECUTOR_H_
 #define BITSWEEP_WORKER_TRIAL_EXECUTOR_H_
@@ -34,6 +35,7 @@
 #include "bitsweep/v1/common.pb.h"
 #include "bitsweep/v1/worker.pb.h"
 #include "onnx/onnx_pb.h"
+#include "worker/dataset_settings.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
@@ -63,6 +65,9 @@ struct TrialExecutorOptions {
   // their copy alive). The Fashion-MNIST training split alone is ~190 MB as float.
   int max_cached_datasets = 6;
   int max_cached_models = 4;
+  // Decoded image datasets (uint8, per files and geometry) on disk: later trials and later
+  // processes decode nothing. Empty: kept in memory only.
+  std::string dataset_cache_dir;
 };
 
 class TrialExecutor {
@@ -81,6 +86,8 @@ class TrialExecutor {
   // How many datasets were loaded and models imported (cache misses); for tests and logs.
   int64_t dataset_loads() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t model_imports() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Images decoded by those loads (0 for loads served by the on-disk dataset cache).
+  int64_t images_decoded() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t calibrations() const { return calibration_cache_.computations(); }
 
  private:
@@ -102,9 +109,10 @@ class TrialExecutor {
   absl::StatusOr<std::shared_ptr<const T>> GetOrLoad(
       std::list<std::pair<std::string, std::shared_ptr<Slot<T>>>>* cache, int max_entries,
       const std::string& key, int64_t* loads, Load load) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<std::shared_ptr<const engine::Dataset>> GetDataset(
-      const std::string& reference, const engine::Preprocessing& preprocessing,
-      std::string* cache_key) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::shared_ptr<const engine::Dataset>> GetDataset(const SplitLoad& split,
+                                                                    int threads,
+                                                                    std::string* cache_key)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::shared_ptr<const LoadedModel>> GetModel(const ModelRef& model)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -119,6 +127,7 @@ class TrialExecutor {
       ABSL_GUARDED_BY(mu_);
   int64_t dataset_loads_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t model_imports_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t images_decoded_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Retrying cannot fix INVALID_ARGUMENT, UNIMPLEMENTED, NOT_FOUND or FAILED_PRECONDITION from the

@@ -72,15 +72,7 @@ struct Worker::Metrics {
   prometheus::Histogram* duration = nullptr;
 };
 
-std::string DefaultModelCacheDir() {
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && xdg[0] != '\0') {
-    return (std::filesystem::path(xdg) / "bitsweep" / "models").string();
-  }
-  if (const char* home = std::getenv("HOME"); home != nullptr && home[0] != '\0') {
-    return (std::filesystem::path(home) / ".cache" / "bitsweep" / "models").string();
-  }
-  return "/tmp/bitsweep-models";
-}
+std::string DefaultModelCacheDir() { return DefaultCacheDir("models"); }
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options) {
   if (options.channel == nullptr && options.coordinator_address.empty()) {
@@ -133,6 +125,9 @@ Worker::Worker(WorkerOptions options)
   if (executor_ == nullptr) {
     TrialExecutorOptions executor_options;
     executor_options.threads = options_.threads;
+    executor_options.dataset_cache_dir = options_.dataset_cache_dir.empty()
+                                             ? DefaultCacheDir("datasets")
+                                             : options_.dataset_cache_dir;
     executor_ = std::make_shared<TrialExecutor>(executor_options);
   }
   if (options_.metrics != nullptr) {

@@ -72,6 +72,9 @@ struct WorkerOptions {
   std::string name;  // for people; empty: "<host name>-<pid>"
   int threads = 2;   // engine (OpenMP) threads per trial
   std::string model_cache_dir;  // empty: DefaultModelCacheDir()
+  // Decoded image datasets (TrialExecutorOptions::dataset_cache_dir) when the worker makes its
+  // own executor; empty: DefaultCacheDir("datasets") (worker/dataset_settings.h).
+  std::string dataset_cache_dir;
   absl::Duration lease_wait = absl::Seconds(10);  // Lease long-poll limit
   std::string bearer_token;  // non-empty: every call carries "authorization: Bearer <token>"
   absl::Duration backoff_initial = absl::Milliseconds(200);
@@ -110,8 +113,8 @@ struct WorkerStats {
   absl::Duration last_backoff;  // the latest backoff slept
 };
 
-// $XDG_CACHE_HOME/bitsweep/models, else $HOME/.cache/bitsweep/models, else
-// /tmp/bitsweep-models.
+// DefaultCacheDir("models"): $BITSWEEP_CACHE_DIR/models, else $XDG_CACHE_HOME/bitsweep/models,
+// else $HOME/.cache/bitsweep/models, else /tmp/bitsweep-models.
 std::string DefaultModelCacheDir();
 
 class Worker {

@@ -18,13 +18,14 @@ absl::Status RunObserved(const Graph& graph, const Dataset& data, const Calibrat
   const int64_t full = std::min<int64_t>(options.batch, data.size());
   std::unique_ptr<Network> net;
   int64_t net_batch = 0;
+  std::vector<float> input(static_cast<size_t>(full * sample));
   for (int64_t first = 0; first < data.size(); first += full) {
     const int64_t count = std::min(full, data.size() - first);
     if (count != net_batch) {
       net.reset();  // one network (and its activation buffers) alive at a time
       NetworkOptions net_options;
       net_options.threads = options.threads;
-      Shape shape = data.images.shape();
+      Shape shape = data.shape();
       shape[0] = count;
       net_options.input_shapes[graph.inputs[0].name] = shape;
       net_options.observer = observer;
@@ -32,7 +33,8 @@ absl::Status RunObserved(const Graph& graph, const Dataset& data, const Calibrat
       net_batch = count;
     }
     std::vector<float> out(NumElements(net->outputs()[0].shape));
-    RETURN_IF_ERROR(net->RunSingle(data.images.floats().data() + first * sample, out.data()));
+    RETURN_IF_ERROR(data.ReadSamples(first, count, input.data()));
+    RETURN_IF_ERROR(net->RunSingle(input.data(), out.data()));
   }
   return absl::OkStatus();
 }

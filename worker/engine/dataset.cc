@@ -1,5 +1,6 @@
 #include "worker/engine/dataset.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -20,14 +21,20 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
+#include "worker/engine/data/image_decode.h"
+#include "worker/engine/data/image_list.h"
+#include "worker/engine/data/image_loader.h"
+#include "worker/engine/data/pixel_store.h"
 
 namespace bitsweep::engine {
 namespace {
 
 constexpr absl::string_view kSupportedSchemes =
-    "supported: 'idx:PREFIX' (PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]) "
-    "and 'npy:IMAGES.npy,LABELS.npy'";
+    "supported: 'idx:PREFIX' (PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]), "
+    "'npy:IMAGES.npy,LABELS.npy', 'imagefolder:DIR' (DIR/CLASS/IMAGE) and 'list:FILE.csv' "
+    "(path,label lines)";
 
 // Upper bound on the number of elements a header may announce; beyond this a header is treated
 // as corrupt rather than as a request to allocate terabytes.
@@ -159,6 +166,15 @@ absl::Status CheckPreprocessingValues(const Preprocessing& pre) {
     return absl::InvalidArgumentError(
         absl::StrCat("preprocessing limit must be >= 0 (0: all samples), got ", pre.limit));
   }
+  if (pre.resize < 0 || pre.center_crop < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocessing resize and center crop must be >= 0 (0: none), got ", pre.resize, " and ",
+        pre.center_crop));
+  }
+  if (pre.channels != 0 && pre.channels != 1 && pre.channels != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "images can be read as 1 (grayscale) or 3 (RGB) channels, not ", pre.channels));
+  }
   for (float m : pre.mean) {
     if (!std::isfinite(m)) {
       return absl::InvalidArgumentError(absl::StrCat("preprocessing mean value ", m,
@@ -262,8 +278,9 @@ absl::Status LoadIdx(const std::string& prefix, const Preprocessing& pre, Datase
                                                    "' has ", nl, " labels"));
   }
 
-  const uint64_t keep =
-      pre.limit > 0 ? std::min<uint64_t>(n, static_cast<uint64_t>(pre.limit)) : n;
+  const uint64_t keep = pre.limit > 0 && !pre.stratified
+                            ? std::min<uint64_t>(n, static_cast<uint64_t>(pre.limit))
+                            : n;
   const Shape shape = {static_cast<int64_t>(keep), 1, static_cast<int64_t>(h),
                        static_cast<int64_t>(w)};
   RETURN_IF_ERROR(CheckPreprocessingChannels(pre, shape));
@@ -475,7 +492,194 @@ T LoadLittleEndian(const unsigned char* p) {
   return v;
 }
 
-absl::Status LoadNpy(const std::string& spec, const Preprocessing& pre, Dataset& ds) {
+// ---------------------------------------------------------------------------------------------
+// Image datasets: a content key, then data/image_loader.h.
+
+// Size and modification time: a file rewritten in place gets a new cache key.
+std::string FileStamp(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::StrCat(path, " missing");
+  return absl::StrCat(path, " ", st.st_size, " ", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+}
+
+data::PipelineSpec PipelineFor(const Preprocessing& pre) {
+  data::PipelineSpec spec;
+  spec.channels = pre.channels == 0 ? 3 : pre.channels;
+  spec.resize = pre.resize;
+  spec.crop = pre.center_crop;
+  spec.bgr = pre.bgr;
+  spec.skip_bad = pre.skip_bad_images;
+  return spec;
+}
+
+// Runs `source` through the pipeline (or finds it cached) and makes `ds` an image dataset.
+// `content` identifies the source's bytes and the kept samples.
+absl::Status LoadImages(const data::ImageSource& source, const std::vector<int>& labels,
+                        const std::string& content, const Preprocessing& pre,
+                        const LoadOptions& options, Dataset& ds) {
+  const data::PipelineSpec spec = PipelineFor(pre);
+  const std::string key = Sha256Hex(absl::StrCat(
+      "bitsweep pixels v1\n", content, "\nchannels=", spec.channels, " resize=", spec.resize,
+      " crop=", spec.crop, " bgr=", spec.bgr, " skip_bad=", spec.skip_bad));
+  data::LoaderOptions loader;
+  loader.threads = options.threads;
+  loader.max_resident_bytes = options.max_resident_bytes;
+  if (!options.cache_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.cache_dir, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot create the dataset cache folder '", options.cache_dir, "': ", ec.message()));
+    }
+    loader.cache_path = absl::StrCat(options.cache_dir, "/", key, ".pixels");
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const data::LoadedPixels> pixels,
+                   data::LoadPixels(source, labels, spec, loader, key, &ds.decoded_images));
+  RETURN_IF_ERROR(CheckPreprocessingChannels(pre, pixels->shape));
+  // Aliased: the dataset keeps the whole load alive, so the in-process cache finds it.
+  ds.pixels = std::shared_ptr<const data::PixelStore>(pixels, pixels->store.get());
+  ds.pixel_shape = pixels->shape;
+  ds.labels = pixels->labels;
+  ds.skipped_images = pixels->skipped;
+  ds.skipped_names = pixels->skipped_names;
+  const int64_t channels = pixels->shape[1];
+  auto per_channel = [channels](const std::vector<float>& v, float dflt) {
+    std::vector<float> out(static_cast<size_t>(channels), dflt);
+    for (int64_t c = 0; c < channels && !v.empty(); ++c) {
+      out[static_cast<size_t>(c)] = v.size() == 1 ? v[0] : v[static_cast<size_t>(c)];
+    }
+    return out;
+  };
+  ds.pixel_mean = per_channel(pre.mean, 0.0f);
+  ds.pixel_std = per_channel(pre.std, 1.0f);
+  return absl::OkStatus();
+}
+
+// Hashes the indices kept from a source, for the content key.
+std::string IndicesKey(const std::vector<int64_t>& keep) {
+  Sha256 sha;
+  sha.Update(keep.data(), keep.size() * sizeof(int64_t));
+  return absl::StrCat(keep.size(), " samples ", sha.HexDigest());
+}
+
+// uint8 .npy images, held in memory, as an ImageSource over the kept samples.
+class NpyImageSource : public data::ImageSource {
+ public:
+  NpyImageSource(std::string path, std::vector<uint8_t> pixels, int64_t h, int64_t w, int64_t c,
+                 bool channels_last, std::vector<int64_t> keep)
+      : path_(std::move(path)), pixels_(std::move(pixels)), h_(h), w_(w), c_(c),
+        channels_last_(channels_last), keep_(std::move(keep)) {}
+  int64_t size() const override { return static_cast<int64_t>(keep_.size()); }
+  std::string name(int64_t i) const override {
+    return absl::StrCat(path_, " [", keep_[static_cast<size_t>(i)], "]");
+  }
+  absl::StatusOr<data::Image> Load(int64_t i, int channels) const override {
+    data::Image image;
+    image.height = h_;
+    image.width = w_;
+    image.channels = static_cast<int>(c_);
+    image.pixels.resize(static_cast<size_t>(h_ * w_ * c_));
+    const uint8_t* src = pixels_.data() + keep_[static_cast<size_t>(i)] * h_ * w_ * c_;
+    if (channels_last_) {
+      std::memcpy(image.pixels.data(), src, image.pixels.size());
+    } else {
+      for (int64_t ch = 0; ch < c_; ++ch) {
+        for (int64_t p = 0; p < h_ * w_; ++p) image.pixels[p * c_ + ch] = src[ch * h_ * w_ + p];
+      }
+    }
+    absl::StatusOr<data::Image> converted = data::ConvertChannels(std::move(image), channels);
+    if (!converted.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(name(i), ": ", converted.status().message()));
+    }
+    return converted;
+  }
+
+ private:
+  std::string path_;
+  std::vector<uint8_t> pixels_;
+  int64_t h_, w_, c_;
+  bool channels_last_;
+  std::vector<int64_t> keep_;
+};
+
+absl::Status LoadNpyImages(const std::string& images_path, const std::string& labels_path,
+                           const std::vector<uint64_t>& dims, std::vector<uint8_t> pixels,
+                           const std::vector<int>& labels, const Preprocessing& pre,
+                           const LoadOptions& options, Dataset& ds) {
+  auto channel_like = [](uint64_t d) { return d == 1 || d == 3 || d == 4; };
+  int64_t h, w, c;
+  bool channels_last;
+  if (dims.size() == 3) {
+    h = static_cast<int64_t>(dims[1]), w = static_cast<int64_t>(dims[2]), c = 1;
+    channels_last = true;
+  } else if (channel_like(dims[3]) && !channel_like(dims[1])) {
+    h = static_cast<int64_t>(dims[1]), w = static_cast<int64_t>(dims[2]);
+    c = static_cast<int64_t>(dims[3]);
+    channels_last = true;
+  } else if (channel_like(dims[1])) {
+    c = static_cast<int64_t>(dims[1]), h = static_cast<int64_t>(dims[2]);
+    w = static_cast<int64_t>(dims[3]);
+    channels_last = false;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "file '", images_path, "': uint8 images of shape ", ShapeString(dims),
+        " have no channel dimension of 1, 3 or 4 (expected NHWC or NCHW)"));
+  }
+  std::vector<int64_t> keep = data::SelectSubset(labels, pre.limit, pre.stratified);
+  std::vector<int> kept_labels;
+  for (int64_t i : keep) kept_labels.push_back(labels[static_cast<size_t>(i)]);
+  const std::string content =
+      absl::StrCat("npy ", FileStamp(images_path), "\n", FileStamp(labels_path), "\n",
+                   channels_last ? "NHWC" : "NCHW", "\n", IndicesKey(keep));
+  NpyImageSource source(images_path, std::move(pixels), h, w, c, channels_last, std::move(keep));
+  return LoadImages(source, kept_labels, content, pre, options, ds);
+}
+
+// imagefolder:DIR and list:FILE.csv.
+absl::Status LoadImageFiles(const std::string& location, bool folder, const Preprocessing& pre,
+                            const LoadOptions& options, Dataset& ds) {
+  if (location.empty()) {
+    return absl::InvalidArgumentError(folder ? "'imagefolder:' needs a folder: imagefolder:DIR"
+                                             : "'list:' needs a file: list:FILE.csv");
+  }
+  ASSIGN_OR_RETURN(data::ImageList list,
+                   folder ? data::ListImageFolder(location) : data::ListCsv(location));
+  std::vector<int> labels;
+  labels.reserve(list.entries.size());
+  for (const data::ImageEntry& e : list.entries) labels.push_back(e.label);
+  const std::vector<int64_t> keep = data::SelectSubset(labels, pre.limit, pre.stratified);
+  std::vector<data::ImageEntry> entries;
+  std::vector<int> kept_labels;
+  std::string content = absl::StrCat(folder ? "imagefolder " : "list ",
+                                     std::filesystem::absolute(location).string(), "\n");
+  for (int64_t i : keep) {
+    const data::ImageEntry& e = list.entries[static_cast<size_t>(i)];
+    absl::StrAppend(&content, e.label, " ", FileStamp(e.path), "\n");
+    entries.push_back(e);
+    kept_labels.push_back(e.label);
+  }
+  data::FileImageSource source(std::move(entries));
+  return LoadImages(source, kept_labels, content, pre, options, ds);
+}
+
+// Keeps samples `keep` of a float dataset.
+void GatherFloat(const std::vector<int64_t>& keep, Dataset& ds) {
+  const int64_t sample = NumElements(ds.sample_shape());
+  Shape shape = ds.images.shape();
+  shape[0] = static_cast<int64_t>(keep.size());
+  std::vector<float> values(static_cast<size_t>(shape[0] * sample));
+  std::vector<int> labels;
+  const float* src = ds.images.floats().data();
+  for (size_t i = 0; i < keep.size(); ++i) {
+    std::memcpy(values.data() + i * sample, src + keep[i] * sample, sample * sizeof(float));
+    labels.push_back(ds.labels[static_cast<size_t>(keep[i])]);
+  }
+  ds.images = Tensor::Float(std::move(shape), std::move(values));
+  ds.labels = std::move(labels);
+}
+
+absl::Status LoadNpy(const std::string& spec, const Preprocessing& pre, const LoadOptions& options,
+                     Dataset& ds) {
   // Split "IMAGES.npy,LABELS.npy"; a path containing commas is split after ".npy,".
   std::string images_path, labels_path;
   std::vector<std::string> parts = absl::StrSplit(spec, ',');
@@ -497,11 +701,17 @@ absl::Status LoadNpy(const std::string& spec, const Preprocessing& pre, Dataset&
   ASSIGN_OR_RETURN(NpyHeader ih, ReadNpyHeader(images));
   ASSIGN_OR_RETURN(NpyHeader lh, ReadNpyHeader(labels));
 
-  // Images: '<f4', C order, rank 2..4.
-  if (ih.descr != "<f4") {
-    return absl::InvalidArgumentError(absl::StrCat("file '", images.path(),
-                                                   "': unsupported image dtype '", ih.descr,
-                                                   "' (expected '<f4', little-endian float32)"));
+  // Images: '<f4' (rank 2..4) or '|u1' (uint8 images, rank 3 or 4), C order.
+  const bool uint8_images = ih.descr == "|u1" || ih.descr == "<u1";
+  if (ih.descr != "<f4" && !uint8_images) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "file '", images.path(), "': unsupported image dtype '", ih.descr,
+        "' (expected '<f4', little-endian float32, or '|u1', uint8 images)"));
+  }
+  if (uint8_images && ih.shape.size() != 3 && ih.shape.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "file '", images.path(), "': uint8 images have shape ", ShapeString(ih.shape),
+        "; expected (N,H,W), (N,H,W,C) or (N,C,H,W)"));
   }
   if (ih.fortran_order) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -547,13 +757,15 @@ absl::Status LoadNpy(const std::string& spec, const Preprocessing& pre, Dataset&
                                                    "' has ", lh.shape[0], " labels"));
   }
 
-  const uint64_t keep =
-      pre.limit > 0 ? std::min<uint64_t>(n, static_cast<uint64_t>(pre.limit)) : n;
+  // Stratified subsets and uint8 images need every label; the first `limit` samples do not.
+  const uint64_t keep = pre.limit > 0 && !pre.stratified && !uint8_images
+                            ? std::min<uint64_t>(n, static_cast<uint64_t>(pre.limit))
+                            : n;
   const uint64_t per_sample = total / n;
   Shape shape = {static_cast<int64_t>(keep)};
   if (ih.shape.size() == 3) shape.push_back(1);
   for (size_t i = 1; i < ih.shape.size(); ++i) shape.push_back(static_cast<int64_t>(ih.shape[i]));
-  RETURN_IF_ERROR(CheckPreprocessingChannels(pre, shape));
+  if (!uint8_images) RETURN_IF_ERROR(CheckPreprocessingChannels(pre, shape));
 
   std::vector<unsigned char> label_bytes;
   RETURN_IF_ERROR(labels.ReadArray(keep * label_size, label_bytes, "label data"));
@@ -574,6 +786,12 @@ absl::Status LoadNpy(const std::string& spec, const Preprocessing& pre, Dataset&
     out_labels[i] = static_cast<int>(v);
   }
 
+  if (uint8_images) {
+    std::vector<uint8_t> pixels;
+    RETURN_IF_ERROR(images.ReadArray(n * per_sample, pixels, "uint8 image data"));
+    return LoadNpyImages(images.path(), labels.path(), ih.shape, std::move(pixels), out_labels,
+                         pre, options, ds);
+  }
   std::vector<float> values;
   RETURN_IF_ERROR(images.ReadArray(keep * per_sample, values, "float32 image data"));
   if constexpr (std::endian::native == std::endian::big) {
@@ -598,14 +816,61 @@ std::string InputShapeToString(const Shape& shape) {
 
 }  // namespace
 
+Shape Dataset::shape() const { return pixels != nullptr ? pixel_shape : images.shape(); }
+
 Shape Dataset::sample_shape() const {
-  const Shape& shape = images.shape();
-  if (shape.empty()) return {};
-  return Shape(shape.begin() + 1, shape.end());
+  const Shape all = shape();
+  if (all.empty()) return {};
+  return Shape(all.begin() + 1, all.end());
+}
+
+absl::Status Dataset::ReadSamples(int64_t first, int64_t count, float* dst) const {
+  if (first < 0 || count < 0 || first + count > size()) {
+    return absl::OutOfRangeError(absl::StrCat("dataset '", reference, "': samples [", first, ", ",
+                                              first + count, ") outside [0, ", size(), ")"));
+  }
+  const int64_t sample = NumElements(sample_shape());
+  if (pixels == nullptr) {
+    std::memcpy(dst, images.floats().data() + first * sample,
+                static_cast<size_t>(count * sample) * sizeof(float));
+    return absl::OkStatus();
+  }
+  // ToTensor then Normalize in float32, as torchvision: (x / 255 - mean) / std, through one table
+  // per channel.
+  const int64_t channels = pixel_shape[1];
+  const int64_t plane = sample / channels;
+  std::vector<std::array<float, 256>> table(static_cast<size_t>(channels));
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      const float x = static_cast<float>(v) / 255.0f;
+      table[static_cast<size_t>(c)][static_cast<size_t>(v)] =
+          (x - pixel_mean[static_cast<size_t>(c)]) / pixel_std[static_cast<size_t>(c)];
+    }
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(count * sample));
+  absl::Status read = pixels->Read(first, count, bytes.data());
+  if (!read.ok()) return Annotate(read, absl::StrCat("dataset '", reference, "'"));
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const std::array<float, 256>& t = table[static_cast<size_t>(c)];
+      const uint8_t* src = bytes.data() + i * sample + c * plane;
+      float* out = dst + i * sample + c * plane;
+      for (int64_t j = 0; j < plane; ++j) out[j] = t[src[j]];
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string DatasetScheme(const std::string& reference) {
+  for (const char* scheme : {"idx", "npy", "imagefolder", "list"}) {
+    if (absl::StartsWith(reference, absl::StrCat(scheme, ":"))) return scheme;
+  }
+  return "";
 }
 
 absl::StatusOr<Dataset> LoadDataset(const std::string& reference,
-                                    const Preprocessing& preprocessing) {
+                                    const Preprocessing& preprocessing,
+                                    const LoadOptions& options) {
   const std::string context = absl::StrCat("dataset '", reference, "'");
   absl::Status values_ok = CheckPreprocessingValues(preprocessing);
   if (!values_ok.ok()) return Annotate(values_ok, context);
@@ -613,20 +878,35 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& reference,
   Dataset ds;
   ds.reference = reference;
   absl::Status status;
-  if (absl::StartsWith(reference, "idx:")) {
-    status = LoadIdx(reference.substr(4), preprocessing, ds);
-  } else if (absl::StartsWith(reference, "npy:")) {
-    status = LoadNpy(reference.substr(4), preprocessing, ds);
+  const std::string scheme = DatasetScheme(reference);
+  const std::string location = reference.substr(std::min(reference.size(), scheme.size() + 1));
+  if (scheme == "idx") {
+    status = LoadIdx(location, preprocessing, ds);
+  } else if (scheme == "npy") {
+    status = LoadNpy(location, preprocessing, options, ds);
+  } else if (scheme == "imagefolder" || scheme == "list") {
+    status = LoadImageFiles(location, scheme == "imagefolder", preprocessing, options, ds);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported dataset reference '", reference, "'; ", kSupportedSchemes));
   }
   if (!status.ok()) return Annotate(status, context);
 
+  if (ds.pixels == nullptr) {
+    if (preprocessing.resize > 0 || preprocessing.center_crop > 0 || preprocessing.bgr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          context, ": resize, center crop and channel order apply to image datasets "
+                   "(imagefolder:, list:, uint8 npy:), not to float data"));
+    }
+    if (preprocessing.stratified && preprocessing.limit > 0 &&
+        preprocessing.limit < ds.size()) {
+      GatherFloat(data::SelectSubset(ds.labels, preprocessing.limit, true), ds);
+    }
+    ApplyPreprocessing(preprocessing, ds.images);
+  }
   int max_label = -1;
   for (int label : ds.labels) max_label = std::max(max_label, label);
   ds.num_classes = max_label + 1;
-  ApplyPreprocessing(preprocessing, ds.images);
   return ds;
 }
 

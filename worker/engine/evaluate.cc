@@ -36,7 +36,7 @@ absl::StatusOr<EvalBatch> PrepareEvaluation(const Graph& graph, const Dataset& d
   RETURN_IF_ERROR(CheckFitsInput(dataset, graph.inputs[0].shape, graph.inputs[0].name));
   EvalBatch b;
   b.batch = std::min<int64_t>(options.batch, dataset.size());
-  Shape input_shape = dataset.images.shape();
+  Shape input_shape = dataset.shape();
   input_shape[0] = b.batch;
   b.input_shapes[graph.inputs[0].name] = input_shape;
   return b;
@@ -101,8 +101,7 @@ absl::StatusOr<EvalResult> ScoreDataset(const Dataset& dataset, int64_t batch, i
   const auto start = std::chrono::steady_clock::now();
   for (int64_t first = 0; first < dataset.size(); first += batch) {
     const int64_t count = std::min(batch, dataset.size() - first);
-    const float* src = dataset.images.floats().data() + first * sample_size;
-    std::memcpy(input.data(), src, count * sample_size * sizeof(float));
+    RETURN_IF_ERROR(dataset.ReadSamples(first, count, input.data()));
     if (count < batch) std::fill(input.begin() + count * sample_size, input.end(), 0.0f);
     ASSIGN_OR_RETURN(const float* scores, run_batch(input.data()));
     for (int64_t i = 0; i < count; ++i) {

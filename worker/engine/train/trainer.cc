@@ -52,7 +52,6 @@ absl::StatusOr<onnx::ModelProto> Train(const onnx::ModelProto& model, const Data
   for (size_t i = 0; i < params.size(); ++i) velocity[i].assign(params[i].value.num_elements(), 0);
 
   const int64_t sample = NumElements(train.sample_shape());
-  const float* images = train.images.floats().data();
   std::vector<int64_t> order(train.size());
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(options.seed);
@@ -75,7 +74,7 @@ absl::StatusOr<onnx::ModelProto> Train(const onnx::ModelProto& model, const Data
     for (int64_t first = 0; first + batch <= train.size(); first += batch) {
       for (int64_t i = 0; i < batch; ++i) {
         const int64_t s = order[first + i];
-        std::memcpy(input.data() + i * sample, images + s * sample, sample * sizeof(float));
+        RETURN_IF_ERROR(train.ReadSamples(s, 1, input.data() + i * sample));
         labels[i] = train.labels[s];
       }
       ASSIGN_OR_RETURN(BatchLoss l, net->ForwardBackward(input.data(), labels.data()));

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "worker/engine/zoo/onnx_builder.h"
 
@@ -73,7 +74,7 @@ absl::StatusOr<onnx::ModelProto> FitRidgeClassifier(const Dataset& train,
   const int64_t d = features + 1;  // plus a constant 1 for the bias
   std::vector<float> x(n * d), y(n * classes, 0.0f);
   for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(&x[i * d], &train.images.floats()[i * features], features * sizeof(float));
+    RETURN_IF_ERROR(train.ReadSamples(i, 1, &x[i * d]));
     x[i * d + features] = 1.0f;
     y[i * classes + train.labels[i]] = 1.0f;
   }
