@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "oneapi/dnnl/dnnl.h"
 #include "sqlite3.h"
+#include "worker/engine/onnx_import.h"
 #include "worker/trial_executor.h"
 
 namespace {
@@ -154,7 +155,8 @@ std::string Usage() {
       "datasets take --resize N --center-crop N (as torchvision), docs/DATASETS.md.\n"
       "Flags take - or _ (--error-margin = --error_margin), --flag VALUE or --flag=VALUE.\n"
       "Exit status: 0 success, 1 failure, 2 usage error.\n\n"
-      "Run 'bitsweep COMMAND --help' for a command's flags; 'bitsweep --version' for versions.\n");
+      "Run 'bitsweep COMMAND --help' for a command's flags; 'bitsweep help ops' for the ONNX\n"
+      "operators it runs; 'bitsweep --version' for versions.\n");
   return out;
 }
 
@@ -209,6 +211,10 @@ int main(int argc, char** argv) {
   if (name == "help") {
     name = parsed->invocation.command;
     help = true;
+  }
+  if (help && name == "ops") {
+    std::fputs(bitsweep::engine::SupportedOperatorsHelp().c_str(), stdout);
+    return cli::kExitSuccess;
   }
   if (name.empty()) {
     std::fputs(Usage().c_str(), help ? stdout : stderr);

@@ -18,7 +18,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   zlib1g-dev nlohmann-json3-dev libssl-dev
   libjpeg62-turbo-dev libpng-dev
-  python3-pil python3-torch python3-torchvision python3-numpy
+  python3-pil python3-torch python3-torchvision python3-numpy python3-onnx
   dataset-fashion-mnist libonnx-testdata
   time
   librsvg2-bin fonts-dejavu-core chromium

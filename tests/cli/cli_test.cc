@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "tests/cli/csv.h"
 #include "tests/cli/run_binary.h"
+#include "worker/engine/onnx_import.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/zoo/onnx_builder.h"
 #include "worker/engine/zoo/zoo.h"
@@ -95,6 +96,35 @@ TEST(CliTest, RunWritesEachOutputAsTensorProto) {
   for (int64_t i = 0; i < got->num_elements(); ++i) {
     EXPECT_NEAR(got->floats()[i], want->floats()[i], 1e-4 * (1 + std::fabs(want->floats()[i])));
   }
+}
+
+TEST(CliTest, HelpOpsListsEverySupportedOperator) {
+  const Result r = Bitsweep("help ops");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::string listed = r.out.substr(0, r.out.find("Evaluated once"));
+  for (const std::string& op : engine::SupportedOnnxOperators()) {
+    const bool found = listed.find(" " + op + ",") != std::string::npos ||
+                       listed.find(" " + op + "\n") != std::string::npos;
+    EXPECT_TRUE(found) << op << " missing from:\n" << r.out;
+  }
+  EXPECT_NE(r.out.find("Shape,"), std::string::npos) << r.out;  // folded, not run
+  EXPECT_EQ(listed.find(" Shape,"), std::string::npos) << r.out;
+}
+
+TEST(CliTest, AModelWithUnsupportedNodesListsThemAll) {
+  engine::OnnxGraphBuilder b;
+  b.AddInput("x", {engine::kBatchDim, 1, 4, 4});
+  b.AddNode("Erf", "erf_1", {"x"}, {"a"});
+  b.AddNode("Erf", "erf_2", {"a"}, {"c"});
+  b.AddNode("Softsign", "soft", {"c"}, {"y"});
+  b.AddOutput("y", engine::Shape{engine::kBatchDim, 1, 4, 4});
+  const std::string path = TempPath("unsupported.onnx");
+  ASSERT_TRUE(engine::SaveModel(b.Build(), path).ok());
+  const Result r = Bitsweep("inspect --model " + path);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("3 nodes are not supported"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Erf x2: 'erf_1', 'erf_2'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Softsign x1: 'soft'"), std::string::npos) << r.out;
 }
 
 TEST(CliTest, ErrorsAreReadableAndExitNonZero) {

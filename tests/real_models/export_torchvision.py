@@ -53,6 +53,18 @@ def build(name):
     return model.eval()
 
 
+def export(model, x, path, opset):
+    """Exports `model` on input `x` with torch.onnx.export's defaults at `opset`."""
+    with torch.no_grad():
+        torch.onnx.export(model, x, path, opset_version=opset,
+                          input_names=["input"], output_names=["output"])
+
+
+def write_tensor(array, name, path):
+    with open(path, "wb") as f:
+        f.write(onnx.numpy_helper.from_array(array, name).SerializeToString())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -77,15 +89,9 @@ def main():
             os.makedirs(d, exist_ok=True)
             start = time.time()
             path = os.path.join(d, "model.onnx")
-            with torch.no_grad():
-                torch.onnx.export(model, x, path, opset_version=opset,
-                                  input_names=["input"], output_names=["output"])
-            t_in = onnx.numpy_helper.from_array(x.numpy(), "input")
-            t_out = onnx.numpy_helper.from_array(y.numpy(), "output")
-            with open(os.path.join(d, "input.pb"), "wb") as f:
-                f.write(t_in.SerializeToString())
-            with open(os.path.join(d, "output.pb"), "wb") as f:
-                f.write(t_out.SerializeToString())
+            export(model, x, path, opset)
+            write_tensor(x.numpy(), "input", os.path.join(d, "input.pb"))
+            write_tensor(y.numpy(), "output", os.path.join(d, "output.pb"))
             print(f"{name} opset {opset}: {os.path.getsize(path)} bytes, "
                   f"{time.time() - start:.1f} s", flush=True)
 

@@ -376,13 +376,21 @@ absl::StatusOr<Tensor> Where(const onnx::NodeProto& node, const Tensor& cond, co
 
 }  // namespace
 
-bool IsFoldableOperator(const std::string& op) {
-  static const std::set<std::string> kOps = {
+const std::vector<std::string>& FoldableOperators() {
+  static const std::vector<std::string>* kOps = [] {
+    const std::set<std::string> sorted = {
       "Identity", "Cast",      "Shape", "Gather",          "Slice", "Squeeze", "Unsqueeze",
       "Concat",   "Reshape",   "Flatten", "Transpose",     "Add",   "Sub",     "Mul",
       "Div",      "Neg",       "Sqrt",  "ConstantOfShape", "Range", "Equal",   "Where",
       "Expand"};
-  return kOps.count(op) > 0;
+    return new std::vector<std::string>(sorted.begin(), sorted.end());
+  }();
+  return *kOps;
+}
+
+bool IsFoldableOperator(const std::string& op) {
+  const std::vector<std::string>& ops = FoldableOperators();
+  return std::binary_search(ops.begin(), ops.end(), op);
 }
 
 absl::StatusOr<std::vector<SliceRange>> ResolveSlice(const Shape& shape,

@@ -29,6 +29,8 @@ namespace bitsweep::engine {
 // Concat, Reshape, Flatten, Transpose, Add, Sub, Mul, Div, Neg, Sqrt, ConstantOfShape, Range,
 // Equal, Where, Expand.
 bool IsFoldableOperator(const std::string& op_type);
+// The same list, sorted.
+const std::vector<std::string>& FoldableOperators();
 
 // Evaluates `node` on `inputs` (nullptr for an absent optional input). For Shape, `input_shape`
 // is the static shape of its input and inputs[0] may be null. Errors name the node and say why

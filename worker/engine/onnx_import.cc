@@ -1,5 +1,6 @@
 #include "worker/engine/onnx_import.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <fstream>
 #include <map>
@@ -766,6 +767,38 @@ const std::vector<std::string>& SupportedOnnxOperators() {
       "Tanh",     "Sub",       "Div",     "Pad",     "ReduceMean",    "ReduceMax", "Transpose",
       "Slice",    "Split"};
   return kOps;
+}
+
+std::string SupportedOperatorsHelp() {
+  std::vector<std::string> ops = SupportedOnnxOperators();
+  std::sort(ops.begin(), ops.end());
+  auto wrap = [](const std::vector<std::string>& names) {
+    std::string out = "  ";
+    size_t column = 2;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string item = names[i] + (i + 1 < names.size() ? "," : "");
+      if (column + item.size() + 1 > 96) {
+        absl::StrAppend(&out, "\n  ");
+        column = 2;
+      } else if (i > 0) {
+        absl::StrAppend(&out, " ");
+        ++column;
+      }
+      absl::StrAppend(&out, item);
+      column += item.size();
+    }
+    return out + "\n";
+  };
+  return absl::StrCat(
+      "ONNX operators bitsweep runs (default domain, opsets ", kMinOpset, "-", kMaxOpset,
+      ", float32 data):\n", wrap(ops),
+      "Evaluated once at import when all their inputs are constant (shape arithmetic, weights\n"
+      "through Identity, Cast or Transpose), whatever the list above says:\n",
+      wrap(FoldableOperators()),
+      "BatchNormalization after a Conv folds into it; Dropout is an identity; Split becomes one\n"
+      "Slice per output. Quantizable layers: Conv (incl. grouped and depthwise), Gemm, and MatMul\n"
+      "with a constant operand. An unsupported model is refused with every unsupported node\n"
+      "listed. Quantizer placement per operator: docs/QUANTIZATION.md.\n");
 }
 
 absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path) {

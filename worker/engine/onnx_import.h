@@ -42,8 +42,12 @@ struct ImportOptions {
   int64_t batch = 1;
 };
 
-// The ONNX operators the importer accepts (default domain).
+// The ONNX operators the importer accepts (default domain). The one list: `bitsweep help ops`
+// prints it (SupportedOperatorsHelp), the conformance suite selects ONNX's node tests by it.
 const std::vector<std::string>& SupportedOnnxOperators();
+// For people: the supported operators, the operators folded when their inputs are constant, the
+// opsets and data types.
+std::string SupportedOperatorsHelp();
 
 absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path);
 absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model,
