@@ -3,6 +3,7 @@
 // fused activations, layer inputs on a private copy). The quantizer math itself is checked against
 // the independent enumeration reference in format_test; here the question is placement and the
 // fused oneDNN post-op chain (linear -> round -> clip -> pow) in blocked and plain layouts.
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -102,6 +103,37 @@ TEST(FusedQuantizationTest, FixedPointChainMatchesScalarInBlockedLayout) {
   FusedChainCase("fixed:4", false);
   FusedChainCase("ufixed:8", true);
   FusedChainCase("fixed:16", true);
+}
+
+// Depthwise Conv -> Clip(0, 6) (MobileNet's ReLU6) with a fused fixed-point output: oneDNN 2.6.3
+// runs a second eltwise_clip in one chain with the first one's [0, 6], which clipped the codes at
+// 6 (0.375 at FL=4) until the quantizer's clip became eltwise_clip_v2 (AppendEltwise).
+TEST(FusedQuantizationTest, QuantizerClipAfterFusedRelu6) {
+  OnnxGraphBuilder b;
+  b.AddInput("x", {kBatchDim, 32, 20, 20});
+  b.AddInitializer("w", Random({32, 1, 3, 3}, 6, -1.5f, 1.5f));
+  b.AddInitializer("lo", Tensor::Float({}, {0.0f}));
+  b.AddInitializer("hi", Tensor::Float({}, {6.0f}));
+  b.AddNode("Conv", "dw", {"x", "w"}, {"pre"},
+            {IntsAttr("pads", {1, 1, 1, 1}), IntAttr("group", 32)});
+  b.AddNode("Clip", "relu6", {"pre", "lo", "hi"}, {"y"});
+  b.AddOutput("y", Shape{kBatchDim, 32, 20, 20});
+  absl::StatusOr<Graph> graph = ImportOnnxModel(b.Build());
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  const Tensor x = Random({8, 32, 20, 20}, 7, -2.0f, 2.0f);
+  const Tensor fp32 = RunEngine(*graph, x, nullptr);
+  float max_abs = 0;
+  for (float v : fp32.floats()) max_abs = std::max(max_abs, std::fabs(v));
+  ASSERT_EQ(max_abs, 6.0f);  // the activation saturates: the whole [0, 6] range is in use
+  quant::LayerQuantPlan layer;
+  layer.outputs = quant::MakeFixedQuantizer(Format("fixed:8"), max_abs, quant::Rounding::kNearestEven);
+  ASSERT_EQ(layer.outputs.fractional_bits, 4);
+  quant::QuantPlan plan = {{"dw", layer}};
+  const Tensor got = RunEngine(*graph, x, &plan);
+  Tensor want = fp32;
+  quant::QuantizeInPlace(layer.outputs, want.floats().data(), want.num_elements());
+  EXPECT_EQ(Mismatches(got, want), 0);
+  EXPECT_EQ(*std::max_element(got.floats().begin(), got.floats().end()), 6.0f);
 }
 
 TEST(FusedQuantizationTest, FixedPointChainMatchesScalarInPlainLayout) {

@@ -65,11 +65,26 @@ std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta) {
   return {alpha, beta};  // Clip: [min, max]
 }
 
+void AppendEltwise(dnnl::post_ops* ops, dnnl::algorithm alg, float alpha, float beta) {
+  auto used = [ops](dnnl::algorithm a) {
+    for (int i = 0; i < ops->len(); ++i) {
+      if (ops->kind(i) != dnnl::primitive::kind::eltwise) continue;
+      float scale, al, be;
+      dnnl::algorithm existing;
+      ops->get_params_eltwise(i, scale, existing, al, be);
+      if (existing == a) return true;
+    }
+    return false;
+  };
+  if (alg == dnnl::algorithm::eltwise_clip && used(alg)) alg = dnnl::algorithm::eltwise_clip_v2;
+  ops->append_eltwise(1.0f, alg, alpha, beta);
+}
+
 dnnl::primitive_attr PostOpAttr(const std::vector<PostOp>& post_ops) {
   dnnl::post_ops ops;
   for (const PostOp& p : post_ops) {
     auto [alpha, beta] = EltwiseParams(p.op, p.alpha, p.beta);
-    ops.append_eltwise(1.0f, PostOpAlgorithm(p.op), alpha, beta);
+    AppendEltwise(&ops, PostOpAlgorithm(p.op), alpha, beta);
   }
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);

@@ -42,6 +42,13 @@ dnnl::algorithm PostOpAlgorithm(OpKind op);
 std::pair<float, float> EltwiseParams(OpKind op, float alpha, float beta);
 // A primitive_attr with the activations as eltwise post-ops, in order.
 dnnl::primitive_attr PostOpAttr(const std::vector<PostOp>& post_ops);
+// Appends eltwise post-op `alg` to `ops`. oneDNN 2.6.3's JIT kernels run every post-op of one
+// algorithm in a chain with the parameters of the first one: a quantizer's clip after a fused
+// Clip (ReLU6) clipped to the activation's [0, 6] instead of its own range. A clip that follows
+// another clip is therefore appended as eltwise_clip_v2 (the same forward function). Other repeats
+// must not arise: FuseActivations fuses at most one activation per algorithm, activations never
+// map to eltwise_linear, and the quantizers' chains use eltwise_pow for their second scaling.
+void AppendEltwise(dnnl::post_ops* ops, dnnl::algorithm alg, float alpha, float beta);
 
 // Output shape of a view operator (Flatten, Reshape, Squeeze, Unsqueeze, Identity) on input
 // shape `in`; errors name the node.

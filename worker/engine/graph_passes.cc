@@ -1,9 +1,11 @@
 #include "worker/engine/graph_passes.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/types/span.h"
 #include "worker/engine/bn_fold.h"
+#include "worker/engine/dnnl_util.h"
 
 namespace bitsweep::engine {
 namespace {
@@ -69,6 +71,13 @@ int FuseActivations(Graph* graph) {
       const int act_index = g.ConsumersOf(out)[0];
       const Node& act = g.nodes[act_index];
       if (!IsFusableActivation(act.op)) break;
+      // oneDNN 2.6 runs a repeated post-op algorithm with the first one's parameters
+      // (AppendEltwise): a second activation of the same algorithm runs on its own.
+      const bool repeated = std::any_of(layer.post_ops.begin(), layer.post_ops.end(),
+                                        [&](const PostOp& p) {
+                                          return PostOpAlgorithm(p.op) == PostOpAlgorithm(act.op);
+                                        });
+      if (repeated) break;
       layer.post_ops.push_back(PostOp{act.op, act.alpha, act.beta, act.name});
       layer.outputs[0] = act.outputs[0];
       g.nodes.erase(g.nodes.begin() + act_index);

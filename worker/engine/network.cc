@@ -117,12 +117,10 @@ dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quanti
   const float lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
   const float hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
   dnnl::post_ops ops = attr.get_post_ops();
-  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits),
-                     0.0f);
-  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
-  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, lo, hi);
-  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits),
-                     1.0f);
+  AppendEltwise(&ops, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits), 0.0f);
+  AppendEltwise(&ops, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
+  AppendEltwise(&ops, dnnl::algorithm::eltwise_clip, lo, hi);  // clip_v2 after a fused Clip
+  AppendEltwise(&ops, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits), 1.0f);
   attr.set_post_ops(ops);
   *output_quantizer_fused = true;
   return attr;

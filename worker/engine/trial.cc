@@ -1,5 +1,7 @@
 #include "worker/engine/trial.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
@@ -15,7 +17,11 @@ absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const S
     return absl::InvalidArgumentError(absl::StrCat(graph.source, ": expected one runtime input"));
   }
   NetworkOptions options;
-  Shape shape = {1};
+  // LayerInfo is per sample whatever the batch; compile at the model's own batch when it declares
+  // one, since a static export may have folded it into a Reshape (ShuffleNet's channel shuffle
+  // exported at batch 2 reshapes to [2, 2, 58, H, W]), else at batch 1.
+  const int64_t declared = graph.inputs[0].shape.empty() ? -1 : graph.inputs[0].shape[0];
+  Shape shape = {declared > 0 ? declared : 1};
   shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
   options.input_shapes[graph.inputs[0].name] = shape;
   ASSIGN_OR_RETURN(std::unique_ptr<Network> net, Network::Create(graph, options));
@@ -56,6 +62,8 @@ absl::StatusOr<TrialResult> RunTrialWith(const TrialInputs& in, const EvalOption
     }
     CalibrationRunOptions calibration;
     calibration.threads = options.threads;
+    // Never above the evaluation's batch: a model exported with a static batch runs only at it.
+    calibration.batch = std::min(calibration.batch, options.batch);
     calibration.histograms = in.config->calibration.method != quant::CalibrationMethod::kMax;
     if (in.calibration_cache != nullptr) {
       ASSIGN_OR_RETURN(result.stats,

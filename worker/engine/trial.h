@@ -49,7 +49,8 @@ struct TrialResult {
   std::map<std::string, quant::ActivationStats> stats;  // empty when nothing needed calibration
 };
 
-// The quantizable layers of a graph for a given sample shape (compiles an fp32 network, batch 1).
+// The quantizable layers of a graph for a given sample shape, per sample (compiles an fp32
+// network at the batch the model declares, or 1 when it is dynamic).
 absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
 
 absl::StatusOr<TrialResult> RunTrial(const TrialInputs& inputs, const EvalOptions& options);

@@ -316,9 +316,10 @@ dnnl::primitive_attr Int8Network::Impl::Int8Attr(const Node& n,
   const quant::LayerQuantPlan& plan = options_.plan->at(n.name);
   if (plan.outputs.format.kind == FormatKind::kInt) {
     dnnl::post_ops ops = attr.get_post_ops();
-    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear,
-                       static_cast<float>(1.0 / plan.outputs.scale[0]), 0.0f);
-    ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, -kCodeMax, kCodeMax);
+    AppendEltwise(&ops, dnnl::algorithm::eltwise_linear,
+                  static_cast<float>(1.0 / plan.outputs.scale[0]), 0.0f);
+    // clip_v2 after a fused Clip (ReLU6): see AppendEltwise.
+    AppendEltwise(&ops, dnnl::algorithm::eltwise_clip, -kCodeMax, kCodeMax);
     attr.set_post_ops(ops);
   }
   return attr;
