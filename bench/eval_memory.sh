@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# Peak RSS of a quantized eval against the fp32 eval of the same model and batch (issue target:
-# at most 1.5x: a trial adds one quantized copy of the weights, nothing per batch).
+# Peak resident memory of `bitsweep inspect` and `bitsweep eval` on large torchvision models
+# (issue 9: loading may cost at most 2x the file size on top of the network's own buffers).
 #
-#   bash bench/eval_memory.sh MODEL.onnx [CONFIG.json] [BATCH]
-# Prints one line per run and the ratio. Needs /usr/bin/time (Debian package `time`).
+# Usage: bash bench/eval_memory.sh [MODELS_DIR]
+#   MODELS_DIR holds <model>-op13/model.onnx (as tests/real_models/export_torchvision.py writes
+#   them) at 224 px; without it, vgg11_bn and resnet50 are exported (random init, 224 px, batch 1)
+#   into a temp dir.
+# Env: BITSWEEP (default build/client/bitsweep), MODELS (default "vgg11_bn resnet50"), LIMIT (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="$1"
-CONFIG="${2:-}"
-BATCH="${3:-256}"
-B="${BITSWEEP_BUILD_DIR:-build}/client/bitsweep"
-DATA=/usr/share/datasets/fashion-mnist
-if [ -z "$CONFIG" ]; then
-  CONFIG=$(mktemp --suffix=.json)
-  echo '{"default": {"weights": "fixed:8", "inputs": "fixed:8", "outputs": "fixed:8"}}' > "$CONFIG"
+B=${BITSWEEP:-build/client/bitsweep}
+MODELS=${MODELS:-"vgg11_bn resnet50"}
+LIMIT=${LIMIT:-8}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+DIR=${1:-}
+if [[ -z "$DIR" ]]; then
+  DIR=$TMP/models
+  /usr/bin/python3 tests/real_models/export_torchvision.py --out "$DIR" \
+    --models "$(echo $MODELS | tr ' ' ',')" --opsets 13 --size 224 --batch 1 >/dev/null
 fi
-rss() {  # peak resident set size in KiB of the given command
-  /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1
+# A small 224 px dataset: LIMIT random images, labels 0..LIMIT-1.
+/usr/bin/python3 - "$TMP" "$LIMIT" <<'PY'
+import sys, numpy as np
+out, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+np.save(f"{out}/x.npy", rng.standard_normal((n, 3, 224, 224)).astype(np.float32))
+np.save(f"{out}/y.npy", (np.arange(n) % 1000).astype(np.int64))
+PY
+peak() {  # peak RSS in MB of the command given
+  /usr/bin/time -v "$@" 2>&1 >/dev/null | awk '/Maximum resident/ {printf "%d", $6 / 1024}'
 }
-fp32=$(rss "$B" eval --model "$MODEL" --dataset "idx:$DATA/t10k" --batch "$BATCH" --threads 2)
-quant=$(rss "$B" eval --model "$MODEL" --dataset "idx:$DATA/t10k" --batch "$BATCH" --threads 2 \
-        --config "$CONFIG")
-echo "fp32 eval peak RSS:      ${fp32} KiB"
-echo "quantized eval peak RSS: ${quant} KiB ($(cat "$CONFIG"))"
-awk -v a="$quant" -v b="$fp32" 'BEGIN { printf "ratio quantized / fp32:  %.3f\n", a / b }'
+printf "%-12s %10s %14s %12s %14s %12s\n" model file_MB inspect_MB insp/file eval_MB eval/file
+for m in $MODELS; do
+  f=$DIR/$m-op13/model.onnx
+  size=$(( $(stat -c %s "$f") / 1048576 ))
+  i=$(peak "$B" inspect --model "$f")
+  e=$(peak "$B" eval --model "$f" --dataset "npy:$TMP/x.npy,$TMP/y.npy" --limit "$LIMIT" --json)
+  printf "%-12s %10d %14d %12.2f %14d %12.2f\n" "$m" "$size" "$i" "$(echo "$i/$size" | bc -l)" \
+    "$e" "$(echo "$e/$size" | bc -l)"
+done

@@ -234,7 +234,10 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   const int64_t k = n.trans_a ? a.shape[0] : a.shape[1];
   const Tensor& b_given = graph_.constants.at(n.inputs[1]);
   if (b_given.shape().size() != 2) return NodeError(n, "B must be 2-D");
-  const Tensor b = n.trans_b ? b_given : Transposed2D(b_given);
+  // B as [N, K]: the given tensor itself when transB is set (PyTorch's Linear), not a copy.
+  std::optional<Tensor> transposed;
+  if (!n.trans_b) transposed = Transposed2D(b_given);
+  const Tensor& b = transposed ? *transposed : b_given;
   const int64_t bk = b.shape()[1];
   const int64_t nn = b.shape()[0];
   if (bk != k) {
@@ -245,11 +248,17 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   // Constant operands are prepared once: B (held as [N, K], output channels first, so per-channel
   // weight quantization sees rows) quantized, transposed to [K, N] and scaled by alpha; C
   // broadcast to [1, N] or [M, N] and scaled by beta.
-  Tensor b_nk = b;
-  QuantizeWeights(n, &b_nk, nn);
-  std::vector<float> b_kn(k * nn);
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j < nn; ++j) b_kn[i * nn + j] = n.alpha * b_nk.floats()[j * k + i];
+  // The [K, N] copy is written straight into oneDNN memory, and the quantized [N, K] copy is
+  // released before the reorder, so a large B is held at most twice besides the graph's.
+  memory b_kn(PlainDesc({k, nn}), engine_);
+  {
+    Tensor b_nk = b;
+    transposed.reset();
+    QuantizeWeights(n, &b_nk, nn);
+    float* kn = static_cast<float*>(b_kn.get_data_handle());
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < nn; ++j) kn[i * nn + j] = n.alpha * b_nk.floats()[j * k + i];
+    }
   }
   const memory::desc src_desc(Dims{m, k}, memory::data_type::f32,
                               n.trans_a ? Dims{1, m} : Dims{k, 1});
@@ -261,7 +270,7 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   dnnl::matmul::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
   memory src = a.mem;
   if (n.trans_a) src = memory(src_desc, engine_, a.mem.get_data_handle());
-  memory weights = ReorderNow(ConstantMemory(PlainDesc({k, nn}), b_kn.data()), pd.weights_desc());
+  memory weights = ReorderNow(b_kn, pd.weights_desc());
   memory dst(pd.dst_desc(), engine_);
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};

@@ -86,15 +86,19 @@ absl::Status NodeError(const Node& n, const std::string& what) {
 
 class Importer {
  public:
-  Importer(const onnx::ModelProto& model, const ImportOptions& options, std::string source)
-      : model_(model), options_(options) {
+  // `model` is the checked, shape-inferred proto (its large initializers may hold placeholder
+  // data); `initializers` are the original ones, whose data becomes the graph's constants.
+  Importer(const onnx::ModelProto& model,
+           const google::protobuf::RepeatedPtrField<onnx::TensorProto>& initializers,
+           const ImportOptions& options, std::string source)
+      : model_(model), initializers_(initializers), options_(options) {
     graph_.source = std::move(source);
   }
 
   absl::StatusOr<Graph> Run() {
     RETURN_IF_ERROR(ReadOpset());
     const onnx::GraphProto& g = model_.graph();
-    for (const auto& init : g.initializer()) {
+    for (const auto& init : initializers_) {
       absl::StatusOr<Tensor> t = TensorFromProto(init);
       if (!t.ok()) return Annotate(t.status(), absl::StrCat(graph_.source, ": initializer"));
       graph_.constants[init.name()] = *std::move(t);
@@ -746,6 +750,7 @@ class Importer {
   };
 
   const onnx::ModelProto& model_;
+  const google::protobuf::RepeatedPtrField<onnx::TensorProto>& initializers_;
   const ImportOptions& options_;
   Graph graph_;
   std::map<std::string, Shape> static_shapes_;
@@ -815,9 +820,76 @@ absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path) {
   return model;
 }
 
+namespace {
+
+// Initializers with more elements than this are copied into the checker's model with placeholder
+// data: the checker only asks for one value field, and shape inference reads the data of small
+// (shape) tensors only. Keeps loading from holding a second copy of the weights.
+constexpr int64_t kStripElements = 1024;
+
+// `init` with its data replaced by one placeholder element when it is a large float/int tensor.
+onnx::TensorProto StrippedInitializer(const onnx::TensorProto& init) {
+  int64_t elements = 1;
+  for (int64_t d : init.dims()) elements *= d;
+  const bool external = init.has_data_location() &&
+                        init.data_location() == onnx::TensorProto::EXTERNAL;
+  if (elements <= kStripElements || external) return init;
+  onnx::TensorProto t;
+  t.set_name(init.name());
+  t.set_data_type(init.data_type());
+  *t.mutable_dims() = init.dims();
+  if (!init.raw_data().empty()) {
+    t.set_raw_data(std::string(1, '\0'));
+  } else if (init.float_data_size() > 0) {
+    t.add_float_data(0);
+  } else if (init.int32_data_size() > 0) {
+    t.add_int32_data(0);
+  } else if (init.int64_data_size() > 0) {
+    t.add_int64_data(0);
+  } else if (init.double_data_size() > 0) {
+    t.add_double_data(0);
+  } else if (init.uint64_data_size() > 0) {
+    t.add_uint64_data(0);
+  } else {
+    return init;  // strings and empty tensors: kept as they are
+  }
+  return t;
+}
+
+// A copy of `model` for the checker and shape inference, without the bulk of the weights.
+onnx::ModelProto CheckerCopy(const onnx::ModelProto& model) {
+  onnx::ModelProto checked;
+  if (model.has_ir_version()) checked.set_ir_version(model.ir_version());
+  *checked.mutable_opset_import() = model.opset_import();
+  if (model.has_producer_name()) checked.set_producer_name(model.producer_name());
+  if (model.has_producer_version()) checked.set_producer_version(model.producer_version());
+  if (model.has_domain()) checked.set_domain(model.domain());
+  if (model.has_model_version()) checked.set_model_version(model.model_version());
+  if (model.has_doc_string()) checked.set_doc_string(model.doc_string());
+  *checked.mutable_metadata_props() = model.metadata_props();
+  *checked.mutable_training_info() = model.training_info();
+  *checked.mutable_functions() = model.functions();
+  const onnx::GraphProto& g = model.graph();
+  onnx::GraphProto* out = checked.mutable_graph();
+  *out->mutable_node() = g.node();
+  if (g.has_name()) out->set_name(g.name());
+  for (const onnx::TensorProto& init : g.initializer()) {
+    *out->add_initializer() = StrippedInitializer(init);
+  }
+  *out->mutable_sparse_initializer() = g.sparse_initializer();
+  if (g.has_doc_string()) out->set_doc_string(g.doc_string());
+  *out->mutable_input() = g.input();
+  *out->mutable_output() = g.output();
+  *out->mutable_value_info() = g.value_info();
+  *out->mutable_quantization_annotation() = g.quantization_annotation();
+  return checked;
+}
+
+}  // namespace
+
 absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const ImportOptions& options,
                                       const std::string& source) {
-  onnx::ModelProto checked = model;
+  onnx::ModelProto checked = CheckerCopy(model);
   // A dynamic leading dimension of a runtime input is bound to the import batch, so that shape
   // computations on it fold (Reshape targets computed from it keep copying the batch: see the
   // Reshape import). Other dynamic dimensions stay unknown.
@@ -840,7 +912,7 @@ absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const Impor
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": invalid ONNX model: ", e.what()));
   }
-  return Importer(checked, options, source).Run();
+  return Importer(checked, model.graph().initializer(), options, source).Run();
 }
 
 absl::StatusOr<Graph> ImportOnnxFile(const std::string& path, const ImportOptions& options) {
