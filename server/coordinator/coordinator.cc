@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -112,6 +113,91 @@ absl::StatusOr<int> ResolvePageSize(int requested, int default_size) {
   }
   if (requested == 0) return default_size;
   return std::min(requested, kMaxPageSize);
+}
+
+// What a worker may report: every number in range, the totals the sums of the layers' parts
+// (the cost model adds them up layer by layer), layer names unique. INVALID_ARGUMENT naming the
+// field and value otherwise; nothing of a refused report is stored.
+absl::Status CheckResult(const v1::TrialResult& r) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view rule) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("result.", field, ": ", value, " ", rule));
+  };
+  for (auto [field, value] : {std::pair{"top1", r.top1()}, std::pair{"top5", r.top5()}}) {
+    if (!std::isfinite(value) || value < 0 || value > 1) {
+      return bad(field, value, "is not an accuracy in [0, 1]");
+    }
+  }
+  if (r.top5() < r.top1()) {
+    return bad("top5", r.top5(), absl::StrCat("is below top1 ", r.top1()));
+  }
+  if (std::isfinite(r.loss()) && r.loss() < 0) return bad("loss", r.loss(), "is negative");
+  if (r.has_top1_before_finetune() &&
+      (!std::isfinite(r.top1_before_finetune()) || r.top1_before_finetune() < 0 ||
+       r.top1_before_finetune() > 1)) {
+    return bad("top1_before_finetune", r.top1_before_finetune(),
+               "is not an accuracy in [0, 1]");
+  }
+  for (auto [field, value] :
+       {std::pair{"samples", r.samples()}, std::pair{"size_bits", r.size_bits()},
+        std::pair{"peak_activation_bits", r.peak_activation_bits()},
+        std::pair{"activation_bits", r.activation_bits()}, std::pair{"bops", r.bops()},
+        std::pair{"macs", r.macs()}}) {
+    if (value < 0) return bad(field, value, "is negative");
+  }
+  for (auto [field, value] : {std::pair{"energy_pj", r.energy_pj()},
+                              std::pair{"wall_seconds", r.wall_seconds()},
+                              std::pair{"images_per_second", r.images_per_second()}}) {
+    if (!std::isfinite(value) || value < 0) return bad(field, value, "is not finite and >= 0");
+  }
+  if (r.layers_size() == 0) return absl::OkStatus();
+  int64_t macs = 0, weight_bits = 0, activation_bits = 0, bops = 0, peak = 0;
+  double energy = 0;
+  std::set<absl::string_view> names;
+  for (int i = 0; i < r.layers_size(); ++i) {
+    const v1::LayerResult& layer = r.layers(i);
+    const std::string field = absl::StrCat("layers[", i, "]");
+    if (layer.name().empty()) return bad(field, "''", "has no name");
+    if (!names.insert(layer.name()).second) {
+      return bad(field, absl::StrCat("'", layer.name(), "'"), "repeats a layer name");
+    }
+    for (auto [part, value] :
+         {std::pair{".macs", layer.macs()}, std::pair{".weight_count", layer.weight_count()},
+          std::pair{".weight_bits", layer.weight_bits()},
+          std::pair{".activation_bits", layer.activation_bits()},
+          std::pair{".bops", layer.bops()}}) {
+      if (value < 0) return bad(absl::StrCat(field, part), value, "is negative");
+    }
+    if (!std::isfinite(layer.energy_pj()) || layer.energy_pj() < 0) {
+      return bad(absl::StrCat(field, ".energy_pj"), layer.energy_pj(),
+                 "is not finite and >= 0");
+    }
+    // Sums in unsigned arithmetic: forged huge values wrap instead of overflowing (UB).
+    macs = static_cast<int64_t>(static_cast<uint64_t>(macs) + layer.macs());
+    weight_bits = static_cast<int64_t>(static_cast<uint64_t>(weight_bits) + layer.weight_bits());
+    activation_bits =
+        static_cast<int64_t>(static_cast<uint64_t>(activation_bits) + layer.activation_bits());
+    bops = static_cast<int64_t>(static_cast<uint64_t>(bops) + layer.bops());
+    peak = std::max(peak, layer.activation_bits());
+    energy += layer.energy_pj();
+  }
+  for (auto [field, total, sum] :
+       {std::tuple{"macs", r.macs(), macs}, std::tuple{"size_bits", r.size_bits(), weight_bits},
+        std::tuple{"activation_bits", r.activation_bits(), activation_bits},
+        std::tuple{"bops", r.bops(), bops}}) {
+    if (total != sum) {
+      return bad(field, total, absl::StrCat("is not the sum over its layers (", sum, ")"));
+    }
+  }
+  if (r.peak_activation_bits() != peak) {
+    return bad("peak_activation_bits", r.peak_activation_bits(),
+               absl::StrCat("is not the largest layer's activation_bits (", peak, ")"));
+  }
+  if (std::abs(r.energy_pj() - energy) > 1e-9 * std::max(1.0, std::abs(energy))) {
+    return bad("energy_pj", r.energy_pj(),
+               absl::StrCat("is not the sum over its layers (", energy, ")"));
+  }
+  return absl::OkStatus();
 }
 
 // The numbers of a result the frontier metrics need.
@@ -278,6 +364,10 @@ class SqliteCoordinator final : public Coordinator {
   absl::Status RefreshWorkersConnected(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<SweepInfo*> GetSweepInfo(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // INVALID_ARGUMENT unless the result's layers (names and classes, in order) are the model's,
+  // as an earlier stored result of the same model listed them; OK when none is stored yet.
+  absl::Status CheckLayersOfModel(const std::string& model_hash, const v1::TrialResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // 12 hex digits for a lease id, from a SplitMix64 stream seeded once from OpenSSL's CSPRNG
   // (lease ids need to be distinct, not secret: RAND_bytes per lease cost more than the rest).
   std::string LeaseSuffix() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -359,6 +449,9 @@ class SqliteCoordinator final : public Coordinator {
   int64_t workers_refreshed_ms_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
   // When each known worker's last_seen_ms was last written (see TouchWorker).
   absl::flat_hash_map<std::string, int64_t> worker_seen_written_ms_ ABSL_GUARDED_BY(mu_);
+  // Quantizable layers (name, class) by model hash, from the model's first stored result.
+  absl::flat_hash_map<std::string, std::vector<std::pair<std::string, std::string>>>
+      model_layers_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1733,6 +1826,50 @@ absl::Status SqliteCoordinator::HeartbeatLocked(const v1::HeartbeatRequest& r, i
   return absl::OkStatus();
 }
 
+absl::Status SqliteCoordinator::CheckLayersOfModel(const std::string& model_hash,
+                                                   const v1::TrialResult& result) {
+  if (result.layers_size() == 0) return absl::OkStatus();
+  auto known = model_layers_.find(model_hash);
+  if (known == model_layers_.end()) {
+    ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT name, layer_class FROM trial_layers WHERE trial_id = ("
+                     "SELECT t.id FROM sweeps s JOIN trials t ON t.sweep_id = s.id "
+                     "JOIN results r ON r.trial_id = t.id WHERE s.model_hash = ?1 "
+                     "AND EXISTS (SELECT 1 FROM trial_layers l WHERE l.trial_id = t.id) "
+                     "LIMIT 1) ORDER BY layer_index"));
+    select.Bind(1, model_hash);
+    std::vector<std::pair<std::string, std::string>> layers;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      layers.emplace_back(select.Text(0), select.Text(1));
+    }
+    if (layers.empty()) return absl::OkStatus();  // nothing known about this model yet
+    known = model_layers_.emplace(model_hash, std::move(layers)).first;
+  }
+  const auto& layers = known->second;
+  auto names = [](auto begin, auto end, auto name_of) {
+    std::vector<std::string> out;
+    for (auto it = begin; it != end; ++it) out.push_back(name_of(*it));
+    return absl::StrJoin(out, ",");
+  };
+  bool same = static_cast<int>(layers.size()) == result.layers_size();
+  for (int i = 0; same && i < result.layers_size(); ++i) {
+    same = layers[i].first == result.layers(i).name() &&
+           layers[i].second == result.layers(i).layer_class();
+  }
+  if (same) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "result.layers: [",
+      names(result.layers().begin(), result.layers().end(),
+            [](const v1::LayerResult& l) { return absl::StrCat(l.name(), ":", l.layer_class()); }),
+      "] are not the model's quantizable layers [",
+      names(layers.begin(), layers.end(),
+            [](const auto& l) { return absl::StrCat(l.first, ":", l.second); }),
+      "]"));
+}
+
 absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
                                                      Effects& effects) {
   RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
@@ -1741,11 +1878,16 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   int64_t leased_ms = 0;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms FROM leases "
-                                  "WHERE id = ?1"));
+                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms, worker_id "
+                                  "FROM leases WHERE id = ?1"));
     select.Bind(1, r.lease_id());
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (row) {
+      // Only the worker the lease was handed to may report on it (and settle its answer).
+      if (select.Text(3) != r.worker_id()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "lease ", r.lease_id(), " belongs to another worker, not ", r.worker_id()));
+      }
       lease_trial_id = select.Int64(0);
       if (lease_trial_id == r.trial_id() && !select.IsNull(1)) return select.Int64(1) != 0;
       leased_ms = select.Int64(2);
@@ -1802,13 +1944,7 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   effects.touched_sweeps.insert(sweep_id);
 
   if (r.has_result()) {
-    for (double value : {r.result().top1(), r.result().top5(), r.result().energy_pj()}) {
-      if (!std::isfinite(value)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("result: top1, top5 and energy_pj must be finite (trial ",
-                         r.trial_id(), ")"));
-      }
-    }
+    RETURN_IF_ERROR(CheckLayersOfModel(sweep->spec.model_hash(), r.result()));
     RETURN_IF_ERROR(StoreResult(r.trial_id(), *sweep, dedup_key, r, now_ms));
     RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'succeeded', finished_ms = ?2, "
                          "lease_deadline_ms = NULL WHERE id = ?1",
@@ -1838,13 +1974,16 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
     RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
     return true;
   }
-  effects.reports.push_back("error");
   if (!is_current_lease) {
-    // A stale lease's failure: its attempt was already counted when it expired; keep the text.
-    RETURN_IF_ERROR(Exec("UPDATE trials SET error = ?2 WHERE id = ?1", r.trial_id(), message));
-    RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
-    return true;
+    // A stale lease's transient failure: its attempt was already counted when it expired and
+    // the trial runs (or waits) under another lease; nothing is stored, and the answer says so.
+    RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 0, outcome = coalesce(outcome, "
+                         "'error'), ended_ms = coalesce(ended_ms, ?2) WHERE id = ?1",
+                         r.lease_id(), now_ms));
+    effects.reports.push_back("refused");
+    return false;
   }
+  effects.reports.push_back("error");
   RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
   if (attempts >= sweep->max_attempts) {
     RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
@@ -1862,6 +2001,12 @@ absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportReq
   if (r.lease_next() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("lease_next: must be >= 0, got ", r.lease_next()));
+  }
+  if (r.has_result()) {
+    if (absl::Status checked = CheckResult(r.result()); !checked.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(checked.message(), " (trial ", r.trial_id(), ")"));
+    }
   }
   v1::ReportResponse response;
   GroupOp op;

@@ -24,6 +24,11 @@
 //   worker's error text.
 // - Report is idempotent per (trial, lease): the first report of an unfinished trial is stored
 //   (even from an expired lease: the work is valid) and later ones are refused without change.
+//   Only the worker the lease was handed to may report on it (others: FAILED_PRECONDITION). A
+//   result out of range (accuracies outside [0, 1], top5 < top1, negative or non-finite costs,
+//   totals that are not the sums over the layers, layers other than the model's as an earlier
+//   result listed them) is INVALID_ARGUMENT and stores nothing. `accepted` is true only when the
+//   report's outcome was stored: a stale lease's transient error is refused.
 // - Deduplication: a trial whose (model, eval settings, config hash, fine-tuning) was already
 //   evaluated, in this sweep or another, is not run again; it succeeds at once with the earlier
 //   result, marked cached.

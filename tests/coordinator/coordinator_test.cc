@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -501,12 +502,102 @@ TEST_F(CoordinatorTest, StaleTransientErrorDoesNotDisturbTheCurrentLease) {
   clock_.Advance(absl::Seconds(61));
   ASSERT_OK(coordinator_->ExpireLeases());
   v1::LeasedTrial current = LeaseOne();
-  EXPECT_TRUE(Accepted(ReportError(stale, "worker shutting down", false)));
+  // Nothing of a stale lease's transient error is stored, and the answer says so (repeatably).
+  EXPECT_FALSE(Accepted(ReportError(stale, "worker shutting down", false)));
+  EXPECT_FALSE(Accepted(ReportError(stale, "worker shutting down", false)));
   v1::Trial trial = TrialById(sweep.id(), current.trial_id());
   EXPECT_EQ(trial.state(), v1::TRIAL_RUNNING);
   EXPECT_EQ(trial.attempts(), 2);
-  EXPECT_EQ(trial.error(), "worker shutting down");
+  EXPECT_EQ(trial.error(), "");
   EXPECT_TRUE(Accepted(ReportResult(current, MakeResult(0.8, 500))));
+}
+
+TEST_F(CoordinatorTest, ForgedResultsAreRefusedAndNothingIsStored) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  struct Case {
+    std::string name;
+    std::function<void(v1::TrialResult&)> forge;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"top1 above 1", [](v1::TrialResult& r) { r.set_top1(5.0); r.set_top5(5.0); },
+       "result.top1: 5 is not an accuracy in [0, 1]"},
+      {"negative top1", [](v1::TrialResult& r) { r.set_top1(-1); },
+       "result.top1: -1 is not an accuracy in [0, 1]"},
+      {"NaN top5", [](v1::TrialResult& r) { r.set_top5(std::nan("")); },
+       "result.top5: nan is not an accuracy"},
+      {"top5 below top1", [](v1::TrialResult& r) { r.set_top5(0.5); },
+       "result.top5: 0.5 is below top1 0.9"},
+      {"negative size", [](v1::TrialResult& r) { r.set_size_bits(-100); },
+       "result.size_bits: -100 is negative"},
+      {"infinite energy",
+       [](v1::TrialResult& r) { r.set_energy_pj(std::numeric_limits<double>::infinity()); },
+       "result.energy_pj: inf is not finite"},
+      {"negative layer bops", [](v1::TrialResult& r) { r.mutable_layers(1)->set_bops(-1); },
+       "result.layers[1].bops: -1 is negative"},
+      {"size not the layers' sum", [](v1::TrialResult& r) { r.set_size_bits(10); },
+       "result.size_bits: 10 is not the sum over its layers (1000)"},
+      {"bops not the layers' sum", [](v1::TrialResult& r) { r.set_bops(1); },
+       "result.bops: 1 is not the sum over its layers (10000)"},
+      {"energy not the layers' sum", [](v1::TrialResult& r) { r.set_energy_pj(1); },
+       "result.energy_pj: 1 is not the sum over its layers (100)"},
+      {"peak above every layer", [](v1::TrialResult& r) { r.set_peak_activation_bits(9999); },
+       "result.peak_activation_bits: 9999 is not the largest layer's activation_bits (4096)"},
+      {"repeated layer", [](v1::TrialResult& r) { r.mutable_layers(1)->set_name("conv1"); },
+       "result.layers[1]: 'conv1' repeats a layer name"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::TrialResult forged = MakeResult(0.9, 1000);
+    c.forge(forged);
+    absl::StatusOr<v1::ReportResponse> response = ReportResult(leased, forged);
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(response.status().message()), HasSubstr(c.message));
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM leases WHERE report_accepted IS NOT NULL"), 0);
+  EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_RUNNING);
+  // The honest report on the same lease still lands.
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.9, 1000))));
+
+  // Once a result of the model is stored, its layers are the model's: others are refused.
+  v1::LeasedTrial second = LeaseOne();
+  v1::TrialResult other_layers = MakeResult(0.8, 800);
+  other_layers.mutable_layers(1)->set_name("fc9");
+  absl::StatusOr<v1::ReportResponse> response = ReportResult(second, other_layers);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("result.layers: [conv1:conv,fc9:fc] are not the model's quantizable "
+                        "layers [conv1:conv,fc1:fc]"));
+  v1::TrialResult one_layer = MakeResult(0.8, 800);
+  one_layer.mutable_layers()->RemoveLast();
+  one_layer.set_size_bits(600);
+  one_layer.set_bops(6000);
+  one_layer.set_macs(600);
+  one_layer.set_activation_bits(4096);
+  one_layer.set_energy_pj(50);
+  EXPECT_EQ(ReportResult(second, one_layer).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 1);
+  EXPECT_TRUE(Accepted(ReportResult(second, MakeResult(0.8, 800))));
+}
+
+TEST_F(CoordinatorTest, OnlyTheLeaseHolderMayReport) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  const std::string intruder = RegisterWorker("host-b");
+  absl::StatusOr<v1::ReportResponse> hijack =
+      ReportResult(leased, MakeResult(0.1, 1), intruder);
+  EXPECT_EQ(hijack.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(hijack.status().message()), HasSubstr("belongs to another worker"));
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 0);
+  // The holder's own report is stored, and its answer says so.
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.9, 1000))));
+  EXPECT_DOUBLE_EQ(TrialById(sweep.id(), leased.trial_id()).result().top1(), 0.9);
+  // A hijacked repeat after the fact is still refused, not answered from the holder's answer.
+  EXPECT_EQ(ReportResult(leased, MakeResult(0.9, 1000), intruder).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(CoordinatorTest, ReportWithAnotherTrialsLeaseIsRefused) {
