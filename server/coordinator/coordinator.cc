@@ -200,6 +200,86 @@ absl::Status CheckResult(const v1::TrialResult& r) {
   return absl::OkStatus();
 }
 
+// Upper bounds and every check of a sweep spec that needs no data, so that a spec a worker
+// would refuse (or spend days on) is refused at submit. INVALID_ARGUMENT naming field and value.
+// (budget and population are bounded by the strategies that use them: planner/plan_util.cc.)
+constexpr size_t kMaxSweepNameBytes = 256;
+constexpr int64_t kMaxBatch = 65'536;
+constexpr int64_t kMaxFinetuneSteps = 10'000'000;
+constexpr int kMaxMaxAttempts = 100;
+constexpr int64_t kMaxCalibrationSamples = 10'000'000;
+constexpr int64_t kMaxImageSide = 16'384;
+constexpr size_t kMaxHardwareProfileBytes = 1 << 20;
+
+absl::Status CheckSpecLimits(const v1::SweepSpec& spec) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view rule) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", value, " ", rule));
+  };
+  auto in_range = [&](absl::string_view field, int64_t value, int64_t low,
+                      int64_t high) -> absl::Status {
+    if (value < low || value > high) {
+      return bad(field, value, absl::StrCat("is outside [", low, ", ", high, "]"));
+    }
+    return absl::OkStatus();
+  };
+  if (spec.name().size() > kMaxSweepNameBytes) {
+    return bad("name", absl::StrCat("of ", spec.name().size(), " bytes"),
+               absl::StrCat("is longer than ", kMaxSweepNameBytes, " bytes"));
+  }
+  if (spec.has_error_margin() && !(spec.error_margin() <= 100)) {
+    return bad("error_margin", spec.error_margin(), "is above 100 percentage points");
+  }
+  RETURN_IF_ERROR(in_range("max_attempts", spec.max_attempts(), 0, kMaxMaxAttempts));
+  const v1::EvalSettings& settings = spec.settings();
+  RETURN_IF_ERROR(in_range("settings.batch", settings.batch(), 0, kMaxBatch));
+  if (settings.hardware_profile_json().size() > kMaxHardwareProfileBytes) {
+    return bad("settings.hardware_profile_json",
+               absl::StrCat("of ", settings.hardware_profile_json().size(), " bytes"),
+               absl::StrCat("is longer than ", kMaxHardwareProfileBytes, " bytes"));
+  }
+  const v1::DatasetRef& dataset = settings.dataset();
+  RETURN_IF_ERROR(in_range("settings.dataset.eval_limit", dataset.eval_limit(), 0,
+                           std::numeric_limits<int64_t>::max()));
+  RETURN_IF_ERROR(in_range("settings.dataset.calibration_samples",
+                           dataset.calibration_samples(), 0, kMaxCalibrationSamples));
+  RETURN_IF_ERROR(in_range("settings.dataset.resize", dataset.resize(), 0, kMaxImageSide));
+  RETURN_IF_ERROR(
+      in_range("settings.dataset.center_crop", dataset.center_crop(), 0, kMaxImageSide));
+  if (!dataset.channel_order().empty() && dataset.channel_order() != "rgb" &&
+      dataset.channel_order() != "bgr") {
+    return bad("settings.dataset.channel_order", absl::StrCat("'", dataset.channel_order(), "'"),
+               "is neither 'rgb' nor 'bgr'");
+  }
+  if (!dataset.mean().empty() && !dataset.std().empty() &&
+      dataset.mean_size() != dataset.std_size()) {
+    return bad("settings.dataset.std", absl::StrCat("has ", dataset.std_size(), " values"),
+               absl::StrCat("but mean has ", dataset.mean_size()));
+  }
+  for (int i = 0; i < dataset.mean_size(); ++i) {
+    if (!std::isfinite(dataset.mean(i))) {
+      return bad(absl::StrCat("settings.dataset.mean[", i, "]"), dataset.mean(i),
+                 "is not finite");
+    }
+  }
+  for (int i = 0; i < dataset.std_size(); ++i) {
+    if (!std::isfinite(dataset.std(i)) || dataset.std(i) == 0) {
+      return bad(absl::StrCat("settings.dataset.std[", i, "]"), dataset.std(i),
+                 "is not a finite non-zero number");
+    }
+  }
+  const v1::FinetuneSpec& finetune = spec.finetune();
+  RETURN_IF_ERROR(in_range("finetune.steps", finetune.steps(), 0, kMaxFinetuneSteps));
+  RETURN_IF_ERROR(in_range("finetune.batch", finetune.batch(), 0, kMaxBatch));
+  for (auto [field, value] : {std::pair{"finetune.learning_rate", finetune.learning_rate()},
+                              std::pair{"finetune.weight_decay", finetune.weight_decay()}}) {
+    if (!std::isfinite(value) || value < 0) return bad(field, value, "is not finite and >= 0");
+  }
+  if (!(finetune.momentum() >= 0 && finetune.momentum() < 1)) {
+    return bad("finetune.momentum", finetune.momentum(), "is outside [0, 1)");
+  }
+  return absl::OkStatus();
+}
+
 // The numbers of a result the frontier metrics need.
 struct ResultSummary {
   int64_t trial_id = 0;
@@ -911,6 +991,7 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& sp
   if (spec.budget() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 0, got ", spec.budget()));
   }
+  RETURN_IF_ERROR(CheckSpecLimits(spec));
   {
     absl::StatusOr<std::vector<v1::Objective>> objectives = SweepObjectives(spec);
     if (!objectives.ok()) return Annotate(objectives.status(), "objectives");

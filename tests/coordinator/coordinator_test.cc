@@ -243,6 +243,44 @@ TEST_F(CoordinatorTest, SubmitRejectsBadSpecsNamingTheField) {
        absl::StatusCode::kInvalidArgument, "max_attempts"},
       {"strategy validation", [](v1::SweepSpec& s) { s.set_name("invalid"); },
        absl::StatusCode::kInvalidArgument, "space.axes"},
+      {"long name", [](v1::SweepSpec& s) { s.set_name(std::string(257, 'n')); },
+       absl::StatusCode::kInvalidArgument, "name: of 257 bytes is longer than 256 bytes"},
+      {"huge finetune steps",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_steps(1'000'000'000'000); },
+       absl::StatusCode::kInvalidArgument,
+       "finetune.steps: 1000000000000 is outside [0, 10000000]"},
+      {"huge finetune batch",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_batch(1'000'000'000'000); },
+       absl::StatusCode::kInvalidArgument, "finetune.batch: 1000000000000 is outside [0, 65536]"},
+      {"negative batch", [](v1::SweepSpec& s) { s.mutable_settings()->set_batch(-1); },
+       absl::StatusCode::kInvalidArgument, "settings.batch: -1 is outside [0, 65536]"},
+      {"negative eval_limit",
+       [](v1::SweepSpec& s) { s.mutable_settings()->mutable_dataset()->set_eval_limit(-5); },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.eval_limit: -5 is outside"},
+      {"zero std",
+       [](v1::SweepSpec& s) {
+         s.mutable_settings()->mutable_dataset()->add_mean(0.5f);
+         s.mutable_settings()->mutable_dataset()->add_std(0.0f);
+       },
+       absl::StatusCode::kInvalidArgument,
+       "settings.dataset.std[0]: 0 is not a finite non-zero number"},
+      {"mean and std counts differ",
+       [](v1::SweepSpec& s) {
+         auto* dataset = s.mutable_settings()->mutable_dataset();
+         for (float m : {0.1f, 0.2f, 0.3f, 0.4f}) dataset->add_mean(m);
+         dataset->add_std(0.5f);
+       },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.std: has 1 values but mean has 4"},
+      {"bad channel order",
+       [](v1::SweepSpec& s) { s.mutable_settings()->mutable_dataset()->set_channel_order("x"); },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.channel_order: 'x'"},
+      {"momentum of 1", [](v1::SweepSpec& s) { s.mutable_finetune()->set_momentum(1.0); },
+       absl::StatusCode::kInvalidArgument, "finetune.momentum: 1 is outside [0, 1)"},
+      {"NaN learning rate",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_learning_rate(std::nan("")); },
+       absl::StatusCode::kInvalidArgument, "finetune.learning_rate: nan is not finite"},
+      {"too many attempts", [](v1::SweepSpec& s) { s.set_max_attempts(101); },
+       absl::StatusCode::kInvalidArgument, "max_attempts: 101 is outside [0, 100]"},
   };
   for (const Case& c : cases) {
     v1::SweepSpec spec = Spec("ok", {{"baseline", {kBaseline}}});
