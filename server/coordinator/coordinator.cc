@@ -404,6 +404,7 @@ class SqliteCoordinator final : public Coordinator {
   absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) override;
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) override;
   absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) override;
+  absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id) override;
   absl::Status ExpireLeases() override;
 
  private:
@@ -1077,10 +1078,13 @@ absl::Status SqliteCoordinator::InsertTrial(const SweepInfo& sweep, int64_t step
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
   const std::string spec_bytes = trial.spec.SerializeAsString();
   // Already evaluated (in any sweep): reuse the result, nothing runs.
-  ASSIGN_OR_RETURN(std::optional<int64_t> evaluated,
-                   QueryInt("SELECT trial_id FROM results WHERE dedup_key = ?1 "
-                            "ORDER BY trial_id LIMIT 1",
-                            trial.dedup_key));
+  std::optional<int64_t> evaluated;
+  if (!sweep.spec.no_cache()) {
+    ASSIGN_OR_RETURN(evaluated,
+                     QueryInt("SELECT trial_id FROM results WHERE dedup_key = ?1 "
+                              "AND invalidated_ms IS NULL ORDER BY trial_id LIMIT 1",
+                              trial.dedup_key));
+  }
   if (evaluated.has_value()) {
     RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
                          Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
@@ -1091,11 +1095,14 @@ absl::Status SqliteCoordinator::InsertTrial(const SweepInfo& sweep, int64_t step
     return OnTrialSucceeded(sweep.id, trial_id, trial.spec.stage(), *evaluated, effects);
   }
   // Being evaluated right now: wait for that one instead of running it twice.
-  ASSIGN_OR_RETURN(std::optional<int64_t> original,
-                   QueryInt("SELECT id FROM trials WHERE dedup_key = ?1 "
-                            "AND state IN ('queued', 'running') AND duplicate_of IS NULL "
-                            "ORDER BY id LIMIT 1",
-                            trial.dedup_key));
+  std::optional<int64_t> original;
+  if (!sweep.spec.no_cache()) {
+    ASSIGN_OR_RETURN(original,
+                     QueryInt("SELECT id FROM trials WHERE dedup_key = ?1 "
+                              "AND state IN ('queued', 'running') AND duplicate_of IS NULL "
+                              "ORDER BY id LIMIT 1",
+                              trial.dedup_key));
+  }
   RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
                        Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
                        trial.dedup_key, "queued", int64_t{0}, nullptr, original, now_ms,
@@ -2076,6 +2083,34 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   effects.Move(state, v1::TRIAL_QUEUED);
   effects.work_queued = true;
   return true;
+}
+
+absl::StatusOr<v1::InvalidateTrialResponse> SqliteCoordinator::InvalidateTrial(
+    int64_t trial_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(std::optional<int64_t> evaluated,
+                   QueryInt("SELECT coalesce(cached_from, id) FROM trials WHERE id = ?1",
+                            trial_id));
+  if (!evaluated.has_value()) {
+    return absl::NotFoundError(absl::StrCat("trial ", trial_id, " not found"));
+  }
+  ASSIGN_OR_RETURN(std::optional<int64_t> already,
+                   QueryInt("SELECT invalidated_ms IS NOT NULL FROM results WHERE trial_id = ?1",
+                            *evaluated));
+  if (!already.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trial ", trial_id, " has no result to invalidate"));
+  }
+  v1::InvalidateTrialResponse response;
+  response.set_evaluated_trial_id(*evaluated);
+  response.set_invalidated(*already == 0);
+  if (*already == 0) {
+    RETURN_IF_ERROR(Exec("UPDATE results SET invalidated_ms = ?2 WHERE trial_id = ?1",
+                         *evaluated, NowMs()));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return response;
 }
 
 absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {

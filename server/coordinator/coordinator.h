@@ -90,6 +90,8 @@ class Coordinator {
   virtual absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) = 0;
   virtual absl::StatusOr<v1::ExportConfigResponse> ExportConfig(
       const v1::ExportConfigRequest& r) = 0;
+  // Takes the trial's result (or the one it was cached from) back from deduplication.
+  virtual absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id) = 0;
   // Blocks (real time, at most `timeout`) until the sweep's version passes `seen_version`;
   // returns the current version (the same one on timeout). Version 0 is never current, so
   // WaitForSweepChange(id, 0, ...) returns at once. NOT_FOUND for unknown sweeps.

@@ -113,6 +113,13 @@ class ExplorerService final : public v1::Explorer::Service {
                  [&] { return coordinator_->CancelSweep(request->sweep_id()); });
   }
 
+  grpc::Status InvalidateTrial(grpc::ServerContext* context,
+                               const v1::InvalidateTrialRequest* request,
+                               v1::InvalidateTrialResponse* response) override {
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->InvalidateTrial(request->trial_id()); });
+  }
+
   // One event now, then one per change of the sweep, until it is final or the client leaves.
   // Waits in one-second slices so a cancelled call or a shutdown ends the stream promptly.
   grpc::Status WatchSweep(grpc::ServerContext* context, const v1::WatchSweepRequest* request,

@@ -757,6 +757,45 @@ TEST_F(CoordinatorTest, EvaluatedTrialsAreReusedAcrossSweeps) {
             }()));
 }
 
+TEST_F(CoordinatorTest, InvalidatedResultIsEvaluatedAgainAndNoCacheSkipsDedup) {
+  Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.87, 800))));
+  v1::Sweep cached = Submit(Spec("b", {{"grid", {kFixed8}}}));
+  ASSERT_EQ(cached.trials_cached(), 1);
+  const int64_t cached_trial = Trials(cached.id())[0].id();
+
+  // Invalidating the cached copy takes back the result it came from.
+  v1::InvalidateTrialResponse invalidated =
+      ValueOrDie(coordinator_->InvalidateTrial(cached_trial));
+  EXPECT_EQ(invalidated.evaluated_trial_id(), leased.trial_id());
+  EXPECT_TRUE(invalidated.invalidated());
+  EXPECT_FALSE(ValueOrDie(coordinator_->InvalidateTrial(leased.trial_id())).invalidated());
+  EXPECT_EQ(Count("SELECT count(*) FROM results WHERE invalidated_ms IS NOT NULL"), 1);
+  // A later identical sweep runs the config again; its fresh result is served from then on.
+  v1::Sweep again = Submit(Spec("c", {{"grid", {kFixed8}}}));
+  EXPECT_EQ(again.trials_cached(), 0);
+  EXPECT_EQ(again.trials_queued(), 1);
+  v1::LeasedTrial rerun = LeaseOne();
+  EXPECT_NE(rerun.trial_id(), leased.trial_id());
+  EXPECT_TRUE(Accepted(ReportResult(rerun, MakeResult(0.86, 800))));
+  v1::Sweep after = Submit(Spec("d", {{"grid", {kFixed8}}}));
+  EXPECT_EQ(after.trials_cached(), 1);
+  EXPECT_EQ(Trials(after.id())[0].cached_from(), rerun.trial_id());
+
+  // --no-cache: evaluated again although a valid result exists.
+  v1::SweepSpec no_cache = Spec("e", {{"grid", {kFixed8}}});
+  no_cache.set_no_cache(true);
+  v1::Sweep fresh = Submit(no_cache);
+  EXPECT_EQ(fresh.trials_cached(), 0);
+  EXPECT_EQ(fresh.trials_queued(), 1);
+  EXPECT_EQ(LeaseOne().trial_id(), Trials(fresh.id())[0].id());
+
+  EXPECT_EQ(coordinator_->InvalidateTrial(999999).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(coordinator_->InvalidateTrial(Trials(fresh.id())[0].id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // running: no result yet
+}
+
 TEST_F(CoordinatorTest, TrialWaitsForAnIdenticalRunningTrialOfAnotherSweep) {
   v1::Sweep first = Submit(Spec("a", {{"grid", {kFixed8}}}));
   v1::LeasedTrial leased = LeaseOne();
