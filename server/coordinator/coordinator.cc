@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <string>
 #include <utility>
@@ -33,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "common/splitmix64.h"
@@ -70,6 +72,12 @@ int StateFromName(absl::string_view name) {
 const char* StateName(int state) { return state >= 1 && state <= 5 ? kStateNames[state] : ""; }
 
 constexpr int kDefaultMaxAttempts = 3;
+// Leases lost to dead or hung workers before a trial fails: more than reported errors, since a
+// lost lease says little about the trial (see LostLeaseCap).
+constexpr int64_t kMinLostLeaseCap = 10;
+int64_t LostLeaseCap(int max_attempts) {
+  return std::max<int64_t>(kMinLostLeaseCap, 3 * static_cast<int64_t>(max_attempts));
+}
 constexpr double kDefaultErrorMarginPp = 1.0;
 constexpr int kMaxLeaseBatch = 64;
 constexpr int kDefaultSweepPageSize = 50;
@@ -381,6 +389,22 @@ class SqliteCoordinator final : public Coordinator {
  public:
   SqliteCoordinator(const CoordinatorOptions& options, std::unique_ptr<Database> db)
       : options_(options), clock_(options.clock), metrics_(options.metrics), db_(std::move(db)) {}
+  ~SqliteCoordinator() override {
+    if (expiry_thread_.joinable()) {
+      stop_expiry_.Notify();
+      expiry_thread_.join();
+    }
+  }
+  // Starts the expiry timer (CoordinatorOptions.expiry_interval) once Init succeeded.
+  void StartExpiryTimer() {
+    if (options_.expiry_interval <= absl::ZeroDuration()) return;
+    expiry_thread_ = std::thread([this] {
+      while (!stop_expiry_.WaitForNotificationWithTimeout(options_.expiry_interval)) {
+        // Failures (e.g. a busy database) are retried at the next tick.
+        (void)ExpireLeases();
+      }
+    });
+  }
 
   absl::Status Init() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -404,6 +428,7 @@ class SqliteCoordinator final : public Coordinator {
   absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) override;
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) override;
   absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) override;
+  absl::StatusOr<v1::ReturnLeasesResponse> ReturnLeases(const v1::ReturnLeasesRequest& r) override;
   absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id) override;
   absl::Status ExpireLeases() override;
 
@@ -533,6 +558,8 @@ class SqliteCoordinator final : public Coordinator {
   // Quantizable layers (name, class) by model hash, from the model's first stored result.
   absl::flat_hash_map<std::string, std::vector<std::pair<std::string, std::string>>>
       model_layers_ ABSL_GUARDED_BY(mu_);
+  absl::Notification stop_expiry_;
+  std::thread expiry_thread_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1727,14 +1754,15 @@ absl::StatusOr<v1::RegisterResponse> SqliteCoordinator::RegisterWorker(
 
 absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effects) {
   struct Expired {
-    int64_t id, sweep_id, attempts;
+    int64_t id, sweep_id, lost;
     std::string error, lease_id;
   };
   std::vector<Expired> expired;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT id, sweep_id, attempts, error, lease_id FROM trials "
-                                  "WHERE state = 'running' AND lease_deadline_ms < ?1"));
+                     db_->Prepare("SELECT id, sweep_id, lost_leases + 1, error, lease_id "
+                                  "FROM trials WHERE state = 'running' "
+                                  "AND lease_deadline_ms < ?1"));
     select.Bind(1, now_ms);
     for (;;) {
       ASSIGN_OR_RETURN(bool row, select.Step());
@@ -1752,10 +1780,12 @@ absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effe
     RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'expired', ended_ms = ?2 "
                          "WHERE id = ?1 AND outcome IS NULL",
                          trial.lease_id, now_ms));
+    RETURN_IF_ERROR(Exec("UPDATE trials SET lost_leases = ?2 WHERE id = ?1", trial.id,
+                         trial.lost));
     ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
-    if (trial.attempts >= sweep->max_attempts) {
+    if (trial.lost >= LostLeaseCap(sweep->max_attempts)) {
       const std::string error =
-          trial.error.empty() ? absl::StrCat("lease expired ", trial.attempts, " times")
+          trial.error.empty() ? absl::StrCat("lease expired ", trial.lost, " times")
                               : trial.error;
       RETURN_IF_ERROR(
           FailTrial(trial.id, trial.sweep_id, v1::TRIAL_RUNNING, error, now_ms, effects));
@@ -1966,8 +1996,8 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   int64_t leased_ms = 0;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms, worker_id "
-                                  "FROM leases WHERE id = ?1"));
+                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms, worker_id, "
+                                  "outcome FROM leases WHERE id = ?1"));
     select.Bind(1, r.lease_id());
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (row) {
@@ -1978,6 +2008,12 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
       }
       lease_trial_id = select.Int64(0);
       if (lease_trial_id == r.trial_id() && !select.IsNull(1)) return select.Int64(1) != 0;
+      if (lease_trial_id == r.trial_id() && !select.IsNull(4) && select.Text(4) == "returned") {
+        // The worker gave this lease back: whatever it reports later is not its trial's.
+        RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 0 WHERE id = ?1", r.lease_id()));
+        effects.reports.push_back("refused");
+        return false;
+      }
       leased_ms = select.Int64(2);
     }
   }
@@ -1996,8 +2032,8 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   std::string current_lease, stage, dedup_key;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT sweep_id, state, attempts, lease_id, stage, dedup_key "
-                                  "FROM trials WHERE id = ?1"));
+                     db_->Prepare("SELECT sweep_id, state, attempts - lost_leases, lease_id, "
+                                  "stage, dedup_key FROM trials WHERE id = ?1"));
     select.Bind(1, r.trial_id());
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
@@ -2113,6 +2149,41 @@ absl::StatusOr<v1::InvalidateTrialResponse> SqliteCoordinator::InvalidateTrial(
   return response;
 }
 
+absl::StatusOr<v1::ReturnLeasesResponse> SqliteCoordinator::ReturnLeases(
+    const v1::ReturnLeasesRequest& r) {
+  v1::ReturnLeasesResponse response;
+  GroupOp op;
+  op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    response.Clear();
+    const int64_t now_ms = NowMs();
+    RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
+    for (const std::string& lease_id : r.lease_ids()) {
+      // Only a live lease of this worker that is still its trial's current one.
+      ASSIGN_OR_RETURN(Statement select,
+                       db_->Prepare("SELECT t.id, t.sweep_id FROM leases l JOIN trials t "
+                                    "ON t.id = l.trial_id AND t.lease_id = l.id "
+                                    "WHERE l.id = ?1 AND l.worker_id = ?2 AND l.outcome IS NULL "
+                                    "AND t.state = 'running'"));
+      select.BindAll(lease_id, r.worker_id());
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) continue;
+      const int64_t trial_id = select.Int64(0), sweep_id = select.Int64(1);
+      RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'returned', ended_ms = ?2 WHERE id = ?1",
+                           lease_id, now_ms));
+      RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', lease_deadline_ms = NULL, "
+                           "attempts = attempts - 1 WHERE id = ?1",
+                           trial_id));
+      effects.Move(v1::TRIAL_RUNNING, v1::TRIAL_QUEUED);
+      effects.work_queued = true;
+      effects.touched_sweeps.insert(sweep_id);
+      response.add_returned_lease_ids(lease_id);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(RunGrouped(op));
+  return response;
+}
+
 absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {
   if (r.lease_next() < 0) {
     return absl::InvalidArgumentError(
@@ -2162,6 +2233,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(
   if (!db.ok()) return Annotate(db.status(), absl::StrCat("database '", options.db_path, "'"));
   auto coordinator = std::make_unique<SqliteCoordinator>(options, std::move(*db));
   RETURN_IF_ERROR(coordinator->Init());
+  coordinator->StartExpiryTimer();
   return coordinator;
 }
 

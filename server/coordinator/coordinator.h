@@ -19,9 +19,10 @@
 //   changed the sweep; calls sharing a transaction may share one increment.
 // - Leases: Lease hands out the oldest queued trial of the oldest unfinished sweep (FIFO between
 //   sweeps) with deadline now + lease_duration; Heartbeat moves the deadline of the worker's live
-//   leases; a lease whose deadline passed expires (the trial is queued again, one attempt used).
-//   After max_attempts attempts, or at once for a permanent error, a trial fails with the
-//   worker's error text.
+//   leases; a lease whose deadline passed expires (the trial is queued again; a lost lease).
+//   A trial fails after max_attempts reported transient errors, after
+//   max(kMinLostLeaseCap, 3 * max_attempts) lost leases, or at once for a permanent error, with
+//   the worker's error text. Returned leases (ReturnLeases) count as neither.
 // - Report is idempotent per (trial, lease): the first report of an unfinished trial is stored
 //   (even from an expired lease: the work is valid) and later ones are refused without change.
 //   Only the worker the lease was handed to may report on it (others: FAILED_PRECONDITION). A
@@ -59,8 +60,12 @@ namespace bitsweep::server {
 struct CoordinatorOptions {
   std::string db_path;                      // SQLite file, created (with migrations) if missing
   Clock* clock = nullptr;                   // not owned; required
-  absl::Duration lease_duration = absl::Seconds(60);
-  absl::Duration heartbeat_interval = absl::Seconds(10);
+  absl::Duration lease_duration = absl::Seconds(25);
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  // A background thread expires leases this often (besides every Lease and Heartbeat), so a
+  // dead worker's trial runs again within lease_duration + expiry_interval even when no worker
+  // calls. Zero: no thread (tests drive ExpireLeases with a fake clock).
+  absl::Duration expiry_interval = absl::Seconds(1);
   // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
   // best accuracy per sweep) are registered here when set. Not owned.
   prometheus::Registry* metrics = nullptr;
@@ -106,6 +111,10 @@ class Coordinator {
   // With r.lease_next > 0, also leases (as Lease without waiting) up to that many trials for
   // the worker, in the same transaction as the report.
   virtual absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) = 0;
+
+  // Gives the worker's live leases among r.lease_ids back: trials queued again, no attempt used.
+  virtual absl::StatusOr<v1::ReturnLeasesResponse> ReturnLeases(
+      const v1::ReturnLeasesRequest& r) = 0;
 
   // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;
   // public so that tests drive it with a fake clock.

@@ -73,6 +73,7 @@ class CoordinatorTest : public ::testing::Test {
     options.clock = &clock_;
     options.lease_duration = absl::Seconds(60);
     options.heartbeat_interval = absl::Seconds(10);
+    options.expiry_interval = absl::ZeroDuration();  // the tests expire leases themselves
     options.metrics = &registry_;
     options.strategy_factory = testing::FakeStrategyFactory(&plans_);
     return options;
@@ -390,20 +391,22 @@ TEST_F(CoordinatorTest, ExpiredLeaseIsRequeuedAndCountsAnAttempt) {
   EXPECT_EQ(TrialById(sweep.id(), first.trial_id()).attempts(), 2);
 }
 
-TEST_F(CoordinatorTest, TrialFailsAfterMaxAttemptsOfExpiry) {
+TEST_F(CoordinatorTest, LostLeasesFailATrialOnlyAfterTheirOwnLargerCap) {
   v1::SweepSpec spec = Spec("a", {{"grid", {kFixed8}}});
-  spec.set_max_attempts(2);
+  spec.set_max_attempts(2);  // reported errors; lost leases: max(10, 3 * 2) = 10
   v1::Sweep sweep = Submit(spec);
-  for (int attempt = 1; attempt <= 2; ++attempt) {
+  for (int attempt = 1; attempt <= 10; ++attempt) {
     v1::LeasedTrial leased = LeaseOne();
     EXPECT_EQ(leased.attempt(), attempt);
+    EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_RUNNING);
     clock_.Advance(absl::Seconds(61));
     ASSERT_OK(coordinator_->ExpireLeases());
   }
   std::vector<v1::Trial> trials = Trials(sweep.id());
   ASSERT_EQ(static_cast<int>((trials).size()), 1);
   EXPECT_EQ(trials[0].state(), v1::TRIAL_FAILED);
-  EXPECT_EQ(trials[0].error(), "lease expired 2 times");
+  EXPECT_EQ(trials[0].error(), "lease expired 10 times");
+  EXPECT_EQ(Count("SELECT lost_leases FROM trials"), 10);
   EXPECT_EQ(static_cast<int>((Lease(1)).size()), 0);
   // The only step finished: the fake planner is done, the sweep succeeded with a failed trial.
   v1::Sweep after = GetSweep(sweep.id());
@@ -423,13 +426,61 @@ TEST_F(CoordinatorTest, TransientErrorsRetryUntilMaxAttemptsWithTheLastErrorText
   EXPECT_TRUE(Accepted(ReportError(leased, "disk full", /*permanent=*/false)));
   leased = LeaseOne();
   EXPECT_EQ(leased.attempt(), 3);
-  clock_.Advance(absl::Seconds(61));  // the third attempt expires: the last error text stays
+  clock_.Advance(absl::Seconds(61));  // the third attempt is lost: not a reported error
   ASSERT_OK(coordinator_->ExpireLeases());
   trial = TrialById(sweep.id(), leased.trial_id());
-  EXPECT_EQ(trial.state(), v1::TRIAL_FAILED);
-  EXPECT_EQ(trial.error(), "disk full");
-  EXPECT_EQ(trial.attempts(), 3);
-  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "error"), 2);
+  EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
+  leased = LeaseOne();
+  EXPECT_EQ(leased.attempt(), 4);
+  EXPECT_TRUE(Accepted(ReportError(leased, "disk still full", /*permanent=*/false)));
+  trial = TrialById(sweep.id(), leased.trial_id());
+  EXPECT_EQ(trial.state(), v1::TRIAL_FAILED);  // the third reported error
+  EXPECT_EQ(trial.error(), "disk still full");
+  EXPECT_EQ(trial.attempts(), 4);
+  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "error"), 3);
+}
+
+TEST_F(CoordinatorTest, ReturnedLeasesAreQueuedAtOnceWithoutUsingAnAttempt) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}}));
+  std::vector<v1::LeasedTrial> leased = Lease(2);
+  ASSERT_EQ(leased.size(), 2u);
+  const std::string other = RegisterWorker("host-b");
+  v1::ReturnLeasesRequest request;
+  request.set_worker_id(other);  // not its leases: nothing happens
+  request.add_lease_ids(leased[0].lease_id());
+  EXPECT_EQ(ValueOrDie(coordinator_->ReturnLeases(request)).returned_lease_ids_size(), 0);
+  request.set_worker_id(worker_);
+  request.add_lease_ids("no-such-lease");
+  v1::ReturnLeasesResponse returned = ValueOrDie(coordinator_->ReturnLeases(request));
+  EXPECT_THAT(returned.returned_lease_ids(), ElementsAre(leased[0].lease_id()));
+  v1::Trial trial = TrialById(sweep.id(), leased[0].trial_id());
+  EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
+  EXPECT_EQ(trial.attempts(), 0);
+  EXPECT_EQ(TrialById(sweep.id(), leased[1].trial_id()).state(), v1::TRIAL_RUNNING);
+  // Its report afterwards is refused; the next lease is attempt 1 again.
+  EXPECT_FALSE(Accepted(ReportResult(leased[0], MakeResult(0.9, 1000))));
+  v1::LeasedTrial again = LeaseOne();
+  EXPECT_EQ(again.trial_id(), leased[0].trial_id());
+  EXPECT_EQ(again.attempt(), 1);
+  EXPECT_TRUE(Accepted(ReportResult(again, MakeResult(0.9, 1000))));
+}
+
+TEST_F(CoordinatorTest, ExpiryRunsOnATimerWithoutAnyWorkerCalling) {
+  CoordinatorOptions options = Options();
+  options.expiry_interval = absl::Milliseconds(10);
+  coordinator_.reset();
+  coordinator_ = ValueOrDie(Coordinator::Open(options));
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  clock_.Advance(absl::Seconds(61));
+  // No call from here on but reads: the timer alone requeues the trial.
+  absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (TrialById(sweep.id(), leased.trial_id()).state() != v1::TRIAL_QUEUED &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_QUEUED);
+  EXPECT_EQ(Metric("bitsweep_lease_expiries_total"), 1);
 }
 
 TEST_F(CoordinatorTest, PermanentErrorFailsAtOnce) {
