@@ -34,7 +34,8 @@
 //   evaluated, in this sweep or another, is not run again; it succeeds at once with the earlier
 //   result, marked cached.
 // - Errors: INVALID_ARGUMENT for bad specs (naming the field and value), NOT_FOUND for unknown
-//   ids, FAILED_PRECONDITION for state conflicts; store failures are INTERNAL.
+//   ids, FAILED_PRECONDITION for state conflicts; a busy, locked or full database and disk I/O
+//   errors are UNAVAILABLE (retry; nothing was committed), other store failures INTERNAL.
 #ifndef BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
 #define BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
 
