@@ -1,5 +1,6 @@
 #include "client/command_line.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/flags/commandlineflag.h"
@@ -120,6 +121,15 @@ absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string
     if (only_positional || arg.size() < 2 || arg[0] != '-') {
       if (parsed.command.empty()) {
         parsed.command = arg;
+        continue;
+      }
+      // Two-word commands (`trials invalidate`): the second word joins the first when a
+      // command of that name exists.
+      if (const std::string joined = absl::StrCat(parsed.command, " ", arg);
+          parsed.invocation.command.empty() &&
+          std::any_of(commands.begin(), commands.end(),
+                      [&](const CommandSpec& c) { return c.name == joined; })) {
+        parsed.command = joined;
         continue;
       }
       if (parsed.command == "help" && parsed.invocation.command.empty()) {

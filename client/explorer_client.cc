@@ -102,6 +102,12 @@ absl::StatusOr<v1::Sweep> ExplorerClient::Cancel(int64_t id) {
   BITSWEEP_UNARY_CALL(CancelSweep, request, v1::Sweep)
 }
 
+absl::StatusOr<v1::InvalidateTrialResponse> ExplorerClient::InvalidateTrial(int64_t trial_id) {
+  v1::InvalidateTrialRequest request;
+  request.set_trial_id(trial_id);
+  BITSWEEP_UNARY_CALL(InvalidateTrial, request, v1::InvalidateTrialResponse)
+}
+
 absl::StatusOr<v1::ListTrialsResponse> ExplorerClient::ListTrials(
     const v1::ListTrialsRequest& request) {
   BITSWEEP_UNARY_CALL(ListTrials, request, v1::ListTrialsResponse)

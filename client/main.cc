@@ -33,7 +33,7 @@ const std::vector<std::string> kDataFlags = {
 const std::vector<std::string> kSweepFlags = {
     "strategy", "error_margin", "weight_formats", "activation_formats", "grid", "objectives",
     "finetune_steps", "lr", "budget", "population", "seed", "max_attempts", "name", "sweep_file",
-    "calibration_samples", "hardware_profile"};
+    "calibration_samples", "hardware_profile", "no_cache"};
 
 std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> lists) {
   std::vector<std::string> out;
@@ -111,6 +111,11 @@ const std::vector<CommandSpec>& Commands() {
        "Every trial of a sweep with its result; csv and json add the config and the details.",
        Join({{"sweep", "state", "stage", "within_margin_only", "format"}, global}), {}, listing,
        Plain(cli::TrialsCommand)},
+      {"trials invalidate", "--trial ID",
+       "Takes a trial's result back: later sweeps evaluate its config again.\n"
+       "Deduplication stops serving the result (of the trial, or of the one it was cached\n"
+       "from); trials that already used it keep it.",
+       Join({{"trial"}, global}), {}, {}, Plain(cli::TrialsInvalidateCommand)},
       {"export", "--trial ID [--out manifest.json] [--qdq model.onnx]",
        "A trial's per-layer formats for a hardware flow.\n"
        "Formats with fractional lengths and scales as JSON; --qdq also writes a QDQ ONNX model\n"

@@ -61,6 +61,8 @@ ABSL_FLAG(int32_t, max_attempts, 0, "attempts per trial before it fails (default
 ABSL_FLAG(std::string, name, "", "a name for the sweep");
 ABSL_FLAG(std::string, sweep_file, "",
           "sweep spec as JSON (protobuf JSON of bitsweep.v1.SweepSpec); flags given override");
+ABSL_FLAG(bool, no_cache, false,
+          "evaluate every trial of the sweep even when an identical one was evaluated before");
 ABSL_FLAG(bool, wait, false, "submit: follow the sweep until it ends, then print its frontier");
 ABSL_FLAG(int64_t, sweep, 0, "sweep id");
 ABSL_FLAG(int64_t, trial, 0, "trial id");
@@ -256,6 +258,7 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   if (absl::GetFlag(FLAGS_budget) != 0) spec.set_budget(absl::GetFlag(FLAGS_budget));
   if (absl::GetFlag(FLAGS_population) != 0) spec.set_population(absl::GetFlag(FLAGS_population));
   if (absl::GetFlag(FLAGS_max_attempts) != 0) spec.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
+  if (absl::GetFlag(FLAGS_no_cache)) spec.set_no_cache(true);
   if (spec.seed() == 0) spec.set_seed(absl::GetFlag(FLAGS_seed));
   return spec;
 }
@@ -552,6 +555,17 @@ absl::Status TrialsCommand() {
                     Cell(ConfigJson(t.spec().config_json()))});
   }
   listing.Print(OutputFormatFlag(), stdout, {{"sweep_id", id}}, "trials");
+  return absl::OkStatus();
+}
+
+absl::Status TrialsInvalidateCommand() {
+  const int64_t id = absl::GetFlag(FLAGS_trial);
+  RETURN_IF_ERROR(RequireId("trial", id));
+  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
+  ASSIGN_OR_RETURN(v1::InvalidateTrialResponse response, client->InvalidateTrial(id));
+  std::printf("trial %lld: result of trial %lld %s\n", static_cast<long long>(id),
+              static_cast<long long>(response.evaluated_trial_id()),
+              response.invalidated() ? "invalidated" : "was already invalidated");
   return absl::OkStatus();
 }
 

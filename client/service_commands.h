@@ -33,6 +33,8 @@ absl::Status FrontierCommand();
 absl::Status TrialsCommand();
 // bitsweep export --server ADDR --trial ID [--out manifest.json] [--qdq model.onnx]
 absl::Status ExportCommand();
+// `bitsweep trials invalidate --trial ID`: takes the trial's result back from deduplication.
+absl::Status TrialsInvalidateCommand();
 // bitsweep cancel --server ADDR --sweep ID
 absl::Status CancelCommand();
 // bitsweep sweeps --server ADDR

@@ -331,7 +331,11 @@ std::vector<v1::LeasedTrial> Worker::ProcessTrials(const std::vector<v1::LeasedT
   std::set<std::string> live_leases;
   for (const v1::LeasedTrial& t : trials) live_leases.insert(t.lease_id());
   for (const v1::LeasedTrial& trial : trials) {
-    if (stopping() || worker_id_.empty()) return {};  // the leases left expire on the coordinator
+    if (stopping()) {
+      ReturnLeasesOnStop(live_leases);
+      return {};
+    }
+    if (worker_id_.empty()) return {};  // unknown to the coordinator: the leases left expire
     if (!live_leases.contains(trial.lease_id())) {
       absl::MutexLock lock(&mu_);
       ++stats_.dropped;
@@ -354,8 +358,11 @@ std::vector<v1::LeasedTrial> Worker::ProcessTrials(const std::vector<v1::LeasedT
     }
     absl::StatusOr<v1::TrialResult> outcome = absl::UnknownError("not run");
     const TrialFate fate = ExecuteWithHeartbeats(trial, *model_path, &live_leases, &outcome);
+    if (fate == TrialFate::kStopped) {
+      ReturnLeasesOnStop(live_leases);
+      return {};
+    }
     live_leases.erase(trial.lease_id());
-    if (fate == TrialFate::kStopped) return {};
     if (fate == TrialFate::kDropped) {
       CountTrial("dropped");
       absl::MutexLock lock(&mu_);
@@ -551,6 +558,25 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
     }
   }
   return fate;
+}
+
+void Worker::ReturnLeasesOnStop(const std::set<std::string>& leases) {
+  if (leases.empty() || worker_id_.empty()) return;
+  v1::ReturnLeasesRequest request;
+  request.set_worker_id(worker_id_);
+  for (const std::string& lease : leases) request.add_lease_ids(lease);
+  // Not through Call(): that refuses to start while stopping. Bounded by its own deadline.
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  if (!options_.bearer_token.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.bearer_token));
+  }
+  v1::ReturnLeasesResponse response;
+  const grpc::Status status = stub_->ReturnLeases(&context, request, &response);
+  Log(status.ok() ? absl::StrCat("stopping: returned ", response.returned_lease_ids_size(),
+                                 " lease(s) to the coordinator")
+                  : absl::StrCat("stopping: could not return leases (", status.error_message(),
+                                 "); they will expire"));
 }
 
 std::vector<v1::LeasedTrial> Worker::ReportOutcome(

@@ -20,7 +20,7 @@
 // - FetchModel NOT_FOUND means the coordinator does not know the model: the trial is reported as
 //   a permanent error (there is no worker id in that call to be unknown).
 // Stop() (any thread) cancels the RPC in flight and the running trial; Run() returns promptly
-// (a running engine stage finishes first; its lease is left to expire).
+// (a running engine stage finishes first) after giving the leases it holds back (ReturnLeases).
 //
 //   WorkerOptions options;
 //   options.coordinator_address = "127.0.0.1:7070";
@@ -162,6 +162,9 @@ class Worker {
   // Runs the leased trials in order; leases dropped by a heartbeat are skipped. Returns the
   // trials the batch's last report leased (Report's lease_next), to run next.
   std::vector<v1::LeasedTrial> ProcessTrials(const std::vector<v1::LeasedTrial>& trials);
+  // On Stop: gives the leases still held back to the coordinator (ReturnLeases, at most 2 s) so
+  // their trials run elsewhere at once instead of waiting out the lease.
+  void ReturnLeasesOnStop(const std::set<std::string>& leases);
   // How many trials the report of `trial` leases for afterwards: 1 after the batch's last.
   int LeaseNextAfter(const v1::LeasedTrial& trial,
                      const std::vector<v1::LeasedTrial>& batch) const;

@@ -125,19 +125,24 @@ v1::TrialResult SyntheticResult(const v1::LeasedTrial& t) {
   r.set_top1(0.80 + (h % 1000) / 10000.0);
   r.set_top5(0.99);
   r.set_samples(10000);
-  r.set_size_bits(100000 + static_cast<int64_t>(h % 400000));
-  r.set_energy_pj(1e5 + (h % 7919) * 10.0);
-  r.set_bops(1000000 + static_cast<int64_t>(h % 1000000));
   r.set_hardware_profile("synthetic");
   r.set_engine_version("no-op");
+  // The totals are the layers' sums, as the coordinator checks (the engine's cost model).
   for (int i = 0; i < 5; ++i) {
     v1::LayerResult* layer = r.add_layers();
     layer->set_name("layer" + std::to_string(i + 1));
     layer->set_layer_class(i < 2 ? "conv" : "fc");
     layer->set_weight_count(1000 * (i + 1));
     layer->set_macs(10000 * (i + 1));
+    layer->set_weight_bits(20000 * (i + 1) + static_cast<int64_t>(h % 80000));
+    layer->set_bops(200000 * (i + 1) + static_cast<int64_t>(h % 200000));
+    layer->set_energy_pj(2e4 + (h % 7919) * 2.0);
     layer->mutable_weights()->set_format("fp32");
     layer->mutable_weights()->set_bits(32);
+    r.set_size_bits(r.size_bits() + layer->weight_bits());
+    r.set_bops(r.bops() + layer->bops());
+    r.set_macs(r.macs() + layer->macs());
+    r.set_energy_pj(r.energy_pj() + layer->energy_pj());
   }
   return r;
 }

@@ -19,6 +19,8 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "common/splitmix64.h"
@@ -69,6 +72,12 @@ int StateFromName(absl::string_view name) {
 const char* StateName(int state) { return state >= 1 && state <= 5 ? kStateNames[state] : ""; }
 
 constexpr int kDefaultMaxAttempts = 3;
+// Leases lost to dead or hung workers before a trial fails: more than reported errors, since a
+// lost lease says little about the trial (see LostLeaseCap).
+constexpr int64_t kMinLostLeaseCap = 10;
+int64_t LostLeaseCap(int max_attempts) {
+  return std::max<int64_t>(kMinLostLeaseCap, 3 * static_cast<int64_t>(max_attempts));
+}
 constexpr double kDefaultErrorMarginPp = 1.0;
 constexpr int kMaxLeaseBatch = 64;
 constexpr int kDefaultSweepPageSize = 50;
@@ -112,6 +121,171 @@ absl::StatusOr<int> ResolvePageSize(int requested, int default_size) {
   }
   if (requested == 0) return default_size;
   return std::min(requested, kMaxPageSize);
+}
+
+// What a worker may report: every number in range, the totals the sums of the layers' parts
+// (the cost model adds them up layer by layer), layer names unique. INVALID_ARGUMENT naming the
+// field and value otherwise; nothing of a refused report is stored.
+absl::Status CheckResult(const v1::TrialResult& r) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view rule) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("result.", field, ": ", value, " ", rule));
+  };
+  for (auto [field, value] : {std::pair{"top1", r.top1()}, std::pair{"top5", r.top5()}}) {
+    if (!std::isfinite(value) || value < 0 || value > 1) {
+      return bad(field, value, "is not an accuracy in [0, 1]");
+    }
+  }
+  if (r.top5() < r.top1()) {
+    return bad("top5", r.top5(), absl::StrCat("is below top1 ", r.top1()));
+  }
+  if (std::isfinite(r.loss()) && r.loss() < 0) return bad("loss", r.loss(), "is negative");
+  if (r.has_top1_before_finetune() &&
+      (!std::isfinite(r.top1_before_finetune()) || r.top1_before_finetune() < 0 ||
+       r.top1_before_finetune() > 1)) {
+    return bad("top1_before_finetune", r.top1_before_finetune(),
+               "is not an accuracy in [0, 1]");
+  }
+  for (auto [field, value] :
+       {std::pair{"samples", r.samples()}, std::pair{"size_bits", r.size_bits()},
+        std::pair{"peak_activation_bits", r.peak_activation_bits()},
+        std::pair{"activation_bits", r.activation_bits()}, std::pair{"bops", r.bops()},
+        std::pair{"macs", r.macs()}}) {
+    if (value < 0) return bad(field, value, "is negative");
+  }
+  for (auto [field, value] : {std::pair{"energy_pj", r.energy_pj()},
+                              std::pair{"wall_seconds", r.wall_seconds()},
+                              std::pair{"images_per_second", r.images_per_second()}}) {
+    if (!std::isfinite(value) || value < 0) return bad(field, value, "is not finite and >= 0");
+  }
+  if (r.layers_size() == 0) return absl::OkStatus();
+  int64_t macs = 0, weight_bits = 0, activation_bits = 0, bops = 0, peak = 0;
+  double energy = 0;
+  std::set<absl::string_view> names;
+  for (int i = 0; i < r.layers_size(); ++i) {
+    const v1::LayerResult& layer = r.layers(i);
+    const std::string field = absl::StrCat("layers[", i, "]");
+    if (layer.name().empty()) return bad(field, "''", "has no name");
+    if (!names.insert(layer.name()).second) {
+      return bad(field, absl::StrCat("'", layer.name(), "'"), "repeats a layer name");
+    }
+    for (auto [part, value] :
+         {std::pair{".macs", layer.macs()}, std::pair{".weight_count", layer.weight_count()},
+          std::pair{".weight_bits", layer.weight_bits()},
+          std::pair{".activation_bits", layer.activation_bits()},
+          std::pair{".bops", layer.bops()}}) {
+      if (value < 0) return bad(absl::StrCat(field, part), value, "is negative");
+    }
+    if (!std::isfinite(layer.energy_pj()) || layer.energy_pj() < 0) {
+      return bad(absl::StrCat(field, ".energy_pj"), layer.energy_pj(),
+                 "is not finite and >= 0");
+    }
+    // Sums in unsigned arithmetic: forged huge values wrap instead of overflowing (UB).
+    macs = static_cast<int64_t>(static_cast<uint64_t>(macs) + layer.macs());
+    weight_bits = static_cast<int64_t>(static_cast<uint64_t>(weight_bits) + layer.weight_bits());
+    activation_bits =
+        static_cast<int64_t>(static_cast<uint64_t>(activation_bits) + layer.activation_bits());
+    bops = static_cast<int64_t>(static_cast<uint64_t>(bops) + layer.bops());
+    peak = std::max(peak, layer.activation_bits());
+    energy += layer.energy_pj();
+  }
+  for (auto [field, total, sum] :
+       {std::tuple{"macs", r.macs(), macs}, std::tuple{"size_bits", r.size_bits(), weight_bits},
+        std::tuple{"activation_bits", r.activation_bits(), activation_bits},
+        std::tuple{"bops", r.bops(), bops}}) {
+    if (total != sum) {
+      return bad(field, total, absl::StrCat("is not the sum over its layers (", sum, ")"));
+    }
+  }
+  if (r.peak_activation_bits() != peak) {
+    return bad("peak_activation_bits", r.peak_activation_bits(),
+               absl::StrCat("is not the largest layer's activation_bits (", peak, ")"));
+  }
+  if (std::abs(r.energy_pj() - energy) > 1e-9 * std::max(1.0, std::abs(energy))) {
+    return bad("energy_pj", r.energy_pj(),
+               absl::StrCat("is not the sum over its layers (", energy, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Upper bounds and every check of a sweep spec that needs no data, so that a spec a worker
+// would refuse (or spend days on) is refused at submit. INVALID_ARGUMENT naming field and value.
+// (budget and population are bounded by the strategies that use them: planner/plan_util.cc.)
+constexpr size_t kMaxSweepNameBytes = 256;
+constexpr int64_t kMaxBatch = 65'536;
+constexpr int64_t kMaxFinetuneSteps = 10'000'000;
+constexpr int kMaxMaxAttempts = 100;
+constexpr int64_t kMaxCalibrationSamples = 10'000'000;
+constexpr int64_t kMaxImageSide = 16'384;
+constexpr size_t kMaxHardwareProfileBytes = 1 << 20;
+
+absl::Status CheckSpecLimits(const v1::SweepSpec& spec) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view rule) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", value, " ", rule));
+  };
+  auto in_range = [&](absl::string_view field, int64_t value, int64_t low,
+                      int64_t high) -> absl::Status {
+    if (value < low || value > high) {
+      return bad(field, value, absl::StrCat("is outside [", low, ", ", high, "]"));
+    }
+    return absl::OkStatus();
+  };
+  if (spec.name().size() > kMaxSweepNameBytes) {
+    return bad("name", absl::StrCat("of ", spec.name().size(), " bytes"),
+               absl::StrCat("is longer than ", kMaxSweepNameBytes, " bytes"));
+  }
+  if (spec.has_error_margin() && !(spec.error_margin() <= 100)) {
+    return bad("error_margin", spec.error_margin(), "is above 100 percentage points");
+  }
+  RETURN_IF_ERROR(in_range("max_attempts", spec.max_attempts(), 0, kMaxMaxAttempts));
+  const v1::EvalSettings& settings = spec.settings();
+  RETURN_IF_ERROR(in_range("settings.batch", settings.batch(), 0, kMaxBatch));
+  if (settings.hardware_profile_json().size() > kMaxHardwareProfileBytes) {
+    return bad("settings.hardware_profile_json",
+               absl::StrCat("of ", settings.hardware_profile_json().size(), " bytes"),
+               absl::StrCat("is longer than ", kMaxHardwareProfileBytes, " bytes"));
+  }
+  const v1::DatasetRef& dataset = settings.dataset();
+  RETURN_IF_ERROR(in_range("settings.dataset.eval_limit", dataset.eval_limit(), 0,
+                           std::numeric_limits<int64_t>::max()));
+  RETURN_IF_ERROR(in_range("settings.dataset.calibration_samples",
+                           dataset.calibration_samples(), 0, kMaxCalibrationSamples));
+  RETURN_IF_ERROR(in_range("settings.dataset.resize", dataset.resize(), 0, kMaxImageSide));
+  RETURN_IF_ERROR(
+      in_range("settings.dataset.center_crop", dataset.center_crop(), 0, kMaxImageSide));
+  if (!dataset.channel_order().empty() && dataset.channel_order() != "rgb" &&
+      dataset.channel_order() != "bgr") {
+    return bad("settings.dataset.channel_order", absl::StrCat("'", dataset.channel_order(), "'"),
+               "is neither 'rgb' nor 'bgr'");
+  }
+  if (!dataset.mean().empty() && !dataset.std().empty() &&
+      dataset.mean_size() != dataset.std_size()) {
+    return bad("settings.dataset.std", absl::StrCat("has ", dataset.std_size(), " values"),
+               absl::StrCat("but mean has ", dataset.mean_size()));
+  }
+  for (int i = 0; i < dataset.mean_size(); ++i) {
+    if (!std::isfinite(dataset.mean(i))) {
+      return bad(absl::StrCat("settings.dataset.mean[", i, "]"), dataset.mean(i),
+                 "is not finite");
+    }
+  }
+  for (int i = 0; i < dataset.std_size(); ++i) {
+    if (!std::isfinite(dataset.std(i)) || dataset.std(i) == 0) {
+      return bad(absl::StrCat("settings.dataset.std[", i, "]"), dataset.std(i),
+                 "is not a finite non-zero number");
+    }
+  }
+  const v1::FinetuneSpec& finetune = spec.finetune();
+  RETURN_IF_ERROR(in_range("finetune.steps", finetune.steps(), 0, kMaxFinetuneSteps));
+  RETURN_IF_ERROR(in_range("finetune.batch", finetune.batch(), 0, kMaxBatch));
+  for (auto [field, value] : {std::pair{"finetune.learning_rate", finetune.learning_rate()},
+                              std::pair{"finetune.weight_decay", finetune.weight_decay()}}) {
+    if (!std::isfinite(value) || value < 0) return bad(field, value, "is not finite and >= 0");
+  }
+  if (!(finetune.momentum() >= 0 && finetune.momentum() < 1)) {
+    return bad("finetune.momentum", finetune.momentum(), "is outside [0, 1)");
+  }
+  return absl::OkStatus();
 }
 
 // The numbers of a result the frontier metrics need.
@@ -215,6 +389,22 @@ class SqliteCoordinator final : public Coordinator {
  public:
   SqliteCoordinator(const CoordinatorOptions& options, std::unique_ptr<Database> db)
       : options_(options), clock_(options.clock), metrics_(options.metrics), db_(std::move(db)) {}
+  ~SqliteCoordinator() override {
+    if (expiry_thread_.joinable()) {
+      stop_expiry_.Notify();
+      expiry_thread_.join();
+    }
+  }
+  // Starts the expiry timer (CoordinatorOptions.expiry_interval) once Init succeeded.
+  void StartExpiryTimer() {
+    if (options_.expiry_interval <= absl::ZeroDuration()) return;
+    expiry_thread_ = std::thread([this] {
+      while (!stop_expiry_.WaitForNotificationWithTimeout(options_.expiry_interval)) {
+        // Failures (e.g. a busy database) are retried at the next tick.
+        (void)ExpireLeases();
+      }
+    });
+  }
 
   absl::Status Init() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -238,6 +428,8 @@ class SqliteCoordinator final : public Coordinator {
   absl::StatusOr<v1::LeaseResponse> Lease(const v1::LeaseRequest& r) override;
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& r) override;
   absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) override;
+  absl::StatusOr<v1::ReturnLeasesResponse> ReturnLeases(const v1::ReturnLeasesRequest& r) override;
+  absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id) override;
   absl::Status ExpireLeases() override;
 
  private:
@@ -278,6 +470,10 @@ class SqliteCoordinator final : public Coordinator {
   absl::Status RefreshWorkersConnected(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<SweepInfo*> GetSweepInfo(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // INVALID_ARGUMENT unless the result's layers (names and classes, in order) are the model's,
+  // as an earlier stored result of the same model listed them; OK when none is stored yet.
+  absl::Status CheckLayersOfModel(const std::string& model_hash, const v1::TrialResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // 12 hex digits for a lease id, from a SplitMix64 stream seeded once from OpenSSL's CSPRNG
   // (lease ids need to be distinct, not secret: RAND_bytes per lease cost more than the rest).
   std::string LeaseSuffix() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -359,6 +555,11 @@ class SqliteCoordinator final : public Coordinator {
   int64_t workers_refreshed_ms_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
   // When each known worker's last_seen_ms was last written (see TouchWorker).
   absl::flat_hash_map<std::string, int64_t> worker_seen_written_ms_ ABSL_GUARDED_BY(mu_);
+  // Quantizable layers (name, class) by model hash, from the model's first stored result.
+  absl::flat_hash_map<std::string, std::vector<std::pair<std::string, std::string>>>
+      model_layers_ ABSL_GUARDED_BY(mu_);
+  absl::Notification stop_expiry_;
+  std::thread expiry_thread_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -818,6 +1019,7 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& sp
   if (spec.budget() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 0, got ", spec.budget()));
   }
+  RETURN_IF_ERROR(CheckSpecLimits(spec));
   {
     absl::StatusOr<std::vector<v1::Objective>> objectives = SweepObjectives(spec);
     if (!objectives.ok()) return Annotate(objectives.status(), "objectives");
@@ -903,10 +1105,13 @@ absl::Status SqliteCoordinator::InsertTrial(const SweepInfo& sweep, int64_t step
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
   const std::string spec_bytes = trial.spec.SerializeAsString();
   // Already evaluated (in any sweep): reuse the result, nothing runs.
-  ASSIGN_OR_RETURN(std::optional<int64_t> evaluated,
-                   QueryInt("SELECT trial_id FROM results WHERE dedup_key = ?1 "
-                            "ORDER BY trial_id LIMIT 1",
-                            trial.dedup_key));
+  std::optional<int64_t> evaluated;
+  if (!sweep.spec.no_cache()) {
+    ASSIGN_OR_RETURN(evaluated,
+                     QueryInt("SELECT trial_id FROM results WHERE dedup_key = ?1 "
+                              "AND invalidated_ms IS NULL ORDER BY trial_id LIMIT 1",
+                              trial.dedup_key));
+  }
   if (evaluated.has_value()) {
     RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
                          Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
@@ -917,11 +1122,14 @@ absl::Status SqliteCoordinator::InsertTrial(const SweepInfo& sweep, int64_t step
     return OnTrialSucceeded(sweep.id, trial_id, trial.spec.stage(), *evaluated, effects);
   }
   // Being evaluated right now: wait for that one instead of running it twice.
-  ASSIGN_OR_RETURN(std::optional<int64_t> original,
-                   QueryInt("SELECT id FROM trials WHERE dedup_key = ?1 "
-                            "AND state IN ('queued', 'running') AND duplicate_of IS NULL "
-                            "ORDER BY id LIMIT 1",
-                            trial.dedup_key));
+  std::optional<int64_t> original;
+  if (!sweep.spec.no_cache()) {
+    ASSIGN_OR_RETURN(original,
+                     QueryInt("SELECT id FROM trials WHERE dedup_key = ?1 "
+                              "AND state IN ('queued', 'running') AND duplicate_of IS NULL "
+                              "ORDER BY id LIMIT 1",
+                              trial.dedup_key));
+  }
   RETURN_IF_ERROR(Exec(kInsert, sweep.id, step_no, trial.spec.stage(), trial.spec.label(),
                        Blob{spec_bytes}, trial.canonical_config, trial.config_hash,
                        trial.dedup_key, "queued", int64_t{0}, nullptr, original, now_ms,
@@ -1546,14 +1754,15 @@ absl::StatusOr<v1::RegisterResponse> SqliteCoordinator::RegisterWorker(
 
 absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effects) {
   struct Expired {
-    int64_t id, sweep_id, attempts;
+    int64_t id, sweep_id, lost;
     std::string error, lease_id;
   };
   std::vector<Expired> expired;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT id, sweep_id, attempts, error, lease_id FROM trials "
-                                  "WHERE state = 'running' AND lease_deadline_ms < ?1"));
+                     db_->Prepare("SELECT id, sweep_id, lost_leases + 1, error, lease_id "
+                                  "FROM trials WHERE state = 'running' "
+                                  "AND lease_deadline_ms < ?1"));
     select.Bind(1, now_ms);
     for (;;) {
       ASSIGN_OR_RETURN(bool row, select.Step());
@@ -1571,10 +1780,12 @@ absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effe
     RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'expired', ended_ms = ?2 "
                          "WHERE id = ?1 AND outcome IS NULL",
                          trial.lease_id, now_ms));
+    RETURN_IF_ERROR(Exec("UPDATE trials SET lost_leases = ?2 WHERE id = ?1", trial.id,
+                         trial.lost));
     ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id));
-    if (trial.attempts >= sweep->max_attempts) {
+    if (trial.lost >= LostLeaseCap(sweep->max_attempts)) {
       const std::string error =
-          trial.error.empty() ? absl::StrCat("lease expired ", trial.attempts, " times")
+          trial.error.empty() ? absl::StrCat("lease expired ", trial.lost, " times")
                               : trial.error;
       RETURN_IF_ERROR(
           FailTrial(trial.id, trial.sweep_id, v1::TRIAL_RUNNING, error, now_ms, effects));
@@ -1733,6 +1944,50 @@ absl::Status SqliteCoordinator::HeartbeatLocked(const v1::HeartbeatRequest& r, i
   return absl::OkStatus();
 }
 
+absl::Status SqliteCoordinator::CheckLayersOfModel(const std::string& model_hash,
+                                                   const v1::TrialResult& result) {
+  if (result.layers_size() == 0) return absl::OkStatus();
+  auto known = model_layers_.find(model_hash);
+  if (known == model_layers_.end()) {
+    ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT name, layer_class FROM trial_layers WHERE trial_id = ("
+                     "SELECT t.id FROM sweeps s JOIN trials t ON t.sweep_id = s.id "
+                     "JOIN results r ON r.trial_id = t.id WHERE s.model_hash = ?1 "
+                     "AND EXISTS (SELECT 1 FROM trial_layers l WHERE l.trial_id = t.id) "
+                     "LIMIT 1) ORDER BY layer_index"));
+    select.Bind(1, model_hash);
+    std::vector<std::pair<std::string, std::string>> layers;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      layers.emplace_back(select.Text(0), select.Text(1));
+    }
+    if (layers.empty()) return absl::OkStatus();  // nothing known about this model yet
+    known = model_layers_.emplace(model_hash, std::move(layers)).first;
+  }
+  const auto& layers = known->second;
+  auto names = [](auto begin, auto end, auto name_of) {
+    std::vector<std::string> out;
+    for (auto it = begin; it != end; ++it) out.push_back(name_of(*it));
+    return absl::StrJoin(out, ",");
+  };
+  bool same = static_cast<int>(layers.size()) == result.layers_size();
+  for (int i = 0; same && i < result.layers_size(); ++i) {
+    same = layers[i].first == result.layers(i).name() &&
+           layers[i].second == result.layers(i).layer_class();
+  }
+  if (same) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "result.layers: [",
+      names(result.layers().begin(), result.layers().end(),
+            [](const v1::LayerResult& l) { return absl::StrCat(l.name(), ":", l.layer_class()); }),
+      "] are not the model's quantizable layers [",
+      names(layers.begin(), layers.end(),
+            [](const auto& l) { return absl::StrCat(l.first, ":", l.second); }),
+      "]"));
+}
+
 absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r, int64_t now_ms,
                                                      Effects& effects) {
   RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
@@ -1741,13 +1996,24 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   int64_t leased_ms = 0;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms FROM leases "
-                                  "WHERE id = ?1"));
+                     db_->Prepare("SELECT trial_id, report_accepted, leased_ms, worker_id, "
+                                  "outcome FROM leases WHERE id = ?1"));
     select.Bind(1, r.lease_id());
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (row) {
+      // Only the worker the lease was handed to may report on it (and settle its answer).
+      if (select.Text(3) != r.worker_id()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "lease ", r.lease_id(), " belongs to another worker, not ", r.worker_id()));
+      }
       lease_trial_id = select.Int64(0);
       if (lease_trial_id == r.trial_id() && !select.IsNull(1)) return select.Int64(1) != 0;
+      if (lease_trial_id == r.trial_id() && !select.IsNull(4) && select.Text(4) == "returned") {
+        // The worker gave this lease back: whatever it reports later is not its trial's.
+        RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 0 WHERE id = ?1", r.lease_id()));
+        effects.reports.push_back("refused");
+        return false;
+      }
       leased_ms = select.Int64(2);
     }
   }
@@ -1766,8 +2032,8 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   std::string current_lease, stage, dedup_key;
   {
     ASSIGN_OR_RETURN(Statement select,
-                     db_->Prepare("SELECT sweep_id, state, attempts, lease_id, stage, dedup_key "
-                                  "FROM trials WHERE id = ?1"));
+                     db_->Prepare("SELECT sweep_id, state, attempts - lost_leases, lease_id, "
+                                  "stage, dedup_key FROM trials WHERE id = ?1"));
     select.Bind(1, r.trial_id());
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
@@ -1802,13 +2068,7 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   effects.touched_sweeps.insert(sweep_id);
 
   if (r.has_result()) {
-    for (double value : {r.result().top1(), r.result().top5(), r.result().energy_pj()}) {
-      if (!std::isfinite(value)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("result: top1, top5 and energy_pj must be finite (trial ",
-                         r.trial_id(), ")"));
-      }
-    }
+    RETURN_IF_ERROR(CheckLayersOfModel(sweep->spec.model_hash(), r.result()));
     RETURN_IF_ERROR(StoreResult(r.trial_id(), *sweep, dedup_key, r, now_ms));
     RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'succeeded', finished_ms = ?2, "
                          "lease_deadline_ms = NULL WHERE id = ?1",
@@ -1838,13 +2098,16 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
     RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
     return true;
   }
-  effects.reports.push_back("error");
   if (!is_current_lease) {
-    // A stale lease's failure: its attempt was already counted when it expired; keep the text.
-    RETURN_IF_ERROR(Exec("UPDATE trials SET error = ?2 WHERE id = ?1", r.trial_id(), message));
-    RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
-    return true;
+    // A stale lease's transient failure: its attempt was already counted when it expired and
+    // the trial runs (or waits) under another lease; nothing is stored, and the answer says so.
+    RETURN_IF_ERROR(Exec("UPDATE leases SET report_accepted = 0, outcome = coalesce(outcome, "
+                         "'error'), ended_ms = coalesce(ended_ms, ?2) WHERE id = ?1",
+                         r.lease_id(), now_ms));
+    effects.reports.push_back("refused");
+    return false;
   }
+  effects.reports.push_back("error");
   RETURN_IF_ERROR(end_leases("error", /*trial_finished=*/false));
   if (attempts >= sweep->max_attempts) {
     RETURN_IF_ERROR(FailTrial(r.trial_id(), sweep_id, state, message, now_ms, effects));
@@ -1858,10 +2121,79 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
   return true;
 }
 
+absl::StatusOr<v1::InvalidateTrialResponse> SqliteCoordinator::InvalidateTrial(
+    int64_t trial_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(std::optional<int64_t> evaluated,
+                   QueryInt("SELECT coalesce(cached_from, id) FROM trials WHERE id = ?1",
+                            trial_id));
+  if (!evaluated.has_value()) {
+    return absl::NotFoundError(absl::StrCat("trial ", trial_id, " not found"));
+  }
+  ASSIGN_OR_RETURN(std::optional<int64_t> already,
+                   QueryInt("SELECT invalidated_ms IS NOT NULL FROM results WHERE trial_id = ?1",
+                            *evaluated));
+  if (!already.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trial ", trial_id, " has no result to invalidate"));
+  }
+  v1::InvalidateTrialResponse response;
+  response.set_evaluated_trial_id(*evaluated);
+  response.set_invalidated(*already == 0);
+  if (*already == 0) {
+    RETURN_IF_ERROR(Exec("UPDATE results SET invalidated_ms = ?2 WHERE trial_id = ?1",
+                         *evaluated, NowMs()));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return response;
+}
+
+absl::StatusOr<v1::ReturnLeasesResponse> SqliteCoordinator::ReturnLeases(
+    const v1::ReturnLeasesRequest& r) {
+  v1::ReturnLeasesResponse response;
+  GroupOp op;
+  op.run = [&](Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    response.Clear();
+    const int64_t now_ms = NowMs();
+    RETURN_IF_ERROR(TouchWorker(r.worker_id(), now_ms, effects));
+    for (const std::string& lease_id : r.lease_ids()) {
+      // Only a live lease of this worker that is still its trial's current one.
+      ASSIGN_OR_RETURN(Statement select,
+                       db_->Prepare("SELECT t.id, t.sweep_id FROM leases l JOIN trials t "
+                                    "ON t.id = l.trial_id AND t.lease_id = l.id "
+                                    "WHERE l.id = ?1 AND l.worker_id = ?2 AND l.outcome IS NULL "
+                                    "AND t.state = 'running'"));
+      select.BindAll(lease_id, r.worker_id());
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) continue;
+      const int64_t trial_id = select.Int64(0), sweep_id = select.Int64(1);
+      RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'returned', ended_ms = ?2 WHERE id = ?1",
+                           lease_id, now_ms));
+      RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', lease_deadline_ms = NULL, "
+                           "attempts = attempts - 1 WHERE id = ?1",
+                           trial_id));
+      effects.Move(v1::TRIAL_RUNNING, v1::TRIAL_QUEUED);
+      effects.work_queued = true;
+      effects.touched_sweeps.insert(sweep_id);
+      response.add_returned_lease_ids(lease_id);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(RunGrouped(op));
+  return response;
+}
+
 absl::StatusOr<v1::ReportResponse> SqliteCoordinator::Report(const v1::ReportRequest& r) {
   if (r.lease_next() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("lease_next: must be >= 0, got ", r.lease_next()));
+  }
+  if (r.has_result()) {
+    if (absl::Status checked = CheckResult(r.result()); !checked.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(checked.message(), " (trial ", r.trial_id(), ")"));
+    }
   }
   v1::ReportResponse response;
   GroupOp op;
@@ -1901,6 +2233,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(
   if (!db.ok()) return Annotate(db.status(), absl::StrCat("database '", options.db_path, "'"));
   auto coordinator = std::make_unique<SqliteCoordinator>(options, std::move(*db));
   RETURN_IF_ERROR(coordinator->Init());
+  coordinator->StartExpiryTimer();
   return coordinator;
 }
 

@@ -19,16 +19,23 @@
 //   changed the sweep; calls sharing a transaction may share one increment.
 // - Leases: Lease hands out the oldest queued trial of the oldest unfinished sweep (FIFO between
 //   sweeps) with deadline now + lease_duration; Heartbeat moves the deadline of the worker's live
-//   leases; a lease whose deadline passed expires (the trial is queued again, one attempt used).
-//   After max_attempts attempts, or at once for a permanent error, a trial fails with the
-//   worker's error text.
+//   leases; a lease whose deadline passed expires (the trial is queued again; a lost lease).
+//   A trial fails after max_attempts reported transient errors, after
+//   max(kMinLostLeaseCap, 3 * max_attempts) lost leases, or at once for a permanent error, with
+//   the worker's error text. Returned leases (ReturnLeases) count as neither.
 // - Report is idempotent per (trial, lease): the first report of an unfinished trial is stored
 //   (even from an expired lease: the work is valid) and later ones are refused without change.
+//   Only the worker the lease was handed to may report on it (others: FAILED_PRECONDITION). A
+//   result out of range (accuracies outside [0, 1], top5 < top1, negative or non-finite costs,
+//   totals that are not the sums over the layers, layers other than the model's as an earlier
+//   result listed them) is INVALID_ARGUMENT and stores nothing. `accepted` is true only when the
+//   report's outcome was stored: a stale lease's transient error is refused.
 // - Deduplication: a trial whose (model, eval settings, config hash, fine-tuning) was already
 //   evaluated, in this sweep or another, is not run again; it succeeds at once with the earlier
 //   result, marked cached.
 // - Errors: INVALID_ARGUMENT for bad specs (naming the field and value), NOT_FOUND for unknown
-//   ids, FAILED_PRECONDITION for state conflicts; store failures are INTERNAL.
+//   ids, FAILED_PRECONDITION for state conflicts; a busy, locked or full database and disk I/O
+//   errors are UNAVAILABLE (retry; nothing was committed), other store failures INTERNAL.
 #ifndef BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
 #define BITSWEEP_SERVER_COORDINATOR_COORDINATOR_H_
 
@@ -54,8 +61,12 @@ namespace bitsweep::server {
 struct CoordinatorOptions {
   std::string db_path;                      // SQLite file, created (with migrations) if missing
   Clock* clock = nullptr;                   // not owned; required
-  absl::Duration lease_duration = absl::Seconds(60);
-  absl::Duration heartbeat_interval = absl::Seconds(10);
+  absl::Duration lease_duration = absl::Seconds(25);
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  // A background thread expires leases this often (besides every Lease and Heartbeat), so a
+  // dead worker's trial runs again within lease_duration + expiry_interval even when no worker
+  // calls. Zero: no thread (tests drive ExpireLeases with a fake clock).
+  absl::Duration expiry_interval = absl::Seconds(1);
   // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
   // best accuracy per sweep) are registered here when set. Not owned.
   prometheus::Registry* metrics = nullptr;
@@ -85,6 +96,8 @@ class Coordinator {
   virtual absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) = 0;
   virtual absl::StatusOr<v1::ExportConfigResponse> ExportConfig(
       const v1::ExportConfigRequest& r) = 0;
+  // Takes the trial's result (or the one it was cached from) back from deduplication.
+  virtual absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id) = 0;
   // Blocks (real time, at most `timeout`) until the sweep's version passes `seen_version`;
   // returns the current version (the same one on timeout). Version 0 is never current, so
   // WaitForSweepChange(id, 0, ...) returns at once. NOT_FOUND for unknown sweeps.
@@ -99,6 +112,10 @@ class Coordinator {
   // With r.lease_next > 0, also leases (as Lease without waiting) up to that many trials for
   // the worker, in the same transaction as the report.
   virtual absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) = 0;
+
+  // Gives the worker's live leases among r.lease_ids back: trials queued again, no attempt used.
+  virtual absl::StatusOr<v1::ReturnLeasesResponse> ReturnLeases(
+      const v1::ReturnLeasesRequest& r) = 0;
 
   // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;
   // public so that tests drive it with a fake clock.

@@ -29,8 +29,9 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to serve gRPC on");
 ABSL_FLAG(std::string, db, "", "SQLite results database (created if missing)");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
-ABSL_FLAG(int32_t, lease_seconds, 60, "a lease lasts this long past its last heartbeat");
-ABSL_FLAG(int32_t, heartbeat_seconds, 10, "workers heartbeat this often while busy");
+ABSL_FLAG(int32_t, lease_seconds, 25,
+          "a lease lasts this long past its last heartbeat (a killed worker costs about this)");
+ABSL_FLAG(int32_t, heartbeat_seconds, 5, "workers heartbeat this often while busy");
 ABSL_FLAG(std::string, client_token, "", "bearer token clients must send (empty: none)");
 ABSL_FLAG(std::string, worker_token, "", "bearer token workers must send (empty: none)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");

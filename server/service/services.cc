@@ -113,6 +113,13 @@ class ExplorerService final : public v1::Explorer::Service {
                  [&] { return coordinator_->CancelSweep(request->sweep_id()); });
   }
 
+  grpc::Status InvalidateTrial(grpc::ServerContext* context,
+                               const v1::InvalidateTrialRequest* request,
+                               v1::InvalidateTrialResponse* response) override {
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->InvalidateTrial(request->trial_id()); });
+  }
+
   // One event now, then one per change of the sweep, until it is final or the client leaves.
   // Waits in one-second slices so a cancelled call or a shutdown ends the stream promptly.
   grpc::Status WatchSweep(grpc::ServerContext* context, const v1::WatchSweepRequest* request,
@@ -191,7 +198,24 @@ class WorkerService final : public v1::WorkerService::Service {
 
   grpc::Status Lease(grpc::ServerContext* context, const v1::LeaseRequest* request,
                      v1::LeaseResponse* response) override {
-    return Unary(context, token_, response, [&] { return coordinator_->Lease(*request); });
+    return Unary(context, token_, response, [&]() -> absl::StatusOr<v1::LeaseResponse> {
+      absl::StatusOr<v1::LeaseResponse> leased = coordinator_->Lease(*request);
+      if (!leased.ok() || leased->trials().empty() || !context->IsCancelled()) return leased;
+      // The caller left during the long poll (a dead worker): its trials go back at once
+      // instead of waiting out the lease.
+      v1::ReturnLeasesRequest back;
+      back.set_worker_id(request->worker_id());
+      for (const v1::LeasedTrial& trial : leased->trials()) back.add_lease_ids(trial.lease_id());
+      absl::StatusOr<v1::ReturnLeasesResponse> returned = coordinator_->ReturnLeases(back);
+      if (!returned.ok()) return returned.status();
+      return absl::CancelledError("the caller left; its leases were returned");
+    });
+  }
+
+  grpc::Status ReturnLeases(grpc::ServerContext* context, const v1::ReturnLeasesRequest* request,
+                            v1::ReturnLeasesResponse* response) override {
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->ReturnLeases(*request); });
   }
 
   grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,

@@ -11,9 +11,14 @@
 namespace bitsweep::store {
 namespace {
 
-// Busy and locked mean another connection holds the database: worth retrying.
+// Busy and locked mean another connection holds the database, full and I/O errors a disk out
+// of space or failing: worth retrying (UNAVAILABLE), the request itself is fine.
 absl::Status StatusFromCode(int code, absl::string_view message) {
-  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(message);
+  const int primary = code & 0xff;  // extended codes (SQLITE_IOERR_WRITE, ...) share it
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
+      primary == SQLITE_IOERR) {
+    return absl::UnavailableError(message);
+  }
   return absl::InternalError(message);
 }
 

@@ -162,6 +162,45 @@ TEST_F(ServiceCliTest, ResubmittingTheSameSweepIsServedFromCache) {
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(rows[i][3], "true") << trials.out;
 }
 
+TEST_F(ServiceCliTest, InvalidatedTrialIsEvaluatedAgainAndNoCacheSkipsTheCache) {
+  ASSERT_GT(SubmitGrid(), 0);
+  const int64_t cached = SubmitGrid();
+  auto cached_column = [&](int64_t sweep) {
+    Result trials = Bitsweep("trials " + *server_ + " --sweep " + std::to_string(sweep) +
+                             " --format csv");
+    EXPECT_EQ(trials.exit_code, 0) << trials.out;
+    std::vector<std::pair<std::string, std::string>> out;  // (trial id, cached)
+    const auto rows = testing::ParseCsv(trials.out);
+    for (size_t i = 1; i < rows.size(); ++i) out.emplace_back(rows[i][0], rows[i][3]);
+    return out;
+  };
+  const auto before = cached_column(cached);
+  ASSERT_EQ(before.size(), 3u);
+  Result invalidate = Bitsweep("trials invalidate " + *server_ + " --trial " + before[1].first);
+  ASSERT_EQ(invalidate.exit_code, 0) << invalidate.out;
+  EXPECT_NE(invalidate.out.find(" invalidated"), std::string::npos) << invalidate.out;
+  Result repeat = Bitsweep("trials invalidate " + *server_ + " --trial " + before[1].first);
+  EXPECT_NE(repeat.out.find("was already invalidated"), std::string::npos) << repeat.out;
+  // The next identical sweep evaluates that one config again and takes the rest from cache.
+  int fresh = 0;
+  for (const auto& [id, was_cached] : cached_column(SubmitGrid())) fresh += was_cached == "false";
+  EXPECT_EQ(fresh, 1);
+  // --no-cache evaluates all of them.
+  const Result r = Bitsweep("submit " + *server_ + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                            kSmallData + " --strategy grid " +
+                            "--grid 'conv.weights=fixed:8,fixed:4;fc.weights=fixed:8' --wait "
+                            "--no-cache");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const size_t at = r.out.find("submitted sweep ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  for (const auto& [id, was_cached] : cached_column(std::stoll(r.out.substr(at + 16)))) {
+    EXPECT_EQ(was_cached, "false") << id;
+  }
+  Result unknown = Bitsweep("trials invalidate " + *server_ + " --trial 999999");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.out.find("trial 999999 not found"), std::string::npos) << unknown.out;
+}
+
 TEST_F(ServiceCliTest, SubmitReadsASweepFile) {
   const std::string file = (*dir_ / "sweep.json").string();
   std::ofstream(file) << R"({"name": "from-file", "strategy": "grid",

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -72,6 +73,7 @@ class CoordinatorTest : public ::testing::Test {
     options.clock = &clock_;
     options.lease_duration = absl::Seconds(60);
     options.heartbeat_interval = absl::Seconds(10);
+    options.expiry_interval = absl::ZeroDuration();  // the tests expire leases themselves
     options.metrics = &registry_;
     options.strategy_factory = testing::FakeStrategyFactory(&plans_);
     return options;
@@ -242,6 +244,44 @@ TEST_F(CoordinatorTest, SubmitRejectsBadSpecsNamingTheField) {
        absl::StatusCode::kInvalidArgument, "max_attempts"},
       {"strategy validation", [](v1::SweepSpec& s) { s.set_name("invalid"); },
        absl::StatusCode::kInvalidArgument, "space.axes"},
+      {"long name", [](v1::SweepSpec& s) { s.set_name(std::string(257, 'n')); },
+       absl::StatusCode::kInvalidArgument, "name: of 257 bytes is longer than 256 bytes"},
+      {"huge finetune steps",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_steps(1'000'000'000'000); },
+       absl::StatusCode::kInvalidArgument,
+       "finetune.steps: 1000000000000 is outside [0, 10000000]"},
+      {"huge finetune batch",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_batch(1'000'000'000'000); },
+       absl::StatusCode::kInvalidArgument, "finetune.batch: 1000000000000 is outside [0, 65536]"},
+      {"negative batch", [](v1::SweepSpec& s) { s.mutable_settings()->set_batch(-1); },
+       absl::StatusCode::kInvalidArgument, "settings.batch: -1 is outside [0, 65536]"},
+      {"negative eval_limit",
+       [](v1::SweepSpec& s) { s.mutable_settings()->mutable_dataset()->set_eval_limit(-5); },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.eval_limit: -5 is outside"},
+      {"zero std",
+       [](v1::SweepSpec& s) {
+         s.mutable_settings()->mutable_dataset()->add_mean(0.5f);
+         s.mutable_settings()->mutable_dataset()->add_std(0.0f);
+       },
+       absl::StatusCode::kInvalidArgument,
+       "settings.dataset.std[0]: 0 is not a finite non-zero number"},
+      {"mean and std counts differ",
+       [](v1::SweepSpec& s) {
+         auto* dataset = s.mutable_settings()->mutable_dataset();
+         for (float m : {0.1f, 0.2f, 0.3f, 0.4f}) dataset->add_mean(m);
+         dataset->add_std(0.5f);
+       },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.std: has 1 values but mean has 4"},
+      {"bad channel order",
+       [](v1::SweepSpec& s) { s.mutable_settings()->mutable_dataset()->set_channel_order("x"); },
+       absl::StatusCode::kInvalidArgument, "settings.dataset.channel_order: 'x'"},
+      {"momentum of 1", [](v1::SweepSpec& s) { s.mutable_finetune()->set_momentum(1.0); },
+       absl::StatusCode::kInvalidArgument, "finetune.momentum: 1 is outside [0, 1)"},
+      {"NaN learning rate",
+       [](v1::SweepSpec& s) { s.mutable_finetune()->set_learning_rate(std::nan("")); },
+       absl::StatusCode::kInvalidArgument, "finetune.learning_rate: nan is not finite"},
+      {"too many attempts", [](v1::SweepSpec& s) { s.set_max_attempts(101); },
+       absl::StatusCode::kInvalidArgument, "max_attempts: 101 is outside [0, 100]"},
   };
   for (const Case& c : cases) {
     v1::SweepSpec spec = Spec("ok", {{"baseline", {kBaseline}}});
@@ -351,20 +391,22 @@ TEST_F(CoordinatorTest, ExpiredLeaseIsRequeuedAndCountsAnAttempt) {
   EXPECT_EQ(TrialById(sweep.id(), first.trial_id()).attempts(), 2);
 }
 
-TEST_F(CoordinatorTest, TrialFailsAfterMaxAttemptsOfExpiry) {
+TEST_F(CoordinatorTest, LostLeasesFailATrialOnlyAfterTheirOwnLargerCap) {
   v1::SweepSpec spec = Spec("a", {{"grid", {kFixed8}}});
-  spec.set_max_attempts(2);
+  spec.set_max_attempts(2);  // reported errors; lost leases: max(10, 3 * 2) = 10
   v1::Sweep sweep = Submit(spec);
-  for (int attempt = 1; attempt <= 2; ++attempt) {
+  for (int attempt = 1; attempt <= 10; ++attempt) {
     v1::LeasedTrial leased = LeaseOne();
     EXPECT_EQ(leased.attempt(), attempt);
+    EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_RUNNING);
     clock_.Advance(absl::Seconds(61));
     ASSERT_OK(coordinator_->ExpireLeases());
   }
   std::vector<v1::Trial> trials = Trials(sweep.id());
   ASSERT_EQ(static_cast<int>((trials).size()), 1);
   EXPECT_EQ(trials[0].state(), v1::TRIAL_FAILED);
-  EXPECT_EQ(trials[0].error(), "lease expired 2 times");
+  EXPECT_EQ(trials[0].error(), "lease expired 10 times");
+  EXPECT_EQ(Count("SELECT lost_leases FROM trials"), 10);
   EXPECT_EQ(static_cast<int>((Lease(1)).size()), 0);
   // The only step finished: the fake planner is done, the sweep succeeded with a failed trial.
   v1::Sweep after = GetSweep(sweep.id());
@@ -384,13 +426,61 @@ TEST_F(CoordinatorTest, TransientErrorsRetryUntilMaxAttemptsWithTheLastErrorText
   EXPECT_TRUE(Accepted(ReportError(leased, "disk full", /*permanent=*/false)));
   leased = LeaseOne();
   EXPECT_EQ(leased.attempt(), 3);
-  clock_.Advance(absl::Seconds(61));  // the third attempt expires: the last error text stays
+  clock_.Advance(absl::Seconds(61));  // the third attempt is lost: not a reported error
   ASSERT_OK(coordinator_->ExpireLeases());
   trial = TrialById(sweep.id(), leased.trial_id());
-  EXPECT_EQ(trial.state(), v1::TRIAL_FAILED);
-  EXPECT_EQ(trial.error(), "disk full");
-  EXPECT_EQ(trial.attempts(), 3);
-  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "error"), 2);
+  EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
+  leased = LeaseOne();
+  EXPECT_EQ(leased.attempt(), 4);
+  EXPECT_TRUE(Accepted(ReportError(leased, "disk still full", /*permanent=*/false)));
+  trial = TrialById(sweep.id(), leased.trial_id());
+  EXPECT_EQ(trial.state(), v1::TRIAL_FAILED);  // the third reported error
+  EXPECT_EQ(trial.error(), "disk still full");
+  EXPECT_EQ(trial.attempts(), 4);
+  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "error"), 3);
+}
+
+TEST_F(CoordinatorTest, ReturnedLeasesAreQueuedAtOnceWithoutUsingAnAttempt) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}}));
+  std::vector<v1::LeasedTrial> leased = Lease(2);
+  ASSERT_EQ(leased.size(), 2u);
+  const std::string other = RegisterWorker("host-b");
+  v1::ReturnLeasesRequest request;
+  request.set_worker_id(other);  // not its leases: nothing happens
+  request.add_lease_ids(leased[0].lease_id());
+  EXPECT_EQ(ValueOrDie(coordinator_->ReturnLeases(request)).returned_lease_ids_size(), 0);
+  request.set_worker_id(worker_);
+  request.add_lease_ids("no-such-lease");
+  v1::ReturnLeasesResponse returned = ValueOrDie(coordinator_->ReturnLeases(request));
+  EXPECT_THAT(returned.returned_lease_ids(), ElementsAre(leased[0].lease_id()));
+  v1::Trial trial = TrialById(sweep.id(), leased[0].trial_id());
+  EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
+  EXPECT_EQ(trial.attempts(), 0);
+  EXPECT_EQ(TrialById(sweep.id(), leased[1].trial_id()).state(), v1::TRIAL_RUNNING);
+  // Its report afterwards is refused; the next lease is attempt 1 again.
+  EXPECT_FALSE(Accepted(ReportResult(leased[0], MakeResult(0.9, 1000))));
+  v1::LeasedTrial again = LeaseOne();
+  EXPECT_EQ(again.trial_id(), leased[0].trial_id());
+  EXPECT_EQ(again.attempt(), 1);
+  EXPECT_TRUE(Accepted(ReportResult(again, MakeResult(0.9, 1000))));
+}
+
+TEST_F(CoordinatorTest, ExpiryRunsOnATimerWithoutAnyWorkerCalling) {
+  CoordinatorOptions options = Options();
+  options.expiry_interval = absl::Milliseconds(10);
+  coordinator_.reset();
+  coordinator_ = ValueOrDie(Coordinator::Open(options));
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  clock_.Advance(absl::Seconds(61));
+  // No call from here on but reads: the timer alone requeues the trial.
+  absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (TrialById(sweep.id(), leased.trial_id()).state() != v1::TRIAL_QUEUED &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_QUEUED);
+  EXPECT_EQ(Metric("bitsweep_lease_expiries_total"), 1);
 }
 
 TEST_F(CoordinatorTest, PermanentErrorFailsAtOnce) {
@@ -501,12 +591,102 @@ TEST_F(CoordinatorTest, StaleTransientErrorDoesNotDisturbTheCurrentLease) {
   clock_.Advance(absl::Seconds(61));
   ASSERT_OK(coordinator_->ExpireLeases());
   v1::LeasedTrial current = LeaseOne();
-  EXPECT_TRUE(Accepted(ReportError(stale, "worker shutting down", false)));
+  // Nothing of a stale lease's transient error is stored, and the answer says so (repeatably).
+  EXPECT_FALSE(Accepted(ReportError(stale, "worker shutting down", false)));
+  EXPECT_FALSE(Accepted(ReportError(stale, "worker shutting down", false)));
   v1::Trial trial = TrialById(sweep.id(), current.trial_id());
   EXPECT_EQ(trial.state(), v1::TRIAL_RUNNING);
   EXPECT_EQ(trial.attempts(), 2);
-  EXPECT_EQ(trial.error(), "worker shutting down");
+  EXPECT_EQ(trial.error(), "");
   EXPECT_TRUE(Accepted(ReportResult(current, MakeResult(0.8, 500))));
+}
+
+TEST_F(CoordinatorTest, ForgedResultsAreRefusedAndNothingIsStored) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  struct Case {
+    std::string name;
+    std::function<void(v1::TrialResult&)> forge;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"top1 above 1", [](v1::TrialResult& r) { r.set_top1(5.0); r.set_top5(5.0); },
+       "result.top1: 5 is not an accuracy in [0, 1]"},
+      {"negative top1", [](v1::TrialResult& r) { r.set_top1(-1); },
+       "result.top1: -1 is not an accuracy in [0, 1]"},
+      {"NaN top5", [](v1::TrialResult& r) { r.set_top5(std::nan("")); },
+       "result.top5: nan is not an accuracy"},
+      {"top5 below top1", [](v1::TrialResult& r) { r.set_top5(0.5); },
+       "result.top5: 0.5 is below top1 0.9"},
+      {"negative size", [](v1::TrialResult& r) { r.set_size_bits(-100); },
+       "result.size_bits: -100 is negative"},
+      {"infinite energy",
+       [](v1::TrialResult& r) { r.set_energy_pj(std::numeric_limits<double>::infinity()); },
+       "result.energy_pj: inf is not finite"},
+      {"negative layer bops", [](v1::TrialResult& r) { r.mutable_layers(1)->set_bops(-1); },
+       "result.layers[1].bops: -1 is negative"},
+      {"size not the layers' sum", [](v1::TrialResult& r) { r.set_size_bits(10); },
+       "result.size_bits: 10 is not the sum over its layers (1000)"},
+      {"bops not the layers' sum", [](v1::TrialResult& r) { r.set_bops(1); },
+       "result.bops: 1 is not the sum over its layers (10000)"},
+      {"energy not the layers' sum", [](v1::TrialResult& r) { r.set_energy_pj(1); },
+       "result.energy_pj: 1 is not the sum over its layers (100)"},
+      {"peak above every layer", [](v1::TrialResult& r) { r.set_peak_activation_bits(9999); },
+       "result.peak_activation_bits: 9999 is not the largest layer's activation_bits (4096)"},
+      {"repeated layer", [](v1::TrialResult& r) { r.mutable_layers(1)->set_name("conv1"); },
+       "result.layers[1]: 'conv1' repeats a layer name"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::TrialResult forged = MakeResult(0.9, 1000);
+    c.forge(forged);
+    absl::StatusOr<v1::ReportResponse> response = ReportResult(leased, forged);
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(response.status().message()), HasSubstr(c.message));
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM leases WHERE report_accepted IS NOT NULL"), 0);
+  EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_RUNNING);
+  // The honest report on the same lease still lands.
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.9, 1000))));
+
+  // Once a result of the model is stored, its layers are the model's: others are refused.
+  v1::LeasedTrial second = LeaseOne();
+  v1::TrialResult other_layers = MakeResult(0.8, 800);
+  other_layers.mutable_layers(1)->set_name("fc9");
+  absl::StatusOr<v1::ReportResponse> response = ReportResult(second, other_layers);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("result.layers: [conv1:conv,fc9:fc] are not the model's quantizable "
+                        "layers [conv1:conv,fc1:fc]"));
+  v1::TrialResult one_layer = MakeResult(0.8, 800);
+  one_layer.mutable_layers()->RemoveLast();
+  one_layer.set_size_bits(600);
+  one_layer.set_bops(6000);
+  one_layer.set_macs(600);
+  one_layer.set_activation_bits(4096);
+  one_layer.set_energy_pj(50);
+  EXPECT_EQ(ReportResult(second, one_layer).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 1);
+  EXPECT_TRUE(Accepted(ReportResult(second, MakeResult(0.8, 800))));
+}
+
+TEST_F(CoordinatorTest, OnlyTheLeaseHolderMayReport) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  const std::string intruder = RegisterWorker("host-b");
+  absl::StatusOr<v1::ReportResponse> hijack =
+      ReportResult(leased, MakeResult(0.1, 1), intruder);
+  EXPECT_EQ(hijack.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(hijack.status().message()), HasSubstr("belongs to another worker"));
+  EXPECT_EQ(Count("SELECT count(*) FROM results"), 0);
+  // The holder's own report is stored, and its answer says so.
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.9, 1000))));
+  EXPECT_DOUBLE_EQ(TrialById(sweep.id(), leased.trial_id()).result().top1(), 0.9);
+  // A hijacked repeat after the fact is still refused, not answered from the holder's answer.
+  EXPECT_EQ(ReportResult(leased, MakeResult(0.9, 1000), intruder).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(CoordinatorTest, ReportWithAnotherTrialsLeaseIsRefused) {
@@ -626,6 +806,45 @@ TEST_F(CoordinatorTest, EvaluatedTrialsAreReusedAcrossSweeps) {
               f.set_steps(10);
               return f;
             }()));
+}
+
+TEST_F(CoordinatorTest, InvalidatedResultIsEvaluatedAgainAndNoCacheSkipsDedup) {
+  Submit(Spec("a", {{"grid", {kFixed8}}}));
+  v1::LeasedTrial leased = LeaseOne();
+  EXPECT_TRUE(Accepted(ReportResult(leased, MakeResult(0.87, 800))));
+  v1::Sweep cached = Submit(Spec("b", {{"grid", {kFixed8}}}));
+  ASSERT_EQ(cached.trials_cached(), 1);
+  const int64_t cached_trial = Trials(cached.id())[0].id();
+
+  // Invalidating the cached copy takes back the result it came from.
+  v1::InvalidateTrialResponse invalidated =
+      ValueOrDie(coordinator_->InvalidateTrial(cached_trial));
+  EXPECT_EQ(invalidated.evaluated_trial_id(), leased.trial_id());
+  EXPECT_TRUE(invalidated.invalidated());
+  EXPECT_FALSE(ValueOrDie(coordinator_->InvalidateTrial(leased.trial_id())).invalidated());
+  EXPECT_EQ(Count("SELECT count(*) FROM results WHERE invalidated_ms IS NOT NULL"), 1);
+  // A later identical sweep runs the config again; its fresh result is served from then on.
+  v1::Sweep again = Submit(Spec("c", {{"grid", {kFixed8}}}));
+  EXPECT_EQ(again.trials_cached(), 0);
+  EXPECT_EQ(again.trials_queued(), 1);
+  v1::LeasedTrial rerun = LeaseOne();
+  EXPECT_NE(rerun.trial_id(), leased.trial_id());
+  EXPECT_TRUE(Accepted(ReportResult(rerun, MakeResult(0.86, 800))));
+  v1::Sweep after = Submit(Spec("d", {{"grid", {kFixed8}}}));
+  EXPECT_EQ(after.trials_cached(), 1);
+  EXPECT_EQ(Trials(after.id())[0].cached_from(), rerun.trial_id());
+
+  // --no-cache: evaluated again although a valid result exists.
+  v1::SweepSpec no_cache = Spec("e", {{"grid", {kFixed8}}});
+  no_cache.set_no_cache(true);
+  v1::Sweep fresh = Submit(no_cache);
+  EXPECT_EQ(fresh.trials_cached(), 0);
+  EXPECT_EQ(fresh.trials_queued(), 1);
+  EXPECT_EQ(LeaseOne().trial_id(), Trials(fresh.id())[0].id());
+
+  EXPECT_EQ(coordinator_->InvalidateTrial(999999).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(coordinator_->InvalidateTrial(Trials(fresh.id())[0].id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // running: no result yet
 }
 
 TEST_F(CoordinatorTest, TrialWaitsForAnIdenticalRunningTrialOfAnotherSweep) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tests/coordinator/test_util.h"
 
@@ -142,6 +143,30 @@ TEST(DatabaseTest, RefusesASchemaNewerThanTheBinary) {
   ASSERT_FALSE(db.ok());
   EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(db.status().message().find("newer"), std::string::npos);
+}
+
+TEST(DatabaseTest, FullDatabaseIsUnavailableAndRecoversWhenThereIsRoomAgain) {
+  std::vector<Migration> migrations = {{1, "0001.sql", "CREATE TABLE t (b BLOB);"}};
+  DatabaseOptions options;
+  options.migrations = &migrations;
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(TempDbPath("store"), options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  // A database capped a few pages past its size stands in for a full disk (SQLITE_FULL).
+  ASSERT_TRUE((*db)->Exec("PRAGMA max_page_count = 20").ok());
+  const std::string chunk(16 * 1024, 'x');
+  absl::Status status;
+  for (int i = 0; i < 100 && status.ok(); ++i) {
+    absl::StatusOr<Statement> insert = (*db)->Prepare("INSERT INTO t(b) VALUES (?1)");
+    ASSERT_TRUE(insert.ok()) << insert.status();
+    status = insert->BindAll(Blob{chunk}).Run();
+  }
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "full")) << status;
+  // Room again: the same write succeeds, nothing to restart.
+  ASSERT_TRUE((*db)->Exec("PRAGMA max_page_count = 100000").ok());
+  absl::StatusOr<Statement> insert = (*db)->Prepare("INSERT INTO t(b) VALUES (?1)");
+  ASSERT_TRUE(insert.ok());
+  EXPECT_TRUE(insert->BindAll(Blob{chunk}).Run().ok());
 }
 
 TEST(StatementTest, BindsAndReadsEveryType) {

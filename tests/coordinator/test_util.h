@@ -165,7 +165,8 @@ FakeStrategyFactory(FakePlans* plans) {
   };
 }
 
-// A result as a worker would report it, with two layers.
+// A result as a worker would report it, with two layers whose parts add up to the totals (as
+// the engine's cost model sums them): conv1 holds 3/4 of the weight bits, fc1 the rest.
 inline v1::TrialResult MakeResult(double top1, int64_t size_bits, double energy_pj = 100.0) {
   v1::TrialResult result;
   result.set_top1(top1);
@@ -182,6 +183,7 @@ inline v1::TrialResult MakeResult(double top1, int64_t size_bits, double energy_
   result.set_wall_seconds(1.5);
   result.set_images_per_second(1000);
   result.set_engine_version("test");
+  const int64_t conv_bits = size_bits * 3 / 4;
   v1::LayerResult* conv = result.add_layers();
   conv->set_name("conv1");
   conv->set_layer_class("conv");
@@ -193,7 +195,10 @@ inline v1::TrialResult MakeResult(double top1, int64_t size_bits, double energy_
   conv->mutable_inputs()->set_fractional_bits(4);
   conv->set_macs(600);
   conv->set_weight_count(100);
-  conv->set_weight_bits(800);
+  conv->set_weight_bits(conv_bits);
+  conv->set_activation_bits(4096);
+  conv->set_bops(conv_bits * 10);
+  conv->set_energy_pj(energy_pj / 2);
   v1::LayerResult* fc = result.add_layers();
   fc->set_name("fc1");
   fc->set_layer_class("fc");
@@ -206,7 +211,10 @@ inline v1::TrialResult MakeResult(double top1, int64_t size_bits, double energy_
   fc->mutable_outputs()->set_max_exponent(-1);
   fc->set_macs(400);
   fc->set_weight_count(50);
-  fc->set_weight_bits(400);
+  fc->set_weight_bits(size_bits - conv_bits);
+  fc->set_activation_bits(4096);
+  fc->set_bops((size_bits - conv_bits) * 10);
+  fc->set_energy_pj(energy_pj - energy_pj / 2);
   return result;
 }
 

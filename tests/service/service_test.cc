@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "client/explorer_client.h"
+#include "bitsweep/v1/worker.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/service/process.h"
 
@@ -229,6 +231,62 @@ TEST_F(ServiceTest, WorkerKilledMidTrialLosesNothingAndDuplicatesNothing) {
   // One result per trial, none twice.
   EXPECT_EQ(QueryIds("SELECT COUNT(*) FROM results"), std::vector<int64_t>{5});
   EXPECT_EQ(QueryIds("SELECT COUNT(DISTINCT trial_id) FROM results"), std::vector<int64_t>{5});
+}
+
+// A worker that dies while idle leaves its long poll open on the coordinator; the trial handed to
+// that poll goes back to the queue at once instead of waiting out its (60 s) lease.
+TEST_F(ServiceTest, TrialHandedToAGoneLongPollIsQueuedAgainAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(/*lease_seconds=*/60, /*heartbeat_seconds=*/10));
+  auto stub = v1::WorkerService::NewStub(
+      grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  auto register_worker = [&](const std::string& name) {
+    grpc::ClientContext context;
+    v1::RegisterRequest request;
+    request.set_name(name);
+    v1::RegisterResponse response;
+    EXPECT_TRUE(stub->Register(&context, request, &response).ok());
+    return response.worker_id();
+  };
+  const std::string dead = register_worker("dead"), alive = register_worker("alive");
+  {
+    // The "dead" worker's long poll: 30 s on the coordinator, but the caller leaves after 0.3 s.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + milliseconds(300));
+    v1::LeaseRequest request;
+    request.set_worker_id(dead);
+    request.set_wait_ms(30'000);
+    v1::LeaseResponse response;
+    EXPECT_EQ(stub->Lease(&context, request, &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  v1::SweepSpec spec = LenetSpec("grid", /*eval_limit=*/100);
+  spec.mutable_space()->add_axes()->set_selector("default");
+  spec.mutable_space()->mutable_axes(0)->set_role("weights");
+  spec.mutable_space()->mutable_axes(0)->add_formats("fixed:8");
+  absl::StatusOr<v1::Sweep> submitted = client_->Submit(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  // The baseline went to the gone poll first; the live worker gets it within seconds.
+  const auto start = std::chrono::steady_clock::now();
+  grpc::ClientContext context;
+  v1::LeaseRequest request;
+  request.set_worker_id(alive);
+  request.set_wait_ms(10'000);
+  v1::LeaseResponse response;
+  ASSERT_TRUE(stub->Lease(&context, request, &response).ok());
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(response.trials_size(), 1) << coordinator_->Log();
+  EXPECT_EQ(response.trials(0).attempt(), 1);  // the returned lease used no attempt
+  EXPECT_LT(waited, seconds(5));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(this->db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* select = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM leases WHERE outcome = 'returned'", -1,
+                               &select, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(select), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(select, 0), 1);
+  sqlite3_finalize(select);
+  sqlite3_close(db);
 }
 
 }  // namespace

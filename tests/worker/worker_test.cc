@@ -6,6 +6,7 @@
 
 #include <openssl/evp.h>
 
+#include <atomic>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -184,6 +185,11 @@ class FakeWorkerService final : public v1::WorkerService::Service {
 
   grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override {
+    if (hold_heartbeats_) {  // answer only when the caller gives up: the worker is mid-trial
+      heartbeat_held_ = true;
+      while (!context->IsCancelled()) absl::SleepFor(absl::Milliseconds(2));
+      return grpc::Status(grpc::StatusCode::CANCELLED, "held");
+    }
     absl::MutexLock lock(&mu_);
     if (grpc::Status s = Common(context); !s.ok()) return s;
     if (!known_workers_.contains(request->worker_id())) {
@@ -196,6 +202,21 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     }
     response->set_deadline_ms(absl::ToUnixMillis(absl::Now()) + 60000);
     return grpc::Status::OK;
+  }
+
+  grpc::Status ReturnLeases(grpc::ServerContext* context, const v1::ReturnLeasesRequest* request,
+                            v1::ReturnLeasesResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    if (grpc::Status s = Common(context); !s.ok()) return s;
+    for (const std::string& lease : request->lease_ids()) {
+      returned_.push_back(lease);
+      response->add_returned_lease_ids(lease);
+    }
+    return grpc::Status::OK;
+  }
+  std::vector<std::string> returned() const {
+    absl::MutexLock lock(&mu_);
+    return returned_;
   }
 
   grpc::Status Report(grpc::ServerContext* context, const v1::ReportRequest* request,
@@ -270,6 +291,11 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   int leases_with_trials_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::RegisterRequest> register_requests_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ReportRequest> reports_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> returned_ ABSL_GUARDED_BY(mu_);
+
+ public:
+  std::atomic<bool> hold_heartbeats_{false};
+  std::atomic<bool> heartbeat_held_{false};
   std::vector<std::string> authorization_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -541,6 +567,18 @@ TEST_F(WorkerTest, StopEndsALongPollPromptly) {
   const absl::Time stop = absl::Now();
   StopWorker();
   EXPECT_LT(absl::Now() - stop, absl::Seconds(2));
+}
+
+TEST_F(WorkerTest, StopReturnsTheLeaseOfTheRunningTrial) {
+  FakeWorkerService service;
+  FakeServer server(&service);
+  service.hold_heartbeats_ = true;
+  StartWorker(Options(server.address()));
+  const std::string lease = service.Enqueue(61, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return service.heartbeat_held_.load(); }));  // the trial is running
+  StopWorker();
+  EXPECT_EQ(service.returned(), std::vector<std::string>{lease});
+  EXPECT_TRUE(service.reports().empty());
 }
 
 TEST_F(WorkerTest, UsesAGivenChannel) {
