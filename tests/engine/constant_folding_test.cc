@@ -27,21 +27,6 @@ onnx::NodeProto MakeNode(const std::string& op, int inputs,
   return node;
 }
 
-onnx::AttributeProto Ints(const std::string& name, std::vector<int64_t> values) {
-  onnx::AttributeProto a;
-  a.set_name(name);
-  a.set_type(onnx::AttributeProto::INTS);
-  for (int64_t v : values) a.add_ints(v);
-  return a;
-}
-onnx::AttributeProto Int(const std::string& name, int64_t value) {
-  onnx::AttributeProto a;
-  a.set_name(name);
-  a.set_type(onnx::AttributeProto::INT);
-  a.set_i(value);
-  return a;
-}
-
 Tensor Fold(const onnx::NodeProto& node, const std::vector<const Tensor*>& inputs,
             int64_t opset = 13, std::optional<Shape> shape = std::nullopt) {
   absl::StatusOr<std::vector<Tensor>> out = FoldConstantNode(node, inputs, opset, shape);
@@ -54,7 +39,7 @@ TEST(FoldConstantNodeTest, ShapeWithStartAndEnd) {
   const Tensor all = Fold(MakeNode("Shape", 1), {nullptr}, 13, Shape{2, 3, 64, 64});
   EXPECT_EQ(all.int64s(), (std::vector<int64_t>{2, 3, 64, 64}));
   const Tensor tail =
-      Fold(MakeNode("Shape", 1, {Int("start", -2)}), {nullptr}, 15, Shape{2, 3, 64, 64});
+      Fold(MakeNode("Shape", 1, {IntAttr("start", -2)}), {nullptr}, 15, Shape{2, 3, 64, 64});
   EXPECT_EQ(tail.int64s(), (std::vector<int64_t>{64, 64}));
   EXPECT_FALSE(FoldConstantNode(MakeNode("Shape", 1), {nullptr}, 13, std::nullopt).ok());
 }
@@ -62,7 +47,7 @@ TEST(FoldConstantNodeTest, ShapeWithStartAndEnd) {
 TEST(FoldConstantNodeTest, GatherAlongAnAxisWithNegativeIndices) {
   const Tensor data = Tensor::Int64({2, 3}, {1, 2, 3, 4, 5, 6});
   const Tensor idx = Tensor::Int64({2}, {-1, 0});
-  const Tensor out = Fold(MakeNode("Gather", 2, {Int("axis", 1)}), {&data, &idx});
+  const Tensor out = Fold(MakeNode("Gather", 2, {IntAttr("axis", 1)}), {&data, &idx});
   EXPECT_EQ(out.shape(), (Shape{2, 2}));
   EXPECT_EQ(out.int64s(), (std::vector<int64_t>{3, 1, 6, 4}));
   const Tensor scalar_idx = Tensor::Int64({}, {1});
@@ -93,18 +78,18 @@ TEST(FoldConstantNodeTest, SliceWithNegativeStepAndClampedEnds) {
 TEST(FoldConstantNodeTest, ConcatUnsqueezeReshapeTranspose) {
   const Tensor a = Tensor::Int64({1}, {2});
   const Tensor b = Tensor::Int64({2}, {-1, 7});
-  EXPECT_EQ(Fold(MakeNode("Concat", 2, {Int("axis", 0)}), {&a, &b}).int64s(),
+  EXPECT_EQ(Fold(MakeNode("Concat", 2, {IntAttr("axis", 0)}), {&a, &b}).int64s(),
             (std::vector<int64_t>{2, -1, 7}));
   const Tensor s = Tensor::Int64({}, {5});
   const Tensor axes = Tensor::Int64({1}, {0});
   const Tensor u = Fold(MakeNode("Unsqueeze", 2), {&s, &axes});
   EXPECT_EQ(u.shape(), (Shape{1}));
-  const Tensor u11 = Fold(MakeNode("Unsqueeze", 1, {Ints("axes", {0})}), {&s}, 11);
+  const Tensor u11 = Fold(MakeNode("Unsqueeze", 1, {IntsAttr("axes", {0})}), {&s}, 11);
   EXPECT_EQ(u11.shape(), (Shape{1}));
   const Tensor m = Tensor::Float({2, 3}, {1, 2, 3, 4, 5, 6});
   const Tensor target = Tensor::Int64({2}, {3, -1});
   EXPECT_EQ(Fold(MakeNode("Reshape", 2), {&m, &target}).shape(), (Shape{3, 2}));
-  const Tensor t = Fold(MakeNode("Transpose", 1, {Ints("perm", {1, 0})}), {&m});
+  const Tensor t = Fold(MakeNode("Transpose", 1, {IntsAttr("perm", {1, 0})}), {&m});
   EXPECT_EQ(t.shape(), (Shape{3, 2}));
   EXPECT_EQ(t.floats(), (std::vector<float>{1, 4, 2, 5, 3, 6}));
 }
@@ -143,7 +128,7 @@ TEST(FoldConstantNodeTest, RangeConstantOfShapeWhereExpandCast) {
   EXPECT_EQ(Fold(MakeNode("Expand", 2), {&col, &to}).floats(),
             (std::vector<float>{1, 1, 1, 2, 2, 2}));
   const Tensor f = Tensor::Float({2}, {2.9f, -2.9f});
-  EXPECT_EQ(Fold(MakeNode("Cast", 1, {Int("to", onnx::TensorProto::INT64)}), {&f}).int64s(),
+  EXPECT_EQ(Fold(MakeNode("Cast", 1, {IntAttr("to", onnx::TensorProto::INT64)}), {&f}).int64s(),
             (std::vector<int64_t>{2, -2}));
 }
 
@@ -172,7 +157,7 @@ onnx::ModelProto PyTorchStyleModel(std::optional<int64_t> static_batch) {
   b.AddInt64Initializer("axes0", {1}, {0});
   b.AddNode("Unsqueeze", "unsqueeze", {"n", "axes0"}, {"n1"});
   b.AddInt64Initializer("minus_one", {1}, {-1});
-  b.AddNode("Concat", "concat", {"n1", "minus_one"}, {"target"}, {Int("axis", 0)});
+  b.AddNode("Concat", "concat", {"n1", "minus_one"}, {"target"}, {IntAttr("axis", 0)});
   b.AddNode("Reshape", "reshape", {"c", "target"}, {"y"});
   b.AddNode("Relu", "dead_relu", {"c"}, {"unused"});
   b.AddOutput("y", Shape{static_batch.value_or(kBatchDim), 8});
@@ -235,7 +220,7 @@ TEST(ImportFoldingTest, EveryUnsupportedNodeIsListedInOneError) {
   b.AddNode("Softsign", "softsign", {"a"}, {"c"});
   b.AddNode("Erf", "erf_b", {"c"}, {"d"});
   b.AddNode("MaxPool", "pool", {"d"}, {"y"},
-            {Ints("kernel_shape", {2, 2}), Int("storage_order", 1)});
+            {IntsAttr("kernel_shape", {2, 2}), IntAttr("storage_order", 1)});
   b.AddOutput("y", Shape{kBatchDim, 1, 3, 3});
   absl::StatusOr<Graph> g = ImportOnnxModel(b.Build(), {}, "model.onnx");
   ASSERT_FALSE(g.ok());
