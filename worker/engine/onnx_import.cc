@@ -119,7 +119,6 @@ class Importer {
     ReadStaticShapes();
     for (int i = 0; i < g.node_size(); ++i) {
       const onnx::NodeProto& node = g.node(i);
-      producers_[node.output_size() > 0 ? node.output(0) : ""] = i;
       for (const auto& out : node.output()) producers_[out] = i;
       if (TryFold(node)) continue;
       for (const auto& in : node.input()) read_by_unfolded_.insert(in);
