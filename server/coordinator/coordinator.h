@@ -56,8 +56,9 @@ struct CoordinatorOptions {
   Clock* clock = nullptr;                   // not owned; required
   absl::Duration lease_duration = absl::Seconds(60);
   absl::Duration heartbeat_interval = absl::Seconds(10);
-  // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
-  // best accuracy per sweep) are registered here when set. Not owned.
+  // Metrics (trials by state, queue depth, lease expiries, workers, durations, attempts,
+  // retries, store latency: CoordinatorMetrics in metrics.h) are registered here when set. Not
+  // owned. Per-sweep series come from metrics.h's SweepMetricsCollector.
   prometheus::Registry* metrics = nullptr;
   // Turns SweepSpec.strategy into a strategy; tests inject fakes here. Called once per name
   // (strategies are pure, one instance serves every sweep). Unset: MakeStrategy.
