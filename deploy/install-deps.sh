@@ -18,6 +18,9 @@ PACKAGES=(
   zlib1g-dev nlohmann-json3-dev libssl-dev
   dataset-fashion-mnist libonnx-testdata
   time
+  prometheus
+  docker.io docker-compose mmdebstrap
+  python3-matplotlib
 )
 
 missing=()

@@ -1547,7 +1547,9 @@ absl::Status SqliteCoordinator::ExpireLeases() {
   Effects effects;
   ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
   RETURN_IF_ERROR(ExpireLeasesLocked(NowMs(), effects));
-  return Commit(txn, effects);
+  RETURN_IF_ERROR(Commit(txn, effects));
+  // Workers that stopped calling are noticed here too, not only on the next worker call.
+  return RefreshWorkersConnected(/*force=*/true);
 }
 
 absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t now_ms,

@@ -101,8 +101,10 @@ class Coordinator {
   // the worker, in the same transaction as the report.
   virtual absl::StatusOr<v1::ReportResponse> Report(const v1::ReportRequest& r) = 0;
 
-  // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;
-  // public so that tests drive it with a fake clock.
+  // Expires every lease whose deadline passed at clock->Now() and refreshes the workers-connected
+  // gauge. Lease and Heartbeat call it too, and so does every metrics scrape
+  // (SweepMetricsCollector), so that both move while no worker calls; public so that tests drive
+  // it with a fake clock.
   virtual absl::Status ExpireLeases() = 0;
 };
 

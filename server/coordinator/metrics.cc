@@ -238,6 +238,10 @@ SweepMetricsCollector::FrontierFigures SweepMetricsCollector::Figures(
 }
 
 std::vector<prometheus::MetricFamily> SweepMetricsCollector::Collect() const {
+  // Gauges that otherwise move only on worker calls (leases past their deadline, workers that
+  // went silent) are brought up to date first: the scrape must show a cluster whose workers all
+  // died as one without workers.
+  coordinator_->ExpireLeases().IgnoreError();
   v1::ListSweepsRequest request;
   request.set_page_size(scan_);
   absl::StatusOr<v1::ListSweepsResponse> listed = coordinator_->ListSweeps(request);

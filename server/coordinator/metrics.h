@@ -14,6 +14,8 @@
 //   the coordinator's own API, for the sweeps still running plus the `keep_finished` most
 //   recently finished ones: a sweep's series disappear once it falls out of that window, so the
 //   number of series stays bounded however many sweeps ran.
+//   Each scrape first calls Coordinator::ExpireLeases, so that expired leases and the workers
+//   gauge are current even when no worker calls in.
 //
 //     auto sweeps = std::make_shared<SweepMetricsCollector>(coordinator.get(), 5);
 //     exposer.RegisterCollectable(sweeps);   // keep `sweeps` alive as long as the exposer
