@@ -10,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "client/engine_commands.h"
+#include "client/health_command.h"
 #include "client/service_commands.h"
 #include "common/flag_names.h"
 
@@ -54,6 +55,7 @@ constexpr char kUsage[] =
     "  export   --trial ID [--out manifest.json] [--qdq model.onnx]\n"
     "  cancel   --sweep ID\n"
     "  sweeps   [--format table|json]\n"
+    "  health   exit 0 if the server's gRPC health service answers SERVING (HEALTHCHECK)\n"
     "\n"
     "Datasets: idx:DIR (MNIST naming: DIR/train and DIR/t10k), idx:PREFIX (one split),\n"
     "npy:IMAGES.npy,LABELS.npy; or --train-data REF --eval-data REF.\n"
@@ -131,6 +133,8 @@ int main(int argc, char** argv) {
     status = bitsweep::cli::CancelCommand();
   } else if (command == "sweeps") {
     status = bitsweep::cli::SweepsCommand();
+  } else if (command == "health") {
+    status = bitsweep::cli::HealthCommand();
   } else {
     std::fprintf(stderr, "bitsweep: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;

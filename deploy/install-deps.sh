@@ -5,23 +5,33 @@
 # (ocl-icd-opencl-dev: find_package(dnnl) needs the OpenCL headers).
 set -euo pipefail
 
-PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git
+# What compiling the three binaries needs (`--build-only`: the Docker image's build stage, with
+# -DBITSWEEP_BUILD_TESTS=OFF).
+BUILD_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config
   libabsl-dev
   libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
   libdnnl-dev ocl-icd-opencl-dev
   libonnx-dev
-  libsqlite3-dev sqlite3
+  libsqlite3-dev
   prometheus-cpp-dev
-  libgtest-dev libgmock-dev googletest libbenchmark-dev
   zlib1g-dev nlohmann-json3-dev libssl-dev
+)
+# Everything else: tests, benchmarks, data, and the operations tests (tests/ops: Prometheus and
+# promtool, Docker and Compose, mmdebstrap for the base image; matplotlib for the dashboard
+# pictures of docs/DEPLOY.md).
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
+  git sqlite3
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
   dataset-fashion-mnist libonnx-testdata
   time
   prometheus
   docker.io docker-compose mmdebstrap
   python3-matplotlib
 )
+if [ "${1:-}" = "--build-only" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

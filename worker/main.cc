@@ -35,6 +35,7 @@ ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: 
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
           "address /metrics listens on (0.0.0.0: every interface, e.g. in a container)");
 ABSL_FLAG(std::string, token, "", "bearer token the coordinator expects from workers");
+ABSL_FLAG(std::string, token_file, "", "read --token from this file (e.g. a Docker secret; first line)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect to the coordinator with TLS");
 ABSL_FLAG(int64_t, lease_wait_ms, 10000, "Lease long-poll limit in milliseconds");
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
-      "[--cache_dir DIR] [--metrics_port P] [--metrics_address A] [--token T] [--tls_ca PEM]");
+      "[--cache_dir DIR] [--metrics_port P] [--metrics_address A] [--token T | --token_file F] [--tls_ca PEM]");
   std::vector<std::string> normalized;
   std::vector<char*> args(argv, argv + argc);
   bitsweep::NormalizeFlagNames(&normalized, &args);
@@ -75,6 +76,11 @@ int main(int argc, char** argv) {
   options.name = absl::GetFlag(FLAGS_name);
   options.model_cache_dir = absl::GetFlag(FLAGS_cache_dir);
   options.bearer_token = absl::GetFlag(FLAGS_token);
+  if (const std::string file = absl::GetFlag(FLAGS_token_file); !file.empty()) {
+    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    options.bearer_token = *std::move(secret);
+  }
 
   // Signals are taken by one thread with sigwait: every other thread (gRPC's, OpenMP's) inherits
   // the blocked mask, so no handler ever runs in the middle of the engine.

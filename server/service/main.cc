@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
 #include "prometheus/registry.h"
@@ -34,6 +35,9 @@ ABSL_FLAG(int32_t, lease_seconds, 60, "a lease lasts this long past its last hea
 ABSL_FLAG(int32_t, heartbeat_seconds, 10, "workers heartbeat this often while busy");
 ABSL_FLAG(std::string, client_token, "", "bearer token clients must send (empty: none)");
 ABSL_FLAG(std::string, worker_token, "", "bearer token workers must send (empty: none)");
+ABSL_FLAG(std::string, client_token_file, "",
+          "read --client_token from this file (e.g. a Docker secret; first line)");
+ABSL_FLAG(std::string, worker_token_file, "", "read --worker_token from this file");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 
@@ -50,7 +54,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--metrics_address A] "
       "[--client_token T] "
-      "[--worker_token T] [--tls_cert PEM --tls_key PEM]");
+      "[--worker_token T] [--client_token_file F] [--worker_token_file F] [--tls_cert PEM --tls_key PEM]");
   std::vector<std::string> normalized;
   std::vector<char*> args(argv, argv + argc);
   bitsweep::NormalizeFlagNames(&normalized, &args);
@@ -103,6 +107,15 @@ int main(int argc, char** argv) {
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.client_token = absl::GetFlag(FLAGS_client_token);
   server_options.worker_token = absl::GetFlag(FLAGS_worker_token);
+  for (auto [file, token] : {std::pair(absl::GetFlag(FLAGS_client_token_file),
+                                       &server_options.client_token),
+                             std::pair(absl::GetFlag(FLAGS_worker_token_file),
+                                       &server_options.worker_token)}) {
+    if (file.empty()) continue;
+    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    *token = *std::move(secret);
+  }
   server_options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   server_options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   server_options.metrics = options.metrics;

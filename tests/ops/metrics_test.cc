@@ -31,8 +31,6 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::CommandResult;
-using testing::DashboardQueries;
-using testing::DashboardQuery;
 using testing::FreePort;
 using testing::HttpGet;
 using testing::PrometheusServer;
@@ -194,18 +192,9 @@ TEST_F(MetricsTest, EveryDashboardQueryAndAlertRuleWorksOnARealPrometheus) {
 
   // The dashboards: every expression returns numbers over the run.
   const double sweep_end = UnixNow();
-  std::vector<std::string> empty;
   int checked = 0;
-  for (const DashboardQuery& q : DashboardQueries(kDeploy / "grafana/dashboards", "5s")) {
-    absl::StatusOr<PrometheusServer::RangeData> data =
-        prometheus.QueryRange(q.expr, start, sweep_end);
-    ++checked;
-    if (!data.ok()) {
-      empty.push_back(absl::StrCat(q.dashboard, " / ", q.panel, ": ", data.status().message()));
-    } else if (data->series == 0 || data->numeric_samples == 0) {
-      empty.push_back(absl::StrCat(q.dashboard, " / ", q.panel, ": no data for ", q.expr));
-    }
-  }
+  const std::vector<std::string> empty =
+      prometheus.DashboardGaps(kDeploy / "grafana/dashboards", "5s", start, sweep_end, &checked);
   EXPECT_GE(checked, 30);
   EXPECT_TRUE(empty.empty()) << absl::StrJoin(empty, "\n");
 
@@ -256,6 +245,28 @@ TEST_F(MetricsTest, EveryDashboardQueryAndAlertRuleWorksOnARealPrometheus) {
   // The coordinator dies: its alert's expression fires at the next scrapes.
   coordinator->Kill(SIGKILL);
   EXPECT_TRUE(fires_within("BitsweepCoordinatorDown", seconds(10)));
+}
+
+// `bitsweep health` (the image's HEALTHCHECK): 0 and SERVING from a running coordinator; 1 and the
+// address from a port nobody serves.
+TEST(HealthCommandTest, ServingCoordinatorIsHealthyAndAbsentOneIsNot) {
+  const fs::path dir = TestDir("bitsweep_health");
+  Process coordinator(BITSWEEP_COORDINATOR,
+                      {"--listen=127.0.0.1:0", "--db=" + (dir / "results.db").string(),
+                       "--client_token=secret"},
+                      (dir / "coordinator.log").string());
+  std::optional<std::string> port = coordinator.WaitForLine("listening on port ", seconds(30));
+  ASSERT_TRUE(port.has_value()) << coordinator.Log();
+  const std::string address = "127.0.0.1:" + port->substr(0, port->find(','));
+  // The health service needs no token, even when the Explorer does.
+  CommandResult healthy = RunShell(std::string(BITSWEEP_BINARY) + " health --server " + address);
+  EXPECT_EQ(healthy.status, 0) << healthy.output;
+  EXPECT_EQ(healthy.output, address + ": SERVING\n");
+  coordinator.Kill(SIGTERM);
+  CommandResult down = RunShell(std::string(BITSWEEP_BINARY) + " health --server " + address +
+                                " --timeout-seconds 1");
+  EXPECT_EQ(down.status, 1) << down.output;
+  EXPECT_NE(down.output.find("bitsweep health: " + address), std::string::npos) << down.output;
 }
 
 // `bitsweep local --metrics-port` serves the in-process coordinator's and workers' series.

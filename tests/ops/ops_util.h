@@ -135,36 +135,12 @@ inline std::string ReadFile(const std::filesystem::path& path) {
   return text.str();
 }
 
-// Debian's prometheus on 127.0.0.1:port() with its own storage under `dir`, started with
-// `config` (YAML text, written to dir/prometheus.yml) and killed by pid when destroyed.
-class PrometheusServer {
+// The HTTP API of a Prometheus reachable on 127.0.0.1:port.
+class PrometheusApi {
  public:
-  PrometheusServer(const std::filesystem::path& dir, const std::string& config)
-      : port_(FreePort()) {
-    std::filesystem::create_directories(dir / "data");
-    std::ofstream(dir / "prometheus.yml") << config;
-    process_ = std::make_unique<Process>(
-        "/usr/bin/prometheus",
-        std::vector<std::string>{
-            "--config.file=" + (dir / "prometheus.yml").string(),
-            "--storage.tsdb.path=" + (dir / "data").string(),
-            "--web.listen-address=127.0.0.1:" + std::to_string(port_),
-            "--log.level=warn"},
-        (dir / "prometheus.log").string());
-  }
-
+  explicit PrometheusApi(int port) : port_(port) {}
+  virtual ~PrometheusApi() = default;
   int port() const { return port_; }
-  std::string Log() const { return process_->Log(); }
-
-  bool WaitReady(std::chrono::seconds timeout) const {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      if (HttpGet(port_, "/-/ready").ok()) return true;
-      if (!process_->Running()) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  }
 
   // GET an API path with query parameters; the parsed JSON answer.
   absl::StatusOr<nlohmann::json> Api(const std::string& path,
@@ -220,8 +196,47 @@ class PrometheusServer {
     return static_cast<int>((*answer)["data"]["result"].size());
   }
 
+  // Every dashboard expression (rate windows `rate_window`) evaluated over [start, end]: one line
+  // per expression that fails or returns no number. Empty: all return data.
+  std::vector<std::string> DashboardGaps(const std::filesystem::path& dashboards_dir,
+                                         const std::string& rate_window, double start,
+                                         double end, int* checked) const;
+
  private:
   int port_;
+};
+
+// Debian's prometheus on 127.0.0.1:port() with its own storage under `dir`, started with
+// `config` (YAML text, written to dir/prometheus.yml) and killed by pid when destroyed.
+class PrometheusServer : public PrometheusApi {
+ public:
+  PrometheusServer(const std::filesystem::path& dir, const std::string& config)
+      : PrometheusApi(FreePort()) {
+    std::filesystem::create_directories(dir / "data");
+    std::ofstream(dir / "prometheus.yml") << config;
+    process_ = std::make_unique<Process>(
+        "/usr/bin/prometheus",
+        std::vector<std::string>{
+            "--config.file=" + (dir / "prometheus.yml").string(),
+            "--storage.tsdb.path=" + (dir / "data").string(),
+            "--web.listen-address=127.0.0.1:" + std::to_string(port()),
+            "--log.level=warn"},
+        (dir / "prometheus.log").string());
+  }
+
+  std::string Log() const { return process_->Log(); }
+
+  bool WaitReady(std::chrono::seconds timeout) const {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (HttpGet(port(), "/-/ready").ok()) return true;
+      if (!process_->Running()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+ private:
   std::unique_ptr<Process> process_;
 };
 
@@ -249,6 +264,22 @@ inline std::vector<DashboardQuery> DashboardQueries(const std::filesystem::path&
     }
   }
   return queries;
+}
+
+inline std::vector<std::string> PrometheusApi::DashboardGaps(
+    const std::filesystem::path& dashboards_dir, const std::string& rate_window, double start,
+    double end, int* checked) const {
+  std::vector<std::string> gaps;
+  for (const DashboardQuery& q : DashboardQueries(dashboards_dir, rate_window)) {
+    absl::StatusOr<RangeData> data = QueryRange(q.expr, start, end);
+    ++*checked;
+    if (!data.ok()) {
+      gaps.push_back(absl::StrCat(q.dashboard, " / ", q.panel, ": ", data.status().message()));
+    } else if (data->series == 0 || data->numeric_samples == 0) {
+      gaps.push_back(absl::StrCat(q.dashboard, " / ", q.panel, ": no data for ", q.expr));
+    }
+  }
+  return gaps;
 }
 
 }  // namespace bitsweep::testing

@@ -1,7 +1,6 @@
 // End to end on loopback: a real bitsweep-coordinator process and real bitsweep-worker processes
 // run sweeps on the committed LeNet-5; the client talks to them through the Explorer API and the
 // test reads the SQLite file the coordinator wrote, as a user would.
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +13,7 @@
 
 #include "client/explorer_client.h"
 #include "gtest/gtest.h"
+#include "tests/service/frontier_sql.h"
 #include "tests/service/process.h"
 
 namespace bitsweep {
@@ -110,20 +110,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Runs `sql` (one integer column) on the coordinator's database, read-only.
-  std::vector<int64_t> QueryIds(const std::string& sql) {
-    sqlite3* db = nullptr;
-    std::vector<int64_t> ids;
-    EXPECT_EQ(sqlite3_open_v2(this->db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    sqlite3_stmt* statement = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr), SQLITE_OK)
-        << sqlite3_errmsg(db);
-    while (statement != nullptr && sqlite3_step(statement) == SQLITE_ROW) {
-      ids.push_back(sqlite3_column_int64(statement, 0));
-    }
-    sqlite3_finalize(statement);
-    sqlite3_close(db);
-    return ids;
-  }
+  std::vector<int64_t> QueryIds(const std::string& sql) { return testing::QueryIds(db(), sql); }
 
   std::string db() const { return (dir_ / "results.db").string(); }
 
@@ -133,17 +120,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<cli::ExplorerClient> client_;
 };
 
-// The frontier (top-1 vs size) of a sweep, recomputed from the tables by SQL: succeeded trials
-// (cached ones read their original's result) that no other dominates; of equal points the
-// oldest trial.
-std::string FrontierSql(int64_t sweep_id) {
-  return "WITH pts AS (SELECT t.id, r.top1, r.size_bits FROM trials t "
-         "JOIN results r ON r.trial_id = COALESCE(t.cached_from, t.id) "
-         "WHERE t.sweep_id = " + std::to_string(sweep_id) + " AND t.state = 'succeeded') "
-         "SELECT a.id FROM pts a WHERE NOT EXISTS (SELECT 1 FROM pts b WHERE "
-         "b.top1 >= a.top1 AND b.size_bits <= a.size_bits AND "
-         "(b.top1 > a.top1 OR b.size_bits < a.size_bits OR b.id < a.id)) ORDER BY a.id";
-}
+using testing::FrontierSql;
 
 TEST_F(ServiceTest, RistrettoSweepOnLenetMatchesTheFrontierRecomputedBySql) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(/*lease_seconds=*/30, /*heartbeat_seconds=*/2));
