@@ -10,8 +10,10 @@
 // through the published port with the bearer token of the Compose secret, kills one worker
 // container mid-sweep, and checks that the sweep completes, that its frontier equals the one
 // recomputed from the coordinator's SQLite file, that Prometheus has every target up and that
-// every dashboard query returns data; then `docker-compose down -v`. It skips, saying why, only
-// when dockerd cannot start here.
+// every dashboard query returns data; then `docker-compose down -v`. A second test deploys the
+// same file as a Swarm stack (`docker swarm init --advertise-addr 127.0.0.1`, with
+// deploy/docker-stack.yml) and runs a sweep on it. Both skip, saying why, only when dockerd cannot
+// start here.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,7 +93,11 @@ class ClusterTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (!project_.empty()) Compose("down -v --remove-orphans --timeout 5");
+    if (!stack_.empty()) {
+      Docker("stack rm " + stack_);
+      Docker("swarm leave --force");  // the swarm state lives in the persistent data root
+    }
+    if (!project_.empty() && stack_.empty()) Compose("down -v --remove-orphans --timeout 5");
     if (dockerd_ != nullptr) dockerd_->Kill(SIGTERM);  // waits; dockerd stops its containerd
     fs::remove_all(run_dir_);
   }
@@ -123,6 +129,111 @@ class ClusterTest : public ::testing::Test {
     fs::remove(tar);
   }
 
+  // The stand-in Prometheus, then bitsweep (BuildKit: ccache cache mount), and checks of the
+  // runtime image.
+  void BuildImages() {
+    CommandResult prom_image = Docker("build -q -t prom/prometheus:v2.42.0 -f " +
+                                      (kSource / "tests/ops/prometheus-standin.Dockerfile").string() +
+                                      " " + (kSource / "tests/ops").string());
+    ASSERT_EQ(prom_image.status, 0) << LastLines(prom_image.output, 30);
+    const auto build_start = std::chrono::steady_clock::now();
+    CommandResult build = RunShell(Env() + "DOCKER_BUILDKIT=1 /usr/bin/docker build "
+                                   "--progress=plain -f " +
+                                   (kSource / "deploy/docker/Dockerfile").string() +
+                                   " -t bitsweep:test " + kSource.string());
+    ASSERT_EQ(build.status, 0) << LastLines(build.output, 60);
+    std::printf("[cluster] bitsweep image built in %.0f s\n", Since(build_start));
+    for (const char* image : {"bitsweep:test", "prom/prometheus:v2.42.0", "debian:bookworm-slim"}) {
+      CommandResult size = Docker(absl::StrCat("image inspect -f '{{.Size}}' ", image));
+      std::printf("[cluster] image %s: %s", image, size.output.c_str());
+    }
+    // The runtime image holds no compiler and runs as the unprivileged user.
+    CommandResult user = Docker("run --rm --entrypoint id bitsweep:test -un");
+    EXPECT_EQ(user.output, "bitsweep\n");
+    EXPECT_NE(
+        Docker("run --rm --entrypoint sh bitsweep:test -c 'command -v c++ g++ cmake'").status, 0);
+  }
+
+  // The deployment's settings (ports picked free, a fresh token file) as VAR=value prefixes.
+  void Configure(const std::string& project) {
+    token_ = "ct-" + std::to_string(::getpid()) + "-secret";
+    const fs::path token_file = run_dir_ / "bitsweep-token";
+    std::ofstream(token_file) << token_ << "\n";
+    chmod(token_file.c_str(), 0644);  // the secret is bind-mounted; the container user reads it
+    port_ = FreePort();
+    prometheus_port_ = FreePort();
+    project_ = project;
+    compose_env_ = absl::StrCat(
+        "BITSWEEP_IMAGE=bitsweep:test BITSWEEP_TOKEN_FILE=", token_file.string(),
+        " BITSWEEP_PORT=", port_, " BITSWEEP_PROMETHEUS_PORT=", prometheus_port_,
+        " BITSWEEP_GRAFANA_PORT=", FreePort(),
+        " BITSWEEP_LEASE_SECONDS=5 BITSWEEP_HEARTBEAT_SECONDS=1 BITSWEEP_DATASETS=", kDatasets,
+        " ");
+  }
+
+  // A client of the published coordinator port, once `bitsweep health` answers through it.
+  std::unique_ptr<cli::ExplorerClient> Connect() {
+    const std::string address = absl::StrCat("127.0.0.1:", port_);
+    CommandResult health;
+    for (int i = 0; i < 60; ++i) {
+      health = RunShell(std::string(BITSWEEP_BINARY) + " health --timeout-seconds 2 --server " +
+                        address);
+      if (health.status == 0) break;
+      std::this_thread::sleep_for(seconds(1));
+    }
+    EXPECT_EQ(health.status, 0) << health.output;
+    cli::ConnectOptions options;
+    options.token = token_;
+    absl::StatusOr<std::unique_ptr<cli::ExplorerClient>> client =
+        cli::ExplorerClient::Connect(address, options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  // Ristretto on LeNet-5 over the datasets the workers mount (same path as on the host).
+  static v1::SweepSpec LenetSpec(const std::string& hash, int64_t eval_limit) {
+    v1::SweepSpec spec;
+    spec.set_name("cluster");
+    spec.set_model_hash(hash);
+    spec.set_strategy("ristretto");
+    spec.set_error_margin(1.0);
+    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
+    data->set_train("idx:" + kDatasets + "/fashion-mnist/train");
+    data->set_eval("idx:" + kDatasets + "/fashion-mnist/t10k");
+    data->add_mean(0.2860f);
+    data->add_std(0.3530f);
+    data->set_eval_limit(eval_limit);
+    data->set_calibration_samples(200);
+    spec.mutable_finetune()->set_steps(100);
+    return spec;
+  }
+
+  // Polls Prometheus until it has `expected` active targets, all up (or the timeout passes).
+  static bool AllTargetsUp(const PrometheusApi& prometheus, int expected, seconds timeout,
+                           std::string* state) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      absl::StatusOr<nlohmann::json> targets = prometheus.Api("/api/v1/targets", {});
+      if (targets.ok()) {
+        int up_count = 0, total = 0;
+        std::set<std::string> jobs;
+        state->clear();
+        for (const nlohmann::json& t : (*targets)["data"]["activeTargets"]) {
+          ++total;
+          jobs.insert(t["labels"]["job"].get<std::string>());
+          up_count += t["health"] == "up";
+          *state += t["scrapeUrl"].get<std::string>() + " " + t["health"].get<std::string>() + "; ";
+        }
+        if (total == expected && up_count == expected && jobs.count("coordinator") &&
+            jobs.count("worker")) {
+          return true;
+        }
+      }
+      std::this_thread::sleep_for(seconds(1));
+    }
+    return false;
+  }
+
   std::string ContainerOf(const std::string& service, int index) const {
     return absl::StrCat(project_, "_", service, "_", index);
   }
@@ -133,6 +244,9 @@ class ClusterTest : public ::testing::Test {
   bool started_ = false;
   std::string project_;      // the Compose project, once up
   std::string compose_env_;  // its settings, as VAR=value prefixes
+  std::string token_;
+  int port_ = 0, prometheus_port_ = 0;
+  std::string stack_;  // the Swarm stack, once deployed
 };
 
 TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
@@ -141,45 +255,16 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   ASSERT_NO_FATAL_FAILURE(EnsureBaseImage());
   std::printf("[cluster] base image ready after %.0f s\n", Since(t0));
 
-  // The images: the stand-in Prometheus, then bitsweep (BuildKit: ccache cache mount).
-  CommandResult prom_image = Docker("build -q -t prom/prometheus:v2.42.0 -f " +
-                                    (kSource / "tests/ops/prometheus-standin.Dockerfile").string() +
-                                    " " + (kSource / "tests/ops").string());
-  ASSERT_EQ(prom_image.status, 0) << LastLines(prom_image.output, 30);
-  const auto build_start = std::chrono::steady_clock::now();
-  CommandResult build = RunShell(Env() + "DOCKER_BUILDKIT=1 /usr/bin/docker build --progress=plain "
-                                 "-f " + (kSource / "deploy/docker/Dockerfile").string() +
-                                 " -t bitsweep:test " + kSource.string());
-  ASSERT_EQ(build.status, 0) << LastLines(build.output, 60);
-  std::printf("[cluster] bitsweep image built in %.0f s\n", Since(build_start));
-  for (const char* image : {"bitsweep:test", "prom/prometheus:v2.42.0", "debian:bookworm-slim"}) {
-    CommandResult size = Docker(absl::StrCat("image inspect -f '{{.Size}}' ", image));
-    std::printf("[cluster] image %s: %s", image, size.output.c_str());
-  }
-  // The runtime image holds no compiler and runs as the unprivileged user.
-  CommandResult user = Docker("run --rm --entrypoint id bitsweep:test -un");
-  EXPECT_EQ(user.output, "bitsweep\n");
-  EXPECT_NE(Docker("run --rm --entrypoint sh bitsweep:test -c 'command -v c++ g++ cmake'").status,
-            0);
+  ASSERT_NO_FATAL_FAILURE(BuildImages());
 
   // The cluster: coordinator, two workers, Prometheus (Grafana needs a registry image).
-  const std::string token = "ct-" + std::to_string(::getpid()) + "-secret";
-  const fs::path token_file = run_dir_ / "bitsweep-token";
-  std::ofstream(token_file) << token << "\n";
-  chmod(token_file.c_str(), 0644);  // the secret is bind-mounted; the container user reads it
-  const int port = FreePort(), prometheus_port = FreePort(), grafana_port = FreePort();
-  project_ = "bsw" + std::to_string(::getpid());
-  compose_env_ = absl::StrCat(
-      "BITSWEEP_IMAGE=bitsweep:test BITSWEEP_TOKEN_FILE=", token_file.string(),
-      " BITSWEEP_PORT=", port, " BITSWEEP_PROMETHEUS_PORT=", prometheus_port,
-      " BITSWEEP_GRAFANA_PORT=", grafana_port,
-      " BITSWEEP_LEASE_SECONDS=5 BITSWEEP_HEARTBEAT_SECONDS=1 BITSWEEP_DATASETS=", kDatasets, " ");
+  Configure("bsw" + std::to_string(::getpid()));
   const std::string up = "up -d --no-build --scale worker=2 coordinator worker prometheus";
   CommandResult started = Compose(up);
   ASSERT_EQ(started.status, 0) << started.output;
   const double start = UnixNow();
 
-  // The coordinator's HEALTHCHECK (`bitsweep health`) turns healthy.
+  // The coordinator's HEALTHCHECK (`bitsweep health` inside the container) turns healthy.
   std::string health;
   for (int i = 0; i < 60 && health != "healthy\n"; ++i) {
     health = Docker("inspect -f '{{.State.Health.Status}}' " + ContainerOf("coordinator", 1)).output;
@@ -188,27 +273,11 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   ASSERT_EQ(health, "healthy\n") << Compose("logs --tail 30").output;
 
   // A sweep from the host client, through the published port, with the secret's token.
-  cli::ConnectOptions options;
-  options.token = token;
-  absl::StatusOr<std::unique_ptr<cli::ExplorerClient>> client =
-      cli::ExplorerClient::Connect(absl::StrCat("127.0.0.1:", port), options);
-  ASSERT_TRUE(client.ok()) << client.status();
-  absl::StatusOr<std::string> hash = (*client)->UploadModelFile(BITSWEEP_LENET5_MODEL);
+  std::unique_ptr<cli::ExplorerClient> client = Connect();
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<std::string> hash = client->UploadModelFile(BITSWEEP_LENET5_MODEL);
   ASSERT_TRUE(hash.ok()) << hash.status();
-  v1::SweepSpec spec;
-  spec.set_name("cluster");
-  spec.set_model_hash(*hash);
-  spec.set_strategy("ristretto");
-  spec.set_error_margin(1.0);
-  v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
-  data->set_train("idx:" + kDatasets + "/fashion-mnist/train");
-  data->set_eval("idx:" + kDatasets + "/fashion-mnist/t10k");
-  data->add_mean(0.2860f);
-  data->add_std(0.3530f);
-  data->set_eval_limit(10000);
-  data->set_calibration_samples(200);
-  spec.mutable_finetune()->set_steps(100);
-  absl::StatusOr<v1::Sweep> submitted = (*client)->Submit(spec);
+  absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 10000));
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 
   // Worker 2's container is killed once a few trials are done; the sweep completes anyway.
@@ -216,7 +285,7 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   bool killed = false;
   const auto deadline = std::chrono::steady_clock::now() + seconds(240);
   while (std::chrono::steady_clock::now() < deadline) {
-    absl::StatusOr<v1::Sweep> s = (*client)->GetSweep(submitted->id());
+    absl::StatusOr<v1::Sweep> s = client->GetSweep(submitted->id());
     ASSERT_TRUE(s.ok()) << s.status();
     sweep = *s;
     if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED) break;
@@ -238,7 +307,7 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   request.set_sweep_id(sweep.id());
   request.add_objectives(v1::OBJECTIVE_TOP1);
   request.add_objectives(v1::OBJECTIVE_SIZE);
-  absl::StatusOr<v1::Frontier> frontier = (*client)->GetFrontier(request);
+  absl::StatusOr<v1::Frontier> frontier = client->GetFrontier(request);
   ASSERT_TRUE(frontier.ok()) << frontier.status();
   std::vector<int64_t> served;
   for (const v1::FrontierPoint& p : frontier->points()) served.push_back(p.trial_id());
@@ -248,26 +317,9 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   // The operator's answer to a dead worker: scale back up. Then every target is up.
   CommandResult restored = Compose(up);
   ASSERT_EQ(restored.status, 0) << restored.output;
-  PrometheusApi prometheus(prometheus_port);
+  PrometheusApi prometheus(prometheus_port_);
   std::string targets_state;
-  bool all_up = false;
-  for (int i = 0; i < 90 && !all_up; ++i) {
-    absl::StatusOr<nlohmann::json> targets = prometheus.Api("/api/v1/targets", {});
-    if (targets.ok()) {
-      int up_count = 0, total = 0;
-      std::set<std::string> jobs;
-      targets_state.clear();
-      for (const nlohmann::json& t : (*targets)["data"]["activeTargets"]) {
-        ++total;
-        jobs.insert(t["labels"]["job"].get<std::string>());
-        up_count += t["health"] == "up";
-        targets_state += t["scrapeUrl"].get<std::string>() + " " +
-                         t["health"].get<std::string>() + "; ";
-      }
-      all_up = total == 4 && up_count == 4 && jobs.count("coordinator") && jobs.count("worker");
-    }
-    if (!all_up) std::this_thread::sleep_for(seconds(1));
-  }
+  const bool all_up = AllTargetsUp(prometheus, 4, seconds(90), &targets_state);
   EXPECT_TRUE(all_up) << targets_state;
 
   // Every dashboard query returns data (5 s scrapes: 30 s rate windows).
@@ -281,10 +333,12 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   // first, so that SQLite folds its WAL into the file).
   CommandResult stopped = Compose("stop coordinator");
   ASSERT_EQ(stopped.status, 0) << stopped.output;
-  const fs::path db = run_dir_ / "results.db";
-  CommandResult copied =
-      Docker("cp " + ContainerOf("coordinator", 1) + ":/var/lib/bitsweep/results.db " + db.string());
+  // The whole folder: the database with its WAL, if the coordinator left one.
+  CommandResult copied = Docker("cp " + ContainerOf("coordinator", 1) + ":/var/lib/bitsweep " +
+                                (run_dir_ / "volume").string());
   ASSERT_EQ(copied.status, 0) << copied.output;
+  const fs::path db = run_dir_ / "volume" / "results.db";
+  ASSERT_TRUE(fs::exists(db)) << RunShell("ls -la " + (run_dir_ / "volume").string()).output;
   EXPECT_EQ(served, testing::QueryIds(db.string(), testing::FrontierSql(sweep.id())));
   EXPECT_EQ(testing::QueryIds(db.string(),
                               "SELECT COUNT(*) FROM results GROUP BY trial_id HAVING COUNT(*) > 1"),
@@ -295,6 +349,60 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   EXPECT_EQ(Docker("volume ls -q --filter name=" + project_).output, "");
   project_.clear();
   std::printf("[cluster] whole test %.0f s\n", Since(t0));
+}
+
+// The same Compose file as a Swarm stack on a single-node swarm (with deploy/docker-stack.yml's
+// overrides): the stack runs a sweep from the host client and Prometheus finds every replica.
+TEST_F(ClusterTest, SwarmStackOfTheSameComposeFileRunsASweep) {
+  if (!started_) GTEST_SKIP() << skip_reason_;
+  ASSERT_NO_FATAL_FAILURE(EnsureBaseImage());
+  ASSERT_NO_FATAL_FAILURE(BuildImages());
+  Docker("swarm leave --force");  // a swarm left behind by an interrupted run
+  CommandResult init = Docker("swarm init --advertise-addr 127.0.0.1 "
+                              "--default-addr-pool 10.214.0.0/16 --default-addr-pool-mask-length 24");
+  ASSERT_EQ(init.status, 0) << init.output;
+  Configure("bsws" + std::to_string(::getpid()));
+  stack_ = project_;
+  CommandResult deployed = RunShell(
+      Env() + compose_env_ + "BITSWEEP_GRAFANA_REPLICAS=0 /usr/bin/docker stack deploy "
+      "--resolve-image never -c " + (kSource / "deploy/docker-compose.yml").string() + " -c " +
+      (kSource / "deploy/docker-stack.yml").string() + " " + stack_);
+  ASSERT_EQ(deployed.status, 0) << deployed.output;
+  const double start = UnixNow();
+  std::unique_ptr<cli::ExplorerClient> client = Connect();
+  ASSERT_NE(client, nullptr) << Docker("service ls").output;
+  absl::StatusOr<std::string> hash = client->UploadModelFile(BITSWEEP_LENET5_MODEL);
+  ASSERT_TRUE(hash.ok()) << hash.status();
+  absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 2000));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  v1::Sweep sweep;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(180);
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<v1::Sweep> s = client->GetSweep(submitted->id());
+    ASSERT_TRUE(s.ok()) << s.status();
+    sweep = *s;
+    if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED) break;
+    std::this_thread::sleep_for(milliseconds(500));
+  }
+  ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED)
+      << sweep.DebugString() << Docker("service logs --tail 20 " + stack_ + "_worker").output;
+  EXPECT_EQ(sweep.trials_failed(), 0);
+  std::printf("[swarm] sweep %lld: %lld trials in %.0f s\n", static_cast<long long>(sweep.id()),
+              static_cast<long long>(sweep.trials_total()), UnixNow() - start);
+  // Both worker replicas evaluated trials, each found by Prometheus through DNS.
+  std::set<std::string> workers;
+  v1::ListTrialsRequest request;
+  request.set_sweep_id(sweep.id());
+  request.set_page_size(1000);
+  absl::StatusOr<v1::ListTrialsResponse> trials = client->ListTrials(request);
+  ASSERT_TRUE(trials.ok()) << trials.status();
+  for (const v1::Trial& t : trials->trials()) {
+    if (!t.cached()) workers.insert(t.result().worker_id());
+  }
+  EXPECT_EQ(workers.size(), 2u);
+  std::string targets_state;
+  EXPECT_TRUE(AllTargetsUp(PrometheusApi(prometheus_port_), 4, seconds(60), &targets_state))
+      << targets_state;
 }
 
 }  // namespace

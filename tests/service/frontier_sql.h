@@ -31,7 +31,8 @@ inline std::string FrontierSql(int64_t sweep_id) {
 inline std::vector<int64_t> QueryIds(const std::string& db_path, const std::string& sql) {
   sqlite3* db = nullptr;
   std::vector<int64_t> ids;
-  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK)
+      << db_path << ": " << sqlite3_errmsg(db);
   sqlite3_stmt* statement = nullptr;
   EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr), SQLITE_OK)
       << sqlite3_errmsg(db);
