@@ -1616,7 +1616,11 @@ absl::StatusOr<v1::LeaseResponse> SqliteCoordinator::Lease(const v1::LeaseReques
     return absl::InvalidArgumentError(
         absl::StrCat("max_trials: must be >= 0, got ", r.max_trials()));
   }
-  const absl::Time wait_until = absl::Now() + absl::Milliseconds(std::max<int64_t>(0, r.wait_ms()));
+  // A long poll lasts at most one heartbeat interval: an idle worker then calls again, is seen,
+  // and stays counted in bitsweep_workers_connected (three intervals).
+  const absl::Time wait_until =
+      absl::Now() + std::min(absl::Milliseconds(std::max<int64_t>(0, r.wait_ms())),
+                             options_.heartbeat_interval);
   for (;;) {
     v1::LeaseResponse response;
     int64_t generation = 0;

@@ -99,7 +99,11 @@ class ClusterTest : public ::testing::Test {
     }
     if (!project_.empty() && stack_.empty()) Compose("down -v --remove-orphans --timeout 5");
     if (dockerd_ != nullptr) dockerd_->Kill(SIGTERM);  // waits; dockerd stops its containerd
-    fs::remove_all(run_dir_);
+    // Swarm's network namespaces may stay mounted under the exec root: unmount, then remove.
+    RunShell("for m in $(grep -o '" + run_dir_.string() + "/[^ ]*' /proc/mounts | sort -r); do "
+             "umount -l \"$m\"; done");
+    std::error_code ignored;
+    fs::remove_all(run_dir_, ignored);
   }
 
   static std::string LastLines(const std::string& text, int n) {
@@ -277,6 +281,10 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   ASSERT_NE(client, nullptr);
   absl::StatusOr<std::string> hash = client->UploadModelFile(BITSWEEP_LENET5_MODEL);
   ASSERT_TRUE(hash.ok()) << hash.status();
+  // A call that fails (an unknown sweep): the gRPC error panels have something to show, once
+  // Prometheus holds a sample from before it.
+  EXPECT_TRUE(PrometheusApi(prometheus_port_).WaitScraped(3, 2, seconds(30)));
+  EXPECT_EQ(client->GetSweep(987654).status().code(), absl::StatusCode::kNotFound);
   absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 10000));
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 
@@ -327,7 +335,8 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   const std::vector<std::string> gaps = prometheus.DashboardGaps(
       kSource / "deploy/grafana/dashboards", "30s", start, UnixNow(), &checked);
   EXPECT_GE(checked, 30);
-  EXPECT_TRUE(gaps.empty()) << absl::StrJoin(gaps, "\n");
+  EXPECT_TRUE(gaps.empty()) << absl::StrJoin(gaps, "\n") << "\ntargets: "
+                            << prometheus.Api("/api/v1/targets", {}).value_or(nlohmann::json()).dump();
 
   // The frontier recomputed from the database file the coordinator wrote in its volume (stopped
   // first, so that SQLite folds its WAL into the file).
@@ -370,7 +379,9 @@ TEST_F(ClusterTest, SwarmStackOfTheSameComposeFileRunsASweep) {
   ASSERT_EQ(deployed.status, 0) << deployed.output;
   const double start = UnixNow();
   std::unique_ptr<cli::ExplorerClient> client = Connect();
-  ASSERT_NE(client, nullptr) << Docker("service ls").output;
+  ASSERT_NE(client, nullptr) << Docker("service ls").output
+                             << Docker("service ps --no-trunc " + stack_ + "_coordinator").output
+                             << Docker("service logs --tail 20 " + stack_ + "_coordinator").output;
   absl::StatusOr<std::string> hash = client->UploadModelFile(BITSWEEP_LENET5_MODEL);
   ASSERT_TRUE(hash.ok()) << hash.status();
   absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 2000));

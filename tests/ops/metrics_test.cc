@@ -155,15 +155,16 @@ TEST_F(MetricsTest, EveryDashboardQueryAndAlertRuleWorksOnARealPrometheus) {
   absl::StatusOr<std::string> hash = (*client)->UploadModelFile(BITSWEEP_LENET5_MODEL);
   ASSERT_TRUE(hash.ok()) << hash.status();
 
-  // Scraped and checked at least twice before the sweep starts, so rates have a starting point.
-  for (int i = 0; i < 2; ++i) {
-    for (int p : {coordinator_metrics, w1_metrics, w2_metrics}) {
-      EXPECT_EQ(CheckScrape(p, dir_), "");
-    }
-    std::this_thread::sleep_for(seconds(1));
+  // Every target scraped twice by Prometheus (and once checked by promtool) before the sweep
+  // starts, so that counters have a starting point for rate().
+  for (int p : {coordinator_metrics, w1_metrics, w2_metrics}) {
+    EXPECT_EQ(CheckScrape(p, dir_), "");
   }
+  ASSERT_TRUE(prometheus.WaitScraped(3, 2, seconds(30))) << prometheus.Log();
   absl::StatusOr<v1::Sweep> submitted = (*client)->Submit(LenetSpec(*hash, 10000));
   ASSERT_TRUE(submitted.ok()) << submitted.status();
+  // A call that fails (an unknown sweep): the gRPC error panels have something to show.
+  EXPECT_EQ((*client)->GetSweep(987654).status().code(), absl::StatusCode::kNotFound);
 
   // Worker 2 is killed once a few trials finished: its lease expires, its target goes down.
   v1::Sweep sweep;

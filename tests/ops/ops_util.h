@@ -196,6 +196,18 @@ class PrometheusApi {
     return static_cast<int>((*answer)["data"]["result"].size());
   }
 
+  // Waits until `targets` targets each have at least `samples` samples of `up`.
+  bool WaitScraped(int targets, int samples, std::chrono::seconds timeout) const {
+    const std::string expr = absl::StrCat("count_over_time(up[10m]) >= ", samples);
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      absl::StatusOr<int> n = InstantSeries(expr);
+      if (n.ok() && *n >= targets) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    return false;
+  }
+
   // Every dashboard expression (rate windows `rate_window`) evaluated over [start, end]: one line
   // per expression that fails or returns no number. Empty: all return data.
   std::vector<std::string> DashboardGaps(const std::filesystem::path& dashboards_dir,
