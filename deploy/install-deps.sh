@@ -19,8 +19,8 @@ BUILD_PACKAGES=(
   zlib1g-dev nlohmann-json3-dev libssl-dev
 )
 # Everything else: tests, benchmarks, data, and the operations tests (tests/ops: Prometheus and
-# promtool, Docker and Compose, mmdebstrap for the base image; matplotlib for the dashboard
-# pictures of docs/DEPLOY.md).
+# promtool, Docker and Compose, mmdebstrap for the base image, PyYAML for the manifest checks;
+# matplotlib for the dashboard pictures of docs/DEPLOY.md).
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"
   git sqlite3
@@ -29,7 +29,7 @@ PACKAGES=(
   time
   prometheus
   docker.io docker-compose mmdebstrap
-  python3-matplotlib
+  python3-matplotlib python3-yaml
 )
 if [ "${1:-}" = "--build-only" ]; then PACKAGES=("${BUILD_PACKAGES[@]}"); fi
 

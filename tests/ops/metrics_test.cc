@@ -86,7 +86,7 @@ TEST(DeployFilesTest, PromtoolAcceptsConfigRulesAndRuleUnitTests) {
       EXPECT_FALSE(panel["targets"].empty()) << panel["title"];
     }
   }
-  EXPECT_GE(panels, 20);
+  EXPECT_GE(panels, 23);
 }
 
 class MetricsTest : public ::testing::Test {
