@@ -36,6 +36,7 @@
 #include "tests/ops/ops_util.h"
 #include "tests/service/frontier_sql.h"
 #include "tests/service/process.h"
+#include "tests/service/sweep_util.h"
 
 namespace bitsweep {
 namespace {
@@ -196,18 +197,8 @@ class ClusterTest : public ::testing::Test {
 
   // Ristretto on LeNet-5 over the datasets the workers mount (same path as on the host).
   static v1::SweepSpec LenetSpec(const std::string& hash, int64_t eval_limit) {
-    v1::SweepSpec spec;
-    spec.set_name("cluster");
-    spec.set_model_hash(hash);
-    spec.set_strategy("ristretto");
-    spec.set_error_margin(1.0);
-    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
-    data->set_train("idx:" + kDatasets + "/fashion-mnist/train");
-    data->set_eval("idx:" + kDatasets + "/fashion-mnist/t10k");
-    data->add_mean(0.2860f);
-    data->add_std(0.3530f);
-    data->set_eval_limit(eval_limit);
-    data->set_calibration_samples(200);
+    v1::SweepSpec spec = testing::LenetSweepSpec("cluster", "ristretto", hash,
+                                                 "idx:" + kDatasets + "/fashion-mnist", eval_limit);
     spec.mutable_finetune()->set_steps(100);
     return spec;
   }
@@ -289,21 +280,15 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 
   // Worker 2's container is killed once a few trials are done; the sweep completes anyway.
-  v1::Sweep sweep;
   bool killed = false;
-  const auto deadline = std::chrono::steady_clock::now() + seconds(240);
-  while (std::chrono::steady_clock::now() < deadline) {
-    absl::StatusOr<v1::Sweep> s = client->GetSweep(submitted->id());
-    ASSERT_TRUE(s.ok()) << s.status();
-    sweep = *s;
-    if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED) break;
-    if (!killed && sweep.trials_succeeded() >= 4) {
-      CommandResult kill = Docker("kill " + ContainerOf("worker", 2));
-      ASSERT_EQ(kill.status, 0) << kill.output;
-      killed = true;
-    }
-    std::this_thread::sleep_for(milliseconds(500));
-  }
+  const v1::Sweep sweep = testing::WaitUntilFinal(
+      *client, submitted->id(), seconds(240), [&](const v1::Sweep& s) {
+        if (!killed && s.trials_succeeded() >= 4) {
+          CommandResult kill = Docker("kill " + ContainerOf("worker", 2));
+          EXPECT_EQ(kill.status, 0) << kill.output;
+          killed = true;
+        }
+      });
   ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED)
       << sweep.DebugString() << LastLines(Compose("logs --tail 40").output, 80);
   EXPECT_TRUE(killed) << "the sweep ended before a worker could be killed mid-sweep";
@@ -330,13 +315,23 @@ TEST_F(ClusterTest, ComposeClusterRunsASweepSurvivesAWorkerKillAndIsMonitored) {
   const bool all_up = AllTargetsUp(prometheus, 4, seconds(90), &targets_state);
   EXPECT_TRUE(all_up) << targets_state;
 
-  // Every dashboard query returns data (5 s scrapes: 30 s rate windows).
+  // Every dashboard query returns data (5 s scrapes: 30 s rate windows), once Prometheus holds a
+  // few samples of the sweep's series (a loaded machine may delay scrapes).
+  EXPECT_TRUE(prometheus.WaitFor(
+      "count_over_time(bitsweep_sweep_trials{state=\"succeeded\"}[10m]) >= 6", 1, seconds(60)));
   int checked = 0;
   const std::vector<std::string> gaps = prometheus.DashboardGaps(
       kSource / "deploy/grafana/dashboards", "30s", start, UnixNow(), &checked);
   EXPECT_GE(checked, 30);
-  EXPECT_TRUE(gaps.empty()) << absl::StrJoin(gaps, "\n") << "\ntargets: "
-                            << prometheus.Api("/api/v1/targets", {}).value_or(nlohmann::json()).dump();
+  if (!gaps.empty()) {  // what Prometheus holds, to tell missing scrapes from missing series
+    for (const char* expr : {"count_over_time(up[10m])", "count_over_time(bitsweep_sweep_info[10m])",
+                             "count_over_time(bitsweep_sweep_trials{state=\"succeeded\"}[10m])"}) {
+      absl::StatusOr<nlohmann::json> answer = prometheus.Api("/api/v1/query", {{"query", expr}});
+      std::printf("[cluster] %s: %s\n", expr,
+                  answer.ok() ? (*answer)["data"]["result"].dump().c_str() : "error");
+    }
+  }
+  EXPECT_TRUE(gaps.empty()) << absl::StrJoin(gaps, "\n");
 
   // The frontier recomputed from the database file the coordinator wrote in its volume (stopped
   // first, so that SQLite folds its WAL into the file).
@@ -386,15 +381,7 @@ TEST_F(ClusterTest, SwarmStackOfTheSameComposeFileRunsASweep) {
   ASSERT_TRUE(hash.ok()) << hash.status();
   absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 2000));
   ASSERT_TRUE(submitted.ok()) << submitted.status();
-  v1::Sweep sweep;
-  const auto deadline = std::chrono::steady_clock::now() + seconds(180);
-  while (std::chrono::steady_clock::now() < deadline) {
-    absl::StatusOr<v1::Sweep> s = client->GetSweep(submitted->id());
-    ASSERT_TRUE(s.ok()) << s.status();
-    sweep = *s;
-    if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED) break;
-    std::this_thread::sleep_for(milliseconds(500));
-  }
+  const v1::Sweep sweep = testing::WaitUntilFinal(*client, submitted->id(), seconds(180));
   ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED)
       << sweep.DebugString() << Docker("service logs --tail 20 " + stack_ + "_worker").output;
   EXPECT_EQ(sweep.trials_failed(), 0);

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "tests/ops/ops_util.h"
 #include "tests/service/process.h"
+#include "tests/service/sweep_util.h"
 
 namespace bitsweep {
 namespace {
@@ -102,19 +103,8 @@ class MetricsTest : public ::testing::Test {
         (dir_ / (name + ".log")).string());
   }
 
-  v1::SweepSpec LenetSpec(const std::string& hash, int64_t eval_limit) {
-    v1::SweepSpec spec;
-    spec.set_name("metrics");
-    spec.set_model_hash(hash);
-    spec.set_strategy("ristretto");
-    spec.set_error_margin(1.0);
-    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
-    data->set_train(kData + "/train");
-    data->set_eval(kData + "/t10k");
-    data->add_mean(0.2860f);
-    data->add_std(0.3530f);
-    data->set_eval_limit(eval_limit);
-    data->set_calibration_samples(200);
+  static v1::SweepSpec LenetSpec(const std::string& hash, int64_t eval_limit) {
+    v1::SweepSpec spec = testing::LenetSweepSpec("metrics", "ristretto", hash, kData, eval_limit);
     spec.mutable_finetune()->set_steps(100);
     return spec;
   }
@@ -167,27 +157,22 @@ TEST_F(MetricsTest, EveryDashboardQueryAndAlertRuleWorksOnARealPrometheus) {
   EXPECT_EQ((*client)->GetSweep(987654).status().code(), absl::StatusCode::kNotFound);
 
   // Worker 2 is killed once a few trials finished: its lease expires, its target goes down.
-  v1::Sweep sweep;
-  const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+  // Each poll also checks the scrapes of the live targets.
   int scrapes = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    absl::StatusOr<v1::Sweep> s = (*client)->GetSweep(submitted->id());
-    ASSERT_TRUE(s.ok()) << s.status();
-    sweep = *s;
-    if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED) break;
-    if (w2 != nullptr && sweep.trials_succeeded() >= 4) {
-      w2->Kill(SIGKILL);
-      w2.reset();
-    }
-    for (int p : {coordinator_metrics, w1_metrics}) {
-      EXPECT_EQ(CheckScrape(p, dir_), "");
-      ++scrapes;
-    }
-    std::this_thread::sleep_for(milliseconds(700));
-  }
+  const v1::Sweep sweep = testing::WaitUntilFinal(
+      **client, submitted->id(), seconds(120), [&](const v1::Sweep& s) {
+        if (w2 != nullptr && s.trials_succeeded() >= 4) {
+          w2->Kill(SIGKILL);
+          w2.reset();
+        }
+        if (scrapes % 7 == 0) {  // about every 0.7 s
+          for (int p : {coordinator_metrics, w1_metrics}) EXPECT_EQ(CheckScrape(p, dir_), "");
+        }
+        ++scrapes;
+      });
   ASSERT_EQ(sweep.state(), v1::SWEEP_SUCCEEDED) << sweep.DebugString() << coordinator->Log();
   EXPECT_EQ(w2, nullptr) << "the sweep ended before worker 2 could be killed mid-sweep";
-  EXPECT_GE(scrapes, 6);
+  EXPECT_GE(scrapes, 40);
   std::this_thread::sleep_for(seconds(3));  // scrapes of the finished state
   EXPECT_EQ(CheckScrape(coordinator_metrics, dir_), "");
 
@@ -215,13 +200,7 @@ TEST_F(MetricsTest, EveryDashboardQueryAndAlertRuleWorksOnARealPrometheus) {
   }
   ASSERT_EQ(alert_exprs.size(), 6u) << rules->dump();
   auto fires_within = [&](const std::string& alert, seconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      absl::StatusOr<int> n = prometheus.InstantSeries(alert_exprs[alert]);
-      if (n.ok() && *n > 0) return true;
-      std::this_thread::sleep_for(milliseconds(500));
-    }
-    return false;
+    return prometheus.WaitFor(alert_exprs[alert], 1, timeout);
   };
   EXPECT_TRUE(fires_within("BitsweepNoWorkersWhileQueued", seconds(20)));
   EXPECT_TRUE(fires_within("BitsweepWorkerDown", seconds(5)));

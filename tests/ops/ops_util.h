@@ -196,16 +196,20 @@ class PrometheusApi {
     return static_cast<int>((*answer)["data"]["result"].size());
   }
 
-  // Waits until `targets` targets each have at least `samples` samples of `up`.
-  bool WaitScraped(int targets, int samples, std::chrono::seconds timeout) const {
-    const std::string expr = absl::StrCat("count_over_time(up[10m]) >= ", samples);
+  // Waits until `expr` returns at least `series` series.
+  bool WaitFor(const std::string& expr, int series, std::chrono::seconds timeout) const {
     const auto end = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < end) {
       absl::StatusOr<int> n = InstantSeries(expr);
-      if (n.ok() && *n >= targets) return true;
+      if (n.ok() && *n >= series) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
     return false;
+  }
+
+  // Waits until `targets` targets each have at least `samples` samples of `up`.
+  bool WaitScraped(int targets, int samples, std::chrono::seconds timeout) const {
+    return WaitFor(absl::StrCat("count_over_time(up[10m]) >= ", samples), targets, timeout);
   }
 
   // Every dashboard expression (rate windows `rate_window`) evaluated over [start, end]: one line

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/service/frontier_sql.h"
 #include "tests/service/process.h"
+#include "tests/service/sweep_util.h"
 
 namespace bitsweep {
 namespace {
@@ -66,37 +67,12 @@ class ServiceTest : public ::testing::Test {
   v1::SweepSpec LenetSpec(const std::string& strategy, int64_t eval_limit) {
     absl::StatusOr<std::string> hash = client_->UploadModelFile(BITSWEEP_LENET5_MODEL);
     EXPECT_TRUE(hash.ok()) << hash.status();
-    v1::SweepSpec spec;
-    spec.set_name("integration");
-    spec.set_model_hash(hash.value_or(""));
-    spec.set_strategy(strategy);
-    spec.set_error_margin(1.0);
-    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
-    data->set_train(kData + "/train");
-    data->set_eval(kData + "/t10k");
-    data->add_mean(0.2860f);
-    data->add_std(0.3530f);
-    data->set_eval_limit(eval_limit);
-    data->set_calibration_samples(200);
-    return spec;
+    return testing::LenetSweepSpec("integration", strategy, hash.value_or(""), kData, eval_limit);
   }
 
   // Polls until the sweep is final (the watch stream is tested by the CLI commands).
   v1::Sweep WaitUntilFinal(int64_t sweep_id, seconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    v1::Sweep sweep;
-    while (std::chrono::steady_clock::now() < end) {
-      absl::StatusOr<v1::Sweep> s = client_->GetSweep(sweep_id);
-      EXPECT_TRUE(s.ok()) << s.status();
-      if (!s.ok()) break;
-      sweep = *s;
-      if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED ||
-          sweep.state() == v1::SWEEP_CANCELLED) {
-        break;
-      }
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-    return sweep;
+    return testing::WaitUntilFinal(*client_, sweep_id, timeout);
   }
 
   std::vector<v1::Trial> AllTrials(int64_t sweep_id) {
