@@ -379,6 +379,10 @@ TEST_F(ClusterTest, SwarmStackOfTheSameComposeFileRunsASweep) {
                              << Docker("service logs --tail 20 " + stack_ + "_coordinator").output;
   absl::StatusOr<std::string> hash = client->UploadModelFile(BITSWEEP_LENET5_MODEL);
   ASSERT_TRUE(hash.ok()) << hash.status();
+  // Both replicas registered (a replica that started before the coordinator's DNS name existed
+  // retries with backoff) before the sweep starts.
+  EXPECT_TRUE(PrometheusApi(prometheus_port_).WaitFor("bitsweep_workers_connected >= 2", 1,
+                                                      seconds(60)));
   absl::StatusOr<v1::Sweep> submitted = client->Submit(LenetSpec(*hash, 2000));
   ASSERT_TRUE(submitted.ok()) << submitted.status();
   const v1::Sweep sweep = testing::WaitUntilFinal(*client, submitted->id(), seconds(180));
