@@ -44,6 +44,8 @@ class ExplorerClient {
   // returns false.
   absl::Status Watch(const v1::WatchSweepRequest& request,
                      const std::function<bool(const v1::SweepEvent&)>& on_event);
+  // The connection (TLS as configured), for other services on the same server (health).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   ExplorerClient(std::string address, ConnectOptions options,

@@ -14,10 +14,13 @@
 #include "client/service_commands.h"
 #include "client/zoo_models.h"
 #include "common/clock.h"
+#include "common/metrics_exposer.h"
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "prometheus/registry.h"
 #include "server/coordinator/coordinator.h"
+#include "server/coordinator/metrics.h"
 #include "server/service/services.h"
 #include "worker/trial_executor.h"
 #include "worker/worker.h"
@@ -27,6 +30,9 @@ ABSL_DECLARE_FLAG(int32_t, threads);
 
 ABSL_FLAG(int32_t, workers, 2, "local: workers in this process");
 ABSL_FLAG(std::string, db, "results.db", "local: the SQLite results database");
+ABSL_FLAG(int32_t, metrics_port, 0,
+          "local: serve Prometheus /metrics of the coordinator and workers on 127.0.0.1:PORT "
+          "(0: off)");
 
 namespace bitsweep::cli {
 
@@ -42,14 +48,32 @@ absl::Status LocalCommand() {
   ASSIGN_OR_RETURN(std::string model_path,
                    ResolveModel(absl::GetFlag(FLAGS_model), spec.settings().dataset(), threads));
 
+  // Metrics (optional): the coordinator's and every worker's series on one loopback endpoint.
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<MetricsServer> metrics;
+  if (metrics_port < 0 || metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics-port must be in 0..65535");
+  }
+  if (metrics_port > 0) {
+    ASSIGN_OR_RETURN(metrics, MetricsServer::Start("127.0.0.1", metrics_port, "local", registry));
+  }
+  prometheus::Registry* const metrics_registry = metrics != nullptr ? registry.get() : nullptr;
+
   RealClock clock;
   server::CoordinatorOptions coordinator_options;
   coordinator_options.db_path = absl::GetFlag(FLAGS_db);
   coordinator_options.clock = &clock;
+  coordinator_options.metrics = metrics_registry;
   ASSIGN_OR_RETURN(std::unique_ptr<server::Coordinator> coordinator,
                    server::Coordinator::Open(coordinator_options));
+  if (metrics != nullptr) {
+    metrics->Register(std::make_shared<server::SweepMetricsCollector>(coordinator.get(),
+                                                                      /*keep_finished=*/5));
+  }
   server::ServerOptions server_options;
   server_options.listen = "127.0.0.1:0";  // loopback only
+  server_options.metrics = metrics_registry;
   ASSIGN_OR_RETURN(std::unique_ptr<server::CoordinatorServer> server,
                    server::CoordinatorServer::Start(coordinator.get(), server_options));
   const std::string address = absl::StrCat("127.0.0.1:", server->port());
@@ -73,6 +97,7 @@ absl::Status LocalCommand() {
     options.thread_budget = thread_budget;
     options.lease_wait = absl::Seconds(1);
     options.log_to_stderr = false;
+    options.metrics = metrics_registry;
     ASSIGN_OR_RETURN(std::unique_ptr<worker::Worker> w, worker::Worker::Create(options));
     pool.push_back(std::move(w));
   }
@@ -89,9 +114,12 @@ absl::Status LocalCommand() {
     ASSIGN_OR_RETURN(std::string hash, client->UploadModelFile(model_path));
     spec.set_model_hash(hash);
     ASSIGN_OR_RETURN(v1::Sweep sweep, client->Submit(spec));
-    std::fprintf(stderr, "sweep %lld: %s on %s, %d workers sharing %d threads, results in %s\n",
+    std::fprintf(stderr, "sweep %lld: %s on %s, %d workers sharing %d threads, results in %s%s\n",
                  static_cast<long long>(sweep.id()), spec.strategy().c_str(), model_path.c_str(),
-                 workers, threads, absl::GetFlag(FLAGS_db).c_str());
+                 workers, threads, absl::GetFlag(FLAGS_db).c_str(),
+                 metrics != nullptr
+                     ? absl::StrCat(", metrics on 127.0.0.1:", metrics->port()).c_str()
+                     : "");
     ASSIGN_OR_RETURN(sweep, FollowSweep(*client, sweep.id(), /*progress=*/true));
     RETURN_IF_ERROR(SweepOutcome(sweep));
     absl::PrintF("sweep %d %s: %d trials (%d cached, %d failed)", sweep.id(),
@@ -111,6 +139,7 @@ absl::Status LocalCommand() {
   }();
   stop_workers();
   server->Shutdown();
+  metrics.reset();  // its per-sweep collector reads the coordinator
   return status;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "client/command_line.h"
 #include "client/engine_commands.h"
+#include "client/health_command.h"
 #include "client/report.h"
 #include "client/service_commands.h"
 #include "common/version.h"

@@ -21,6 +21,19 @@ inline absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return text.str();
 }
 
+// A secret (bearer token) from a file such as a Docker secret: the first line, without trailing
+// whitespace. An empty secret is an error.
+inline absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  std::string secret = text->substr(0, text->find('\n'));
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ' || secret.back() == '\t')) {
+    secret.pop_back();
+  }
+  if (secret.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the secret is empty"));
+  return secret;
+}
+
 }  // namespace bitsweep
 
 #endif  // BITSWEEP_COMMON_FILE_UTIL_H_

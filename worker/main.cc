@@ -22,11 +22,10 @@
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
 #include "common/version.h"
-#include "grpcpp/grpcpp.h"
-#include "oneapi/dnnl/dnnl.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
-#include "prometheus/exposer.h"
+#include "oneapi/dnnl/dnnl.h"
 #include "prometheus/registry.h"
 #include "worker/worker.h"
 
@@ -40,7 +39,10 @@ ABSL_FLAG(std::string, dataset_cache_dir, "",
           "decoded image datasets (default: $XDG_CACHE_HOME/bitsweep/datasets or "
           "~/.cache/bitsweep/datasets)");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
+          "address /metrics listens on (0.0.0.0: every interface, e.g. in a container)");
 ABSL_FLAG(std::string, token, "", "bearer token the coordinator expects from workers");
+ABSL_FLAG(std::string, token_file, "", "read --token from this file (e.g. a Docker secret; first line)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect to the coordinator with TLS");
 ABSL_FLAG(int64_t, lease_wait_ms, 10000, "Lease long-poll limit in milliseconds");
 
@@ -60,7 +62,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "pulls trials from a bitsweep coordinator and evaluates them.\n"
       "usage: bitsweep-worker --coordinator HOST:PORT [--threads N] [--name NAME] "
-      "[--cache_dir DIR] [--dataset_cache_dir DIR] [--metrics_port P] [--token T] [--tls_ca PEM]");
+      "[--cache_dir DIR] [--dataset_cache_dir DIR] [--metrics_port P] [--metrics_address A] "
+      "[--token T | --token_file F] [--tls_ca PEM]");
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] {
     const dnnl_version_t* dnnl = dnnl_version();
@@ -92,6 +95,11 @@ int main(int argc, char** argv) {
   options.model_cache_dir = absl::GetFlag(FLAGS_cache_dir);
   options.dataset_cache_dir = absl::GetFlag(FLAGS_dataset_cache_dir);
   options.bearer_token = absl::GetFlag(FLAGS_token);
+  if (const std::string file = absl::GetFlag(FLAGS_token_file); !file.empty()) {
+    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    options.bearer_token = *std::move(secret);
+  }
 
   // Signals are taken by one thread with sigwait: every other thread (gRPC's, OpenMP's) inherits
   // the blocked mask, so no handler ever runs in the middle of the engine.
@@ -102,12 +110,12 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<bitsweep::MetricsServer> metrics;
   if (metrics_port > 0) {
-    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> served =
-        bitsweep::ServeMetrics(metrics_port, registry);
+    absl::StatusOr<std::unique_ptr<bitsweep::MetricsServer>> served = bitsweep::MetricsServer::Start(
+        absl::GetFlag(FLAGS_metrics_address), metrics_port, "worker", registry);
     if (!served.ok()) return Fail(std::string(served.status().message()));
-    exposer = *std::move(served);
+    metrics = *std::move(served);
     options.metrics = registry.get();
   }
   if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
@@ -137,7 +145,10 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "bitsweep-worker %s: coordinator %s, %d threads%s\n",
                bitsweep::worker::kEngineVersion, options.coordinator_address.c_str(),
                options.threads,
-               metrics_port > 0 ? absl::StrCat(", metrics on :", metrics_port).c_str() : "");
+               metrics != nullptr ? absl::StrCat(", metrics on ", absl::GetFlag(FLAGS_metrics_address),
+                                                 ":", metrics->port())
+                                        .c_str()
+                                  : "");
   const absl::Status status = w->Run();
   if (!status.ok()) return Fail(std::string(status.message()));
   return 0;

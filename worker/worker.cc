@@ -68,7 +68,9 @@ struct Worker::Metrics {
   prometheus::Counter* reported = nullptr;
   prometheus::Counter* failed = nullptr;
   prometheus::Counter* dropped = nullptr;
-  prometheus::Gauge* images_per_second = nullptr;
+  prometheus::Counter* images = nullptr;
+  prometheus::Gauge* in_flight = nullptr;
+  prometheus::Counter* busy_seconds = nullptr;
   prometheus::Histogram* duration = nullptr;
 };
 
@@ -140,19 +142,32 @@ Worker::Worker(WorkerOptions options)
     metrics_->reported = &trials.Add({{"worker", options_.name}, {"outcome", "reported"}});
     metrics_->failed = &trials.Add({{"worker", options_.name}, {"outcome", "failed"}});
     metrics_->dropped = &trials.Add({{"worker", options_.name}, {"outcome", "dropped"}});
-    auto& speed = prometheus::BuildGauge()
-                      .Name("bitsweep_worker_eval_images_per_second")
-                      .Help("Evaluation throughput of the worker's latest trial")
-                      .Register(*options_.metrics);
-    metrics_->images_per_second = &speed.Add({{"worker", options_.name}});
+    metrics_->images = &prometheus::BuildCounter()
+                            .Name("bitsweep_worker_eval_images_total")
+                            .Help("Images evaluated by the worker's succeeded trials (their "
+                                  "rate is the evaluation throughput)")
+                            .Register(*options_.metrics)
+                            .Add({{"worker", options_.name}});
+    metrics_->in_flight = &prometheus::BuildGauge()
+                               .Name("bitsweep_worker_trials_in_flight")
+                               .Help("Trials the worker is executing now")
+                               .Register(*options_.metrics)
+                               .Add({{"worker", options_.name}});
+    metrics_->busy_seconds = &prometheus::BuildCounter()
+                                  .Name("bitsweep_worker_busy_seconds_total")
+                                  .Help("Wall time spent executing trials (its rate is the "
+                                        "worker's busy fraction)")
+                                  .Register(*options_.metrics)
+                                  .Add({{"worker", options_.name}});
     auto& duration = prometheus::BuildHistogram()
                          .Name("bitsweep_worker_trial_duration_seconds")
                          .Help("Wall time of a trial on the worker (calibration, tuning, eval)")
                          .Register(*options_.metrics);
     metrics_->duration = &duration.Add(
         {{"worker", options_.name}},
-        prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                                                600, 1800});
+        prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1,
+                                                1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120,
+                                                300, 600, 1800});
   }
 }
 
@@ -490,6 +505,9 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
     execution_done_ = false;
     running_trial_cancel_ = &cancel;
   }
+  // Busy from here until the engine returns (the runner thread is joined below).
+  const absl::Time busy_since = absl::Now();
+  if (metrics_ != nullptr) metrics_->in_flight->Increment();
   std::thread runner([&] {
     std::optional<ThreadBudget::Share> share;
     if (options_.thread_budget != nullptr) share.emplace(options_.thread_budget->Take());
@@ -549,6 +567,10 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
   }
   if (fate != TrialFate::kReport) cancel.store(true);
   runner.join();  // an engine stage cannot be interrupted; the cancel flag ends the rest
+  if (metrics_ != nullptr) {
+    metrics_->in_flight->Decrement();
+    metrics_->busy_seconds->Increment(absl::ToDoubleSeconds(absl::Now() - busy_since));
+  }
   {
     absl::MutexLock lock(&mu_);
     running_trial_cancel_ = nullptr;
@@ -589,7 +611,7 @@ std::vector<v1::LeasedTrial> Worker::ReportOutcome(
   if (outcome.ok()) {
     *request.mutable_result() = *outcome;
     if (metrics_ != nullptr) {
-      metrics_->images_per_second->Set(outcome->images_per_second());
+      metrics_->images->Increment(static_cast<double>(outcome->samples()));
       metrics_->duration->Observe(outcome->wall_seconds());
     }
   } else {

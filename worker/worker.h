@@ -94,8 +94,9 @@ struct WorkerOptions {
   // (thread_budget.h) instead of `threads`.
   std::shared_ptr<ThreadBudget> thread_budget;
   // Worker metrics are registered here when set (not owned): bitsweep_worker_trials_total
-  // {worker, outcome=reported|failed|dropped}, bitsweep_worker_eval_images_per_second{worker},
-  // bitsweep_worker_trial_duration_seconds{worker}.
+  // {worker, outcome=reported|failed|dropped}, bitsweep_worker_eval_images_total{worker},
+  // bitsweep_worker_trials_in_flight{worker}, bitsweep_worker_busy_seconds_total{worker},
+  // bitsweep_worker_trial_duration_seconds{worker} (docs/SERVICE.md lists them).
   prometheus::Registry* metrics = nullptr;
   bool log_to_stderr = true;  // one line per state change (registered, trial done, failures)
 };

@@ -288,7 +288,7 @@ absl::Status CheckSpecLimits(const v1::SweepSpec& spec) {
   return absl::OkStatus();
 }
 
-// The numbers of a result the frontier metrics need.
+// The numbers of a result the best-trial bookkeeping needs.
 struct ResultSummary {
   int64_t trial_id = 0;
   v1::TrialResult result;  // only top1, top5, size_bits, energy_pj, bops set
@@ -310,7 +310,8 @@ struct Effects {
   int64_t lease_expiries = 0;
   std::vector<double> trial_durations;
   std::vector<double> stage_durations;
-  std::vector<std::pair<int64_t, ResultSummary>> landed_results;  // by sweep
+  int64_t attempts = 0;                 // leases handed out
+  std::vector<std::string> retries;     // a reason per trial queued again (kRetryReasons)
   std::vector<std::string> reports;
   // Workers whose last_seen_ms this call wrote (TouchWorker's once-a-second cache).
   std::vector<std::pair<std::string, int64_t>> workers_seen;
@@ -329,22 +330,20 @@ struct Effects {
 // transaction (and its own savepoint); its answer goes wherever `run` writes it.
 struct GroupOp {
   std::function<absl::Status(Effects&)> run;
+  absl::Time arrived = absl::Now();  // for bitsweep_store_lock_wait_seconds
   bool force_workers_refresh = false;  // Heartbeat: refresh the workers gauge after commit
   absl::Status status;
   bool done = false;
   absl::CondVar done_cv;  // signalled when done, or when this op became the queue's front
 };
 
-// The immutable facts of a sweep, cached in memory, plus the frontier-metric cache.
+// The immutable facts of a sweep, cached in memory.
 struct SweepInfo {
   int64_t id = 0;
   v1::SweepSpec spec;
   int max_attempts = kDefaultMaxAttempts;
   double error_margin = kDefaultErrorMarginPp;
   std::vector<v1::Objective> objectives;
-  bool frontier_loaded = false;
-  std::vector<ResultSummary> frontier;  // non-dominated for `objectives`
-  double best_top1 = 0;
   // The stored state is known to be past 'queued' (it never goes back): Lease skips the update.
   bool known_running = false;
 };
@@ -465,8 +464,6 @@ class SqliteCoordinator final : public Coordinator {
   // The leader's part: one transaction, a savepoint per op (when there are several), one commit.
   void RunBatch(const std::vector<GroupOp*>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   void ApplyEffects(const Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void UpdateFrontierMetrics(int64_t sweep_id, const ResultSummary& landed)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshWorkersConnected(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<SweepInfo*> GetSweepInfo(int64_t sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -500,8 +497,8 @@ class SqliteCoordinator final : public Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- Trial transitions.
-  // A trial of `sweep_id` now holds the result stored under `result_trial_id`: baseline, best
-  // trial and frontier metrics follow.
+  // A trial of `sweep_id` now holds the result stored under `result_trial_id`: baseline and best
+  // trial follow.
   // `stored`: the result when this call just stored it (else it is read back).
   absl::Status OnTrialSucceeded(int64_t sweep_id, int64_t trial_id, absl::string_view stage,
                                 int64_t result_trial_id, Effects& effects,
@@ -614,7 +611,9 @@ absl::Status SqliteCoordinator::BumpSweepVersions(const std::set<int64_t>& sweep
 
 absl::Status SqliteCoordinator::Commit(Transaction& txn, Effects& effects) {
   RETURN_IF_ERROR(BumpSweepVersions(effects.touched_sweeps));
+  const absl::Time commit_start = absl::Now();
   RETURN_IF_ERROR(txn.Commit());
+  metrics_.ObserveCommit(absl::ToDoubleSeconds(absl::Now() - commit_start));
   ApplyEffects(effects);
   return absl::OkStatus();
 }
@@ -634,11 +633,8 @@ void SqliteCoordinator::ApplyEffects(const Effects& effects) {
   for (double seconds : effects.trial_durations) metrics_.ObserveTrialDuration(seconds);
   for (double seconds : effects.stage_durations) metrics_.ObserveStageDuration(seconds);
   for (const std::string& outcome : effects.reports) metrics_.CountReport(outcome);
-  if (metrics_.enabled()) {
-    for (const auto& [sweep_id, landed] : effects.landed_results) {
-      UpdateFrontierMetrics(sweep_id, landed);
-    }
-  }
+  metrics_.CountAttempts(effects.attempts);
+  for (const std::string& reason : effects.retries) metrics_.CountRetry(reason);
   if (effects.work_queued) {
     ++work_generation_;
     work_available_.SignalAll();
@@ -682,6 +678,10 @@ absl::Status SqliteCoordinator::RunGrouped(GroupOp& op) {
 
 void SqliteCoordinator::RunBatch(const std::vector<GroupOp*>& batch) {
   absl::MutexLock lock(&mu_);
+  const absl::Time began = absl::Now();
+  for (const GroupOp* op : batch) {
+    metrics_.ObserveLockWait(absl::ToDoubleSeconds(began - op->arrived));
+  }
   auto fail_all = [&](const absl::Status& status) {
     for (GroupOp* op : batch) op->status = status;
   };
@@ -729,61 +729,13 @@ void SqliteCoordinator::RunBatch(const std::vector<GroupOp*>& batch) {
   }
   absl::Status status = BumpSweepVersions(merged.touched_sweeps);
   if (!status.ok()) return fail_all(status);
+  const absl::Time commit_start = absl::Now();
   status = txn->Commit();
   if (!status.ok()) return fail_all(status);
+  metrics_.ObserveCommit(absl::ToDoubleSeconds(absl::Now() - commit_start));
   // Committed: every op's answer stands; now the effects outside the database.
   for (const Effects& e : effects) ApplyEffects(e);
   RefreshWorkersConnected(force_workers_refresh).IgnoreError();  // a gauge: best effort
-}
-
-// Keeps the sweep's frontier (its own objectives) in memory: the first landed result loads the
-// sweep's succeeded results (numbers only), later ones are merged into the current frontier.
-void SqliteCoordinator::UpdateFrontierMetrics(int64_t sweep_id, const ResultSummary& landed) {
-  absl::StatusOr<SweepInfo*> info = GetSweepInfo(sweep_id);
-  if (!info.ok()) return;  // metrics are best effort
-  SweepInfo& sweep = **info;
-  std::vector<ResultSummary> candidates;
-  if (!sweep.frontier_loaded) {
-    absl::StatusOr<Statement> select = db_->Prepare(
-        "SELECT t.id, r.top1, r.top5, r.size_bits, r.energy_pj, r.bops FROM trials t "
-        "JOIN results r ON r.trial_id = coalesce(t.cached_from, t.id) "
-        "WHERE t.sweep_id = ?1 AND t.state = 'succeeded' ORDER BY t.id");
-    if (!select.ok()) return;
-    select->Bind(1, sweep_id);
-    for (;;) {
-      absl::StatusOr<bool> row = select->Step();
-      if (!row.ok()) return;
-      if (!*row) break;
-      ResultSummary summary;
-      summary.trial_id = select->Int64(0);
-      summary.result.set_top1(select->Double(1));
-      summary.result.set_top5(select->Double(2));
-      summary.result.set_size_bits(select->Int64(3));
-      summary.result.set_energy_pj(select->Double(4));
-      summary.result.set_bops(select->Int64(5));
-      sweep.best_top1 = std::max(sweep.best_top1, summary.result.top1());
-      candidates.push_back(std::move(summary));
-    }
-    sweep.frontier_loaded = true;
-  } else {
-    candidates = sweep.frontier;
-    candidates.push_back(landed);
-    sweep.best_top1 = std::max(sweep.best_top1, landed.result.top1());
-  }
-  std::vector<std::vector<double>> points;
-  points.reserve(candidates.size());
-  for (const ResultSummary& candidate : candidates) {
-    std::vector<double> point;
-    for (v1::Objective objective : sweep.objectives) {
-      double value = ObjectiveValue(candidate.result, objective);
-      point.push_back(IsMaximized(objective) ? -value : value);
-    }
-    points.push_back(std::move(point));
-  }
-  std::vector<ResultSummary> frontier;
-  for (size_t index : NonDominated(points)) frontier.push_back(candidates[index]);
-  sweep.frontier = std::move(frontier);
-  metrics_.SetFrontier(sweep_id, static_cast<int64_t>(sweep.frontier.size()), sweep.best_top1);
 }
 
 absl::Status SqliteCoordinator::RefreshWorkersConnected(bool force) {
@@ -1528,7 +1480,6 @@ absl::Status SqliteCoordinator::OnTrialSucceeded(int64_t sweep_id, int64_t trial
     summary.result.set_energy_pj(select.Double(3));
     summary.result.set_bops(select.Int64(4));
   }
-  effects.landed_results.emplace_back(sweep_id, summary);
 
   std::optional<double> baseline;
   double error_margin = 0;
@@ -1794,6 +1745,7 @@ absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effe
                            "WHERE id = ?1",
                            trial.id));
       effects.Move(v1::TRIAL_RUNNING, v1::TRIAL_QUEUED);
+      effects.retries.push_back("lease_expired");
       effects.work_queued = true;
       effects.touched_sweeps.insert(trial.sweep_id);
     }
@@ -1806,7 +1758,9 @@ absl::Status SqliteCoordinator::ExpireLeases() {
   Effects effects;
   ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
   RETURN_IF_ERROR(ExpireLeasesLocked(NowMs(), effects));
-  return Commit(txn, effects);
+  RETURN_IF_ERROR(Commit(txn, effects));
+  // Workers that stopped calling are noticed here too, not only on the next worker call.
+  return RefreshWorkersConnected(/*force=*/true);
 }
 
 absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t now_ms,
@@ -1852,6 +1806,7 @@ absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t n
     }
     effects.Move(v1::TRIAL_QUEUED, v1::TRIAL_RUNNING);
     effects.touched_sweeps.insert(trial.sweep_id);
+    effects.attempts += 1;
     v1::LeasedTrial& leased = *out.add_trials();
     leased.set_trial_id(trial.id);
     leased.set_lease_id(lease_id);
@@ -1872,7 +1827,11 @@ absl::StatusOr<v1::LeaseResponse> SqliteCoordinator::Lease(const v1::LeaseReques
     return absl::InvalidArgumentError(
         absl::StrCat("max_trials: must be >= 0, got ", r.max_trials()));
   }
-  const absl::Time wait_until = absl::Now() + absl::Milliseconds(std::max<int64_t>(0, r.wait_ms()));
+  // A long poll lasts at most one heartbeat interval: an idle worker then calls again, is seen,
+  // and stays counted in bitsweep_workers_connected (three intervals).
+  const absl::Time wait_until =
+      absl::Now() + std::min(absl::Milliseconds(std::max<int64_t>(0, r.wait_ms())),
+                             options_.heartbeat_interval);
   for (;;) {
     v1::LeaseResponse response;
     int64_t generation = 0;
@@ -2117,6 +2076,7 @@ absl::StatusOr<bool> SqliteCoordinator::ReportLocked(const v1::ReportRequest& r,
                        "lease_deadline_ms = NULL WHERE id = ?1",
                        r.trial_id(), message));
   effects.Move(state, v1::TRIAL_QUEUED);
+  effects.retries.push_back("error");
   effects.work_queued = true;
   return true;
 }

@@ -67,8 +67,9 @@ struct CoordinatorOptions {
   // dead worker's trial runs again within lease_duration + expiry_interval even when no worker
   // calls. Zero: no thread (tests drive ExpireLeases with a fake clock).
   absl::Duration expiry_interval = absl::Seconds(1);
-  // Metrics (trials by state, queue depth, lease expiries, workers, durations, frontier size,
-  // best accuracy per sweep) are registered here when set. Not owned.
+  // Metrics (trials by state, queue depth, lease expiries, workers, durations, attempts,
+  // retries, store latency: CoordinatorMetrics in metrics.h) are registered here when set. Not
+  // owned. Per-sweep series come from metrics.h's SweepMetricsCollector.
   prometheus::Registry* metrics = nullptr;
   // Turns SweepSpec.strategy into a strategy; tests inject fakes here. Called once per name
   // (strategies are pure, one instance serves every sweep). Unset: MakeStrategy.
@@ -117,8 +118,10 @@ class Coordinator {
   virtual absl::StatusOr<v1::ReturnLeasesResponse> ReturnLeases(
       const v1::ReturnLeasesRequest& r) = 0;
 
-  // Expires every lease whose deadline passed at clock->Now(). Lease and Heartbeat call it too;
-  // public so that tests drive it with a fake clock.
+  // Expires every lease whose deadline passed at clock->Now() and refreshes the workers-connected
+  // gauge. Lease and Heartbeat call it too, and so do the expiry timer and every metrics scrape
+  // (SweepMetricsCollector), so that both move while no worker calls; public so that tests drive
+  // it with a fake clock.
   virtual absl::Status ExpireLeases() = 0;
 };
 

@@ -1,5 +1,6 @@
 // bitsweep-coordinator: the coordinator as a server. Plans sweeps, leases trials to workers,
-// stores results in SQLite and serves frontiers over gRPC; Prometheus metrics on --metrics_port.
+// stores results in SQLite and serves frontiers over gRPC; Prometheus metrics on
+// --metrics_address:--metrics_port (docs/SERVICE.md lists them).
 //
 //   bitsweep-coordinator --listen 0.0.0.0:50051 --db /var/lib/bitsweep/results.db
 #include <csignal>
@@ -16,24 +17,32 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/file_util.h"
 #include "common/flag_names.h"
 #include "common/metrics_exposer.h"
 #include "common/version.h"
 #include "grpcpp/grpcpp.h"
-#include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/coordinator/coordinator.h"
+#include "server/coordinator/metrics.h"
 #include "server/service/services.h"
 #include "sqlite3.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to serve gRPC on");
 ABSL_FLAG(std::string, db, "", "SQLite results database (created if missing)");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
+          "address /metrics listens on (0.0.0.0: every interface, e.g. in a container)");
+ABSL_FLAG(int32_t, metrics_finished_sweeps, 5,
+          "per-sweep series are kept for running sweeps and this many finished ones");
 ABSL_FLAG(int32_t, lease_seconds, 25,
           "a lease lasts this long past its last heartbeat (a killed worker costs about this)");
 ABSL_FLAG(int32_t, heartbeat_seconds, 5, "workers heartbeat this often while busy");
 ABSL_FLAG(std::string, client_token, "", "bearer token clients must send (empty: none)");
 ABSL_FLAG(std::string, worker_token, "", "bearer token workers must send (empty: none)");
+ABSL_FLAG(std::string, client_token_file, "",
+          "read --client_token from this file (e.g. a Docker secret; first line)");
+ABSL_FLAG(std::string, worker_token_file, "", "read --worker_token from this file");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 
@@ -48,8 +57,9 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--client_token T] "
-      "[--worker_token T] [--tls_cert PEM --tls_key PEM]");
+      "bitsweep-coordinator --listen ADDR --db FILE [--metrics_port P] [--metrics_address A] "
+      "[--client_token T | --client_token_file F] [--worker_token T | --worker_token_file F] "
+      "[--tls_cert PEM --tls_key PEM]");
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] {
     return bitsweep::VersionText("bitsweep-coordinator",
@@ -80,12 +90,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
-    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> served =
-        bitsweep::ServeMetrics(port, registry);
+  std::unique_ptr<bitsweep::MetricsServer> metrics;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port < 0 || port > 65535) {
+    return Fail("--metrics_port must be in 0..65535");
+  } else if (port > 0) {
+    absl::StatusOr<std::unique_ptr<bitsweep::MetricsServer>> served = bitsweep::MetricsServer::Start(
+        absl::GetFlag(FLAGS_metrics_address), port, "coordinator", registry);
     if (!served.ok()) return Fail(std::string(served.status().message()));
-    exposer = *std::move(served);
+    metrics = *std::move(served);
   }
 
   bitsweep::RealClock clock;
@@ -94,25 +106,45 @@ int main(int argc, char** argv) {
   options.clock = &clock;
   options.lease_duration = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   options.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
-  options.metrics = registry.get();
+  options.metrics = metrics != nullptr ? registry.get() : nullptr;
   auto coordinator = bitsweep::server::Coordinator::Open(options);
   if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()));
+  if (metrics != nullptr) {
+    metrics->Register(std::make_shared<bitsweep::server::SweepMetricsCollector>(
+        coordinator->get(), absl::GetFlag(FLAGS_metrics_finished_sweeps)));
+  }
 
   bitsweep::server::ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.client_token = absl::GetFlag(FLAGS_client_token);
   server_options.worker_token = absl::GetFlag(FLAGS_worker_token);
+  for (auto [file, token] : {std::pair(absl::GetFlag(FLAGS_client_token_file),
+                                       &server_options.client_token),
+                             std::pair(absl::GetFlag(FLAGS_worker_token_file),
+                                       &server_options.worker_token)}) {
+    if (file.empty()) continue;
+    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    *token = *std::move(secret);
+  }
   server_options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   server_options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  server_options.metrics = options.metrics;
   auto server = bitsweep::server::CoordinatorServer::Start(coordinator->get(), server_options);
   if (!server.ok()) return Fail(std::string(server.status().message()));
-  std::printf("bitsweep-coordinator listening on port %d, database %s\n", (*server)->port(),
-              db.c_str());
+  std::printf("bitsweep-coordinator listening on port %d, database %s%s\n", (*server)->port(),
+              db.c_str(),
+              metrics != nullptr
+                  ? absl::StrCat(", metrics on ", absl::GetFlag(FLAGS_metrics_address), ":",
+                                 metrics->port())
+                        .c_str()
+                  : "");
   std::fflush(stdout);
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::printf("bitsweep-coordinator: signal %d, shutting down\n", signal);
   (*server)->Shutdown();
+  metrics.reset();  // its per-sweep collector reads the coordinator: stop scrapes first
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "common/file_util.h"
 #include "common/grpc_status.h"
+#include "server/service/grpc_metrics.h"
 
 namespace bitsweep::server {
 namespace {
@@ -288,6 +289,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->services_->explorer.get());
   builder.RegisterService(server->services_->worker.get());
   builder.SetMaxReceiveMessageSize(64 << 20);
+  if (options.metrics != nullptr) {
+    builder.experimental().SetInterceptorCreators(MakeGrpcMetricsInterceptors(
+        options.metrics,
+        {"bitsweep.v1.Explorer", "bitsweep.v1.WorkerService", "grpc.health.v1.Health"}));
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(

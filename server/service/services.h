@@ -26,6 +26,8 @@ struct ServerOptions {
   // PEM files; both empty: plaintext.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // gRPC server metrics (grpc_server_*, grpc_metrics.h) are registered here when set. Not owned.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class CoordinatorServer {

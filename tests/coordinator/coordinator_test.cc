@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
 #include "server/coordinator/dedup.h"
+#include "server/coordinator/metrics.h"
 #include "server/store/store.h"
 #include "tests/coordinator/test_util.h"
 #include "worker/engine/quant/config.h"
@@ -191,7 +193,13 @@ class CoordinatorTest : public ::testing::Test {
   // The value of a gauge or counter (or a histogram's sample count) with one label, or -1.
   double Metric(const std::string& name, const std::string& label = "",
                 const std::string& value = "") {
-    for (const prometheus::MetricFamily& family : registry_.Collect()) {
+    // The registry's series, then the per-sweep ones computed at scrape time.
+    std::vector<prometheus::MetricFamily> families = registry_.Collect();
+    for (prometheus::MetricFamily& family :
+         SweepMetricsCollector(coordinator_.get(), /*keep_finished=*/5).Collect()) {
+      families.push_back(std::move(family));
+    }
+    for (const prometheus::MetricFamily& family : families) {
       if (family.name != name) continue;
       for (const prometheus::ClientMetric& metric : family.metric) {
         bool match = label.empty();
@@ -384,11 +392,14 @@ TEST_F(CoordinatorTest, ExpiredLeaseIsRequeuedAndCountsAnAttempt) {
   EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
   EXPECT_EQ(trial.attempts(), 1);
   EXPECT_EQ(Metric("bitsweep_lease_expiries_total"), 1);
+  EXPECT_EQ(Metric("bitsweep_trial_retries_total", "reason", "lease_expired"), 1);
+  EXPECT_EQ(Metric("bitsweep_trial_retries_total", "reason", "error"), 0);
   v1::LeasedTrial second = LeaseOne();
   EXPECT_EQ(second.trial_id(), first.trial_id());
   EXPECT_EQ(second.attempt(), 2);
   EXPECT_NE(second.lease_id(), first.lease_id());
   EXPECT_EQ(TrialById(sweep.id(), first.trial_id()).attempts(), 2);
+  EXPECT_EQ(Metric("bitsweep_trial_attempts_total"), 2);
 }
 
 TEST_F(CoordinatorTest, LostLeasesFailATrialOnlyAfterTheirOwnLargerCap) {
@@ -438,6 +449,10 @@ TEST_F(CoordinatorTest, TransientErrorsRetryUntilMaxAttemptsWithTheLastErrorText
   EXPECT_EQ(trial.error(), "disk still full");
   EXPECT_EQ(trial.attempts(), 4);
   EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "error"), 3);
+  // Two errors and the lost third attempt queued it again; the fourth attempt's error failed it.
+  EXPECT_EQ(Metric("bitsweep_trial_retries_total", "reason", "error"), 2);
+  EXPECT_EQ(Metric("bitsweep_trial_retries_total", "reason", "lease_expired"), 1);
+  EXPECT_EQ(Metric("bitsweep_trial_attempts_total"), 4);
 }
 
 TEST_F(CoordinatorTest, ReturnedLeasesAreQueuedAtOnceWithoutUsingAnAttempt) {
@@ -515,6 +530,11 @@ TEST_F(CoordinatorTest, ReportIsIdempotentPerLease) {
   EXPECT_EQ(Count("SELECT count(*) FROM trial_layers"), 2);
   EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "result"), 1);
   EXPECT_EQ(Metric("bitsweep_trial_duration_seconds"), 1);
+  // Every outcome exists from the start, so a rate of errors reads 0 rather than no data.
+  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "permanent_error"), 0);
+  EXPECT_EQ(Metric("bitsweep_reports_total", "outcome", "refused"), 0);
+  EXPECT_GE(Metric("bitsweep_store_commit_seconds"), 1);
+  EXPECT_GE(Metric("bitsweep_store_lock_wait_seconds"), 1);
 }
 
 TEST_F(CoordinatorTest, ReportLeasesTheWorkersNextTrialsInTheSameCall) {
@@ -938,9 +958,53 @@ TEST_F(CoordinatorTest, FinishedStepQueuesTheNextAndTheSweepSucceeds) {
   }
   EXPECT_DOUBLE_EQ(calls[2][2].result.top1(), 0.885);
   EXPECT_EQ(Metric("bitsweep_stage_duration_seconds"), 2);
-  EXPECT_EQ(Metric("bitsweep_best_top1", "sweep", std::to_string(sweep.id())), 0.90);
+  const std::string id = std::to_string(sweep.id());
+  // "Highest" is the largest top-1; "best" the smallest trial within the margin, as in the CLI.
+  EXPECT_EQ(Metric("bitsweep_sweep_highest_top1_ratio", "sweep", id), 0.90);
+  EXPECT_EQ(Metric("bitsweep_sweep_best_top1_ratio", "sweep", id), 0.885);
+  EXPECT_EQ(Metric("bitsweep_sweep_best_size_bytes", "sweep", id), 4000 / 8);
+  EXPECT_EQ(Metric("bitsweep_sweep_baseline_top1_ratio", "sweep", id), 0.90);
+  EXPECT_EQ(Metric("bitsweep_sweep_progress_ratio", "sweep", id), 1);
+  EXPECT_EQ(Metric("bitsweep_sweep_eta_seconds", "sweep", id), 0);
+  EXPECT_EQ(Metric("bitsweep_sweep_trials", "state", "succeeded"), 4);
   // Frontier (top1, size): baseline, 0.89@8000, 0.885@4000, 0.50@2000 are all non-dominated.
-  EXPECT_EQ(Metric("bitsweep_frontier_size", "sweep", std::to_string(sweep.id())), 4);
+  EXPECT_EQ(Metric("bitsweep_sweep_frontier_size", "sweep", id), 4);
+}
+
+TEST_F(CoordinatorTest, PerSweepSeriesCoverRunningSweepsAndTheLastFinishedOnes) {
+  std::vector<int64_t> ids;
+  const std::string configs[] = {kFixed8, kFixed4, kFixed2};
+  for (int i = 0; i < 3; ++i) {  // three sweeps of one trial each, finished in turn
+    ids.push_back(Submit(Spec("s" + std::to_string(i), {{"grid", {configs[i]}}})).id());
+    EXPECT_TRUE(Accepted(ReportResult(LeaseOne(), MakeResult(0.9 - 0.1 * i, 100, 50.0 + i))));
+    EXPECT_EQ(GetSweep(ids.back()).state(), v1::SWEEP_SUCCEEDED);
+  }
+  const int64_t running = Submit(Spec("r", {{"grid", {kPow2, kBaseline}}})).id();
+  SweepMetricsCollector collector(coordinator_.get(), /*keep_finished=*/1);
+  std::map<std::string, std::map<std::string, double>> seen;  // family -> sweep -> value
+  for (const prometheus::MetricFamily& family : collector.Collect()) {
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      std::string sweep, state;
+      for (const auto& label : metric.label) {
+        if (label.name == "sweep") sweep = label.value;
+        if (label.name == "state") state = label.value;
+      }
+      if (family.name == "bitsweep_sweep_trials" && state != "queued") continue;
+      seen[family.name][sweep] = metric.gauge.value;
+    }
+  }
+  // The running sweep and the newest finished one; the two older ones are gone.
+  const std::string last = std::to_string(ids[2]), live = std::to_string(running);
+  EXPECT_EQ(seen["bitsweep_sweep_info"].size(), 2u);
+  EXPECT_EQ(seen["bitsweep_sweep_info"].count(last), 1u);
+  EXPECT_EQ(seen["bitsweep_sweep_info"].count(live), 1u);
+  EXPECT_EQ(seen["bitsweep_sweep_trials"][live], 2);  // queued
+  EXPECT_EQ(seen["bitsweep_sweep_progress_ratio"][live], 0);
+  EXPECT_DOUBLE_EQ(seen["bitsweep_sweep_highest_top1_ratio"][last], 0.7);
+  EXPECT_EQ(seen["bitsweep_sweep_frontier_size"][last], 1);
+  // No baseline stage: nothing is "within the margin", so no best size or energy yet.
+  EXPECT_EQ(seen["bitsweep_sweep_best_size_bytes"].count(last), 0u);
+  EXPECT_EQ(seen["bitsweep_sweep_best_energy_joules"].count(last), 0u);
 }
 
 TEST_F(CoordinatorTest, PlannerFailureFailsTheSweep) {

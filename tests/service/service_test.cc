@@ -1,7 +1,6 @@
 // End to end on loopback: a real bitsweep-coordinator process and real bitsweep-worker processes
 // run sweeps on the committed LeNet-5; the client talks to them through the Explorer API and the
 // test reads the SQLite file the coordinator wrote, as a user would.
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,7 +15,9 @@
 #include "bitsweep/v1/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/service/frontier_sql.h"
 #include "tests/service/process.h"
+#include "tests/service/sweep_util.h"
 
 namespace bitsweep {
 namespace {
@@ -68,37 +69,12 @@ class ServiceTest : public ::testing::Test {
   v1::SweepSpec LenetSpec(const std::string& strategy, int64_t eval_limit) {
     absl::StatusOr<std::string> hash = client_->UploadModelFile(BITSWEEP_LENET5_MODEL);
     EXPECT_TRUE(hash.ok()) << hash.status();
-    v1::SweepSpec spec;
-    spec.set_name("integration");
-    spec.set_model_hash(hash.value_or(""));
-    spec.set_strategy(strategy);
-    spec.set_error_margin(1.0);
-    v1::DatasetRef* data = spec.mutable_settings()->mutable_dataset();
-    data->set_train(kData + "/train");
-    data->set_eval(kData + "/t10k");
-    data->add_mean(0.2860f);
-    data->add_std(0.3530f);
-    data->set_eval_limit(eval_limit);
-    data->set_calibration_samples(200);
-    return spec;
+    return testing::LenetSweepSpec("integration", strategy, hash.value_or(""), kData, eval_limit);
   }
 
   // Polls until the sweep is final (the watch stream is tested by the CLI commands).
   v1::Sweep WaitUntilFinal(int64_t sweep_id, seconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    v1::Sweep sweep;
-    while (std::chrono::steady_clock::now() < end) {
-      absl::StatusOr<v1::Sweep> s = client_->GetSweep(sweep_id);
-      EXPECT_TRUE(s.ok()) << s.status();
-      if (!s.ok()) break;
-      sweep = *s;
-      if (sweep.state() == v1::SWEEP_SUCCEEDED || sweep.state() == v1::SWEEP_FAILED ||
-          sweep.state() == v1::SWEEP_CANCELLED) {
-        break;
-      }
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-    return sweep;
+    return testing::WaitUntilFinal(*client_, sweep_id, timeout);
   }
 
   std::vector<v1::Trial> AllTrials(int64_t sweep_id) {
@@ -112,20 +88,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   // Runs `sql` (one integer column) on the coordinator's database, read-only.
-  std::vector<int64_t> QueryIds(const std::string& sql) {
-    sqlite3* db = nullptr;
-    std::vector<int64_t> ids;
-    EXPECT_EQ(sqlite3_open_v2(this->db().c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    sqlite3_stmt* statement = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr), SQLITE_OK)
-        << sqlite3_errmsg(db);
-    while (statement != nullptr && sqlite3_step(statement) == SQLITE_ROW) {
-      ids.push_back(sqlite3_column_int64(statement, 0));
-    }
-    sqlite3_finalize(statement);
-    sqlite3_close(db);
-    return ids;
-  }
+  std::vector<int64_t> QueryIds(const std::string& sql) { return testing::QueryIds(db(), sql); }
 
   std::string db() const { return (dir_ / "results.db").string(); }
 
@@ -135,17 +98,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<cli::ExplorerClient> client_;
 };
 
-// The frontier (top-1 vs size) of a sweep, recomputed from the tables by SQL: succeeded trials
-// (cached ones read their original's result) that no other dominates; of equal points the
-// oldest trial.
-std::string FrontierSql(int64_t sweep_id) {
-  return "WITH pts AS (SELECT t.id, r.top1, r.size_bits FROM trials t "
-         "JOIN results r ON r.trial_id = COALESCE(t.cached_from, t.id) "
-         "WHERE t.sweep_id = " + std::to_string(sweep_id) + " AND t.state = 'succeeded') "
-         "SELECT a.id FROM pts a WHERE NOT EXISTS (SELECT 1 FROM pts b WHERE "
-         "b.top1 >= a.top1 AND b.size_bits <= a.size_bits AND "
-         "(b.top1 > a.top1 OR b.size_bits < a.size_bits OR b.id < a.id)) ORDER BY a.id";
-}
+using testing::FrontierSql;
 
 TEST_F(ServiceTest, RistrettoSweepOnLenetMatchesTheFrontierRecomputedBySql) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(/*lease_seconds=*/30, /*heartbeat_seconds=*/2));

@@ -610,9 +610,19 @@ TEST_F(WorkerTest, ExportsMetrics) {
       R"(bitsweep_worker_trials_total{outcome="failed",worker="test-worker"} 1)"));
   EXPECT_THAT(text, HasSubstr(
       R"(bitsweep_worker_trial_duration_seconds_count{worker="test-worker"} 1)"));
-  EXPECT_THAT(text, HasSubstr("bitsweep_worker_eval_images_per_second{worker=\"test-worker\"}"));
+  // Images: the evaluated samples of the one result (the failed trial evaluated none).
+  int64_t samples = -1;
+  for (const v1::ReportRequest& report : service.reports()) {
+    if (report.has_result()) samples = report.result().samples();
+  }
+  ASSERT_GT(samples, 0);
+  EXPECT_THAT(text, HasSubstr(absl::StrCat(
+      R"(bitsweep_worker_eval_images_total{worker="test-worker"} )", samples, "\n")));
+  EXPECT_THAT(text, HasSubstr(R"(bitsweep_worker_trials_in_flight{worker="test-worker"} 0)"));
+  // Both trials took some wall time on the worker.
+  EXPECT_THAT(text, HasSubstr("bitsweep_worker_busy_seconds_total{worker=\"test-worker\"}"));
   EXPECT_THAT(text, ::testing::Not(HasSubstr(
-      R"(bitsweep_worker_eval_images_per_second{worker="test-worker"} 0)")));
+      R"(bitsweep_worker_busy_seconds_total{worker="test-worker"} 0)" "\n")));
 }
 
 TEST(WorkerCreateTest, RejectsBadOptions) {
