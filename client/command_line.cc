@@ -89,16 +89,16 @@ bool IsUsageError(const absl::Status& status) {
 }
 
 const std::vector<std::string>& GlobalFlags() {
-  static const auto* flags = new std::vector<std::string>{"server", "token", "tls_ca"};
+  static const auto* flags = new std::vector<std::string>{"server", "token", "token_file", "tls_ca"};
   return *flags;
 }
 
 absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string>& args,
                                                    const std::vector<CommandSpec>& commands) {
   ParsedCommandLine parsed;
-  // The environment first, so flags on the command line win.
-  for (const auto& [env, name] : {std::pair<const char*, const char*>{"BITSWEEP_SERVER", "server"},
-                                  {"BITSWEEP_TOKEN", "token"}}) {
+  // The environment first, so flags on the command line win. (BITSWEEP_TOKEN is read where the
+  // token is resolved, after --token and --token-file: ResolveToken in common/file_util.h.)
+  for (const auto& [env, name] : {std::pair<const char*, const char*>{"BITSWEEP_SERVER", "server"}}) {
     const char* value = std::getenv(env);
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     std::string error;

@@ -102,6 +102,12 @@ absl::StatusOr<v1::Sweep> ExplorerClient::Cancel(int64_t id) {
   BITSWEEP_UNARY_CALL(CancelSweep, request, v1::Sweep)
 }
 
+absl::StatusOr<v1::Sweep> ExplorerClient::Resume(int64_t id) {
+  v1::ResumeSweepRequest request;
+  request.set_sweep_id(id);
+  BITSWEEP_UNARY_CALL(ResumeSweep, request, v1::Sweep)
+}
+
 absl::StatusOr<v1::InvalidateTrialResponse> ExplorerClient::InvalidateTrial(int64_t trial_id) {
   v1::InvalidateTrialRequest request;
   request.set_trial_id(trial_id);

@@ -36,6 +36,7 @@ class ExplorerClient {
   absl::StatusOr<v1::Sweep> GetSweep(int64_t id);
   absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& request);
   absl::StatusOr<v1::Sweep> Cancel(int64_t id);
+  absl::StatusOr<v1::Sweep> Resume(int64_t id);
   absl::StatusOr<v1::InvalidateTrialResponse> InvalidateTrial(int64_t trial_id);
   absl::StatusOr<v1::ListTrialsResponse> ListTrials(const v1::ListTrialsRequest& request);
   absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& request);

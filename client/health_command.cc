@@ -17,7 +17,7 @@
 ABSL_DECLARE_FLAG(std::string, server);
 ABSL_DECLARE_FLAG(std::string, tls_ca);
 
-ABSL_FLAG(int32_t, timeout_seconds, 5, "health: give up after this many seconds");
+ABSL_FLAG(int32_t, timeout_seconds, 5, "give up after this many seconds");
 
 namespace bitsweep::cli {
 

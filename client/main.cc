@@ -96,14 +96,16 @@ const std::vector<CommandSpec>& Commands() {
        "Uploads the model and queues a sweep.\n"
        "With --wait, follows it and prints its frontier. "
        "Exits 1 when the sweep fails or is cancelled.",
-       Join({{"model", "model_hash", "wait", "format"}, kDataFlags, kSweepFlags, global}), {},
+       Join({{"model", "model_hash", "wait", "reconnect_seconds", "format"}, kDataFlags,
+             kSweepFlags, global}),
+       {},
        {"table", "csv", "json", "jsonl"}, Plain(cli::SubmitCommand)},
       {"watch", "--sweep ID",
        "Follows a sweep until it ends.\n"
        "Progress, stage, failed and cancelled trials, best so far, ETA: one line redrawn on a\n"
        "terminal (cut to its width), a plain line per change otherwise. Exits 1 when the sweep\n"
-       "fails or is cancelled.",
-       Join({{"sweep"}, global}), {}, {}, Plain(cli::WatchCommand)},
+       "fails or is cancelled. Reconnects across coordinator restarts (--reconnect-seconds).",
+       Join({{"sweep", "reconnect_seconds"}, global}), {}, {}, Plain(cli::WatchCommand)},
       {"frontier", "--sweep ID [--objectives top1,energy] [--format F] [--plot F.svg|F.png]",
        "The sweep's Pareto frontier; --plot draws it over every evaluated trial.",
        Join({{"sweep", "objectives", "format", "within_margin_only", "plot", "log_scale"}, global}),
@@ -124,8 +126,17 @@ const std::vector<CommandSpec>& Commands() {
        Join({{"trial", "out", "qdq"}, global}), {}, {}, Plain(cli::ExportCommand)},
       {"cancel", "--sweep ID", "Cancels a sweep's queued and running trials; results stay.",
        Join({{"sweep"}, global}), {}, {}, Plain(cli::CancelCommand)},
+      {"resume", "--sweep ID [--wait]",
+       "Runs a failed or cancelled sweep on.\n"
+       "Its failed and cancelled trials are queued again with fresh attempts and the planner\n"
+       "continues from every result the sweep has. With --wait, follows it as watch does.",
+       Join({{"sweep", "wait", "reconnect_seconds"}, global}), {}, {}, Plain(cli::ResumeCommand)},
       {"sweeps", "[--format F]", "Every sweep, newest first.", Join({{"format"}, global}), {},
        listing, Plain(cli::SweepsCommand)},
+      {"health", "--server ADDR [--timeout-seconds 5]",
+       "Exits 0 if the server's gRPC health service answers SERVING, 1 otherwise.\n"
+       "For container health checks (the Docker image's HEALTHCHECK runs it).",
+       Join({{"timeout_seconds"}, global}), {}, {}, Plain(cli::HealthCommand)},
       {"figures", "--sweep ID --output-dir DIR [--log-scale] [--png]",
        "Writes the sweep's figures as SVG files.\n"
        "Top-1 vs size, energy and BOPs over every evaluated trial (top1_vs_*.svg) and the\n"

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <vector>
@@ -40,7 +41,12 @@ ABSL_DECLARE_FLAG(std::string, format);  // listing.cc
 
 ABSL_FLAG(std::string, server, "", "coordinator address host:port (submit, watch, ...)");
 ABSL_FLAG(std::string, token, "", "bearer token for the coordinator, when it requires one");
+ABSL_FLAG(std::string, token_file, "",
+          "read the bearer token from this file's first line (keeps it out of ps)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificates: connect with TLS");
+ABSL_FLAG(int32_t, reconnect_seconds, 300,
+          "watch, submit --wait: keep reconnecting this long to a coordinator that went away "
+          "(restarting), with backoff; 0: give up at once");
 ABSL_FLAG(std::string, model_hash, "", "an uploaded model's hash (instead of --model)");
 ABSL_FLAG(std::string, strategy, "ristretto",
           "grid | ristretto | sensitivity | random | evolutionary");
@@ -90,7 +96,9 @@ std::string StateName(v1::SweepState s) {
 
 absl::StatusOr<std::unique_ptr<ExplorerClient>> ConnectFromFlags() {
   ConnectOptions options;
-  options.token = absl::GetFlag(FLAGS_token);
+  ASSIGN_OR_RETURN(options.token,
+                   ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file),
+                                "BITSWEEP_TOKEN"));
   options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
   return ExplorerClient::Connect(absl::GetFlag(FLAGS_server), options);
 }
@@ -321,7 +329,17 @@ absl::StatusOr<v1::Sweep> FollowSweepOn(ExplorerClient& client, int64_t sweep_id
   // line would scroll on every redraw); a pipe or a log gets one plain line per change.
   const bool terminal = out != nullptr && isatty(fileno(out));
   std::string printed;
-  RETURN_IF_ERROR(client.Watch(request, [&](const v1::SweepEvent& e) {
+  // A coordinator that restarts ends the stream (UNAVAILABLE, or OK before the sweep ended): the
+  // watch reconnects with backoff for up to --reconnect-seconds of outage, then gives up.
+  const absl::Duration reconnect_for = absl::Seconds(absl::GetFlag(FLAGS_reconnect_seconds));
+  std::optional<absl::Time> lost_since;
+  absl::Duration backoff;
+  auto on_event = [&](const v1::SweepEvent& e) {
+    if (lost_since.has_value()) {
+      std::fprintf(stderr, "bitsweep: reconnected to the coordinator after %.1f s\n",
+                   absl::ToDoubleSeconds(absl::Now() - *lost_since));
+      lost_since.reset();
+    }
     last = e.sweep();
     if (out == nullptr) return true;
     const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
@@ -340,9 +358,30 @@ absl::StatusOr<v1::Sweep> FollowSweepOn(ExplorerClient& client, int64_t sweep_id
     }
     std::fflush(out);
     return true;
-  }));
-  if (last.id() == 0) return client.GetSweep(sweep_id);
-  return last;
+  };
+  for (;;) {
+    const absl::Status watched = client.Watch(request, on_event);
+    if (last.id() != 0 && IsFinal(last.state())) return last;
+    if (!watched.ok() && !absl::IsUnavailable(watched)) return watched;  // e.g. NOT_FOUND
+    const absl::Time now = absl::Now();
+    if (!lost_since.has_value()) {
+      lost_since = now;
+      backoff = absl::Milliseconds(250);
+      if (reconnect_for > absl::ZeroDuration()) {
+        std::fprintf(stderr, "%sbitsweep: lost the coordinator (%s); reconnecting for up to %s\n",
+                     terminal ? "\n" : "",
+                     watched.ok() ? "stream ended" : std::string(watched.message()).c_str(),
+                     absl::FormatDuration(reconnect_for).c_str());
+      }
+    }
+    if (now - *lost_since >= reconnect_for) {
+      return absl::UnavailableError(absl::StrCat(
+          "lost the coordinator while following sweep ", sweep_id, " and could not reconnect in ",
+          absl::FormatDuration(reconnect_for), watched.ok() ? "" : ": ", watched.message()));
+    }
+    absl::SleepFor(std::min(backoff, *lost_since + reconnect_for - now));
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
 }
 
 absl::StatusOr<v1::Sweep> FollowSweep(ExplorerClient& client, int64_t sweep_id, bool progress) {
@@ -602,6 +641,18 @@ absl::Status CancelCommand() {
   ASSIGN_OR_RETURN(v1::Sweep sweep, client->Cancel(id));
   PrintSweepLine(sweep);
   return absl::OkStatus();
+}
+
+absl::Status ResumeCommand() {
+  const int64_t id = absl::GetFlag(FLAGS_sweep);
+  RETURN_IF_ERROR(RequireId("sweep", id));
+  ASSIGN_OR_RETURN(std::unique_ptr<ExplorerClient> client, ConnectFromFlags());
+  ASSIGN_OR_RETURN(v1::Sweep sweep, client->Resume(id));
+  PrintSweepLine(sweep);
+  if (!absl::GetFlag(FLAGS_wait)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(sweep, FollowSweep(*client, id, /*progress=*/true));
+  PrintSweepLine(sweep);
+  return SweepOutcome(sweep);
 }
 
 absl::Status SweepsCommand() {

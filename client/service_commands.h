@@ -26,6 +26,7 @@ namespace bitsweep::cli {
 absl::Status SubmitCommand();
 // bitsweep watch --server ADDR --sweep ID: progress bar, stage, best so far, ETA.
 absl::Status WatchCommand();
+absl::Status ResumeCommand();
 // bitsweep frontier --server ADDR --sweep ID [--objectives top1,energy] [--format table|csv|json]
 //   [--plot frontier.svg] [--within_margin_only]
 absl::Status FrontierCommand();

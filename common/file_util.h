@@ -1,8 +1,9 @@
 // Whole small files (certificates, sweep specs, profiles, models to upload) into a string, with
-// an error that names the file.
+// an error that names the file; bearer tokens from flags, files or the environment.
 #ifndef BITSWEEP_COMMON_FILE_UTIL_H_
 #define BITSWEEP_COMMON_FILE_UTIL_H_
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -32,6 +33,17 @@ inline absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   }
   if (secret.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the secret is empty"));
   return secret;
+}
+
+// A bearer token from, in this order: a flag's value, a file named by another flag
+// (ReadSecretFile), or an environment variable. Flags show in `ps`, so files and the environment
+// are the ways to keep a token out of sight. Empty: no token.
+inline absl::StatusOr<std::string> ResolveToken(const std::string& value, const std::string& file,
+                                                const char* env_name) {
+  if (!value.empty()) return value;
+  if (!file.empty()) return ReadSecretFile(file);
+  const char* env = std::getenv(env_name);
+  return std::string(env == nullptr ? "" : env);
 }
 
 }  // namespace bitsweep

@@ -94,12 +94,10 @@ int main(int argc, char** argv) {
   options.name = absl::GetFlag(FLAGS_name);
   options.model_cache_dir = absl::GetFlag(FLAGS_cache_dir);
   options.dataset_cache_dir = absl::GetFlag(FLAGS_dataset_cache_dir);
-  options.bearer_token = absl::GetFlag(FLAGS_token);
-  if (const std::string file = absl::GetFlag(FLAGS_token_file); !file.empty()) {
-    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
-    if (!secret.ok()) return Fail(std::string(secret.status().message()));
-    options.bearer_token = *std::move(secret);
-  }
+  absl::StatusOr<std::string> token = bitsweep::ResolveToken(
+      absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file), "BITSWEEP_TOKEN");
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  options.bearer_token = *std::move(token);
 
   // Signals are taken by one thread with sigwait: every other thread (gRPC's, OpenMP's) inherits
   // the blocked mask, so no handler ever runs in the middle of the engine.

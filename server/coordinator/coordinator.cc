@@ -40,12 +40,11 @@
 #include "common/splitmix64.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
-#include "onnx/checker.h"
-#include "onnx/onnx_pb.h"
 #include "server/coordinator/dedup.h"
 #include "server/coordinator/manifest.h"
 #include "server/export/qdq.h"
 #include "server/coordinator/metrics.h"
+#include "server/coordinator/model_check.h"
 #include "server/frontier/frontier.h"
 #include "server/store/store.h"
 #include "worker/engine/quant/config.h"
@@ -83,6 +82,10 @@ constexpr int kMaxLeaseBatch = 64;
 constexpr int kDefaultSweepPageSize = 50;
 constexpr int kDefaultTrialPageSize = 100;
 constexpr int kMaxPageSize = 1000;
+// A page also ends once its entries reach this many bytes (the next entry goes to the next page),
+// so that a list of large sweeps (1 MiB hardware profiles) stays far below the 64 MiB message
+// limit.
+constexpr size_t kMaxPageBytes = 8 << 20;
 // A planner that keeps emitting steps whose trials are all cached would loop without bound.
 constexpr int kMaxImmediateSteps = 1000;
 
@@ -407,16 +410,20 @@ class SqliteCoordinator final : public Coordinator {
 
   absl::Status Init() ABSL_LOCKS_EXCLUDED(mu_);
 
+  absl::StatusOr<std::unique_ptr<ModelUpload>> StartModelUpload(absl::string_view name) override;
+  absl::StatusOr<v1::UploadModelResponse> FinishModelUpload(
+      std::unique_ptr<ModelUpload> upload, absl::string_view expected_sha256) override;
+  absl::Status ReadModel(absl::string_view model_hash, size_t chunk_bytes,
+                         const std::function<bool(int64_t, absl::string_view)>& sink) override;
   absl::StatusOr<v1::UploadModelResponse> PutModel(absl::string_view name,
                                                    const std::string& bytes,
                                                    absl::string_view expected_sha256) override;
   absl::StatusOr<std::string> GetModelBytes(absl::string_view model_hash) override;
-  absl::StatusOr<std::string> ModelBytesLocked(absl::string_view model_hash)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& spec) override;
   absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) override;
   absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& r) override;
   absl::StatusOr<v1::Sweep> CancelSweep(int64_t sweep_id) override;
+  absl::StatusOr<v1::Sweep> ResumeSweep(int64_t sweep_id) override;
   absl::StatusOr<v1::ListTrialsResponse> ListTrials(const v1::ListTrialsRequest& r) override;
   absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) override;
   absl::StatusOr<v1::ExportConfigResponse> ExportConfig(
@@ -547,6 +554,8 @@ class SqliteCoordinator final : public Coordinator {
   absl::CondVar sweep_changed_;   // some sweep's version moved (WaitForSweepChange)
   CoordinatorMetrics metrics_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+  // Uploaded models as files (created by Init; thread-safe: content-addressed files).
+  std::unique_ptr<ModelFiles> model_files_;
   absl::flat_hash_map<int64_t, std::unique_ptr<SweepInfo>> sweeps_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<Strategy>, std::less<>> strategies_ ABSL_GUARDED_BY(mu_);
   int64_t workers_refreshed_ms_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
@@ -563,6 +572,10 @@ class SqliteCoordinator final : public Coordinator {
 // Setup and shared helpers.
 
 absl::Status SqliteCoordinator::Init() {
+  ASSIGN_OR_RETURN(model_files_,
+                   ModelFiles::Open(options_.model_dir.empty() ? options_.db_path + "-models"
+                                                               : options_.model_dir,
+                                    options_.max_model_bytes));
   absl::MutexLock lock(&mu_);
   // Metrics start from what the database holds.
   CoordinatorMetrics::TrialCounts counts{};
@@ -888,17 +901,22 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::BuildSweep(int64_t sweep_id) {
 // ---------------------------------------------------------------------------------------------
 // Models.
 
-absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
-    absl::string_view name, const std::string& bytes, absl::string_view expected_sha256) {
-  if (bytes.empty()) return absl::InvalidArgumentError("model: no bytes uploaded");
-  const std::string hash = Sha256Hex(bytes);
+absl::StatusOr<std::unique_ptr<ModelUpload>> SqliteCoordinator::StartModelUpload(
+    absl::string_view name) {
+  return model_files_->StartUpload(name);
+}
+
+absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::FinishModelUpload(
+    std::unique_ptr<ModelUpload> upload, absl::string_view expected_sha256) {
+  ASSIGN_OR_RETURN(const std::string hash, upload->Finish());
+  if (upload->size() == 0) return absl::InvalidArgumentError("model: no bytes uploaded");
   if (!expected_sha256.empty() && absl::AsciiStrToLower(expected_sha256) != hash) {
     return absl::InvalidArgumentError(absl::StrCat(
         "expected_sha256: the upload hashes to ", hash, ", not ", expected_sha256));
   }
   v1::UploadModelResponse response;
   response.set_model_hash(hash);
-  response.set_size_bytes(static_cast<int64_t>(bytes.size()));
+  response.set_size_bytes(upload->size());
   {
     absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(std::optional<int64_t> present,
@@ -908,20 +926,10 @@ absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
       return response;
     }
   }
-  // Parsing and checking can take a while for big models: done outside the lock.
-  {
-    onnx::ModelProto model;
-    if (!model.ParseFromString(bytes)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model '", name, "': not an ONNX model (protobuf parse failed)"));
-    }
-    try {
-      onnx::checker::check_model(model);
-    } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model '", name, "': the ONNX checker rejected it: ", e.what()));
-    }
-  }
+  // Checking reads the whole file (a chunk at a time) and can take a while for big models: done
+  // outside the lock, like storing the file under its hash.
+  RETURN_IF_ERROR(CheckOnnxModelFile(upload->path(), upload->name()));
+  RETURN_IF_ERROR(model_files_->Commit(*upload, hash));
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
   ASSIGN_OR_RETURN(std::optional<int64_t> present,
@@ -930,24 +938,49 @@ absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
     response.set_already_present(true);  // a concurrent upload of the same bytes won
     return response;
   }
-  RETURN_IF_ERROR(Exec("INSERT INTO models(hash, name, size_bytes, bytes, created_ms) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5)",
-                       hash, name, static_cast<int64_t>(bytes.size()), Blob{bytes}, NowMs()));
+  RETURN_IF_ERROR(Exec("INSERT INTO models(hash, name, size_bytes, bytes, created_ms, in_file) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                       hash, upload->name(), upload->size(), Blob{std::string()}, NowMs()));
   RETURN_IF_ERROR(txn.Commit());
   return response;
 }
 
-absl::StatusOr<std::string> SqliteCoordinator::GetModelBytes(absl::string_view model_hash) {
-  absl::MutexLock lock(&mu_);
-  return ModelBytesLocked(model_hash);
+absl::StatusOr<v1::UploadModelResponse> SqliteCoordinator::PutModel(
+    absl::string_view name, const std::string& bytes, absl::string_view expected_sha256) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelUpload> upload, StartModelUpload(name));
+  RETURN_IF_ERROR(upload->Append(bytes));
+  return FinishModelUpload(std::move(upload), expected_sha256);
 }
 
-absl::StatusOr<std::string> SqliteCoordinator::ModelBytesLocked(absl::string_view model_hash) {
-  ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT bytes FROM models WHERE hash = ?1"));
-  select.Bind(1, model_hash);
-  ASSIGN_OR_RETURN(bool row, select.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("model '", model_hash, "' not found"));
-  return select.BlobColumn(0);
+absl::Status SqliteCoordinator::ReadModel(
+    absl::string_view model_hash, size_t chunk_bytes,
+    const std::function<bool(int64_t, absl::string_view)>& sink) {
+  std::string in_table;  // the bytes of a model stored before version 5 of the schema
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT in_file, bytes FROM models WHERE hash = ?1"));
+    select.Bind(1, model_hash);
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("model '", model_hash, "' not found"));
+    if (select.Int64(0) == 0) in_table = select.BlobColumn(1);
+  }
+  if (in_table.empty()) return model_files_->Read(std::string(model_hash), chunk_bytes, sink);
+  const int64_t total = static_cast<int64_t>(in_table.size());
+  for (size_t offset = 0; offset < in_table.size(); offset += chunk_bytes) {
+    if (!sink(total, absl::string_view(in_table).substr(offset, chunk_bytes))) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SqliteCoordinator::GetModelBytes(absl::string_view model_hash) {
+  std::string bytes;
+  RETURN_IF_ERROR(ReadModel(model_hash, 1 << 20, [&](int64_t total, absl::string_view chunk) {
+    if (bytes.empty()) bytes.reserve(static_cast<size_t>(total));
+    bytes.append(chunk.data(), chunk.size());
+    return true;
+  }));
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,8 +1278,15 @@ absl::StatusOr<v1::ListSweepsResponse> SqliteCoordinator::ListSweeps(
     }
   }
   v1::ListSweepsResponse response;
+  size_t page_bytes = 0;
   for (int i = 0; i < static_cast<int>(ids.size()) && i < page_size; ++i) {
-    ASSIGN_OR_RETURN(*response.add_sweeps(), BuildSweep(ids[i]));
+    v1::Sweep* sweep = response.add_sweeps();
+    ASSIGN_OR_RETURN(*sweep, BuildSweep(ids[i]));
+    page_bytes += sweep->ByteSizeLong();
+    if (page_bytes >= kMaxPageBytes && i + 1 < static_cast<int>(ids.size())) {
+      response.set_next_page_token(absl::StrCat(ids[i]));
+      return response;
+    }
   }
   if (static_cast<int>(ids.size()) > page_size) {
     response.set_next_page_token(absl::StrCat(ids[page_size - 1]));
@@ -1298,6 +1338,47 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::CancelSweep(int64_t sweep_id) {
   return BuildSweep(sweep_id);
 }
 
+absl::StatusOr<v1::Sweep> SqliteCoordinator::ResumeSweep(int64_t sweep_id) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = NowMs();
+  Effects effects;
+  ASSIGN_OR_RETURN(Transaction txn, db_->Begin());
+  ASSIGN_OR_RETURN(v1::Sweep sweep, BuildSweep(sweep_id));
+  if (sweep.state() != v1::SWEEP_FAILED && sweep.state() != v1::SWEEP_CANCELLED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sweep ", sweep_id, " is ", StateName(sweep.state()),
+                     ": only a failed or cancelled sweep can be resumed"));
+  }
+  std::vector<std::pair<int64_t, int>> requeued;  // trial id, previous state
+  {
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare("SELECT id, state FROM trials WHERE sweep_id = ?1 "
+                                  "AND state IN ('failed', 'cancelled') ORDER BY id"));
+    select.Bind(1, sweep_id);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      requeued.emplace_back(select.Int64(0), StateFromName(select.Text(1)));
+    }
+  }
+  // Fresh attempts; the last error stays readable until the trial runs again.
+  RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', attempts = 0, lost_leases = 0, "
+                       "finished_ms = NULL, lease_deadline_ms = NULL, "
+                       "duplicate_of = NULL "
+                       "WHERE sweep_id = ?1 AND state IN ('failed', 'cancelled')",
+                       sweep_id));
+  for (const auto& [trial_id, state] : requeued) effects.Move(state, v1::TRIAL_QUEUED);
+  if (!requeued.empty()) effects.work_queued = true;
+  RETURN_IF_ERROR(Exec("UPDATE sweeps SET state = 'running', error = '', finished_ms = NULL "
+                       "WHERE id = ?1",
+                       sweep_id));
+  effects.touched_sweeps.insert(sweep_id);
+  // Nothing to run again (the planner itself had failed): it plans from the results it has.
+  RETURN_IF_ERROR(AdvanceSweep(sweep_id, /*at_submit=*/false, now_ms, effects));
+  RETURN_IF_ERROR(Commit(txn, effects));
+  return BuildSweep(sweep_id);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Trials and results.
 
@@ -1332,15 +1413,18 @@ absl::StatusOr<v1::ListTrialsResponse> SqliteCoordinator::ListTrials(
                  r.within_margin_only(), static_cast<int64_t>(page_size) + 1);
   v1::ListTrialsResponse response;
   int64_t last_id = 0;
+  size_t page_bytes = 0;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) break;
-    if (response.trials_size() == page_size) {
+    if (response.trials_size() == page_size || page_bytes >= kMaxPageBytes) {
       response.set_next_page_token(absl::StrCat(last_id));
       break;
     }
-    ASSIGN_OR_RETURN(*response.add_trials(), ReadTrial(select));
-    last_id = response.trials(response.trials_size() - 1).id();
+    v1::Trial* trial = response.add_trials();
+    ASSIGN_OR_RETURN(*trial, ReadTrial(select));
+    page_bytes += trial->ByteSizeLong();
+    last_id = trial->id();
   }
   return response;
 }
@@ -1401,23 +1485,27 @@ absl::StatusOr<v1::Frontier> SqliteCoordinator::GetFrontier(const v1::GetFrontie
 
 absl::StatusOr<v1::ExportConfigResponse> SqliteCoordinator::ExportConfig(
     const v1::ExportConfigRequest& r) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement select,
-                   db_->Prepare(absl::StrCat(kTrialSelect, "WHERE t.id = ?1")));
-  select.Bind(1, r.trial_id());
-  ASSIGN_OR_RETURN(bool row, select.Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
-  ASSIGN_OR_RETURN(v1::Trial trial, ReadTrial(select));
-  const std::string canonical_config = select.Text(14);
-  if (trial.state() != v1::TRIAL_SUCCEEDED) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("trial ", trial.id(), " has no result to export (it is ",
-                     StateName(trial.state()), ")"));
-  }
-  ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id()));
   v1::ExportConfigResponse response;
-  response.set_manifest_json(
-      BuildConfigManifest(trial, sweep->spec.model_hash(), canonical_config));
+  v1::Trial trial;
+  std::string model_hash;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(Statement select,
+                     db_->Prepare(absl::StrCat(kTrialSelect, "WHERE t.id = ?1")));
+    select.Bind(1, r.trial_id());
+    ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("trial ", r.trial_id(), " not found"));
+    ASSIGN_OR_RETURN(trial, ReadTrial(select));
+    const std::string canonical_config = select.Text(14);
+    if (trial.state() != v1::TRIAL_SUCCEEDED) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("trial ", trial.id(), " has no result to export (it is ",
+                       StateName(trial.state()), ")"));
+    }
+    ASSIGN_OR_RETURN(SweepInfo * sweep, GetSweepInfo(trial.sweep_id()));
+    model_hash = sweep->spec.model_hash();
+    response.set_manifest_json(BuildConfigManifest(trial, model_hash, canonical_config));
+  }
   if (r.qdq_onnx()) {
     if (trial.spec().finetune().steps() > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -1426,7 +1514,7 @@ absl::StatusOr<v1::ExportConfigResponse> SqliteCoordinator::ExportConfig(
           "untuned ones, so a QDQ model would not be what was measured; export its manifest, "
           "or rebuild the weights with 'bitsweep finetune --model M.onnx --config C.json --dataset D --steps N --out F.onnx'"));
     }
-    ASSIGN_OR_RETURN(std::string model, ModelBytesLocked(sweep->spec.model_hash()));
+    ASSIGN_OR_RETURN(std::string model, GetModelBytes(model_hash));
     absl::StatusOr<std::string> qdq = BuildQdqModel(model, trial.result());
     if (!qdq.ok()) return Annotate(qdq.status(), absl::StrCat("trial ", trial.id()));
     response.set_qdq_onnx(*std::move(qdq));

@@ -50,6 +50,7 @@
 #include "bitsweep/v1/explorer.pb.h"
 #include "bitsweep/v1/worker.pb.h"
 #include "common/clock.h"
+#include "server/coordinator/model_store.h"
 #include "server/planner/strategy.h"
 
 namespace prometheus {
@@ -60,6 +61,10 @@ namespace bitsweep::server {
 
 struct CoordinatorOptions {
   std::string db_path;                      // SQLite file, created (with migrations) if missing
+  // Uploaded models, one file per model (model_store.h). Empty: db_path + "-models".
+  std::string model_dir;
+  // The largest model accepted (protobuf cannot parse more than 2 GiB - 1).
+  int64_t max_model_bytes = 2147483647;
   Clock* clock = nullptr;                   // not owned; required
   absl::Duration lease_duration = absl::Seconds(25);
   absl::Duration heartbeat_interval = absl::Seconds(5);
@@ -83,6 +88,18 @@ class Coordinator {
   virtual ~Coordinator() = default;
 
   // --- Models (content-addressed by SHA-256; the bytes must parse as ONNX and pass the checker).
+  // Streamed: StartModelUpload, ModelUpload::Append per chunk (to a staging file, hashed as it
+  // comes), FinishModelUpload (checked with model_check.h, stored under its hash). Memory stays
+  // that of a chunk and the model's structure, whatever the model's size.
+  virtual absl::StatusOr<std::unique_ptr<ModelUpload>> StartModelUpload(absl::string_view name) = 0;
+  virtual absl::StatusOr<v1::UploadModelResponse> FinishModelUpload(
+      std::unique_ptr<ModelUpload> upload, absl::string_view expected_sha256) = 0;
+  // A stored model in chunks of at most chunk_bytes: sink(total size, chunk) until it returns
+  // false. NOT_FOUND for an unknown hash.
+  virtual absl::Status ReadModel(
+      absl::string_view model_hash, size_t chunk_bytes,
+      const std::function<bool(int64_t, absl::string_view)>& sink) = 0;
+  // Whole-model conveniences over the above (tests, small models, QDQ export).
   virtual absl::StatusOr<v1::UploadModelResponse> PutModel(absl::string_view name,
                                                            const std::string& bytes,
                                                            absl::string_view expected_sha256) = 0;
@@ -93,6 +110,9 @@ class Coordinator {
   virtual absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) = 0;
   virtual absl::StatusOr<v1::ListSweepsResponse> ListSweeps(const v1::ListSweepsRequest& r) = 0;
   virtual absl::StatusOr<v1::Sweep> CancelSweep(int64_t sweep_id) = 0;
+  // A failed or cancelled sweep runs on: failed and cancelled trials queued again (attempts and
+  // lost leases reset), the sweep running, the planner continuing once they finish.
+  virtual absl::StatusOr<v1::Sweep> ResumeSweep(int64_t sweep_id) = 0;
   virtual absl::StatusOr<v1::ListTrialsResponse> ListTrials(const v1::ListTrialsRequest& r) = 0;
   virtual absl::StatusOr<v1::Frontier> GetFrontier(const v1::GetFrontierRequest& r) = 0;
   virtual absl::StatusOr<v1::ExportConfigResponse> ExportConfig(

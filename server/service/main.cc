@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/flag_names.h"
+#include "common/log.h"
 #include "common/metrics_exposer.h"
 #include "common/version.h"
 #include "grpcpp/grpcpp.h"
@@ -30,6 +31,11 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to serve gRPC on");
 ABSL_FLAG(std::string, db, "", "SQLite results database (created if missing)");
+ABSL_FLAG(std::string, model_dir, "",
+          "uploaded models, one file each (default: the --db path with -models appended)");
+ABSL_FLAG(int64_t, max_model_bytes, 2147483647,
+          "largest model accepted by UploadModel (at most 2147483647, protobuf's limit); "
+          "uploads are streamed to --model_dir, never held in memory");
 ABSL_FLAG(int32_t, metrics_port, 0, "serve Prometheus /metrics on this port (0: off)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
           "address /metrics listens on (0.0.0.0: every interface, e.g. in a container)");
@@ -38,8 +44,11 @@ ABSL_FLAG(int32_t, metrics_finished_sweeps, 5,
 ABSL_FLAG(int32_t, lease_seconds, 25,
           "a lease lasts this long past its last heartbeat (a killed worker costs about this)");
 ABSL_FLAG(int32_t, heartbeat_seconds, 5, "workers heartbeat this often while busy");
-ABSL_FLAG(std::string, client_token, "", "bearer token clients must send (empty: none)");
-ABSL_FLAG(std::string, worker_token, "", "bearer token workers must send (empty: none)");
+ABSL_FLAG(std::string, client_token, "",
+          "bearer token clients must send (empty: none; visible in ps: prefer the file or "
+          "BITSWEEP_CLIENT_TOKEN)");
+ABSL_FLAG(std::string, worker_token, "",
+          "bearer token workers must send (empty: none; or BITSWEEP_WORKER_TOKEN)");
 ABSL_FLAG(std::string, client_token_file, "",
           "read --client_token from this file (e.g. a Docker secret; first line)");
 ABSL_FLAG(std::string, worker_token_file, "", "read --worker_token from this file");
@@ -103,6 +112,11 @@ int main(int argc, char** argv) {
   bitsweep::RealClock clock;
   bitsweep::server::CoordinatorOptions options;
   options.db_path = db;
+  options.model_dir = absl::GetFlag(FLAGS_model_dir);
+  options.max_model_bytes = absl::GetFlag(FLAGS_max_model_bytes);
+  if (options.max_model_bytes < 1 || options.max_model_bytes > 2147483647) {
+    return Fail("--max_model_bytes must be in 1..2147483647");
+  }
   options.clock = &clock;
   options.lease_duration = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   options.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
@@ -116,17 +130,16 @@ int main(int argc, char** argv) {
 
   bitsweep::server::ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);
-  server_options.client_token = absl::GetFlag(FLAGS_client_token);
-  server_options.worker_token = absl::GetFlag(FLAGS_worker_token);
-  for (auto [file, token] : {std::pair(absl::GetFlag(FLAGS_client_token_file),
-                                       &server_options.client_token),
-                             std::pair(absl::GetFlag(FLAGS_worker_token_file),
-                                       &server_options.worker_token)}) {
-    if (file.empty()) continue;
-    absl::StatusOr<std::string> secret = bitsweep::ReadSecretFile(file);
-    if (!secret.ok()) return Fail(std::string(secret.status().message()));
-    *token = *std::move(secret);
-  }
+  absl::StatusOr<std::string> client_token =
+      bitsweep::ResolveToken(absl::GetFlag(FLAGS_client_token),
+                             absl::GetFlag(FLAGS_client_token_file), "BITSWEEP_CLIENT_TOKEN");
+  if (!client_token.ok()) return Fail(std::string(client_token.status().message()));
+  server_options.client_token = *std::move(client_token);
+  absl::StatusOr<std::string> worker_token =
+      bitsweep::ResolveToken(absl::GetFlag(FLAGS_worker_token),
+                             absl::GetFlag(FLAGS_worker_token_file), "BITSWEEP_WORKER_TOKEN");
+  if (!worker_token.ok()) return Fail(std::string(worker_token.status().message()));
+  server_options.worker_token = *std::move(worker_token);
   server_options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   server_options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   server_options.metrics = options.metrics;
@@ -140,11 +153,22 @@ int main(int argc, char** argv) {
                         .c_str()
                   : "");
   std::fflush(stdout);
+  auto on_off = [](bool on) { return on ? "on" : "off"; };
+  bitsweep::Log(bitsweep::LogLevel::kInfo, "coordinator",
+                absl::StrCat("started ", bitsweep::ProjectVersion(), " (", bitsweep::GitCommit(),
+                             "): gRPC on ", server_options.listen, " (port ", (*server)->port(),
+                             "), client token ", on_off(!server_options.client_token.empty()),
+                             ", worker token ", on_off(!server_options.worker_token.empty()),
+                             ", TLS ", on_off(!server_options.tls_cert_file.empty()),
+                             ", database ", db));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
   std::printf("bitsweep-coordinator: signal %d, shutting down\n", signal);
+  bitsweep::Log(bitsweep::LogLevel::kInfo, "coordinator",
+                absl::StrCat(signal == SIGINT ? "SIGINT" : "SIGTERM", ": shutting down"));
   (*server)->Shutdown();
   metrics.reset();  // its per-sweep collector reads the coordinator: stop scrapes first
+  bitsweep::Log(bitsweep::LogLevel::kInfo, "coordinator", "stopped");
   return 0;
 }

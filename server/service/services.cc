@@ -13,12 +13,12 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "common/file_util.h"
 #include "common/grpc_status.h"
+#include "server/service/call_guard.h"
 #include "server/service/grpc_metrics.h"
 
 namespace bitsweep::server {
 namespace {
 
-constexpr int64_t kMaxModelBytes = int64_t{1} << 30;  // protobuf cannot parse more than 2 GB
 constexpr size_t kChunkBytes = 1 << 20;
 
 // The bearer token check, shared by both services. Constant-time comparison is not needed for
@@ -67,25 +67,29 @@ class ExplorerService final : public v1::Explorer::Service {
                            v1::UploadModelResponse* response) override {
     if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
     v1::UploadModelRequest chunk;
-    std::string name, expected, bytes;
-    bool first = true;
+    std::string expected;
+    std::unique_ptr<ModelUpload> upload;
+    // Each chunk goes straight to the staging file: the model is never whole in memory.
     while (reader->Read(&chunk)) {
-      if (first) {
-        name = chunk.name();
+      if (upload == nullptr) {
         expected = chunk.expected_sha256();
-        first = false;
+        absl::StatusOr<std::unique_ptr<ModelUpload>> started =
+            coordinator_->StartModelUpload(chunk.name());
+        if (!started.ok()) return ToGrpcStatus(started.status());
+        upload = *std::move(started);
       }
-      if (static_cast<int64_t>(bytes.size() + chunk.chunk().size()) > kMaxModelBytes) {
-        return grpc::Status(
-            grpc::StatusCode::INVALID_ARGUMENT,
-            absl::StrCat("model '", name, "' is larger than ", kMaxModelBytes, " bytes"));
+      if (absl::Status appended = upload->Append(chunk.chunk()); !appended.ok()) {
+        return ToGrpcStatus(appended);
       }
-      bytes += chunk.chunk();
     }
-    if (first) {
+    if (upload == nullptr) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "UploadModel received no chunks");
     }
-    absl::StatusOr<v1::UploadModelResponse> stored = coordinator_->PutModel(name, bytes, expected);
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled by the client");
+    }
+    absl::StatusOr<v1::UploadModelResponse> stored =
+        coordinator_->FinishModelUpload(std::move(upload), expected);
     if (!stored.ok()) return ToGrpcStatus(stored.status());
     *response = *std::move(stored);
     return grpc::Status::OK;
@@ -106,6 +110,12 @@ class ExplorerService final : public v1::Explorer::Service {
   grpc::Status ListSweeps(grpc::ServerContext* context, const v1::ListSweepsRequest* request,
                           v1::ListSweepsResponse* response) override {
     return Unary(context, token_, response, [&] { return coordinator_->ListSweeps(*request); });
+  }
+
+  grpc::Status ResumeSweep(grpc::ServerContext* context, const v1::ResumeSweepRequest* request,
+                           v1::Sweep* response) override {
+    return Unary(context, token_, response,
+                 [&] { return coordinator_->ResumeSweep(request->sweep_id()); });
   }
 
   grpc::Status CancelSweep(grpc::ServerContext* context, const v1::CancelSweepRequest* request,
@@ -162,6 +172,10 @@ class ExplorerService final : public v1::Explorer::Service {
       }
       if (!writer->Write(event)) break;  // the client went away
       if (IsFinal(sweep->state())) break;
+    }
+    if (stopping_->load() && !context->IsCancelled()) {
+      // Retryable: a restarted coordinator serves the same sweep (clients reconnect).
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
     }
     return grpc::Status::OK;
   }
@@ -232,15 +246,16 @@ class WorkerService final : public v1::WorkerService::Service {
   grpc::Status FetchModel(grpc::ServerContext* context, const v1::FetchModelRequest* request,
                           grpc::ServerWriter<v1::ModelChunk>* writer) override {
     if (grpc::Status s = CheckToken(context, token_); !s.ok()) return s;
-    absl::StatusOr<std::string> bytes = coordinator_->GetModelBytes(request->model_hash());
-    if (!bytes.ok()) return ToGrpcStatus(bytes.status());
-    for (size_t offset = 0; offset < bytes->size() || offset == 0; offset += kChunkBytes) {
-      v1::ModelChunk chunk;
-      if (offset == 0) chunk.set_total_size(static_cast<int64_t>(bytes->size()));
-      chunk.set_data(bytes->substr(offset, kChunkBytes));
-      if (!writer->Write(chunk)) break;
-      if (bytes->empty()) break;
-    }
+    bool first = true;
+    absl::Status read = coordinator_->ReadModel(
+        request->model_hash(), kChunkBytes, [&](int64_t total, absl::string_view data) {
+          v1::ModelChunk chunk;
+          if (first) chunk.set_total_size(total);
+          first = false;
+          chunk.set_data(std::string(data));
+          return writer->Write(chunk);  // false: the worker went away
+        });
+    if (!read.ok()) return ToGrpcStatus(read);
     return grpc::Status::OK;
   }
 
@@ -289,11 +304,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->services_->explorer.get());
   builder.RegisterService(server->services_->worker.get());
   builder.SetMaxReceiveMessageSize(64 << 20);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   if (options.metrics != nullptr) {
-    builder.experimental().SetInterceptorCreators(MakeGrpcMetricsInterceptors(
+    interceptors = MakeGrpcMetricsInterceptors(
         options.metrics,
-        {"bitsweep.v1.Explorer", "bitsweep.v1.WorkerService", "grpc.health.v1.Health"}));
+        {"bitsweep.v1.Explorer", "bitsweep.v1.WorkerService", "grpc.health.v1.Health"});
   }
+  interceptors.push_back(MakeCallGuardInterceptorFactory(
+      {.tokens = {options.client_token, options.worker_token}}));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(

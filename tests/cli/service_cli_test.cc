@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -509,6 +511,99 @@ TEST(TokenCliTest, TokenFromTheEnvironmentOrTheFlag) {
   EXPECT_EQ(none.exit_code, 1) << none.out;
   const Result wrong = testing::RunCommandLine(env + "BITSWEEP_TOKEN=s3cret " + b + " --token nope");
   EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+  // --token-file: the file's first line, ahead of the environment; a missing file is named.
+  std::ofstream(dir / "token") << "s3cret\n";
+  EXPECT_EQ(testing::RunCommandLine(env + "BITSWEEP_TOKEN=nope " + b + " --token-file " +
+                                    (dir / "token").string())
+                .exit_code,
+            0);
+  const Result missing = testing::RunCommandLine(env + b + " --token-file " +
+                                                 (dir / "absent").string());
+  EXPECT_EQ(missing.exit_code, 1) << missing.out;
+  EXPECT_NE(missing.out.find((dir / "absent").string() + ": cannot open"), std::string::npos)
+      << missing.out;
+}
+
+// `watch` and `submit --wait` follow a sweep across a coordinator restart: the stream ends
+// (UNAVAILABLE), they reconnect with backoff to the new process on the same port and database,
+// and exit 0 when the sweep succeeds there; `--reconnect-seconds 0` gives up at once.
+TEST(ReconnectCliTest, WatchAndSubmitWaitSurviveACoordinatorRestart) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_reconnect_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::vector<std::string> coordinator_args = {"--db=" + (dir / "r.db").string()};
+  auto first = std::make_unique<Process>(
+      BITSWEEP_COORDINATOR, std::vector<std::string>{"--listen=127.0.0.1:0", coordinator_args[0]},
+      (dir / "coordinator1.log").string());
+  auto port_line = first->WaitForLine("listening on port ", std::chrono::seconds(30));
+  ASSERT_TRUE(port_line.has_value()) << first->Log();
+  const std::string port = port_line->substr(0, port_line->find(','));
+  const std::string server = " --server 127.0.0.1:" + port;
+  const std::string b = std::string(BITSWEEP_BINARY);
+  // No worker yet: the sweeps wait in the queue.
+  const Result submitted =
+      Bitsweep("submit" + server + " --model " + BITSWEEP_LENET5_MODEL + " " + kSmallData +
+               " --strategy grid --grid 'conv.weights=fixed:8'");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out;
+  const std::string id = std::to_string(std::stoll(submitted.out.substr(16)));
+  Process watch("/bin/sh", {"-c", b + " watch" + server + " --sweep " + id + "; echo exit=$?"},
+                (dir / "watch.log").string());
+  Process wait("/bin/sh",
+               {"-c", b + " submit" + server + " --model " + BITSWEEP_LENET5_MODEL + " " +
+                          kSmallData + " --strategy grid --grid 'fc.weights=fixed:4' --wait; " +
+                          "echo exit=$?"},
+               (dir / "wait.log").string());
+  ASSERT_TRUE(watch.WaitForLine("queued", std::chrono::seconds(30)).has_value()) << watch.Log();
+  ASSERT_TRUE(wait.WaitForLine("queued", std::chrono::seconds(30)).has_value()) << wait.Log();
+  // A third follower with --reconnect-seconds 0, while the first coordinator stops under it.
+  const Result give_up = testing::RunCommandLine(
+      b + " watch" + server + " --sweep " + id + " --reconnect-seconds 0 2>&1 & W=$!; sleep 1; kill -TERM " +
+      std::to_string(first->pid()) + "; wait $W");
+  first->Kill(SIGTERM);
+  EXPECT_EQ(give_up.exit_code, 1) << give_up.out;
+  EXPECT_NE(give_up.out.find("could not reconnect"), std::string::npos) << give_up.out;
+
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // both clients are reconnecting now
+  Process second(BITSWEEP_COORDINATOR, {"--listen=127.0.0.1:" + port, coordinator_args[0]},
+                 (dir / "coordinator2.log").string());
+  ASSERT_TRUE(second.WaitForLine("listening on port ", std::chrono::seconds(30)).has_value())
+      << second.Log();
+  Process worker(BITSWEEP_WORKER,
+                 {"--coordinator=127.0.0.1:" + port, "--threads=1",
+                  "--cache-dir=" + (dir / "cache").string()},
+                 (dir / "worker.log").string());
+  for (Process* client : {&watch, &wait}) {
+    const std::optional<std::string> exit = client->WaitForLine("exit=", std::chrono::seconds(240));
+    ASSERT_TRUE(exit.has_value()) << client->Log() << worker.Log();
+    EXPECT_EQ(*exit, "0") << client->Log() << second.Log() << worker.Log();
+    const std::string log = client->Log();
+    EXPECT_NE(log.find("lost the coordinator"), std::string::npos) << log;
+    EXPECT_NE(log.find("reconnected to the coordinator after"), std::string::npos) << log;
+    EXPECT_NE(log.find("succeeded"), std::string::npos) << log;
+  }
+}
+
+// The coordinator takes its tokens from BITSWEEP_CLIENT_TOKEN / BITSWEEP_WORKER_TOKEN when no
+// flag names them (flags show in ps).
+TEST(TokenCliTest, CoordinatorTokensFromTheEnvironment) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("bitsweep_token_env_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  setenv("BITSWEEP_CLIENT_TOKEN", "from-env", /*overwrite=*/1);
+  Process coordinator(BITSWEEP_COORDINATOR,
+                      {"--listen=127.0.0.1:0", "--db=" + (dir / "r.db").string()},
+                      (dir / "coordinator.log").string());
+  unsetenv("BITSWEEP_CLIENT_TOKEN");
+  auto port = coordinator.WaitForLine("listening on port ", std::chrono::seconds(30));
+  ASSERT_TRUE(port.has_value()) << coordinator.Log();
+  const std::string b = std::string(BITSWEEP_BINARY) + " sweeps --server 127.0.0.1:" +
+                        port->substr(0, port->find(','));
+  EXPECT_EQ(testing::RunCommandLine(b + " --token from-env").exit_code, 0);
+  const Result none = testing::RunCommandLine(b);
+  EXPECT_EQ(none.exit_code, 1) << none.out;
+  EXPECT_NE(none.out.find("requires a bearer token"), std::string::npos) << none.out;
 }
 
 // Every example query of schema/README.md, run by the sqlite3 shell on the database of a real

@@ -745,6 +745,70 @@ TEST_F(CoordinatorTest, HeartbeatExtendsLiveLeases) {
   EXPECT_EQ(TrialById(sweep.id(), leased.trial_id()).state(), v1::TRIAL_QUEUED);
 }
 
+// A cancelled sweep resumed: its cancelled trial runs again (attempt 1) and the sweep ends as
+// if never cancelled; the planner saw every outcome.
+TEST_F(CoordinatorTest, ResumedCancelledSweepRunsItsCancelledTrialsAndSucceeds) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}}}));
+  v1::LeasedTrial first = LeaseOne();
+  EXPECT_TRUE(Accepted(ReportResult(first, MakeResult(0.9, 1000))));
+  ASSERT_OK(coordinator_->CancelSweep(sweep.id()).status());
+  EXPECT_EQ(GetSweep(sweep.id()).state(), v1::SWEEP_CANCELLED);
+
+  v1::Sweep resumed = ValueOrDie(coordinator_->ResumeSweep(sweep.id()));
+  EXPECT_EQ(resumed.state(), v1::SWEEP_RUNNING);
+  EXPECT_EQ(resumed.trials_cancelled(), 0);
+  EXPECT_TRUE(resumed.error().empty());
+  v1::LeasedTrial again = LeaseOne();
+  EXPECT_NE(again.trial_id(), first.trial_id());
+  EXPECT_EQ(again.attempt(), 1);
+  EXPECT_TRUE(Accepted(ReportResult(again, MakeResult(0.8, 500))));
+  v1::Sweep done = GetSweep(sweep.id());
+  EXPECT_EQ(done.state(), v1::SWEEP_SUCCEEDED);
+  EXPECT_EQ(done.trials_succeeded(), 2);
+  EXPECT_EQ(plans_.calls().back().size(), 2u);
+  EXPECT_EQ(Metric("bitsweep_trials", "state", "succeeded"), 2);
+  EXPECT_EQ(Metric("bitsweep_trials", "state", "cancelled"), 0);
+}
+
+// A failed sweep resumed: the failed trial is queued with fresh attempts (its last error still
+// readable until it runs); a planner that fails again ends the sweep failed again.
+TEST_F(CoordinatorTest, ResumedFailedSweepQueuesItsFailedTrialsWithFreshAttempts) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4}},
+                                     {"check", {}, "too many failed trials"}}));
+  v1::LeasedTrial broken = LeaseOne();
+  EXPECT_TRUE(Accepted(ReportError(broken, "worker ran out of memory", /*permanent=*/true)));
+  v1::LeasedTrial fine = LeaseOne();
+  EXPECT_TRUE(Accepted(ReportResult(fine, MakeResult(0.9, 1000))));
+  v1::Sweep failed = GetSweep(sweep.id());
+  ASSERT_EQ(failed.state(), v1::SWEEP_FAILED);
+  EXPECT_EQ(failed.error(), "too many failed trials");
+
+  v1::Sweep resumed = ValueOrDie(coordinator_->ResumeSweep(sweep.id()));
+  EXPECT_EQ(resumed.state(), v1::SWEEP_RUNNING);
+  EXPECT_EQ(resumed.trials_failed(), 0);
+  v1::Trial trial = TrialById(sweep.id(), broken.trial_id());
+  EXPECT_EQ(trial.state(), v1::TRIAL_QUEUED);
+  EXPECT_EQ(trial.attempts(), 0);
+  EXPECT_EQ(trial.error(), "worker ran out of memory");
+  v1::LeasedTrial again = LeaseOne();
+  EXPECT_EQ(again.trial_id(), broken.trial_id());
+  EXPECT_EQ(again.attempt(), 1);
+  EXPECT_TRUE(Accepted(ReportResult(again, MakeResult(0.85, 800))));
+  // The fake planner's next step fails whatever happened: failed again, both trials succeeded.
+  v1::Sweep again_failed = GetSweep(sweep.id());
+  EXPECT_EQ(again_failed.state(), v1::SWEEP_FAILED);
+  EXPECT_EQ(again_failed.trials_succeeded(), 2);
+}
+
+TEST_F(CoordinatorTest, ResumeRefusesSweepsThatDidNotStopAndUnknownOnes) {
+  v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8}}}));
+  absl::Status running = coordinator_->ResumeSweep(sweep.id()).status();
+  EXPECT_EQ(running.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(running.message().find("only a failed or cancelled sweep"), absl::string_view::npos)
+      << running;
+  EXPECT_EQ(coordinator_->ResumeSweep(4242).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(CoordinatorTest, CancelSweepTellsWorkersAndRefusesLaterReports) {
   v1::Sweep sweep = Submit(Spec("a", {{"grid", {kFixed8, kFixed4, kFixed2}}}));
   std::vector<v1::LeasedTrial> leased = Lease(2);
@@ -1204,6 +1268,32 @@ TEST_F(QueryTest, ListSweepsNewestFirstWithPaging) {
   EXPECT_TRUE(second.next_page_token().empty());
 }
 
+// Pages end by bytes too: ten sweeps carrying 1 MiB hardware profiles (the largest a spec may
+// carry) come in pages of at most 8 MiB plus one sweep, all of them exactly once, newest first.
+TEST_F(QueryTest, ListSweepsPagesStayBoundedInBytes) {
+  const std::string profile = "{}" + std::string((1 << 20) - 2, ' ');
+  for (int i = 0; i < 10; ++i) {
+    v1::SweepSpec spec = Spec(absl::StrCat("big", i), {{"grid", {kPow2}}});
+    spec.mutable_settings()->set_hardware_profile_json(profile);
+    Submit(spec);
+  }
+  v1::ListSweepsRequest request;
+  request.set_page_size(1000);
+  std::vector<std::string> names;
+  int pages = 0;
+  do {
+    v1::ListSweepsResponse page = ValueOrDie(coordinator_->ListSweeps(request));
+    EXPECT_LE(page.ByteSizeLong(), size_t{9} << 20) << "page " << pages;
+    for (const v1::Sweep& sweep : page.sweeps()) names.push_back(sweep.spec().name());
+    request.set_page_token(page.next_page_token());
+    ++pages;
+  } while (!request.page_token().empty() && pages < 20);
+  EXPECT_GE(pages, 2);
+  ASSERT_EQ(names.size(), 11u);  // and the fixture's "q"
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(names[i], absl::StrCat("big", 9 - i));
+  EXPECT_EQ(names[10], "q");
+}
+
 TEST_F(QueryTest, ExportConfigManifest) {
   v1::ExportConfigRequest request;
   request.set_trial_id(grid_[0].trial_id());
@@ -1292,6 +1382,73 @@ TEST_F(CoordinatorTest, PutModelIsContentAddressedAndChecked) {
   EXPECT_EQ(unchecked.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(unchecked.status().message()), HasSubstr("NoSuchOperator"));
   EXPECT_EQ(Count("SELECT count(*) FROM models"), 2);
+}
+
+// Models are files beside the database (db-models/<hash>.onnx), written while the upload
+// streams in; the table row holds no bytes. Refused uploads leave no file behind, and a model
+// past max_model_bytes is refused at the chunk that passes it.
+TEST_F(CoordinatorTest, UploadsStreamToAFilePerModel) {
+  const std::string bytes = TinyOnnxModel("streamed");
+  std::unique_ptr<ModelUpload> upload =
+      ValueOrDie(coordinator_->StartModelUpload("streamed.onnx"));
+  ASSERT_NE(upload, nullptr);
+  for (size_t at = 0; at < bytes.size(); at += 7) {
+    ASSERT_OK(upload->Append(absl::string_view(bytes).substr(at, 7)));
+  }
+  const std::string staging = upload->path();
+  EXPECT_TRUE(std::filesystem::exists(staging));
+  v1::UploadModelResponse stored =
+      ValueOrDie(coordinator_->FinishModelUpload(std::move(upload), ""));
+  EXPECT_EQ(stored.model_hash(), Sha256Hex(bytes));
+  EXPECT_FALSE(std::filesystem::exists(staging));
+  const std::filesystem::path file =
+      std::filesystem::path(db_path_ + "-models") / (stored.model_hash() + ".onnx");
+  ASSERT_TRUE(std::filesystem::exists(file));
+  EXPECT_EQ(std::filesystem::file_size(file), bytes.size());
+  EXPECT_EQ(Count(absl::StrCat("SELECT in_file FROM models WHERE hash = '", stored.model_hash(),
+                               "' AND length(bytes) = 0")),
+            1);
+  // Read back in chunks, the total first.
+  std::string read;
+  int chunks = 0;
+  ASSERT_OK(coordinator_->ReadModel(stored.model_hash(), 10,
+                                    [&](int64_t total, absl::string_view chunk) {
+                                      EXPECT_EQ(total, static_cast<int64_t>(bytes.size()));
+                                      EXPECT_LE(chunk.size(), 10u);
+                                      read.append(chunk.data(), chunk.size());
+                                      ++chunks;
+                                      return true;
+                                    }));
+  EXPECT_EQ(read, bytes);
+  EXPECT_EQ(chunks, static_cast<int>((bytes.size() + 9) / 10));
+
+  // A refused model leaves neither a row nor a file.
+  std::unique_ptr<ModelUpload> junk = ValueOrDie(coordinator_->StartModelUpload("junk.onnx"));
+  ASSERT_NE(junk, nullptr);
+  ASSERT_OK(junk->Append("not a model at all"));
+  const std::string junk_path = junk->path();
+  EXPECT_EQ(coordinator_->FinishModelUpload(std::move(junk), "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(junk_path));
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(db_path_ + "-models")) {
+    files += entry.path().extension() == ".onnx" ? 1 : 0;
+  }
+  EXPECT_EQ(files, Count("SELECT count(*) FROM models"));
+}
+
+TEST_F(CoordinatorTest, ModelsPastTheSizeLimitAreRefusedAsTheyArrive) {
+  CoordinatorOptions options = Options();
+  options.max_model_bytes = 100;
+  coordinator_.reset();
+  coordinator_ = ValueOrDie(Coordinator::Open(options));
+  std::unique_ptr<ModelUpload> upload = ValueOrDie(coordinator_->StartModelUpload("big.onnx"));
+  ASSERT_NE(upload, nullptr);
+  ASSERT_OK(upload->Append(std::string(60, 'x')));
+  absl::Status over = upload->Append(std::string(41, 'x'));
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(over.message()), HasSubstr("'big.onnx' is larger than 100 bytes"));
+  EXPECT_EQ(upload->size(), 60);
 }
 
 TEST_F(CoordinatorTest, WaitForSweepChangeSeesVersions) {

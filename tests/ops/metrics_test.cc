@@ -275,7 +275,7 @@ TEST(LocalMetricsTest, LocalServesCoordinatorAndWorkerMetrics) {
   }
   ASSERT_TRUE(seen) << local.Log() << scrape.substr(0, 3000);
   for (const char* expected :
-       {R"(bitsweep_build_info{component="local",version=")", "bitsweep_sweep_info{",
+       {R"(bitsweep_build_info{commit=")", R"(",component="local",version=")", "bitsweep_sweep_info{",
         R"(grpc_server_handled_total{grpc_code="OK",grpc_method="Lease")",
         R"(bitsweep_worker_trials_in_flight{worker="local-2"})", "process_resident_memory_bytes "}) {
     EXPECT_NE(scrape.find(expected), std::string::npos) << expected;
