@@ -1,16 +1,13 @@
 #include "client/explorer_client.h"
 
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/grpcpp.h"
 #include "common/file_util.h"
 #include "common/grpc_status.h"
+#include "grpcpp/grpcpp.h"
 
 namespace bitsweep::cli {
-namespace {
-
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<ExplorerClient>> ExplorerClient::Connect(
     const std::string& address, const ConnectOptions& options) {
@@ -50,21 +47,30 @@ absl::Status ExplorerClient::Check(const grpc::Status& status) const {
 }
 
 absl::StatusOr<std::string> ExplorerClient::UploadModelFile(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFileToString(path);
-  if (!bytes.ok()) return bytes.status();
+  // Read and sent a chunk at a time: a model of any size costs the client one chunk of memory.
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   grpc::ClientContext context;
   Prepare(&context);
   v1::UploadModelResponse response;
   auto writer = stub_->UploadModel(&context, &response);
   constexpr size_t kChunk = 1 << 20;
-  size_t offset = 0;
-  do {
+  std::string buffer(kChunk, '\0');
+  bool first = true;
+  while (first || in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(kChunk));
+    if (in.bad()) {
+      context.TryCancel();
+      return absl::DataLossError(absl::StrCat(path, ": cannot read"));
+    }
+    const size_t got = static_cast<size_t>(in.gcount());
+    if (got == 0 && !first) break;
     v1::UploadModelRequest request;
-    if (offset == 0) request.set_name(path.substr(path.find_last_of('/') + 1));
-    request.set_chunk(bytes->substr(offset, kChunk));
+    if (first) request.set_name(path.substr(path.find_last_of('/') + 1));
+    first = false;
+    request.set_chunk(buffer.data(), got);
     if (!writer->Write(request)) break;  // the server ended the call: Finish says why
-    offset += kChunk;
-  } while (offset < bytes->size());
+  }
   writer->WritesDone();
   absl::Status status = Check(writer->Finish());
   if (!status.ok()) return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
