@@ -418,6 +418,10 @@ class SqliteCoordinator final : public Coordinator {
   absl::StatusOr<v1::UploadModelResponse> PutModel(absl::string_view name,
                                                    const std::string& bytes,
                                                    absl::string_view expected_sha256) override;
+  // The model's input channels (ModelInputChannels), cached per hash; nullopt when the model
+  // leaves them open or is unknown (SubmitSweep says so).
+  absl::StatusOr<std::optional<int64_t>> InputChannelsOf(const std::string& model_hash)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::string> GetModelBytes(absl::string_view model_hash) override;
   absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& spec) override;
   absl::StatusOr<v1::Sweep> GetSweep(int64_t sweep_id) override;
@@ -556,6 +560,7 @@ class SqliteCoordinator final : public Coordinator {
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
   // Uploaded models as files (created by Init; thread-safe: content-addressed files).
   std::unique_ptr<ModelFiles> model_files_;
+  absl::flat_hash_map<std::string, std::optional<int64_t>> input_channels_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int64_t, std::unique_ptr<SweepInfo>> sweeps_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<Strategy>, std::less<>> strategies_ ABSL_GUARDED_BY(mu_);
   int64_t workers_refreshed_ms_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
@@ -973,6 +978,31 @@ absl::Status SqliteCoordinator::ReadModel(
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<int64_t>> SqliteCoordinator::InputChannelsOf(
+    const std::string& model_hash) {
+  bool in_file = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = input_channels_.find(model_hash); it != input_channels_.end()) return it->second;
+    ASSIGN_OR_RETURN(std::optional<int64_t> stored,
+                     QueryInt("SELECT in_file FROM models WHERE hash = ?1", model_hash));
+    if (!stored.has_value()) return std::optional<int64_t>();
+    in_file = *stored != 0;
+  }
+  absl::StatusOr<std::optional<int64_t>> channels;
+  if (in_file) {
+    channels = ModelInputChannels(model_files_->PathOf(model_hash));
+  } else {
+    ASSIGN_OR_RETURN(std::string bytes, GetModelBytes(model_hash));
+    channels = ModelInputChannelsOfBytes(bytes);
+  }
+  // The model passed the checker when it was stored: a shape we cannot read refuses nothing.
+  const std::optional<int64_t> known = channels.ok() ? *channels : std::nullopt;
+  absl::MutexLock lock(&mu_);
+  input_channels_[model_hash] = known;
+  return known;
+}
+
 absl::StatusOr<std::string> SqliteCoordinator::GetModelBytes(absl::string_view model_hash) {
   std::string bytes;
   RETURN_IF_ERROR(ReadModel(model_hash, 1 << 20, [&](int64_t total, absl::string_view chunk) {
@@ -1005,6 +1035,20 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::SubmitSweep(const v1::SweepSpec& sp
     return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 0, got ", spec.budget()));
   }
   RETURN_IF_ERROR(CheckSpecLimits(spec));
+  // Normalisation values per channel must fit the model (one value serves every channel).
+  ASSIGN_OR_RETURN(std::optional<int64_t> channels, InputChannelsOf(spec.model_hash()));
+  if (channels.has_value()) {
+    const v1::DatasetRef& dataset = spec.settings().dataset();
+    for (auto [field, count] : {std::pair{"mean", dataset.mean_size()},
+                                std::pair{"std", dataset.std_size()}}) {
+      if (count > 1 && count != *channels) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "settings.dataset.", field, ": ", count, " values, but the model's input has ",
+            *channels, " channel", *channels == 1 ? "" : "s",
+            " (give one value per channel, or one for all)"));
+      }
+    }
+  }
   {
     absl::StatusOr<std::vector<v1::Objective>> objectives = SweepObjectives(spec);
     if (!objectives.ok()) return Annotate(objectives.status(), "objectives");

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -199,6 +200,42 @@ absl::StatusOr<std::string> Strip(google::protobuf::io::ZeroCopyInputStream* str
   return out;
 }
 
+absl::StatusOr<std::string> StripFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  absl::StatusOr<std::string> stripped;
+  int error = 0;
+  {
+    google::protobuf::io::FileInputStream stream(fd, 1 << 20);
+    stripped = Strip(&stream);
+    error = stream.GetErrno();
+  }
+  ::close(fd);
+  if (error != 0) {
+    return absl::InternalError(absl::StrCat(path, ": cannot read: ", std::strerror(error)));
+  }
+  return stripped;
+}
+
+absl::StatusOr<std::optional<int64_t>> InputChannels(const absl::StatusOr<std::string>& stripped) {
+  if (!stripped.ok()) return stripped.status();
+  onnx::ModelProto model;
+  if (!model.ParseFromString(*stripped)) {
+    return absl::InvalidArgumentError("not an ONNX model (protobuf parse failed)");
+  }
+  std::set<std::string> constants;
+  for (const onnx::TensorProto& init : model.graph().initializer()) constants.insert(init.name());
+  for (const onnx::ValueInfoProto& input : model.graph().input()) {
+    if (constants.count(input.name()) != 0) continue;
+    const auto& shape = input.type().tensor_type().shape();
+    if (shape.dim_size() >= 2 && shape.dim(1).has_dim_value()) return shape.dim(1).dim_value();
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 absl::Status CheckStripped(const absl::StatusOr<std::string>& stripped, absl::string_view name) {
   if (!stripped.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("model '", name, "': not an ONNX model (",
@@ -224,22 +261,18 @@ absl::Status CheckStripped(const absl::StatusOr<std::string>& stripped, absl::st
 }  // namespace
 
 absl::Status CheckOnnxModelFile(const std::string& path, absl::string_view name) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
-  absl::StatusOr<std::string> stripped;
-  {
-    google::protobuf::io::FileInputStream stream(fd, 1 << 20);
-    stripped = Strip(&stream);
-    if (stream.GetErrno() != 0) {
-      ::close(fd);
-      return absl::InternalError(
-          absl::StrCat(path, ": cannot read: ", std::strerror(stream.GetErrno())));
-    }
-  }
-  ::close(fd);
+  absl::StatusOr<std::string> stripped = StripFile(path);
+  if (absl::IsInternal(stripped.status())) return stripped.status();  // our file, not the model
   return CheckStripped(stripped, name);
+}
+
+absl::StatusOr<std::optional<int64_t>> ModelInputChannels(const std::string& path) {
+  return InputChannels(StripFile(path));
+}
+
+absl::StatusOr<std::optional<int64_t>> ModelInputChannelsOfBytes(absl::string_view bytes) {
+  google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
+  return InputChannels(Strip(&stream));
 }
 
 absl::Status CheckOnnxModelBytes(absl::string_view bytes, absl::string_view name) {

@@ -14,6 +14,8 @@
 #ifndef BITSWEEP_SERVER_COORDINATOR_MODEL_CHECK_H_
 #define BITSWEEP_SERVER_COORDINATOR_MODEL_CHECK_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,6 +26,12 @@ namespace bitsweep::server {
 
 absl::Status CheckOnnxModelFile(const std::string& path, absl::string_view name);
 absl::Status CheckOnnxModelBytes(absl::string_view bytes, absl::string_view name);
+
+// Dimension 1 (channels, NCHW) of the model's first runtime input (a graph input that is not an
+// initializer) when its shape states it; nullopt when the model leaves it open. Reads the file a
+// chunk at a time, like CheckOnnxModelFile.
+absl::StatusOr<std::optional<int64_t>> ModelInputChannels(const std::string& path);
+absl::StatusOr<std::optional<int64_t>> ModelInputChannelsOfBytes(absl::string_view bytes);
 
 // The serialized ModelProto with tensor data cut (what the checker sees); exposed for tests.
 absl::StatusOr<std::string> StripTensorDataForTest(absl::string_view bytes);

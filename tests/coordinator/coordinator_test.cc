@@ -1437,6 +1437,32 @@ TEST_F(CoordinatorTest, UploadsStreamToAFilePerModel) {
   EXPECT_EQ(files, Count("SELECT count(*) FROM models"));
 }
 
+// Per-channel normalisation is checked against the model's input at submit (the tiny model's
+// input is [1, 4]: four channels), not on a worker later.
+TEST_F(CoordinatorTest, MeanAndStdMustMatchTheModelsInputChannels) {
+  v1::SweepSpec spec = Spec("a", {{"grid", {kFixed8}}});
+  for (float v : {0.1f, 0.2f, 0.3f}) spec.mutable_settings()->mutable_dataset()->add_mean(v);
+  absl::Status three = coordinator_->SubmitSweep(spec).status();
+  EXPECT_EQ(three.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(three.message()),
+              HasSubstr("settings.dataset.mean: 3 values, but the model's input has 4 channels"));
+  spec.mutable_settings()->mutable_dataset()->add_mean(0.4f);
+  for (int i = 0; i < 4; ++i) spec.mutable_settings()->mutable_dataset()->add_std(0.5f);
+  EXPECT_TRUE(coordinator_->SubmitSweep(spec).ok());
+  v1::DatasetRef* dataset = spec.mutable_settings()->mutable_dataset();
+  dataset->clear_mean();
+  dataset->clear_std();
+  dataset->add_mean(0.5f);  // one value serves every channel
+  dataset->add_std(0.25f);
+  EXPECT_TRUE(coordinator_->SubmitSweep(spec).ok());
+  dataset->clear_std();
+  dataset->add_std(0.25f);
+  dataset->add_std(0.25f);
+  dataset->clear_mean();
+  EXPECT_THAT(std::string(coordinator_->SubmitSweep(spec).status().message()),
+              HasSubstr("settings.dataset.std: 2 values, but the model's input has 4 channels"));
+}
+
 TEST_F(CoordinatorTest, ModelsPastTheSizeLimitAreRefusedAsTheyArrive) {
   CoordinatorOptions options = Options();
   options.max_model_bytes = 100;
