@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/explorer_client.h"
 #include "gtest/gtest.h"
+#include "tests/service/cluster_util.h"
 #include "tests/service/frontier_sql.h"
 #include "tests/service/process.h"
 #include "tests/service/sweep_util.h"
@@ -40,43 +41,25 @@ double SecondsSince(steady_clock::time_point start) {
 class CancelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("bitsweep_cancel_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    coordinator_ = std::make_unique<Process>(
-        BITSWEEP_COORDINATOR,
-        std::vector<std::string>{"--listen=127.0.0.1:0", "--db=" + (dir_ / "results.db").string(),
-                                 "--lease_seconds=30", "--heartbeat_seconds=1"},
-        (dir_ / "coordinator.log").string());
-    std::optional<std::string> port = coordinator_->WaitForLine("listening on port ", seconds(30));
-    ASSERT_TRUE(port.has_value()) << coordinator_->Log();
-    address_ = "127.0.0.1:" + port->substr(0, port->find(','));
-    absl::StatusOr<std::unique_ptr<cli::ExplorerClient>> client =
-        cli::ExplorerClient::Connect(address_, {});
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
+    dir_ = testing::FreshTestDir("bitsweep_cancel");
+    coordinator_ =
+        testing::StartLoopbackCoordinator(dir_, {"--lease_seconds=30", "--heartbeat_seconds=1"});
+    ASSERT_NE(coordinator_.client, nullptr) << coordinator_.process->Log();
+    client_ = coordinator_.client.get();
     absl::StatusOr<std::string> hash = client_->UploadModelFile(BITSWEEP_LENET5_MODEL);
     ASSERT_TRUE(hash.ok()) << hash.status();
     model_hash_ = *hash;
     worker_ = std::make_unique<Process>(
         BITSWEEP_WORKER,
-        std::vector<std::string>{"--coordinator=" + address_, "--threads=1", "--name=w1",
+        std::vector<std::string>{"--coordinator=" + coordinator_.address, "--threads=1",
+                                 "--name=w1",
                                  "--cache_dir=" + (dir_ / "models").string(),
                                  "--dataset_cache_dir=" + (dir_ / "datasets").string()},
         (dir_ / "worker.log").string());
   }
 
   std::vector<v1::Trial> Trials(int64_t sweep_id) {
-    v1::ListTrialsRequest request;
-    request.set_sweep_id(sweep_id);
-    request.set_page_size(1000);
-    absl::StatusOr<v1::ListTrialsResponse> r = client_->ListTrials(request);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? std::vector<v1::Trial>(r->trials().begin(), r->trials().end())
-                  : std::vector<v1::Trial>{};
+    return testing::ListAllTrials(*client_, sweep_id);
   }
 
   // Submits Ristretto's flow with one candidate per group (a few short trials) ending in a
@@ -99,17 +82,16 @@ class CancelTest : public ::testing::Test {
       }
       if (finetune == 0) std::this_thread::sleep_for(milliseconds(50));
     }
-    EXPECT_NE(finetune, 0) << worker_->Log() << coordinator_->Log();
+    EXPECT_NE(finetune, 0) << worker_->Log() << coordinator_.process->Log();
     std::this_thread::sleep_for(seconds(3));
     return {sweep->id(), finetune};
   }
 
   fs::path dir_;
-  std::string address_;
+  testing::LoopbackCoordinator coordinator_;
+  cli::ExplorerClient* client_ = nullptr;  // coordinator_'s
   std::string model_hash_;
-  std::unique_ptr<Process> coordinator_;
   std::unique_ptr<Process> worker_;
-  std::unique_ptr<cli::ExplorerClient> client_;
 };
 
 TEST_F(CancelTest, CancellingASweepFreesAFineTuningWorkerForTheNextSweep) {
@@ -149,7 +131,7 @@ TEST_F(CancelTest, CancellingASweepFreesAFineTuningWorkerForTheNextSweep) {
   EXPECT_NE(log.find(absl::StrCat("trial ", finetune, ": cancelled by the coordinator")),
             std::string::npos)
       << log;
-  EXPECT_EQ(testing::QueryIds((dir_ / "results.db").string(),
+  EXPECT_EQ(testing::QueryIds(coordinator_.db,
                               absl::StrCat("SELECT COUNT(*) FROM results WHERE trial_id = ",
                                            finetune)),
             std::vector<int64_t>{0});
