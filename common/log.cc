@@ -6,30 +6,16 @@
 #include "absl/time/clock.h"
 
 namespace bitsweep {
-namespace {
 
-char LevelLetter(LogLevel level) {
-  switch (level) {
-    case LogLevel::kInfo:
-      return 'I';
-    case LogLevel::kWarning:
-      return 'W';
-    case LogLevel::kError:
-      return 'E';
-  }
-  return '?';
-}
-
-}  // namespace
-
-std::string FormatLogLine(absl::Time when, LogLevel level, absl::string_view component,
+std::string FormatLogLine(absl::Time time, LogLevel level, absl::string_view component,
                           absl::string_view message) {
-  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", when, absl::UTCTimeZone()), " ",
-                      std::string(1, LevelLetter(level)), " ", component, ": ", message, "\n");
+  const char* letter = level == LogLevel::kInfo ? "I" : level == LogLevel::kWarning ? "W" : "E";
+  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", time, absl::UTCTimeZone()), " ",
+                      letter, " ", component, ": ", message);
 }
 
 void Log(LogLevel level, absl::string_view component, absl::string_view message) {
-  const std::string line = FormatLogLine(absl::Now(), level, component, message);
+  const std::string line = FormatLogLine(absl::Now(), level, component, message) + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

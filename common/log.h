@@ -1,13 +1,11 @@
-// One log line format for every bitsweep process (coordinator, worker, CLI in local mode):
+// Timestamped, levelled lines on stderr for the long-running processes (coordinator, worker):
+// lifecycle events and every failing call, for `docker logs`, journald and people.
 //
-//   2026-12-03T13:01:02.123Z W worker host-a-17: report failed: UNAVAILABLE: connection refused
+//   bitsweep::Log(bitsweep::LogLevel::kWarning, "coordinator",
+//                 absl::StrCat("/bitsweep.v1.Explorer/SubmitSweep failed: ", status.ToString()));
+//   // 2026-12-03T13:01:02.123Z W coordinator: /bitsweep.v1.Explorer/SubmitSweep failed: ...
 //
-// UTC timestamp with milliseconds, a one-letter level (I, W, E), the component, the message. Each
-// line is written to stderr with one fwrite, so lines of threads and processes sharing the stream
-// do not interleave. Abseil 20220623 has no absl/log; this is the project's.
-//
-//   Log(LogLevel::kInfo, "worker w1", "registered");
-//   Log(LogLevel::kWarning, "coordinator", absl::StrCat("Report failed: ", status.ToString()));
+// One write per line, so lines of concurrent threads never interleave.
 #ifndef BITSWEEP_COMMON_LOG_H_
 #define BITSWEEP_COMMON_LOG_H_
 
@@ -20,11 +18,11 @@ namespace bitsweep {
 
 enum class LogLevel { kInfo, kWarning, kError };
 
-// The line Log writes (with its trailing newline), at time `when`.
-std::string FormatLogLine(absl::Time when, LogLevel level, absl::string_view component,
+// "TIME L COMPONENT: MESSAGE" with TIME in UTC (milliseconds) and L one of I, W, E.
+std::string FormatLogLine(absl::Time time, LogLevel level, absl::string_view component,
                           absl::string_view message);
 
-// Writes FormatLogLine(now, ...) to stderr.
+// Writes FormatLogLine(absl::Now(), ...) and a newline to stderr.
 void Log(LogLevel level, absl::string_view component, absl::string_view message);
 
 }  // namespace bitsweep

@@ -323,8 +323,9 @@ absl::Status Worker::Register() {
     stats_.worker_id = worker_id_;
   }
   Log(LogLevel::kInfo, absl::StrCat("registered as ", worker_id_, " (heartbeat every ",
-                   absl::FormatDuration(heartbeat_interval_), ", ", options_.threads,
-                   " threads, models in ", options_.model_cache_dir, ")"));
+                                    absl::FormatDuration(heartbeat_interval_), ", ",
+                                    options_.threads, " threads, models in ",
+                                    options_.model_cache_dir, ")"));
   return absl::OkStatus();
 }
 
@@ -623,8 +624,9 @@ absl::StatusOr<v1::HeartbeatResponse> Worker::SendHeartbeat(std::set<std::string
       Call(&v1::WorkerService::Stub::Heartbeat, request, &response, options_.rpc_timeout);
   if (!s.ok()) {
     if (s.code() != absl::StatusCode::kNotFound && !stopping()) {
-      Log(LogLevel::kWarning, absl::StrCat("Heartbeat failed: ", absl::StatusCodeToString(s.code()),
-                                           ": ", s.message()));
+      Log(LogLevel::kWarning, absl::StrCat("Heartbeat failed: ",
+                                           absl::StatusCodeToString(s.code()), ": ",
+                                           s.message()));
     }
     return s;
   }
@@ -651,8 +653,9 @@ void Worker::ReturnLeasesOnStop(const std::set<std::string>& leases) {
                                       " lease(s) to the coordinator"));
   } else {
     Log(LogLevel::kWarning,
-        absl::StrCat("ReturnLeases failed: ", absl::StatusCodeToString(FromGrpcStatus(status).code()),
-                     ": ", status.error_message(), "; the leases will expire"));
+        absl::StrCat("ReturnLeases failed: ",
+                     absl::StatusCodeToString(FromGrpcStatus(status).code()), ": ",
+                     status.error_message(), "; the leases will expire"));
   }
 }
 
@@ -672,8 +675,8 @@ std::vector<v1::LeasedTrial> Worker::ReportOutcome(
   } else {
     *request.mutable_error() = TrialErrorFromStatus(outcome.status());
     Log(LogLevel::kInfo, absl::StrCat("trial ", trial.trial_id(), " failed (",
-                     request.error().permanent() ? "permanent" : "transient",
-                     "): ", request.error().message()));
+                                      request.error().permanent() ? "permanent" : "transient",
+                                      "): ", request.error().message()));
   }
   // Retried until the coordinator answers: a finished result is worth waiting for. The lease is
   // heartbeated between attempts, which keeps it alive while the coordinator cannot store the

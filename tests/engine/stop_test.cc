@@ -46,8 +46,9 @@ class StopTest : public ::testing::Test {
     ASSERT_TRUE(graph.ok()) << graph.status();
     graph_ = new Graph(*std::move(graph));
     for (auto [split, limit, out] : {std::tuple{"t10k", 1000, &eval_}, {"train", 640, &train_}}) {
-      absl::StatusOr<Dataset> d = LoadDataset(absl::StrCat("idx:", kData, "/", split),
-                                              {.mean = {0.2860f}, .std = {0.3530f}, .limit = limit});
+      absl::StatusOr<Dataset> d =
+          LoadDataset(absl::StrCat("idx:", kData, "/", split),
+                      {.mean = {0.2860f}, .std = {0.3530f}, .limit = limit});
       ASSERT_TRUE(d.ok()) << d.status();
       *out = new Dataset(*std::move(d));
     }

@@ -21,7 +21,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "common/log.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -651,15 +650,6 @@ TEST_F(WorkerTest, StopDuringReportRetriesReturnsTheLease) {
   StopWorker();
   EXPECT_EQ(service.returned(), std::vector<std::string>{lease});
   EXPECT_TRUE(service.reports().empty());
-}
-
-TEST(LogTest, LinesCarryUtcTimeLevelAndComponent) {
-  const absl::Time t = absl::FromUnixMillis(1796302862123);  // 2026-12-03T13:01:02.123Z
-  EXPECT_EQ(FormatLogLine(t, LogLevel::kWarning, "worker w1", "Report failed: UNAVAILABLE: x"),
-            "2026-12-03T13:01:02.123Z W worker w1: Report failed: UNAVAILABLE: x\n");
-  EXPECT_EQ(FormatLogLine(t + absl::Milliseconds(5), LogLevel::kInfo, "c", "m"),
-            "2026-12-03T13:01:02.128Z I c: m\n");
-  EXPECT_EQ(FormatLogLine(t, LogLevel::kError, "c", ""), "2026-12-03T13:01:02.123Z E c: \n");
 }
 
 TEST_F(WorkerTest, RegistersAgainAfterNotFound) {

@@ -1,8 +1,8 @@
-// Stopping long engine calls between batches. Evaluate (and int8::EvaluateInt8), CalibrateActivations,
-// Train, RunTrial and FinetuneTrial take an optional StopFn in their options and call it before
-// every batch; once it returns true the call ends with CANCELLED instead of finishing its pass.
-// The engine has no threads or RPCs of its own to watch: the caller decides what "stop" means
-// (a worker's cancel flag, a test's batch counter).
+// Stopping long engine calls between batches. Evaluate (and int8::EvaluateInt8),
+// CalibrateActivations, Train, RunTrial and FinetuneTrial take an optional StopFn in their options
+// and call it before every batch; once it returns true the call ends with CANCELLED instead of
+// finishing its pass. The engine has no threads or RPCs of its own to watch: the caller decides
+// what "stop" means (a worker's cancel flag, a test's batch counter).
 //
 //   std::atomic<bool> cancel{false};
 //   EvalOptions options;
