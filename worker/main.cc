@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/flag_names.h"
+#include "common/log.h"
 #include "common/metrics_exposer.h"
 #include "common/version.h"
 #include "grpcpp/create_channel.h"
@@ -132,22 +133,25 @@ int main(int argc, char** argv) {
   std::thread signal_thread([w, signals] {
     int signal = 0;
     sigwait(&signals, &signal);
-    std::fprintf(stderr, "bitsweep-worker: %s, stopping (again to exit at once)\n",
-                 signal == SIGINT ? "interrupted" : "terminated");
+    bitsweep::Log(bitsweep::LogLevel::kInfo, "bitsweep-worker",
+                  absl::StrCat(signal == SIGINT ? "SIGINT" : "SIGTERM",
+                               ": stopping (again to exit at once)"));
     w->Stop();
     sigwait(&signals, &signal);
     std::_Exit(130);
   });
   signal_thread.detach();  // blocked in sigwait until the process ends
 
-  std::fprintf(stderr, "bitsweep-worker %s: coordinator %s, %d threads%s\n",
-               bitsweep::worker::kEngineVersion, options.coordinator_address.c_str(),
-               options.threads,
-               metrics != nullptr ? absl::StrCat(", metrics on ", absl::GetFlag(FLAGS_metrics_address),
-                                                 ":", metrics->port())
-                                        .c_str()
-                                  : "");
+  bitsweep::Log(
+      bitsweep::LogLevel::kInfo, "bitsweep-worker",
+      absl::StrCat("starting (", bitsweep::worker::kEngineVersion, "): coordinator ",
+                   options.coordinator_address, ", ", options.threads, " threads",
+                   metrics != nullptr ? absl::StrCat(", metrics on ",
+                                                     absl::GetFlag(FLAGS_metrics_address), ":",
+                                                     metrics->port())
+                                      : ""));
   const absl::Status status = w->Run();
   if (!status.ok()) return Fail(std::string(status.message()));
+  bitsweep::Log(bitsweep::LogLevel::kInfo, "bitsweep-worker", "exiting");
   return 0;
 }

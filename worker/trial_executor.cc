@@ -342,9 +342,15 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
   inputs.calibration_cache = &calibration_cache_;
   inputs.model_key = model.hash;
   inputs.calibration_key = calibration_key;
+  // The engine polls it before every batch (calibration, fine-tuning and evaluation).
+  engine::StopFn stop;
+  if (options.cancelled != nullptr) {
+    stop = [cancelled = options.cancelled] { return cancelled->load(); };
+  }
   engine::EvalOptions eval_options;
   eval_options.batch = settings.batch() > 0 ? settings.batch() : kDefaultBatch;
   eval_options.threads = threads;
+  eval_options.stop = stop;
 
   v1::TrialResult result;
   if (finetune.steps() > 0) {
@@ -362,6 +368,7 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
         finetune.weight_decay() > 0 ? finetune.weight_decay() : kDefaultWeightDecay;
     train_options.seed = finetune.seed() > 0 ? finetune.seed() : kDefaultSeed;
     train_options.threads = threads;
+    train_options.stop = stop;
     ASSIGN_OR_RETURN(engine::FinetuneResult tuned,
                      engine::FinetuneTrial(loaded->proto, inputs, **train, train_options,
                                            eval_options));
@@ -378,6 +385,7 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
     engine::CalibrationRunOptions range_options;
     range_options.threads = threads;
     range_options.histograms = false;
+    range_options.stop = stop;
     ASSIGN_OR_RETURN(engine::ActivationStatsMap stats,
                      calibration_cache_.GetOrCompute(loaded->graph, model.hash, *calibration,
                                                      calibration_key, range_options));

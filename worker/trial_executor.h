@@ -54,8 +54,9 @@ struct ModelRef {
 
 struct ExecuteOptions {
   int threads = 0;  // engine (OpenMP) threads; 0: TrialExecutorOptions::threads
-  // Checked between stages (loading, calibration, fine-tuning, evaluation): when it becomes true
-  // Execute returns CANCELLED as soon as the running engine call ends. May be null.
+  // Checked between stages (loading, calibration, fine-tuning, evaluation) and, inside the engine,
+  // before every batch of calibration, fine-tuning and evaluation: once it is true Execute
+  // returns CANCELLED within a batch. May be null.
   const std::atomic<bool>* cancelled = nullptr;
 };
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
@@ -54,6 +55,33 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
   return sha.HexDigest();
+}
+
+// Report failures worth retrying for as long as the lease lives: the coordinator is out of reach,
+// restarting, overloaded or out of disk.
+bool IsTransientReportFailure(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kCancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The coordinator read the report and refused it (a result out of range, a lease that is not
+// this worker's any more): repeating it cannot help.
+bool IsReportRefusal(absl::StatusCode code) {
+  return code == absl::StatusCode::kInvalidArgument ||
+         code == absl::StatusCode::kFailedPrecondition ||
+         code == absl::StatusCode::kAlreadyExists || code == absl::StatusCode::kOutOfRange;
+}
+
+bool Contains(const google::protobuf::RepeatedPtrField<std::string>& ids, const std::string& id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
 std::string HostName() {
@@ -190,9 +218,9 @@ WorkerStats Worker::stats() const {
   return stats_;
 }
 
-void Worker::Log(const std::string& message) const {
+void Worker::Log(LogLevel level, const std::string& message) const {
   if (!options_.log_to_stderr) return;
-  std::fprintf(stderr, "[worker %s] %s\n", options_.name.c_str(), message.c_str());
+  bitsweep::Log(level, absl::StrCat("worker ", options_.name), message);
 }
 
 void Worker::CountTrial(const char* outcome) {
@@ -237,34 +265,28 @@ bool Worker::SleepUnlessStopped(absl::Duration d) {
   return !stopping_;
 }
 
-void Worker::ResetBackoff() {
-  backoff_ = options_.backoff_initial;
-  last_failure_logged_.clear();
-}
+void Worker::ResetBackoff() { backoff_ = options_.backoff_initial; }
 
-void Worker::HandleFailure(const absl::Status& status, const std::string& what) {
+void Worker::HandleFailure(const absl::Status& status, const std::string& method) {
   if (stopping()) return;
-  const bool unknown_worker = status.code() == absl::StatusCode::kNotFound && what != "register";
+  const bool unknown_worker = status.code() == absl::StatusCode::kNotFound && method != "Register";
   if (unknown_worker) {
-    Log(absl::StrCat(what, ": the coordinator does not know worker '", worker_id_,
-                     "' (", status.message(), "); registering again"));
+    Log(LogLevel::kWarning,
+        absl::StrCat(method, " failed: NOT_FOUND: ", status.message(), " (the coordinator does "
+                     "not know worker '", worker_id_, "'); registering again"));
     worker_id_.clear();
     return;
   }
-  std::string message = absl::StrCat(what, " failed: ", absl::StatusCodeToString(status.code()),
-                                     ": ", status.message());
-  if (status.code() == absl::StatusCode::kUnauthenticated ||
-      status.code() == absl::StatusCode::kPermissionDenied) {
-    absl::StrAppend(&message, " (check the worker token)");
-  }
-  // One line per kind of failure (call and code), not one per retry.
-  const std::string kind = absl::StrCat(what, "/", absl::StatusCodeToString(status.code()));
-  if (kind != last_failure_logged_) {
-    Log(absl::StrCat(message, "; retrying with backoff up to ",
-                     absl::FormatDuration(options_.backoff_max)));
-    last_failure_logged_ = kind;
-  }
   const absl::Duration sleep = backoff_;
+  // Every failed call, with the backoff it costs (which grows to backoff_max in a long outage).
+  Log(LogLevel::kWarning,
+      absl::StrCat(method, " failed: ", absl::StatusCodeToString(status.code()), ": ",
+                   status.message(),
+                   status.code() == absl::StatusCode::kUnauthenticated ||
+                           status.code() == absl::StatusCode::kPermissionDenied
+                       ? " (check the worker token)"
+                       : "",
+                   "; retrying in ", absl::FormatDuration(sleep)));
   {
     absl::MutexLock lock(&mu_);
     ++stats_.rpc_failures;
@@ -300,9 +322,10 @@ absl::Status Worker::Register() {
     ++stats_.registrations;
     stats_.worker_id = worker_id_;
   }
-  Log(absl::StrCat("registered as ", worker_id_, " (heartbeat every ",
-                   absl::FormatDuration(heartbeat_interval_), ", ", options_.threads,
-                   " threads, models in ", options_.model_cache_dir, ")"));
+  Log(LogLevel::kInfo, absl::StrCat("registered as ", worker_id_, " (heartbeat every ",
+                                    absl::FormatDuration(heartbeat_interval_), ", ",
+                                    options_.threads, " threads, models in ",
+                                    options_.model_cache_dir, ")"));
   return absl::OkStatus();
 }
 
@@ -312,7 +335,7 @@ absl::Status Worker::Run() {
   while (!stopping()) {
     if (worker_id_.empty()) {
       if (absl::Status s = Register(); !s.ok()) {
-        HandleFailure(s, "register");
+        HandleFailure(s, "Register");
         continue;
       }
     }
@@ -325,12 +348,16 @@ absl::Status Worker::Run() {
       if (absl::Status s = Call(&v1::WorkerService::Stub::Lease, request, &response,
                                 options_.lease_wait + options_.rpc_timeout);
           !s.ok()) {
-        HandleFailure(s, "lease");
+        HandleFailure(s, "Lease");
         continue;
       }
       ResetBackoff();
       if (response.trials_size() == 0) continue;
       next.assign(response.trials().begin(), response.trials().end());
+    }
+    for (const v1::LeasedTrial& t : next) {
+      Log(LogLevel::kInfo, absl::StrCat("leased trial ", t.trial_id(), " (attempt ", t.attempt(),
+                                        ", lease ", t.lease_id(), ")"));
     }
     {
       absl::MutexLock lock(&mu_);
@@ -338,7 +365,7 @@ absl::Status Worker::Run() {
     }
     next = ProcessTrials(next);
   }
-  Log("stopped");
+  Log(LogLevel::kInfo, "stopped");
   return absl::OkStatus();
 }
 
@@ -362,7 +389,7 @@ std::vector<v1::LeasedTrial> Worker::ProcessTrials(const std::vector<v1::LeasedT
       if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
           code == absl::StatusCode::kCancelled) {
         // The coordinator is out of reach: back off; these leases expire and run again.
-        HandleFailure(model_path.status(), "fetch model");
+        HandleFailure(model_path.status(), "FetchModel");
         return {};
       }
       live_leases.erase(trial.lease_id());
@@ -416,7 +443,8 @@ absl::StatusOr<std::string> Worker::EnsureModel(const std::string& model_hash) {
       verified_models_.insert(hash);
       return path;
     }
-    Log(absl::StrCat("cached model ", path, " does not match its hash; fetching it again"));
+    Log(LogLevel::kWarning,
+        absl::StrCat("cached model ", path, " does not match its hash; fetching it again"));
     std::filesystem::remove(path, ec);
   }
   RETURN_IF_ERROR(FetchModel(hash, path));
@@ -488,7 +516,8 @@ absl::Status Worker::FetchModel(const std::string& hash, const std::string& path
     absl::MutexLock lock(&mu_);
     ++stats_.models_fetched;
   }
-  Log(absl::StrCat("fetched model ", hash.substr(0, 12), " (", received, " bytes)"));
+  Log(LogLevel::kInfo,
+      absl::StrCat("fetched model ", hash.substr(0, 12), " (", received, " bytes)"));
   return absl::OkStatus();
 }
 
@@ -523,35 +552,34 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
   });
 
   TrialFate fate = TrialFate::kReport;
+  absl::Time dropped_at;
   absl::Time next_heartbeat = clock_->Now();  // at once: the trial may be cancelled already
   while (true) {
     if (clock_->Now() >= next_heartbeat) {
-      v1::HeartbeatRequest request;
-      request.set_worker_id(worker_id_);
-      for (const std::string& lease : *live_leases) request.add_lease_ids(lease);
-      v1::HeartbeatResponse response;
-      const absl::Status s =
-          Call(&v1::WorkerService::Stub::Heartbeat, request, &response, options_.rpc_timeout);
-      if (s.ok()) {
-        for (const std::string& lease : response.cancelled_lease_ids()) live_leases->erase(lease);
-        for (const std::string& lease : response.lost_lease_ids()) live_leases->erase(lease);
+      absl::StatusOr<v1::HeartbeatResponse> response = SendHeartbeat(live_leases);
+      if (response.ok()) {
         if (!live_leases->contains(trial.lease_id())) {
-          Log(absl::StrCat("trial ", trial.trial_id(), " was cancelled or its lease lost; "
-                           "dropping it"));
+          Log(LogLevel::kInfo,
+              absl::StrCat("trial ", trial.trial_id(), ": ",
+                           Contains(response->cancelled_lease_ids(), trial.lease_id())
+                               ? "cancelled by the coordinator"
+                               : "its lease was lost (expired or given to another worker)",
+                           "; stopping it"));
           fate = TrialFate::kDropped;
         }
-      } else if (s.code() == absl::StatusCode::kNotFound) {
+      } else if (response.status().code() == absl::StatusCode::kNotFound) {
         // The coordinator forgot this worker, and with it every lease we hold.
-        Log(absl::StrCat("heartbeat: unknown worker (", s.message(), "); dropping trial ",
-                         trial.trial_id(), " and registering again"));
+        Log(LogLevel::kWarning,
+            absl::StrCat("Heartbeat failed: NOT_FOUND: ", response.status().message(),
+                         " (unknown worker); stopping trial ", trial.trial_id(),
+                         " and registering again"));
         worker_id_.clear();
         live_leases->clear();
         fate = TrialFate::kDropped;
-      } else if (s.code() != absl::StatusCode::kCancelled) {
-        // Keep working: the lease outlives a few missed heartbeats, and a late report counts.
-        Log(absl::StrCat("heartbeat failed: ", s.ToString()));
       }
+      // Other failures: keep working; the lease outlives a few missed heartbeats.
       next_heartbeat = clock_->Now() + heartbeat_interval_;
+      if (fate == TrialFate::kDropped) dropped_at = absl::Now();
     }
     if (fate == TrialFate::kDropped) break;
     absl::MutexLock lock(&mu_);
@@ -566,7 +594,12 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
         std::clamp(until_heartbeat, absl::Milliseconds(1), kMaxWaitSlice));
   }
   if (fate != TrialFate::kReport) cancel.store(true);
-  runner.join();  // an engine stage cannot be interrupted; the cancel flag ends the rest
+  runner.join();  // the engine polls the flag before every batch: this is prompt
+  if (fate == TrialFate::kDropped) {
+    Log(LogLevel::kInfo, absl::StrCat("trial ", trial.trial_id(), " stopped ",
+                                      absl::FormatDuration(absl::Now() - dropped_at),
+                                      " after it was dropped"));
+  }
   if (metrics_ != nullptr) {
     metrics_->in_flight->Decrement();
     metrics_->busy_seconds->Increment(absl::ToDoubleSeconds(absl::Now() - busy_since));
@@ -582,6 +615,26 @@ Worker::TrialFate Worker::ExecuteWithHeartbeats(const v1::LeasedTrial& trial,
   return fate;
 }
 
+absl::StatusOr<v1::HeartbeatResponse> Worker::SendHeartbeat(std::set<std::string>* leases) {
+  v1::HeartbeatRequest request;
+  request.set_worker_id(worker_id_);
+  for (const std::string& lease : *leases) request.add_lease_ids(lease);
+  v1::HeartbeatResponse response;
+  const absl::Status s =
+      Call(&v1::WorkerService::Stub::Heartbeat, request, &response, options_.rpc_timeout);
+  if (!s.ok()) {
+    if (s.code() != absl::StatusCode::kNotFound && !stopping()) {
+      Log(LogLevel::kWarning, absl::StrCat("Heartbeat failed: ",
+                                           absl::StatusCodeToString(s.code()), ": ",
+                                           s.message()));
+    }
+    return s;
+  }
+  for (const std::string& lease : response.cancelled_lease_ids()) leases->erase(lease);
+  for (const std::string& lease : response.lost_lease_ids()) leases->erase(lease);
+  return response;
+}
+
 void Worker::ReturnLeasesOnStop(const std::set<std::string>& leases) {
   if (leases.empty() || worker_id_.empty()) return;
   v1::ReturnLeasesRequest request;
@@ -595,10 +648,15 @@ void Worker::ReturnLeasesOnStop(const std::set<std::string>& leases) {
   }
   v1::ReturnLeasesResponse response;
   const grpc::Status status = stub_->ReturnLeases(&context, request, &response);
-  Log(status.ok() ? absl::StrCat("stopping: returned ", response.returned_lease_ids_size(),
-                                 " lease(s) to the coordinator")
-                  : absl::StrCat("stopping: could not return leases (", status.error_message(),
-                                 "); they will expire"));
+  if (status.ok()) {
+    Log(LogLevel::kInfo, absl::StrCat("stopping: returned ", response.returned_lease_ids_size(),
+                                      " lease(s) to the coordinator"));
+  } else {
+    Log(LogLevel::kWarning,
+        absl::StrCat("ReturnLeases failed: ",
+                     absl::StatusCodeToString(FromGrpcStatus(status).code()), ": ",
+                     status.error_message(), "; the leases will expire"));
+  }
 }
 
 std::vector<v1::LeasedTrial> Worker::ReportOutcome(
@@ -616,15 +674,25 @@ std::vector<v1::LeasedTrial> Worker::ReportOutcome(
     }
   } else {
     *request.mutable_error() = TrialErrorFromStatus(outcome.status());
-    Log(absl::StrCat("trial ", trial.trial_id(), " failed (",
-                     request.error().permanent() ? "permanent" : "transient",
-                     "): ", request.error().message()));
+    Log(LogLevel::kInfo, absl::StrCat("trial ", trial.trial_id(), " failed (",
+                                      request.error().permanent() ? "permanent" : "transient",
+                                      "): ", request.error().message()));
   }
+  // Retried until the coordinator answers: a finished result is worth waiting for. The lease is
+  // heartbeated between attempts, which keeps it alive while the coordinator cannot store the
+  // report (disk full, lock timeouts) and says when it is gone (cancelled, expired, reassigned).
+  std::set<std::string> lease = {trial.lease_id()};
   bool registered_again = false;
-  for (int attempt = 1; attempt <= options_.report_attempts && !stopping(); ++attempt) {
+  int other_failures = 0;  // failures neither transient nor a refusal (INTERNAL, UNKNOWN, ...)
+  std::string undelivered;  // why the outcome was not delivered
+  while (true) {
+    if (stopping()) {
+      undelivered = "the worker is stopping";
+      break;
+    }
     if (worker_id_.empty()) {
       if (absl::Status s = Register(); !s.ok()) {
-        HandleFailure(s, "register");
+        HandleFailure(s, "Register");
         continue;
       }
     }
@@ -641,20 +709,43 @@ std::vector<v1::LeasedTrial> Worker::ReportOutcome(
         ++(success ? stats_.reported : stats_.failed);
       }
       if (success) {
-        Log(absl::StrFormat("trial %d done: top1 %.4f, %.1f pJ, %.2f s%s", trial.trial_id(),
+        Log(LogLevel::kInfo,
+            absl::StrFormat("trial %d done: top1 %.4f, %.1f pJ, %.2f s%s", trial.trial_id(),
                             outcome->top1(), outcome->energy_pj(), outcome->wall_seconds(),
                             response.accepted() ? "" : " (not accepted: already finished)"));
       }
       ResetBackoff();
       return {response.next().begin(), response.next().end()};
     }
+    if (stopping()) continue;
     if (s.code() == absl::StatusCode::kNotFound) {
-      if (registered_again) break;  // unknown trial or lease, not just an unknown worker
+      if (registered_again) {  // unknown trial or lease, not just an unknown worker
+        undelivered = absl::StrCat("Report failed: NOT_FOUND: ", s.message());
+        break;
+      }
       registered_again = true;
+      HandleFailure(s, "Report");  // forgets the worker id: register again, then retry
+      continue;
     }
-    HandleFailure(s, "report");
+    if (IsReportRefusal(s.code()) ||
+        (!IsTransientReportFailure(s.code()) && ++other_failures >= options_.report_attempts)) {
+      undelivered = absl::StrCat("Report failed: ", absl::StatusCodeToString(s.code()), ": ",
+                                 s.message());
+      break;
+    }
+    HandleFailure(s, "Report");
+    if (stopping() || worker_id_.empty()) continue;
+    if (absl::StatusOr<v1::HeartbeatResponse> h = SendHeartbeat(&lease); h.ok() && lease.empty()) {
+      undelivered = Contains(h->cancelled_lease_ids(), trial.lease_id())
+                        ? "the trial was cancelled"
+                        : "its lease was lost (expired or given to another worker)";
+      break;
+    }
   }
-  Log(absl::StrCat("gave up reporting trial ", trial.trial_id(), "; its lease will expire"));
+  Log(stopping() ? LogLevel::kWarning : LogLevel::kError,
+      absl::StrCat("trial ", trial.trial_id(), ": ",
+                   request.has_result() ? "result" : "error", " not reported: ", undelivered));
+  if (stopping() && !lease.empty()) ReturnLeasesOnStop(lease);
   CountTrial("dropped");
   absl::MutexLock lock(&mu_);
   ++stats_.dropped;

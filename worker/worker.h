@@ -13,14 +13,22 @@
 //   restarted on a new database, or expired us); register again. During a trial, its lease is
 //   then gone too: the trial is dropped.
 // - A heartbeat naming the trial's lease as cancelled or lost: the trial is cancelled (its flag
-//   set) and its result dropped, never reported.
+//   set; the engine polls it before every batch, so the worker is free within a batch) and
+//   nothing is reported for it; the worker goes on to its next lease.
 // - UNAVAILABLE, DEADLINE_EXCEEDED and anything else: wait with exponential backoff (initial,
 //   doubling, capped at backoff_max; reset after a successful lease) and try again. The gRPC
 //   channel reconnects by itself; its reconnect backoff is set to the same bounds.
+// - A finished trial is kept until its report is answered: transient Report failures
+//   (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED) are retried with backoff for as
+//   long as the lease lives (heartbeats between attempts keep it alive and say when it was
+//   cancelled or lost); a refusal (INVALID_ARGUMENT, FAILED_PRECONDITION: e.g. the lease is
+//   another worker's now) ends it at once, other errors after report_attempts.
 // - FetchModel NOT_FOUND means the coordinator does not know the model: the trial is reported as
 //   a permanent error (there is no worker id in that call to be unknown).
 // Stop() (any thread) cancels the RPC in flight and the running trial; Run() returns promptly
-// (a running engine stage finishes first) after giving the leases it holds back (ReturnLeases).
+// (within an engine batch) after giving the leases it holds back (ReturnLeases).
+// Lifecycle events and every failed call (method, code, message) are logged to stderr
+// (common/log.h) unless log_to_stderr is false.
 //
 //   WorkerOptions options;
 //   options.coordinator_address = "127.0.0.1:7070";
@@ -50,6 +58,7 @@
 #include "absl/time/time.h"
 #include "bitsweep/v1/worker.grpc.pb.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "worker/thread_budget.h"
@@ -82,8 +91,8 @@ struct WorkerOptions {
   // Deadline of every call besides Lease (lease_wait + this) and FetchModel (fetch_timeout).
   absl::Duration rpc_timeout = absl::Seconds(30);
   absl::Duration fetch_timeout = absl::Minutes(5);
-  // Report is retried this many times on transient failures (the coordinator stores a report
-  // even from an expired lease, so a late result is still worth delivering).
+  // Report failures that are neither transient (retried while the lease lives) nor a refusal
+  // (given up at once), e.g. INTERNAL, are tried this many times.
   int report_attempts = 8;
   // Decides when heartbeats are due; waits themselves are real time, bounded by the durations
   // above. Not owned; null: the real clock.
@@ -98,7 +107,9 @@ struct WorkerOptions {
   // bitsweep_worker_trials_in_flight{worker}, bitsweep_worker_busy_seconds_total{worker},
   // bitsweep_worker_trial_duration_seconds{worker} (docs/SERVICE.md lists them).
   prometheus::Registry* metrics = nullptr;
-  bool log_to_stderr = true;  // one line per state change (registered, trial done, failures)
+  // One line per state change (registered, leased, trial done/dropped, stopping) and per failed
+  // call, in common/log.h's format.
+  bool log_to_stderr = true;
 };
 
 // What the worker has done so far; for tests, logs and `bitsweep local`.
@@ -108,7 +119,7 @@ struct WorkerStats {
   int64_t leases = 0;           // trials leased
   int64_t reported = 0;         // results reported
   int64_t failed = 0;           // trial errors reported
-  int64_t dropped = 0;          // cancelled or lost trials, not reported
+  int64_t dropped = 0;          // cancelled or lost trials, and outcomes not delivered
   int64_t models_fetched = 0;   // FetchModel downloads
   int64_t rpc_failures = 0;     // failed calls that led to a backoff
   absl::Duration last_backoff;  // the latest backoff slept
@@ -153,8 +164,9 @@ class Worker {
   void EndCall() ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::Status Register();
-  // Backs off (interruptibly) after a failed call; NOT_FOUND forgets the worker id.
-  void HandleFailure(const absl::Status& status, const std::string& what);
+  // Logs a failed call of `method` ("Lease", "Report", ...) and backs off (interruptibly);
+  // NOT_FOUND forgets the worker id instead.
+  void HandleFailure(const absl::Status& status, const std::string& method);
   void ResetBackoff();
   // Sleeps up to `d` real time; returns early (false) when stopping.
   bool SleepUnlessStopped(absl::Duration d) ABSL_LOCKS_EXCLUDED(mu_);
@@ -177,13 +189,19 @@ class Worker {
   TrialFate ExecuteWithHeartbeats(const v1::LeasedTrial& trial, const std::string& model_path,
                                   std::set<std::string>* live_leases,
                                   absl::StatusOr<v1::TrialResult>* outcome);
-  // Reports (retrying, re-registering when forgotten); returns the trials leased with it.
+  // One Heartbeat for `leases` (logged when it fails); erases those the coordinator names
+  // cancelled or lost.
+  absl::StatusOr<v1::HeartbeatResponse> SendHeartbeat(std::set<std::string>* leases);
+  // Reports until the coordinator answers (retrying transient failures with backoff while
+  // heartbeating the lease, re-registering once when forgotten); gives up when the lease is
+  // cancelled or lost, the report is refused, or on Stop (returning the lease). Returns the
+  // trials leased with it.
   std::vector<v1::LeasedTrial> ReportOutcome(const v1::LeasedTrial& trial,
                                              const absl::StatusOr<v1::TrialResult>& outcome,
                                              int lease_next);
   bool ExecutionDoneOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  void Log(const std::string& message) const;
+  void Log(LogLevel level, const std::string& message) const;
   void CountTrial(const char* outcome);
 
   WorkerOptions options_;
@@ -199,7 +217,6 @@ class Worker {
   absl::Duration heartbeat_interval_ = absl::Seconds(10);
   absl::Duration backoff_;
   std::set<std::string> verified_models_;  // hashes whose cached file matched once
-  std::string last_failure_logged_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

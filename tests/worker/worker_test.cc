@@ -1,7 +1,8 @@
 // Worker loop against an in-process fake WorkerService on 127.0.0.1: register -> lease -> fetch
-// model -> report; cancellation by heartbeat; re-registration after NOT_FOUND; backoff while the
-// coordinator is unavailable, then recovery; Stop() during a long poll. Durations are tiny and
-// trials evaluate 200 images, so nothing here sleeps long.
+// model -> report; cancellation by heartbeat (also in the middle of a long fine-tuning);
+// re-registration after NOT_FOUND; backoff while the coordinator is unavailable, then recovery;
+// report retries (until accepted, until the lease is lost, refusals, Stop); Stop() during a long
+// poll. Durations are tiny and trials evaluate 200 images, so nothing here sleeps long.
 #include "worker/worker.h"
 
 #include <openssl/evp.h>
@@ -88,7 +89,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
 
   // Queues a trial on the fake's model; returns its lease id.
   std::string Enqueue(int64_t trial_id, const std::string& config_json,
-                      const std::string& model_hash = "") {
+                      const std::string& model_hash = "", int64_t finetune_steps = 0) {
     absl::MutexLock lock(&mu_);
     v1::LeasedTrial t;
     t.set_trial_id(trial_id);
@@ -97,6 +98,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     t.set_model_hash(model_hash.empty() ? model_hash_ : model_hash);
     *t.mutable_settings() = SmallSettings();
     t.mutable_spec()->set_config_json(config_json);
+    t.mutable_spec()->mutable_finetune()->set_steps(finetune_steps);
     queue_.push_back(t);
     return t.lease_id();
   }
@@ -112,6 +114,34 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   void SetLoseOnHeartbeat(bool lose) {
     absl::MutexLock lock(&mu_);
     lose_on_heartbeat_ = lose;
+  }
+  // Heartbeats name `lease` cancelled once it was handed out `after` ago.
+  void CancelLeaseAfter(const std::string& lease, absl::Duration after) {
+    absl::MutexLock lock(&mu_);
+    cancel_lease_ = lease;
+    cancel_after_ = after;
+  }
+  // The next `n` Report calls fail with `code` (after being recorded in report_attempts()).
+  void FailReports(int n, grpc::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    failing_reports_ = n;
+    report_failure_code_ = code;
+  }
+  // Heartbeats name a lease lost once a report for it was attempted.
+  void SetLoseReportedLeases(bool lose) {
+    absl::MutexLock lock(&mu_);
+    lose_reported_leases_ = lose;
+  }
+  // When the first heartbeat naming a lease cancelled was answered, and when the next trial was
+  // handed out after it (InfinitePast: not yet).
+  absl::Time cancel_sent_at() const { absl::MutexLock lock(&mu_); return cancel_sent_at_; }
+  absl::Time leased_after_cancel_at() const {
+    absl::MutexLock lock(&mu_);
+    return leased_after_cancel_at_;
+  }
+  std::vector<v1::ReportRequest> report_attempts() const {
+    absl::MutexLock lock(&mu_);
+    return report_attempts_;
   }
   void SetHonorLeaseWait(bool honor) {
     absl::MutexLock lock(&mu_);
@@ -176,8 +206,7 @@ class FakeWorkerService final : public v1::WorkerService::Service {
                            absl::Milliseconds(5));
     }
     if (!queue_.empty()) {
-      *response->add_trials() = queue_.front();
-      queue_.pop_front();
+      *response->add_trials() = HandOut();
       ++leases_with_trials_;
     }
     return grpc::Status::OK;
@@ -197,8 +226,17 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     }
     ++heartbeats_;
     for (const std::string& lease : request->lease_ids()) {
-      if (cancel_on_heartbeat_) response->add_cancelled_lease_ids(lease);
-      if (lose_on_heartbeat_) response->add_lost_lease_ids(lease);
+      const bool cancel_now = lease == cancel_lease_ && leased_at_.contains(lease) &&
+                              absl::Now() - leased_at_[lease] >= cancel_after_;
+      if (cancel_now && cancel_sent_at_ == absl::InfinitePast()) cancel_sent_at_ = absl::Now();
+      if (cancel_on_heartbeat_ || cancel_now) response->add_cancelled_lease_ids(lease);
+      const bool reported = std::any_of(report_attempts_.begin(), report_attempts_.end(),
+                                        [&](const v1::ReportRequest& r) {
+                                          return r.lease_id() == lease;
+                                        });
+      if (lose_on_heartbeat_ || (lose_reported_leases_ && reported)) {
+        response->add_lost_lease_ids(lease);
+      }
     }
     response->set_deadline_ms(absl::ToUnixMillis(absl::Now()) + 60000);
     return grpc::Status::OK;
@@ -226,11 +264,15 @@ class FakeWorkerService final : public v1::WorkerService::Service {
     if (!known_workers_.contains(request->worker_id())) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown worker");
     }
+    report_attempts_.push_back(*request);
+    if (failing_reports_ > 0) {
+      --failing_reports_;
+      return grpc::Status(report_failure_code_, "scripted: report failed");
+    }
     reports_.push_back(*request);
     response->set_accepted(true);
     for (int i = 0; i < request->lease_next() && !queue_.empty(); ++i) {
-      *response->add_next() = queue_.front();
-      queue_.pop_front();
+      *response->add_next() = HandOut();
     }
     return grpc::Status::OK;
   }
@@ -261,6 +303,17 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   }
 
  private:
+  v1::LeasedTrial HandOut() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::LeasedTrial t = queue_.front();
+    queue_.pop_front();
+    leased_at_[t.lease_id()] = absl::Now();
+    if (cancel_sent_at_ != absl::InfinitePast() &&
+        leased_after_cancel_at_ == absl::InfinitePast()) {
+      leased_after_cancel_at_ = absl::Now();
+    }
+    return t;
+  }
+
   // Records the authorization header; fails the call while unavailable calls remain.
   grpc::Status Common(grpc::ServerContext* context) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto auth = context->client_metadata().find("authorization");
@@ -284,6 +337,15 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   bool lose_on_heartbeat_ ABSL_GUARDED_BY(mu_) = false;
   bool honor_lease_wait_ ABSL_GUARDED_BY(mu_) = false;
   bool corrupt_model_ ABSL_GUARDED_BY(mu_) = false;
+  std::string cancel_lease_ ABSL_GUARDED_BY(mu_);
+  absl::Duration cancel_after_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Time> leased_at_ ABSL_GUARDED_BY(mu_);
+  absl::Time cancel_sent_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time leased_after_cancel_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int failing_reports_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::StatusCode report_failure_code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::UNAVAILABLE;
+  bool lose_reported_leases_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<v1::ReportRequest> report_attempts_ ABSL_GUARDED_BY(mu_);
   int registers_ ABSL_GUARDED_BY(mu_) = 0;
   int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
   int fetches_ ABSL_GUARDED_BY(mu_) = 0;
@@ -500,6 +562,94 @@ TEST_F(WorkerTest, TrialCancelledByHeartbeatIsNotReported) {
   const std::vector<v1::ReportRequest> reports = service.reports();
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_EQ(reports[0].trial_id(), 13);
+}
+
+TEST_F(WorkerTest, TrialCancelledDuringALongFineTuningFreesTheWorker) {
+  FakeWorkerService service;
+  FakeServer server(&service);
+  const std::string lease = service.Enqueue(14, kFixed8, "", /*finetune_steps=*/1'000'000);
+  service.Enqueue(15, "{}");  // waits: the worker runs one trial at a time
+  // Two seconds in, the trial is fine-tuning (a million steps: hours if nothing stopped it).
+  service.CancelLeaseAfter(lease, absl::Seconds(2));
+  StartWorker(Options(server.address()));
+  ASSERT_TRUE(WaitFor([&] { return service.reports().size() == 1; }, absl::Seconds(60)));
+  const std::vector<v1::ReportRequest> reports = service.reports();
+  EXPECT_EQ(reports[0].trial_id(), 15);  // nothing for the cancelled trial
+  EXPECT_TRUE(reports[0].has_result()) << reports[0].error().message();
+  EXPECT_EQ(worker_->stats().dropped, 1);
+  EXPECT_EQ(worker_->stats().reported, 1);
+  std::printf("cancel answered -> next trial leased: %s\n",
+              absl::FormatDuration(service.leased_after_cancel_at() - service.cancel_sent_at())
+                  .c_str());
+}
+
+TEST_F(WorkerTest, KeepsAFinishedResultUntilItsReportIsAccepted) {
+  FakeWorkerService service;
+  service.FailReports(3, grpc::StatusCode::UNAVAILABLE);
+  FakeServer server(&service);
+  StartWorker(Options(server.address()));
+  service.Enqueue(16, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().reported == 1; }));
+  // Delivered once, on the fourth attempt, and every attempt carried the same bytes.
+  const std::vector<v1::ReportRequest> attempts = service.report_attempts();
+  ASSERT_EQ(attempts.size(), 4u);
+  for (const v1::ReportRequest& a : attempts) {
+    EXPECT_EQ(a.SerializeAsString(), attempts[0].SerializeAsString());
+  }
+  const std::vector<v1::ReportRequest> reports = service.reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].SerializeAsString(), attempts[0].SerializeAsString());
+  ASSERT_TRUE(reports[0].has_result());
+  EXPECT_EQ(reports[0].result().samples(), 200);
+  EXPECT_GT(reports[0].result().top1(), 0.7);
+  const WorkerStats stats = worker_->stats();
+  EXPECT_EQ(stats.dropped, 0);
+  EXPECT_GE(stats.rpc_failures, 3);
+  // The lease was heartbeated between attempts, so it stayed alive meanwhile.
+  EXPECT_GE(service.heartbeats(), 1 + 3);
+}
+
+TEST_F(WorkerTest, StopsRetryingAReportWhenItsLeaseIsLost) {
+  FakeWorkerService service;
+  service.FailReports(1'000'000, grpc::StatusCode::UNAVAILABLE);
+  service.SetLoseReportedLeases(true);
+  FakeServer server(&service);
+  StartWorker(Options(server.address()));
+  service.Enqueue(17, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().dropped == 1; }));
+  EXPECT_TRUE(service.reports().empty());
+  const size_t attempts = service.report_attempts().size();
+  EXPECT_GE(attempts, 1u);
+  // The worker moved on: the next trial is reported once reports go through again.
+  service.FailReports(0, grpc::StatusCode::UNAVAILABLE);
+  service.Enqueue(18, "{}");
+  ASSERT_TRUE(WaitFor([&] { return service.reports().size() == 1; }));
+  EXPECT_EQ(service.reports()[0].trial_id(), 18);
+  for (size_t i = 0; i < attempts; ++i) EXPECT_EQ(service.report_attempts()[i].trial_id(), 17);
+}
+
+TEST_F(WorkerTest, ARefusedReportIsNotRetried) {
+  FakeWorkerService service;
+  service.FailReports(1, grpc::StatusCode::FAILED_PRECONDITION);  // e.g. not the lease holder
+  FakeServer server(&service);
+  StartWorker(Options(server.address()));
+  service.Enqueue(19, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().dropped == 1; }));
+  EXPECT_EQ(service.report_attempts().size(), 1u);
+  EXPECT_TRUE(service.reports().empty());
+  EXPECT_EQ(worker_->stats().rpc_failures, 0);  // no backoff either
+}
+
+TEST_F(WorkerTest, StopDuringReportRetriesReturnsTheLease) {
+  FakeWorkerService service;
+  service.FailReports(1'000'000, grpc::StatusCode::UNAVAILABLE);
+  FakeServer server(&service);
+  StartWorker(Options(server.address()));
+  const std::string lease = service.Enqueue(20, kFixed8);
+  ASSERT_TRUE(WaitFor([&] { return service.report_attempts().size() >= 2; }));
+  StopWorker();
+  EXPECT_EQ(service.returned(), std::vector<std::string>{lease});
+  EXPECT_TRUE(service.reports().empty());
 }
 
 TEST_F(WorkerTest, RegistersAgainAfterNotFound) {

@@ -20,6 +20,7 @@ absl::Status RunObserved(const Graph& graph, const Dataset& data, const Calibrat
   int64_t net_batch = 0;
   std::vector<float> input(static_cast<size_t>(full * sample));
   for (int64_t first = 0; first < data.size(); first += full) {
+    RETURN_IF_ERROR(CheckStop(options.stop, "calibration"));
     const int64_t count = std::min(full, data.size() - first);
     if (count != net_batch) {
       net.reset();  // one network (and its activation buffers) alive at a time

@@ -18,6 +18,7 @@
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/quant/plan.h"
+#include "worker/engine/stop.h"
 
 namespace bitsweep::engine {
 
@@ -28,6 +29,9 @@ struct CalibrationRunOptions {
   int threads = 0;
   // A second pass fills |x| histograms (percentile, mse and entropy calibrators need them).
   bool histograms = true;
+  // Polled before every batch of each pass (stop.h): true ends the calibration with CANCELLED
+  // (a CalibrationCache keeps nothing of it).
+  StopFn stop;
 };
 
 using ActivationStatsMap = std::map<std::string, quant::ActivationStats>;

@@ -136,6 +136,7 @@ absl::StatusOr<EvalResult> EvaluateNetwork(const Graph& graph, const Dataset& da
   ASSIGN_OR_RETURN(EvalResult result,
                    ScoreDataset(dataset, b.batch, layout.num_classes, layout.probabilities,
                                 [&](const float* input) -> absl::StatusOr<const float*> {
+                                  RETURN_IF_ERROR(CheckStop(options.stop, "evaluation"));
                                   RETURN_IF_ERROR(net->RunSingle(input, scores.data()));
                                   return scores.data();
                                 }));

@@ -16,6 +16,7 @@
 #include "worker/engine/graph.h"
 #include "worker/engine/layer_info.h"
 #include "worker/engine/quant/plan.h"
+#include "worker/engine/stop.h"
 
 namespace bitsweep::engine {
 
@@ -23,6 +24,9 @@ struct EvalOptions {
   int64_t batch = 256;
   int threads = 0;  // 0: OpenMP default
   const quant::QuantPlan* quant = nullptr;  // emulate this quantization (not owned)
+  // Polled before every batch (stop.h): true ends the evaluation with CANCELLED. RunTrial and
+  // FinetuneTrial pass it on to their calibration and training too.
+  StopFn stop;
 };
 
 struct EvalResult {

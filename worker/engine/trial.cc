@@ -62,6 +62,7 @@ absl::StatusOr<TrialResult> RunTrialWith(const TrialInputs& in, const EvalOption
     }
     CalibrationRunOptions calibration;
     calibration.threads = options.threads;
+    calibration.stop = options.stop;
     // Never above the evaluation's batch: a model exported with a static batch runs only at it.
     calibration.batch = std::min(calibration.batch, options.batch);
     calibration.histograms = in.config->calibration.method != quant::CalibrationMethod::kMax;
@@ -130,6 +131,7 @@ absl::StatusOr<FinetuneResult> FinetuneTrial(const onnx::ModelProto& model, Tria
   TrainOptions train_options = options;
   train_options.epochs = std::max<int>(train_options.epochs, 1000);  // max_steps decides
   train_options.quant = HooksFromPlan(result.before.plan, graph);
+  if (!train_options.stop) train_options.stop = eval_options.stop;
   ASSIGN_OR_RETURN(result.tuned, Train(model, train, train_options));
   ASSIGN_OR_RETURN(Graph tuned_graph, ImportOnnxModel(result.tuned, {}, "fine-tuned model"));
   inputs.graph = &tuned_graph;

@@ -53,12 +53,14 @@ struct TrialResult {
 // network at the batch the model declares, or 1 when it is dynamic).
 absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
 
+// options.stop (stop.h) also stops the calibration; CANCELLED then.
 absl::StatusOr<TrialResult> RunTrial(const TrialInputs& inputs, const EvalOptions& options);
 
 // Quantization-aware fine-tuning of one trial: RunTrial on `model`, then `options` (max_steps,
 // learning rate, ...) of SGD on `train` with the trial's quantizers as fake-quant hooks (weights
 // re-quantized from the fp32 shadow weights every step), then RunTrial again on the tuned model,
-// recalibrated. `inputs.graph` is ignored: the graph is imported from `model`.
+// recalibrated. `inputs.graph` is ignored: the graph is imported from `model`. Training stops on
+// options.stop, or on eval_options.stop when that is empty.
 struct FinetuneResult {
   TrialResult before;
   TrialResult after;

@@ -72,6 +72,7 @@ absl::StatusOr<onnx::ModelProto> Train(const onnx::ModelProto& model, const Data
     double loss_sum = 0;
     int64_t correct = 0, batches = 0;
     for (int64_t first = 0; first + batch <= train.size(); first += batch) {
+      RETURN_IF_ERROR(CheckStop(options.stop, "training"));
       for (int64_t i = 0; i < batch; ++i) {
         const int64_t s = order[first + i];
         RETURN_IF_ERROR(train.ReadSamples(s, 1, input.data() + i * sample));

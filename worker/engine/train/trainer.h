@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "onnx/onnx_pb.h"
 #include "worker/engine/dataset.h"
+#include "worker/engine/stop.h"
 
 namespace bitsweep::engine {
 
@@ -63,6 +64,8 @@ struct TrainOptions {
   FakeQuantHooks quant;      // empty: fp32 training
   std::function<void(const EpochReport&)> on_epoch;  // progress reports (optional)
   const Dataset* validation = nullptr;  // evaluated after every epoch when set (not owned)
+  // Polled before every training batch (stop.h): true ends training with CANCELLED (no model).
+  StopFn stop;
 };
 
 // Trains with softmax cross-entropy on the model's first output ([N, classes] logits; a final
