@@ -67,7 +67,7 @@ struct CoordinatorOptions {
   int64_t max_model_bytes = 2147483647;
   Clock* clock = nullptr;                   // not owned; required
   absl::Duration lease_duration = absl::Seconds(25);
-  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration heartbeat_interval = absl::Seconds(1);  // a cancel reaches a worker this fast
   // A background thread expires leases this often (besides every Lease and Heartbeat), so a
   // dead worker's trial runs again within lease_duration + expiry_interval even when no worker
   // calls. Zero: no thread (tests drive ExpireLeases with a fake clock).

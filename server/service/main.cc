@@ -43,7 +43,8 @@ ABSL_FLAG(int32_t, metrics_finished_sweeps, 5,
           "per-sweep series are kept for running sweeps and this many finished ones");
 ABSL_FLAG(int32_t, lease_seconds, 25,
           "a lease lasts this long past its last heartbeat (a killed worker costs about this)");
-ABSL_FLAG(int32_t, heartbeat_seconds, 5, "workers heartbeat this often while busy");
+ABSL_FLAG(int32_t, heartbeat_seconds, 1,
+          "workers heartbeat this often while busy (they hear of a cancel at the next one)");
 ABSL_FLAG(std::string, client_token, "",
           "bearer token clients must send (empty: none; visible in ps: prefer the file or "
           "BITSWEEP_CLIENT_TOKEN)");
