@@ -46,8 +46,9 @@ ABSL_FLAG(std::string, strategy, "ristretto",
           "grid | ristretto | sensitivity | random | evolutionary");
 ABSL_FLAG(double, error_margin, 1.0, "allowed top-1 drop against fp32, percentage points");
 ABSL_FLAG(std::string, weight_formats, "",
-          "candidate weight formats, comma-separated (default fixed:16,fixed:8,fixed:4,fixed:2)");
-ABSL_FLAG(std::string, activation_formats, "", "candidate activation formats (same default)");
+          "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2)");
+ABSL_FLAG(std::string, activation_formats, "",
+          "candidate activation formats (default fixed:16 and fixed:8 down to fixed:4)");
 ABSL_FLAG(std::string, grid, "",
           "grid axes 'SELECTOR.ROLE=F1,F2;...' with SELECTOR default|conv|fc|layers.NAME and "
           "ROLE weights|inputs|outputs|activations");

@@ -19,15 +19,11 @@ namespace {
 
 namespace quant = ::bitsweep::engine::quant;
 
-const std::vector<std::string>& DefaultFormats() {
-  static const std::vector<std::string> kDefaults = {"fixed:16", "fixed:8", "fixed:4", "fixed:2"};
-  return kDefaults;
-}
-
 absl::StatusOr<std::vector<Candidate>> Candidates(
-    const google::protobuf::RepeatedPtrField<std::string>& requested) {
+    const google::protobuf::RepeatedPtrField<std::string>& requested,
+    std::vector<std::string> defaults) {
   std::vector<std::string> texts(requested.begin(), requested.end());
-  if (texts.empty()) texts = DefaultFormats();
+  if (texts.empty()) texts = std::move(defaults);
   std::vector<Candidate> candidates;
   for (const std::string& text : texts) {
     ASSIGN_OR_RETURN(quant::NumberFormat f, quant::ParseFormat(text));
@@ -54,6 +50,22 @@ absl::Status ValidateFormatList(const google::protobuf::RepeatedPtrField<std::st
 }
 
 }  // namespace
+
+}  // namespace bitsweep::server::plan
+
+namespace bitsweep::server {
+
+std::vector<std::string> DefaultWeightFormats() {
+  return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4", "fixed:3", "fixed:2"};
+}
+
+std::vector<std::string> DefaultActivationFormats() {
+  return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4"};
+}
+
+}  // namespace bitsweep::server
+
+namespace bitsweep::server::plan {
 
 void SetRole(ConfigJson& config, const std::string& selector, const std::string& role,
              const std::string& format) {
@@ -250,11 +262,11 @@ Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
 }
 
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec) {
-  return Candidates(spec.space().weight_formats());
+  return Candidates(spec.space().weight_formats(), DefaultWeightFormats());
 }
 
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec) {
-  return Candidates(spec.space().activation_formats());
+  return Candidates(spec.space().activation_formats(), DefaultActivationFormats());
 }
 
 absl::Status ValidateSpaceFormat(const std::string& text, const std::string& field,

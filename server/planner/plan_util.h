@@ -90,8 +90,9 @@ struct Candidate {
   std::string format;  // canonical format string
   int bits = 32;
 };
-// SearchSpace.weight_formats / activation_formats (default fixed:16, fixed:8, fixed:4, fixed:2),
-// canonical, sorted widest first (stable: equal widths keep the user's order).
+// SearchSpace.weight_formats / activation_formats (default: DefaultWeightFormats() /
+// DefaultActivationFormats(), strategy.h), canonical, sorted widest first (stable: equal widths
+// keep the user's order).
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec);
 

@@ -187,6 +187,17 @@ v1::SweepSpec Spec(const std::string& strategy) {
   return spec;
 }
 
+// Candidates 16/8/4/2 for weights and activations (Ristretto's widths, the defaults before
+// DefaultWeightFormats): the fake's numbers in the tests below are worked out for them.
+v1::SweepSpec PaperSpec(const std::string& strategy) {
+  v1::SweepSpec spec = Spec(strategy);
+  for (const char* f : {"fixed:16", "fixed:8", "fixed:4", "fixed:2"}) {
+    spec.mutable_space()->add_weight_formats(f);
+    spec.mutable_space()->add_activation_formats(f);
+  }
+  return spec;
+}
+
 std::string ExpectedCanonical(const std::string& json) {
   return quant::CanonicalJson(*quant::ParseQuantConfig(json));
 }
@@ -410,7 +421,7 @@ TEST(Ristretto, WidthSweepsThenNarrowestPassingCombination) {
   // fc 0.003 at 8 bits, 0.012 at 4 -> fixed:8; activations 0.0002 -> fixed:2 (0.0016).
   // Sum 0.0086 < 0.01: the first combination passes.
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  v1::SweepSpec spec = Spec("ristretto");
+  v1::SweepSpec spec = PaperSpec("ristretto");
   auto ristretto = Make("ristretto");
   const Sweep sweep = RunSweep(*ristretto, spec, model);
   EXPECT_TRUE(sweep.last().done);
@@ -439,7 +450,7 @@ TEST(Ristretto, WidensTheWorstGroupUntilTheCombinationPasses) {
   // conv fixed:2 alone loses 0.008 (passes), fc fixed:8 0.003, act fixed:2 0.0016: together
   // 0.0126 > 0.01. conv lost the most on its own -> widened to fixed:4 (0.004): 0.0086 passes.
   const FakeModel model = GroupModel(0.001, 0.003, 0.0002);
-  v1::SweepSpec spec = Spec("ristretto");
+  v1::SweepSpec spec = PaperSpec("ristretto");
   spec.mutable_finetune()->set_steps(100);
   spec.mutable_finetune()->set_learning_rate(0.01);
   const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
@@ -526,7 +537,7 @@ TEST(Ristretto, NothingPassingEndsAfterTheWidthSweeps) {
 
 TEST(Ristretto, FailedSweepTrialsCountAsNotPassing) {
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model, [](const v1::TrialSpec& t) {
+  const Sweep sweep = RunSweep(*Make("ristretto"), PaperSpec("ristretto"), model, [](const v1::TrialSpec& t) {
     return t.label() == "conv weights fixed:2";
   });
   const auto combined = sweep.OfStage("combined");
@@ -539,7 +550,7 @@ TEST(Ristretto, FailedCombinationIsRetriedWider) {
   // fails on the worker: it counts as missing the margin and conv, which lost the most on its
   // own, is widened.
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model,
+  const Sweep sweep = RunSweep(*Make("ristretto"), PaperSpec("ristretto"), model,
                                [](const v1::TrialSpec& t) {
                                  return t.label().rfind("combined: ", 0) == 0;
                                });
@@ -555,7 +566,7 @@ TEST(Ristretto, FailedCombinationIsRetriedWider) {
 
 TEST(Sensitivity, TableGreedyAndFinetune) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("sensitivity");
+  v1::SweepSpec spec = PaperSpec("sensitivity");
   spec.mutable_finetune()->set_steps(50);
   const Sweep sweep = RunSweep(*Make("sensitivity"), spec, model);
   EXPECT_TRUE(sweep.last().done);
@@ -631,6 +642,28 @@ TEST(Sensitivity, TableGreedyAndFinetune) {
   }
 }
 
+TEST(AllStrategies, DefaultCandidatesAreEveryWidthFrom8Down) {
+  // Weights 16 and 8..2, activations 16 and 8..4: the width a layer can afford is often 5 or 6.
+  const Sweep sweep = RunSweep(*Make("sensitivity"), Spec("sensitivity"), LeNetLike());
+  std::vector<int> weight_widths, activation_widths;
+  for (const TrialOutcome* t : sweep.OfStage("sensitivity")) {
+    const quant::QuantConfig config = ParsedConfig(*t);
+    if (config.layers.begin()->first != "conv1") continue;
+    const quant::RoleFormats& roles = config.layers.begin()->second;
+    if (roles.weights) weight_widths.push_back(roles.weights->bits);
+    if (roles.inputs) activation_widths.push_back(roles.inputs->bits);
+  }
+  EXPECT_EQ(weight_widths, (std::vector<int>{16, 8, 7, 6, 5, 4, 3, 2}));
+  EXPECT_EQ(activation_widths, (std::vector<int>{16, 8, 7, 6, 5, 4}));
+  EXPECT_EQ(DefaultWeightFormats().size(), 8u);
+  EXPECT_EQ(DefaultActivationFormats().back(), "fixed:4");
+
+  // ristretto sweeps the same candidates per group.
+  const Sweep ristretto = RunSweep(*Make("ristretto"), Spec("ristretto"), LeNetLike());
+  EXPECT_EQ(ristretto.OfStage("conv_weights").size(), 8u);
+  EXPECT_EQ(ristretto.OfStage("activations").size(), 6u);
+}
+
 TEST(Sensitivity, NoFinetuneWithoutStepsAndCandidateCountsFollowTheSpace) {
   v1::SweepSpec spec = Spec("sensitivity");
   spec.mutable_space()->add_weight_formats("fixed:8");
@@ -675,7 +708,7 @@ std::vector<std::string> RandomConfigs(const v1::SweepSpec& spec, const FakeMode
 
 TEST(Random, DeterministicBySeedWithBudget) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("random");
+  v1::SweepSpec spec = PaperSpec("random");
   spec.set_seed(42);
   const std::vector<std::string> a = RandomConfigs(spec, model);
   EXPECT_EQ(a.size(), 32u);  // budget 0 means 32
