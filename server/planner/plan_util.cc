@@ -177,6 +177,26 @@ const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
   return nullptr;
 }
 
+std::vector<const TrialOutcome*> CheapestFrontierPoints(
+    const std::vector<const TrialOutcome*>& outcomes, v1::Objective cost, size_t max_points) {
+  std::vector<const TrialOutcome*> succeeded;
+  std::vector<std::vector<double>> points;
+  for (const TrialOutcome* o : outcomes) {
+    if (!o->succeeded) continue;
+    succeeded.push_back(o);
+    points.push_back({-o->result.top1(), ObjectiveValue(o->result, cost)});
+  }
+  std::vector<const TrialOutcome*> frontier;
+  for (size_t i : NonDominated(points)) frontier.push_back(succeeded[i]);
+  std::sort(frontier.begin(), frontier.end(), [cost](const TrialOutcome* a, const TrialOutcome* b) {
+    const double ca = ObjectiveValue(a->result, cost), cb = ObjectiveValue(b->result, cost);
+    if (ca != cb) return ca < cb;
+    return a->trial_id < b->trial_id;
+  });
+  if (frontier.size() > max_points) frontier.resize(max_points);
+  return frontier;
+}
+
 double ErrorMarginPp(const v1::SweepSpec& spec) {
   return spec.has_error_margin() ? spec.error_margin() : kDefaultErrorMarginPp;
 }
@@ -196,6 +216,41 @@ PlanStep StageStep(const std::string& stage, std::vector<v1::TrialSpec> trials) 
   step.stage = stage;
   step.trials = std::move(trials);
   return step;
+}
+
+const char* RoleName(Role role) { return role == Role::kWeights ? "weights" : "activations"; }
+
+absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
+                                              const std::string& format) {
+  ConfigJson config = ConfigJson::object();
+  SetLayerRole(config, layer, RoleName(role), format);
+  return CanonicalConfig(config);
+}
+
+absl::StatusOr<std::vector<v1::TrialSpec>> SensitivityTableTrials(const v1::SweepSpec& spec,
+                                                                  const Baseline& baseline) {
+  ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
+  ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
+  std::vector<v1::TrialSpec> table;
+  for (const v1::LayerResult& layer : baseline.layers) {
+    for (auto [role, candidates] : {std::pair{Role::kWeights, &weights},
+                                    std::pair{Role::kActivations, &activations}}) {
+      for (const Candidate& c : *candidates) {
+        ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer.name(), role, c.format));
+        table.push_back(MakeTrial(kSensitivityStage,
+                                  absl::StrCat(layer.name(), " ", RoleName(role), " ", c.format),
+                                  config));
+      }
+    }
+  }
+  return table;
+}
+
+absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,
+                                                       const std::string& layer, Role role,
+                                                       const std::string& format) {
+  ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer, role, format));
+  return FindByConfig(outcomes, kSensitivityStage, config);
 }
 
 absl::StatusOr<GenomeConfig> ConfigOfGenome(const Genome& genome,

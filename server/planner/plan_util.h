@@ -29,6 +29,7 @@ inline constexpr double kDefaultErrorMarginPp = 1.0;
 std::unique_ptr<Strategy> NewGridStrategy();
 std::unique_ptr<Strategy> NewRistrettoStrategy();
 std::unique_ptr<Strategy> NewSensitivityStrategy();
+std::unique_ptr<Strategy> NewHawqStrategy();
 std::unique_ptr<Strategy> NewRandomStrategy();
 std::unique_ptr<Strategy> NewEvolutionaryStrategy();
 
@@ -76,6 +77,11 @@ std::vector<const TrialOutcome*> OfStage(const std::vector<TrialOutcome>& outcom
 const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
                                  const std::string& stage, const std::string& canonical_config);
 
+// The succeeded outcomes among `outcomes` on the top-1-vs-`cost` frontier, cheapest first (ties:
+// trial id), at most `max_points` of them: the points the strategies fine-tune.
+std::vector<const TrialOutcome*> CheapestFrontierPoints(
+    const std::vector<const TrialOutcome*>& outcomes, v1::Objective cost, size_t max_points);
+
 double ErrorMarginPp(const v1::SweepSpec& spec);  // SweepSpec.error_margin, 1.0 when unset
 // Succeeded and within the margin (see WithinMargin in server/frontier/frontier.h).
 bool Passes(const TrialOutcome& outcome, double baseline_top1, double margin_pp);
@@ -91,10 +97,30 @@ struct Candidate {
   int bits = 32;
 };
 // SearchSpace.weight_formats / activation_formats (default: DefaultWeightFormats() /
-// DefaultActivationFormats(), strategy.h), canonical, sorted widest first (stable: equal widths
-// keep the user's order).
+// DefaultActivationFormats(), strategy.h), canonical, sorted widest first
+// (stable: equal widths keep the user's order).
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec);
+
+// ---- the sensitivity table (sensitivity and hawq) ----------------------------------------------
+
+// Stage of the single-layer trials: one layer at one candidate, the rest of the network fp32.
+inline constexpr char kSensitivityStage[] = "sensitivity";
+
+// What a single-layer trial quantizes: a layer's weights, or its activations (what it reads and
+// writes: layers.L.inputs and layers.L.outputs together).
+enum class Role { kWeights, kActivations };
+const char* RoleName(Role role);
+
+absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
+                                              const std::string& format);
+// The table: every baseline layer x every weight candidate, then x every activation candidate.
+absl::StatusOr<std::vector<v1::TrialSpec>> SensitivityTableTrials(const v1::SweepSpec& spec,
+                                                                  const Baseline& baseline);
+// The table's outcome for (layer, role, format): null when missing.
+absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,
+                                                       const std::string& layer, Role role,
+                                                       const std::string& format);
 
 // ---- per-layer genomes (random and evolutionary search) ---------------------------------------
 

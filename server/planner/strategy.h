@@ -57,7 +57,7 @@ class Strategy {
                                         const std::vector<TrialOutcome>& outcomes) const = 0;
 };
 
-// The candidate formats of ristretto, sensitivity, random and evolutionary when the sweep
+// The candidate formats of ristretto, sensitivity, hawq, random and evolutionary when the sweep
 // lists none (SearchSpace.weight_formats / activation_formats): every width from 8 down to 2 for
 // weights and down to 4 for activations, plus 16, in dynamic fixed point. Narrower activations
 // than 4 bits cost several points on every zoo model; 16 bits is the safe rung for a sensitive
