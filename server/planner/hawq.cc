@@ -292,13 +292,7 @@ class HawqStrategy : public Strategy {
       return StageStep(kHawqStage, std::move(trials));
     }
     if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
-      std::vector<v1::TrialSpec> tuned;
-      for (const TrialOutcome* o : FinetunePoints(spec, base.baseline.top1, outcomes)) {
-        tuned.push_back(FinetuneTrial(
-            o->spec, spec,
-            absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
-      }
-      if (!tuned.empty()) return StageStep(kFinetuneStage, std::move(tuned));
+      return FinetuneStep(spec, FinetunePoints(spec, base.baseline.top1, outcomes));
     }
     return DoneStep();
   }

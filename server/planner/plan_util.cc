@@ -124,6 +124,17 @@ v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spe
   return tuned;
 }
 
+PlanStep FinetuneStep(const v1::SweepSpec& spec, const std::vector<const TrialOutcome*>& points) {
+  if (points.empty()) return DoneStep();
+  std::vector<v1::TrialSpec> tuned;
+  for (const TrialOutcome* o : points) {
+    tuned.push_back(FinetuneTrial(
+        o->spec, spec,
+        absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
+  }
+  return StageStep(kFinetuneStage, std::move(tuned));
+}
+
 absl::StatusOr<BaselineOrStep> ResolveBaseline(const std::vector<TrialOutcome>& outcomes) {
   BaselineOrStep out;
   std::vector<const TrialOutcome*> runs = OfStage(outcomes, kBaselineStage);

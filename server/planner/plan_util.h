@@ -55,6 +55,10 @@ v1::TrialSpec MakeTrial(const std::string& stage, const std::string& label,
 v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spec,
                             const std::string& label);
 
+// The "finetune" step: each of `points` again with the sweep's fine-tuning, labelled "finetune N
+// steps: <its label>"; the done step when `points` is empty.
+PlanStep FinetuneStep(const v1::SweepSpec& spec, const std::vector<const TrialOutcome*>& points);
+
 // ---- outcomes --------------------------------------------------------------------------------
 
 struct Baseline {

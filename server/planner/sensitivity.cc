@@ -175,16 +175,10 @@ class SensitivityStrategy : public Strategy {
     }
 
     if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
-      std::vector<v1::TrialSpec> tuned;
       // The smallest greedy results on the top1-vs-size frontier: the aggressive end of the
       // curve, around and beyond the margin, is where fine-tuning has accuracy to win back.
-      for (const TrialOutcome* o : CheapestFrontierPoints(OfStage(outcomes, kGreedyStage),
-                                                          v1::OBJECTIVE_SIZE, kMaxFinetunePoints)) {
-        tuned.push_back(FinetuneTrial(
-            o->spec, spec,
-            absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
-      }
-      if (!tuned.empty()) return StageStep(kFinetuneStage, std::move(tuned));
+      return FinetuneStep(spec, CheapestFrontierPoints(OfStage(outcomes, kGreedyStage),
+                                                       v1::OBJECTIVE_SIZE, kMaxFinetunePoints));
     }
     return DoneStep();
   }
