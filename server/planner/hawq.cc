@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <set>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -281,11 +282,9 @@ class HawqStrategy : public Strategy {
     ASSIGN_OR_RETURN(BaselineOrStep base, ResolveBaseline(outcomes));
     if (base.step) return *base.step;
 
-    if (!HasStage(outcomes, kSensitivityStage)) {
-      ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> table,
-                       SensitivityTableTrials(spec, base.baseline));
-      return StageStep(kSensitivityStage, std::move(table));
-    }
+    ASSIGN_OR_RETURN(std::optional<PlanStep> table,
+                     SensitivityTableStep(spec, base.baseline, outcomes));
+    if (table) return *table;
     if (!HasStage(outcomes, kHawqStage)) {
       ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> trials,
                        HawqTrials(spec, base.baseline, outcomes));

@@ -238,8 +238,9 @@ absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role rol
   return CanonicalConfig(config);
 }
 
-absl::StatusOr<std::vector<v1::TrialSpec>> SensitivityTableTrials(const v1::SweepSpec& spec,
-                                                                  const Baseline& baseline) {
+absl::StatusOr<std::optional<PlanStep>> SensitivityTableStep(
+    const v1::SweepSpec& spec, const Baseline& baseline, const std::vector<TrialOutcome>& outcomes) {
+  if (HasStage(outcomes, kSensitivityStage)) return std::nullopt;
   ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
   ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
   std::vector<v1::TrialSpec> table;
@@ -254,7 +255,7 @@ absl::StatusOr<std::vector<v1::TrialSpec>> SensitivityTableTrials(const v1::Swee
       }
     }
   }
-  return table;
+  return StageStep(kSensitivityStage, std::move(table));
 }
 
 absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,

@@ -118,9 +118,10 @@ const char* RoleName(Role role);
 
 absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
                                               const std::string& format);
-// The table: every baseline layer x every weight candidate, then x every activation candidate.
-absl::StatusOr<std::vector<v1::TrialSpec>> SensitivityTableTrials(const v1::SweepSpec& spec,
-                                                                  const Baseline& baseline);
+// The table's step (every baseline layer x every weight candidate, then x every activation
+// candidate) when the outcomes have none of it yet; nullopt once it ran.
+absl::StatusOr<std::optional<PlanStep>> SensitivityTableStep(
+    const v1::SweepSpec& spec, const Baseline& baseline, const std::vector<TrialOutcome>& outcomes);
 // The table's outcome for (layer, role, format): null when missing.
 absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,
                                                        const std::string& layer, Role role,

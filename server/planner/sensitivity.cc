@@ -27,6 +27,7 @@
 //     margin, is where fine-tuning has accuracy to win back.
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -160,11 +161,9 @@ class SensitivityStrategy : public Strategy {
     ASSIGN_OR_RETURN(BaselineOrStep base, ResolveBaseline(outcomes));
     if (base.step) return *base.step;
 
-    if (!HasStage(outcomes, kSensitivityStage)) {
-      ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> table,
-                       SensitivityTableTrials(spec, base.baseline));
-      return StageStep(kSensitivityStage, std::move(table));
-    }
+    ASSIGN_OR_RETURN(std::optional<PlanStep> table,
+                     SensitivityTableStep(spec, base.baseline, outcomes));
+    if (table) return *table;
 
     if (!HasStage(outcomes, kGreedyStage)) {
       ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> greedy,
