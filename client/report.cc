@@ -17,6 +17,7 @@
 #include "common/version.h"
 #include "server/coordinator/coordinator.h"
 #include "server/frontier/frontier.h"
+#include "server/planner/strategy.h"
 
 ABSL_DECLARE_FLAG(int64_t, sweep);
 ABSL_DECLARE_FLAG(std::string, out);
@@ -174,10 +175,12 @@ std::string ReportEscape(const v1::Sweep& sweep, const std::vector<v1::Trial>& t
                     Escape(axis.role()), " = ", Joined(axis.formats(), "-"));
   }
   if (spec.strategy() != "grid") {
-    const std::string defaults = "fixed:16, fixed:8, fixed:4, fixed:2";
     absl::StrAppend(&space, space.empty() ? "" : "<br>", "weights: ",
-                    Joined(spec.space().weight_formats(), defaults), "<br>activations: ",
-                    Joined(spec.space().activation_formats(), defaults));
+                    Joined(spec.space().weight_formats(),
+                           absl::StrJoin(server::DefaultWeightFormats(), ", ")),
+                    "<br>activations: ",
+                    Joined(spec.space().activation_formats(),
+                           absl::StrJoin(server::DefaultActivationFormats(), ", ")));
   }
   std::vector<std::string> objectives;
   for (int o : spec.objectives()) objectives.push_back(server::ObjectiveName(static_cast<v1::Objective>(o)));

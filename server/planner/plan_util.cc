@@ -19,15 +19,11 @@ namespace {
 
 namespace quant = ::bitsweep::engine::quant;
 
-const std::vector<std::string>& DefaultFormats() {
-  static const std::vector<std::string> kDefaults = {"fixed:16", "fixed:8", "fixed:4", "fixed:2"};
-  return kDefaults;
-}
-
 absl::StatusOr<std::vector<Candidate>> Candidates(
-    const google::protobuf::RepeatedPtrField<std::string>& requested) {
+    const google::protobuf::RepeatedPtrField<std::string>& requested,
+    std::vector<std::string> defaults) {
   std::vector<std::string> texts(requested.begin(), requested.end());
-  if (texts.empty()) texts = DefaultFormats();
+  if (texts.empty()) texts = std::move(defaults);
   std::vector<Candidate> candidates;
   for (const std::string& text : texts) {
     ASSIGN_OR_RETURN(quant::NumberFormat f, quant::ParseFormat(text));
@@ -54,6 +50,22 @@ absl::Status ValidateFormatList(const google::protobuf::RepeatedPtrField<std::st
 }
 
 }  // namespace
+
+}  // namespace bitsweep::server::plan
+
+namespace bitsweep::server {
+
+std::vector<std::string> DefaultWeightFormats() {
+  return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4", "fixed:3", "fixed:2"};
+}
+
+std::vector<std::string> DefaultActivationFormats() {
+  return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4"};
+}
+
+}  // namespace bitsweep::server
+
+namespace bitsweep::server::plan {
 
 void SetRole(ConfigJson& config, const std::string& selector, const std::string& role,
              const std::string& format) {
@@ -112,6 +124,17 @@ v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spe
   return tuned;
 }
 
+PlanStep FinetuneStep(const v1::SweepSpec& spec, const std::vector<const TrialOutcome*>& points) {
+  if (points.empty()) return DoneStep();
+  std::vector<v1::TrialSpec> tuned;
+  for (const TrialOutcome* o : points) {
+    tuned.push_back(FinetuneTrial(
+        o->spec, spec,
+        absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
+  }
+  return StageStep(kFinetuneStage, std::move(tuned));
+}
+
 absl::StatusOr<BaselineOrStep> ResolveBaseline(const std::vector<TrialOutcome>& outcomes) {
   BaselineOrStep out;
   std::vector<const TrialOutcome*> runs = OfStage(outcomes, kBaselineStage);
@@ -165,6 +188,26 @@ const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
   return nullptr;
 }
 
+std::vector<const TrialOutcome*> CheapestFrontierPoints(
+    const std::vector<const TrialOutcome*>& outcomes, v1::Objective cost, size_t max_points) {
+  std::vector<const TrialOutcome*> succeeded;
+  std::vector<std::vector<double>> points;
+  for (const TrialOutcome* o : outcomes) {
+    if (!o->succeeded) continue;
+    succeeded.push_back(o);
+    points.push_back({-o->result.top1(), ObjectiveValue(o->result, cost)});
+  }
+  std::vector<const TrialOutcome*> frontier;
+  for (size_t i : NonDominated(points)) frontier.push_back(succeeded[i]);
+  std::sort(frontier.begin(), frontier.end(), [cost](const TrialOutcome* a, const TrialOutcome* b) {
+    const double ca = ObjectiveValue(a->result, cost), cb = ObjectiveValue(b->result, cost);
+    if (ca != cb) return ca < cb;
+    return a->trial_id < b->trial_id;
+  });
+  if (frontier.size() > max_points) frontier.resize(max_points);
+  return frontier;
+}
+
 double ErrorMarginPp(const v1::SweepSpec& spec) {
   return spec.has_error_margin() ? spec.error_margin() : kDefaultErrorMarginPp;
 }
@@ -184,6 +227,42 @@ PlanStep StageStep(const std::string& stage, std::vector<v1::TrialSpec> trials) 
   step.stage = stage;
   step.trials = std::move(trials);
   return step;
+}
+
+const char* RoleName(Role role) { return role == Role::kWeights ? "weights" : "activations"; }
+
+absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
+                                              const std::string& format) {
+  ConfigJson config = ConfigJson::object();
+  SetLayerRole(config, layer, RoleName(role), format);
+  return CanonicalConfig(config);
+}
+
+absl::StatusOr<std::optional<PlanStep>> SensitivityTableStep(
+    const v1::SweepSpec& spec, const Baseline& baseline, const std::vector<TrialOutcome>& outcomes) {
+  if (HasStage(outcomes, kSensitivityStage)) return std::nullopt;
+  ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
+  ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
+  std::vector<v1::TrialSpec> table;
+  for (const v1::LayerResult& layer : baseline.layers) {
+    for (auto [role, candidates] : {std::pair{Role::kWeights, &weights},
+                                    std::pair{Role::kActivations, &activations}}) {
+      for (const Candidate& c : *candidates) {
+        ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer.name(), role, c.format));
+        table.push_back(MakeTrial(kSensitivityStage,
+                                  absl::StrCat(layer.name(), " ", RoleName(role), " ", c.format),
+                                  config));
+      }
+    }
+  }
+  return StageStep(kSensitivityStage, std::move(table));
+}
+
+absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,
+                                                       const std::string& layer, Role role,
+                                                       const std::string& format) {
+  ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer, role, format));
+  return FindByConfig(outcomes, kSensitivityStage, config);
 }
 
 absl::StatusOr<GenomeConfig> ConfigOfGenome(const Genome& genome,
@@ -250,11 +329,11 @@ Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
 }
 
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec) {
-  return Candidates(spec.space().weight_formats());
+  return Candidates(spec.space().weight_formats(), DefaultWeightFormats());
 }
 
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec) {
-  return Candidates(spec.space().activation_formats());
+  return Candidates(spec.space().activation_formats(), DefaultActivationFormats());
 }
 
 absl::Status ValidateSpaceFormat(const std::string& text, const std::string& field,

@@ -29,6 +29,7 @@ inline constexpr double kDefaultErrorMarginPp = 1.0;
 std::unique_ptr<Strategy> NewGridStrategy();
 std::unique_ptr<Strategy> NewRistrettoStrategy();
 std::unique_ptr<Strategy> NewSensitivityStrategy();
+std::unique_ptr<Strategy> NewHawqStrategy();
 std::unique_ptr<Strategy> NewRandomStrategy();
 std::unique_ptr<Strategy> NewEvolutionaryStrategy();
 
@@ -54,6 +55,10 @@ v1::TrialSpec MakeTrial(const std::string& stage, const std::string& label,
 v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spec,
                             const std::string& label);
 
+// The "finetune" step: each of `points` again with the sweep's fine-tuning, labelled "finetune N
+// steps: <its label>"; the done step when `points` is empty.
+PlanStep FinetuneStep(const v1::SweepSpec& spec, const std::vector<const TrialOutcome*>& points);
+
 // ---- outcomes --------------------------------------------------------------------------------
 
 struct Baseline {
@@ -76,6 +81,11 @@ std::vector<const TrialOutcome*> OfStage(const std::vector<TrialOutcome>& outcom
 const TrialOutcome* FindByConfig(const std::vector<TrialOutcome>& outcomes,
                                  const std::string& stage, const std::string& canonical_config);
 
+// The succeeded outcomes among `outcomes` on the top-1-vs-`cost` frontier, cheapest first (ties:
+// trial id), at most `max_points` of them: the points the strategies fine-tune.
+std::vector<const TrialOutcome*> CheapestFrontierPoints(
+    const std::vector<const TrialOutcome*>& outcomes, v1::Objective cost, size_t max_points);
+
 double ErrorMarginPp(const v1::SweepSpec& spec);  // SweepSpec.error_margin, 1.0 when unset
 // Succeeded and within the margin (see WithinMargin in server/frontier/frontier.h).
 bool Passes(const TrialOutcome& outcome, double baseline_top1, double margin_pp);
@@ -90,10 +100,32 @@ struct Candidate {
   std::string format;  // canonical format string
   int bits = 32;
 };
-// SearchSpace.weight_formats / activation_formats (default fixed:16, fixed:8, fixed:4, fixed:2),
-// canonical, sorted widest first (stable: equal widths keep the user's order).
+// SearchSpace.weight_formats / activation_formats (default: DefaultWeightFormats() /
+// DefaultActivationFormats(), strategy.h), canonical, sorted widest first
+// (stable: equal widths keep the user's order).
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec);
+
+// ---- the sensitivity table (sensitivity and hawq) ----------------------------------------------
+
+// Stage of the single-layer trials: one layer at one candidate, the rest of the network fp32.
+inline constexpr char kSensitivityStage[] = "sensitivity";
+
+// What a single-layer trial quantizes: a layer's weights, or its activations (what it reads and
+// writes: layers.L.inputs and layers.L.outputs together).
+enum class Role { kWeights, kActivations };
+const char* RoleName(Role role);
+
+absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
+                                              const std::string& format);
+// The table's step (every baseline layer x every weight candidate, then x every activation
+// candidate) when the outcomes have none of it yet; nullopt once it ran.
+absl::StatusOr<std::optional<PlanStep>> SensitivityTableStep(
+    const v1::SweepSpec& spec, const Baseline& baseline, const std::vector<TrialOutcome>& outcomes);
+// The table's outcome for (layer, role, format): null when missing.
+absl::StatusOr<const TrialOutcome*> SingleLayerOutcome(const std::vector<TrialOutcome>& outcomes,
+                                                       const std::string& layer, Role role,
+                                                       const std::string& format);
 
 // ---- per-layer genomes (random and evolutionary search) ---------------------------------------
 

@@ -18,6 +18,7 @@ constexpr StrategyEntry kStrategies[] = {
     {"grid", &plan::NewGridStrategy},
     {"ristretto", &plan::NewRistrettoStrategy},
     {"sensitivity", &plan::NewSensitivityStrategy},
+    {"hawq", &plan::NewHawqStrategy},
     {"random", &plan::NewRandomStrategy},
     {"evolutionary", &plan::NewEvolutionaryStrategy},
 };

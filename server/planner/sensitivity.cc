@@ -27,34 +27,22 @@
 //     margin, is where fine-tuning has accuracy to win back.
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "server/frontier/frontier.h"
 #include "server/planner/plan_util.h"
 
 namespace bitsweep::server::plan {
 namespace {
 
-constexpr char kSensitivityStage[] = "sensitivity";
 constexpr char kGreedyStage[] = "greedy";
 constexpr double kStopAtMarginMultiple = 3.0;
 constexpr size_t kMaxFinetunePoints = 4;
 constexpr int kFp32Bits = 32;
-
-enum class Role { kWeights, kActivations };
-
-const char* RoleName(Role role) { return role == Role::kWeights ? "weights" : "activations"; }
-
-absl::StatusOr<std::string> SingleLayerConfig(const std::string& layer, Role role,
-                                              const std::string& format) {
-  ConfigJson config = ConfigJson::object();
-  SetLayerRole(config, layer, RoleName(role), format);
-  return CanonicalConfig(config);
-}
 
 // One rung of a (layer, role) ladder: a format and what the table measured for it.
 struct Rung {
@@ -88,8 +76,7 @@ absl::StatusOr<std::vector<Rung>> BuildLadder(const std::vector<TrialOutcome>& o
                                               double baseline_top1) {
   std::vector<Rung> ladder;
   for (const Candidate& c : candidates) {  // widest first
-    ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer, role, c.format));
-    const TrialOutcome* o = FindByConfig(outcomes, kSensitivityStage, config);
+    ASSIGN_OR_RETURN(const TrialOutcome* o, SingleLayerOutcome(outcomes, layer, role, c.format));
     if (o == nullptr || !o->succeeded || c.bits >= kFp32Bits) continue;
     Rung rung{c.format, c.bits, std::max(0.0, baseline_top1 - o->result.top1())};
     if (!ladder.empty() && ladder.back().bits == rung.bits) {
@@ -162,28 +149,6 @@ absl::StatusOr<std::vector<v1::TrialSpec>> GreedyTrials(const v1::SweepSpec& spe
   return trials;
 }
 
-// The smallest kMaxFinetunePoints greedy results on the top1-vs-size frontier.
-std::vector<const TrialOutcome*> FinetunePoints(const std::vector<TrialOutcome>& outcomes) {
-  std::vector<const TrialOutcome*> greedy;
-  for (const TrialOutcome* o : OfStage(outcomes, kGreedyStage)) {
-    if (o->succeeded) greedy.push_back(o);
-  }
-  std::vector<std::vector<double>> points;
-  for (const TrialOutcome* o : greedy) {
-    points.push_back({-o->result.top1(), static_cast<double>(o->result.size_bits())});
-  }
-  std::vector<const TrialOutcome*> frontier;
-  for (size_t i : NonDominated(points)) frontier.push_back(greedy[i]);
-  std::sort(frontier.begin(), frontier.end(), [](const TrialOutcome* a, const TrialOutcome* b) {
-    if (a->result.size_bits() != b->result.size_bits()) {
-      return a->result.size_bits() < b->result.size_bits();
-    }
-    return a->trial_id < b->trial_id;
-  });
-  if (frontier.size() > kMaxFinetunePoints) frontier.resize(kMaxFinetunePoints);
-  return frontier;
-}
-
 class SensitivityStrategy : public Strategy {
  public:
   absl::Status Validate(const v1::SweepSpec& spec) const override {
@@ -196,23 +161,9 @@ class SensitivityStrategy : public Strategy {
     ASSIGN_OR_RETURN(BaselineOrStep base, ResolveBaseline(outcomes));
     if (base.step) return *base.step;
 
-    if (!HasStage(outcomes, kSensitivityStage)) {
-      ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
-      ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
-      std::vector<v1::TrialSpec> table;
-      for (const v1::LayerResult& layer : base.baseline.layers) {
-        for (auto [role, candidates] : {std::pair{Role::kWeights, &weights},
-                                        std::pair{Role::kActivations, &activations}}) {
-          for (const Candidate& c : *candidates) {
-            ASSIGN_OR_RETURN(std::string config, SingleLayerConfig(layer.name(), role, c.format));
-            table.push_back(MakeTrial(
-                kSensitivityStage, absl::StrCat(layer.name(), " ", RoleName(role), " ", c.format),
-                config));
-          }
-        }
-      }
-      return StageStep(kSensitivityStage, std::move(table));
-    }
+    ASSIGN_OR_RETURN(std::optional<PlanStep> table,
+                     SensitivityTableStep(spec, base.baseline, outcomes));
+    if (table) return *table;
 
     if (!HasStage(outcomes, kGreedyStage)) {
       ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> greedy,
@@ -223,13 +174,10 @@ class SensitivityStrategy : public Strategy {
     }
 
     if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
-      std::vector<v1::TrialSpec> tuned;
-      for (const TrialOutcome* o : FinetunePoints(outcomes)) {
-        tuned.push_back(FinetuneTrial(
-            o->spec, spec,
-            absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
-      }
-      if (!tuned.empty()) return StageStep(kFinetuneStage, std::move(tuned));
+      // The smallest greedy results on the top1-vs-size frontier: the aggressive end of the
+      // curve, around and beyond the margin, is where fine-tuning has accuracy to win back.
+      return FinetuneStep(spec, CheapestFrontierPoints(OfStage(outcomes, kGreedyStage),
+                                                       v1::OBJECTIVE_SIZE, kMaxFinetunePoints));
     }
     return DoneStep();
   }

@@ -17,10 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "server/frontier/frontier.h"
 #include "server/planner/strategy.h"
 #include "worker/engine/layer_info.h"
 #include "worker/engine/quant/config.h"
+#include "worker/engine/quant/cost_model.h"
 #include "worker/engine/quant/format.h"
 
 namespace bitsweep::server {
@@ -39,6 +42,7 @@ struct FakeLayer {
   int64_t activation_elements;
   double weight_sensitivity;      // top-1 lost at 8 bits (see Penalty)
   double activation_sensitivity;
+  int64_t fan_in = 150;
 };
 
 // Relative accuracy loss of a width: none at 16 bits and above, 1 at 8, 2 at 6, 4 at 4, 8 at 2.
@@ -56,6 +60,9 @@ struct FakeModel {
       info.layer_class = l.layer_class == "conv" ? engine::LayerClass::kConv : engine::LayerClass::kFc;
       info.weight_count = l.weight_count;
       info.macs = l.macs;
+      info.fan_in = l.fan_in;
+      info.input_shape = {l.activation_elements / 2};
+      info.output_shape = {l.activation_elements - l.activation_elements / 2};
       infos.push_back(info);
     }
     return infos;
@@ -83,7 +90,10 @@ struct FakeModel {
       lr->set_weight_count(l.weight_count);
       lr->set_macs(l.macs);
       lr->set_activation_bits(l.activation_elements * (f.inputs.bits + f.outputs.bits) / 2);
+      lr->set_fan_in(l.fan_in);
     }
+    r.set_energy_pj(
+        quant::EstimateCost(Infos(), *formats, quant::DefaultHardwareProfile()).total.energy_pj);
     if (trial.finetune().steps() > 0) {
       r.set_top1_before_finetune(baseline_top1 - drop);
       drop /= 2;  // fine-tuning recovers half
@@ -187,6 +197,17 @@ v1::SweepSpec Spec(const std::string& strategy) {
   return spec;
 }
 
+// Candidates 16/8/4/2 for weights and activations (Ristretto's widths, the defaults before
+// DefaultWeightFormats): the fake's numbers in the tests below are worked out for them.
+v1::SweepSpec PaperSpec(const std::string& strategy) {
+  v1::SweepSpec spec = Spec(strategy);
+  for (const char* f : {"fixed:16", "fixed:8", "fixed:4", "fixed:2"}) {
+    spec.mutable_space()->add_weight_formats(f);
+    spec.mutable_space()->add_activation_formats(f);
+  }
+  return spec;
+}
+
 std::string ExpectedCanonical(const std::string& json) {
   return quant::CanonicalJson(*quant::ParseQuantConfig(json));
 }
@@ -195,7 +216,7 @@ std::string ExpectedCanonical(const std::string& json) {
 
 TEST(Registry, NamesAndUnknown) {
   EXPECT_EQ(StrategyNames(),
-            (std::vector<std::string>{"grid", "ristretto", "sensitivity", "random",
+            (std::vector<std::string>{"grid", "ristretto", "sensitivity", "hawq", "random",
                                       "evolutionary"}));
   for (const std::string& name : StrategyNames()) EXPECT_TRUE(MakeStrategy(name).ok()) << name;
   absl::StatusOr<std::unique_ptr<Strategy>> bad = MakeStrategy("annealing");
@@ -203,7 +224,7 @@ TEST(Registry, NamesAndUnknown) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("annealing"));
   EXPECT_THAT(std::string(bad.status().message()),
-              HasSubstr("grid, ristretto, sensitivity, random, evolutionary"));
+              HasSubstr("grid, ristretto, sensitivity, hawq, random, evolutionary"));
 }
 
 v1::SweepSpec ValidSpec(const std::string& strategy) {
@@ -410,7 +431,7 @@ TEST(Ristretto, WidthSweepsThenNarrowestPassingCombination) {
   // fc 0.003 at 8 bits, 0.012 at 4 -> fixed:8; activations 0.0002 -> fixed:2 (0.0016).
   // Sum 0.0086 < 0.01: the first combination passes.
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  v1::SweepSpec spec = Spec("ristretto");
+  v1::SweepSpec spec = PaperSpec("ristretto");
   auto ristretto = Make("ristretto");
   const Sweep sweep = RunSweep(*ristretto, spec, model);
   EXPECT_TRUE(sweep.last().done);
@@ -439,7 +460,7 @@ TEST(Ristretto, WidensTheWorstGroupUntilTheCombinationPasses) {
   // conv fixed:2 alone loses 0.008 (passes), fc fixed:8 0.003, act fixed:2 0.0016: together
   // 0.0126 > 0.01. conv lost the most on its own -> widened to fixed:4 (0.004): 0.0086 passes.
   const FakeModel model = GroupModel(0.001, 0.003, 0.0002);
-  v1::SweepSpec spec = Spec("ristretto");
+  v1::SweepSpec spec = PaperSpec("ristretto");
   spec.mutable_finetune()->set_steps(100);
   spec.mutable_finetune()->set_learning_rate(0.01);
   const Sweep sweep = RunSweep(*Make("ristretto"), spec, model);
@@ -526,7 +547,7 @@ TEST(Ristretto, NothingPassingEndsAfterTheWidthSweeps) {
 
 TEST(Ristretto, FailedSweepTrialsCountAsNotPassing) {
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model, [](const v1::TrialSpec& t) {
+  const Sweep sweep = RunSweep(*Make("ristretto"), PaperSpec("ristretto"), model, [](const v1::TrialSpec& t) {
     return t.label() == "conv weights fixed:2";
   });
   const auto combined = sweep.OfStage("combined");
@@ -539,7 +560,7 @@ TEST(Ristretto, FailedCombinationIsRetriedWider) {
   // fails on the worker: it counts as missing the margin and conv, which lost the most on its
   // own, is widened.
   const FakeModel model = GroupModel(0.0005, 0.003, 0.0002);
-  const Sweep sweep = RunSweep(*Make("ristretto"), Spec("ristretto"), model,
+  const Sweep sweep = RunSweep(*Make("ristretto"), PaperSpec("ristretto"), model,
                                [](const v1::TrialSpec& t) {
                                  return t.label().rfind("combined: ", 0) == 0;
                                });
@@ -555,7 +576,7 @@ TEST(Ristretto, FailedCombinationIsRetriedWider) {
 
 TEST(Sensitivity, TableGreedyAndFinetune) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("sensitivity");
+  v1::SweepSpec spec = PaperSpec("sensitivity");
   spec.mutable_finetune()->set_steps(50);
   const Sweep sweep = RunSweep(*Make("sensitivity"), spec, model);
   EXPECT_TRUE(sweep.last().done);
@@ -631,6 +652,28 @@ TEST(Sensitivity, TableGreedyAndFinetune) {
   }
 }
 
+TEST(AllStrategies, DefaultCandidatesAreEveryWidthFrom8Down) {
+  // Weights 16 and 8..2, activations 16 and 8..4: the width a layer can afford is often 5 or 6.
+  const Sweep sweep = RunSweep(*Make("sensitivity"), Spec("sensitivity"), LeNetLike());
+  std::vector<int> weight_widths, activation_widths;
+  for (const TrialOutcome* t : sweep.OfStage("sensitivity")) {
+    const quant::QuantConfig config = ParsedConfig(*t);
+    if (config.layers.begin()->first != "conv1") continue;
+    const quant::RoleFormats& roles = config.layers.begin()->second;
+    if (roles.weights) weight_widths.push_back(roles.weights->bits);
+    if (roles.inputs) activation_widths.push_back(roles.inputs->bits);
+  }
+  EXPECT_EQ(weight_widths, (std::vector<int>{16, 8, 7, 6, 5, 4, 3, 2}));
+  EXPECT_EQ(activation_widths, (std::vector<int>{16, 8, 7, 6, 5, 4}));
+  EXPECT_EQ(DefaultWeightFormats().size(), 8u);
+  EXPECT_EQ(DefaultActivationFormats().back(), "fixed:4");
+
+  // ristretto sweeps the same candidates per group.
+  const Sweep ristretto = RunSweep(*Make("ristretto"), Spec("ristretto"), LeNetLike());
+  EXPECT_EQ(ristretto.OfStage("conv_weights").size(), 8u);
+  EXPECT_EQ(ristretto.OfStage("activations").size(), 6u);
+}
+
 TEST(Sensitivity, NoFinetuneWithoutStepsAndCandidateCountsFollowTheSpace) {
   v1::SweepSpec spec = Spec("sensitivity");
   spec.mutable_space()->add_weight_formats("fixed:8");
@@ -662,6 +705,180 @@ TEST(Sensitivity, StopsPastThreeMargins) {
   EXPECT_LT(greedy.back()->result.top1(), model.baseline_top1 - 0.003);
 }
 
+// ---- hawq ------------------------------------------------------------------------------------
+
+// The number in "predicted top-1 89.12%" of a hawq label, as a fraction.
+double PredictedTop1(const std::string& label) {
+  const size_t at = label.find("predicted top-1 ");
+  EXPECT_NE(at, std::string::npos) << label;
+  if (at == std::string::npos) return -1;
+  return std::atof(label.c_str() + at + 16) / 100.0;
+}
+
+// The number after "<= " in a hawq label: the predicted cost.
+double PredictedCost(const std::string& label) {
+  const size_t at = label.find("<= ");
+  EXPECT_NE(at, std::string::npos) << label;
+  if (at == std::string::npos) return -1;
+  return std::atof(label.c_str() + at + 3);
+}
+
+TEST(Hawq, DefaultTableThenExactFrontierThenFinetune) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("hawq");
+  spec.mutable_finetune()->set_steps(50);
+  const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(),
+            (std::vector<std::string>{"baseline", "sensitivity", "hawq", "finetune"}));
+
+  // The default candidates: weights 16, 8..2 (8 widths), activations 16, 8..4 (6 widths).
+  const auto table = sweep.OfStage("sensitivity");
+  EXPECT_EQ(table.size(), model.layers.size() * (8 + 6));
+  std::set<int> weight_widths, activation_widths;
+  for (const TrialOutcome* t : table) {
+    const quant::RoleFormats& roles = ParsedConfig(*t).layers.begin()->second;
+    if (roles.weights) weight_widths.insert(roles.weights->bits);
+    if (roles.inputs) activation_widths.insert(roles.inputs->bits);
+  }
+  EXPECT_EQ(weight_widths, (std::set<int>{2, 3, 4, 5, 6, 7, 8, 16}));
+  EXPECT_EQ(activation_widths, (std::set<int>{4, 5, 6, 7, 8, 16}));
+
+  const auto hawq = sweep.OfStage("hawq");
+  ASSERT_GE(hawq.size(), 10u);
+  EXPECT_LE(hawq.size(), 24u);  // budget 0 means 24 configs
+  std::set<std::string> configs;
+  for (const TrialOutcome* o : hawq) {
+    configs.insert(o->spec.config_json());
+    // The fake's drops add up exactly, as the predictor assumes: prediction = measurement, and
+    // the predicted cost is the measured size (no biases in the fake).
+    EXPECT_NEAR(PredictedTop1(o->spec.label()), o->result.top1(), 1e-4) << o->spec.label();
+    EXPECT_NEAR(PredictedCost(o->spec.label()), o->result.size_bits(), 0.5) << o->spec.label();
+    EXPECT_THAT(o->spec.label(), HasSubstr("hawq size <= "));
+    // Every layer has both roles quantized (no table trial failed).
+    const quant::QuantConfig c = ParsedConfig(*o);
+    EXPECT_EQ(c.layers.size(), model.layers.size());
+  }
+  EXPECT_EQ(configs.size(), hawq.size());
+  // Some configs within the margin, some beyond it: the frontier spans the knee.
+  const auto within = [&](const TrialOutcome* o) {
+    return o->result.top1() >= model.baseline_top1 - 0.01;
+  };
+  EXPECT_TRUE(std::any_of(hawq.begin(), hawq.end(), within));
+  EXPECT_FALSE(std::all_of(hawq.begin(), hawq.end(), within));
+
+  const auto tuned = sweep.OfStage("finetune");
+  ASSERT_FALSE(tuned.empty());
+  EXPECT_LE(tuned.size(), 4u);
+  for (const TrialOutcome* t : tuned) {
+    EXPECT_TRUE(configs.count(t->spec.config_json())) << t->spec.label();
+    EXPECT_EQ(t->spec.finetune().steps(), 50);
+    // Within 2 margins before fine-tuning.
+    EXPECT_GE(t->result.top1_before_finetune(), model.baseline_top1 - 0.02 - 1e-12);
+  }
+  for (size_t i = 1; i < tuned.size(); ++i) {
+    EXPECT_GT(tuned[i]->result.size_bits(), tuned[i - 1]->result.size_bits());
+  }
+}
+
+// Every config of the small space, evaluated by the fake: the brute-force reference.
+std::vector<v1::TrialResult> EveryConfig(const FakeModel& model,
+                                         const std::vector<std::string>& weights,
+                                         const std::vector<std::string>& activations) {
+  std::vector<v1::TrialResult> results;
+  const size_t choices = weights.size() * activations.size();
+  size_t total = 1;
+  for (size_t i = 0; i < model.layers.size(); ++i) total *= choices;
+  for (size_t code = 0; code < total; ++code) {
+    std::string json = R"({"layers": {)";
+    size_t rest = code;
+    for (size_t i = 0; i < model.layers.size(); ++i) {
+      const size_t pick = rest % choices;
+      rest /= choices;
+      const std::string& w = weights[pick / activations.size()];
+      const std::string& a = activations[pick % activations.size()];
+      json += (i ? ", " : "") + ("\"" + model.layers[i].name + "\": {\"weights\": \"" + w +
+                                 "\", \"inputs\": \"" + a + "\", \"outputs\": \"" + a + "\"}");
+    }
+    v1::TrialSpec trial;
+    trial.set_config_json(json + "}}");
+    results.push_back(model.Evaluate(trial));
+  }
+  return results;
+}
+
+TEST(Hawq, EachConfigIsTheBestWithinItsCostForSizeAndEnergyBudgets) {
+  const FakeModel model = LeNetLike();
+  const std::vector<std::string> weights = {"fixed:8", "fixed:4", "fixed:2"};
+  const std::vector<std::string> activations = {"fixed:8", "fixed:5"};
+  const std::vector<v1::TrialResult> all = EveryConfig(model, weights, activations);
+  ASSERT_EQ(all.size(), 1296u);
+  for (v1::Objective objective : {v1::OBJECTIVE_SIZE, v1::OBJECTIVE_ENERGY}) {
+    SCOPED_TRACE(ObjectiveName(objective));
+    v1::SweepSpec spec = Spec("hawq");
+    for (const std::string& w : weights) spec.mutable_space()->add_weight_formats(w);
+    for (const std::string& a : activations) spec.mutable_space()->add_activation_formats(a);
+    spec.add_objectives(v1::OBJECTIVE_TOP1);
+    spec.add_objectives(objective);
+    spec.set_budget(40);
+    const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+    const auto hawq = sweep.OfStage("hawq");
+    ASSERT_GE(hawq.size(), 10u);
+    for (const TrialOutcome* o : hawq) {
+      const double cost = ObjectiveValue(o->result, objective);
+      // The planner priced the config as the cost model does on the worker.
+      EXPECT_NEAR(PredictedCost(o->spec.label()), cost, 0.5 + 1e-9 * cost) << o->spec.label();
+      EXPECT_THAT(o->spec.label(),
+                  HasSubstr(absl::StrCat("hawq ", ObjectiveName(objective), " <= ")));
+      // No config of the whole space costs as much or less and is more accurate.
+      double best = 0;
+      for (const v1::TrialResult& r : all) {
+        if (ObjectiveValue(r, objective) <= cost * (1 + 1e-12)) best = std::max(best, r.top1());
+      }
+      EXPECT_NEAR(o->result.top1(), best, 1e-9) << o->spec.label();
+    }
+  }
+}
+
+TEST(Hawq, FailedTableTrialsAreLeftOutAndARoleWithoutAnyStaysFp32) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("hawq");
+  spec.set_budget(6);
+  // fc2's activations fail at every width; conv1's weights fail at 2 bits.
+  const Sweep sweep = RunSweep(*Make("hawq"), spec, model, [](const v1::TrialSpec& t) {
+    return t.stage() == "sensitivity" &&
+           (absl::StrContains(t.label(), "fc2 activations") || t.label() == "conv1 weights fixed:2");
+  });
+  EXPECT_TRUE(sweep.last().done);
+  const auto hawq = sweep.OfStage("hawq");
+  ASSERT_FALSE(hawq.empty());
+  EXPECT_LE(hawq.size(), 6u);
+  for (const TrialOutcome* o : hawq) {
+    const quant::QuantConfig c = ParsedConfig(*o);
+    ASSERT_TRUE(c.layers.count("fc2"));
+    EXPECT_FALSE(c.layers.at("fc2").inputs.has_value()) << o->spec.label();
+    EXPECT_THAT(o->spec.label(), HasSubstr("fc2 fp32"));
+    EXPECT_NE(Fmt(c.layers.at("conv1").weights), "fixed:2");
+  }
+}
+
+TEST(Hawq, ValidateChecksTheBudgetAndTheHardwareProfile) {
+  v1::SweepSpec spec = Spec("hawq");
+  EXPECT_TRUE(Make("hawq")->Validate(spec).ok());
+  spec.set_budget(20000);
+  EXPECT_THAT(std::string(Make("hawq")->Validate(spec).message()), HasSubstr("budget"));
+  spec.set_budget(0);
+  spec.add_objectives(v1::OBJECTIVE_TOP1);
+  spec.add_objectives(v1::OBJECTIVE_ENERGY);
+  spec.mutable_settings()->set_hardware_profile_json(R"({"no_such_constant": 1})");
+  const absl::Status bad = Make("hawq")->Validate(spec);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("settings.hardware_profile_json"));
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("no_such_constant"));
+  spec.mutable_settings()->set_hardware_profile_json(R"({"dram_read_32bit_pj": 100})");
+  EXPECT_TRUE(Make("hawq")->Validate(spec).ok());
+}
+
 // ---- random ----------------------------------------------------------------------------------
 
 std::vector<std::string> RandomConfigs(const v1::SweepSpec& spec, const FakeModel& model) {
@@ -675,7 +892,7 @@ std::vector<std::string> RandomConfigs(const v1::SweepSpec& spec, const FakeMode
 
 TEST(Random, DeterministicBySeedWithBudget) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("random");
+  v1::SweepSpec spec = PaperSpec("random");
   spec.set_seed(42);
   const std::vector<std::string> a = RandomConfigs(spec, model);
   EXPECT_EQ(a.size(), 32u);  // budget 0 means 32

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Search quality of the planner strategies on a zoo model (docs/RESULTS.md, "Search quality"):
+# the exhaustive per-class grid (conv weights x fc weights x activations, each fixed:2..8 and
+# fixed:16) against ristretto, sensitivity, evolutionary and hawq with their default settings
+# (plus, for reference, ristretto with the paper's widths 16/8/4/2, hawq with an energy budget and
+# hawq with fine-tuning), all through `bitsweep local` on Fashion-MNIST's 10,000 test images,
+# error margin 1.0 point. All sweeps of a model share one
+# results database, so a config two strategies both try is evaluated once (the trial still counts
+# for both). Prints a Markdown table per model (bench/search_quality.py): trials, lowest energy and
+# smallest weights within the margin, hypervolume (top-1 up, weight size down; reference 10 %
+# top-1 and the fp32 size) over the grid's, and hawq's predicted against measured top-1.
+#
+#   bash bench/search_quality.sh [MODEL_NAME ...]      # default: lenet5
+#   BITSWEEP_BENCH_DIR=DIR keeps the databases there (default: a temporary directory, removed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B="${BITSWEEP_BUILD_DIR:-build}/client/bitsweep"
+DATA="idx:/usr/share/datasets/fashion-mnist"
+MODELS=("$@")
+[ ${#MODELS[@]} -gt 0 ] || MODELS=(lenet5)
+WIDTHS="fixed:16,fixed:8,fixed:7,fixed:6,fixed:5,fixed:4,fixed:3,fixed:2"
+if [ -n "${BITSWEEP_BENCH_DIR:-}" ]; then
+  WORK="$BITSWEEP_BENCH_DIR"
+  mkdir -p "$WORK"
+else
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+fi
+
+for name in "${MODELS[@]}"; do
+  model="models/$name.onnx"
+  db="$WORK/$name.db"
+  run() {  # run STRATEGY_NAME FLAGS...: one sweep, its wall time appended to $WORK/$name.wall
+    local label="$1"
+    shift
+    local start end
+    start=$(date +%s.%N)
+    "$B" local --model "$model" --dataset "$DATA" --mean 0.2860 --std 0.3530 --error-margin 1.0 \
+        --workers 2 --threads 2 --db "$db" --name "$label" "$@" >"$WORK/$name.$label.out" 2>&1 ||
+      { cat "$WORK/$name.$label.out" >&2; exit 1; }
+    end=$(date +%s.%N)
+    awk -v l="$label" -v s="$start" -v e="$end" 'BEGIN { printf "%s %.1f\n", l, e - s }' \
+      >>"$WORK/$name.wall"
+  }
+  : >"$WORK/$name.wall"
+  grid="conv.weights=$WIDTHS;default.activations=$WIDTHS"
+  if "$B" inspect --model "$model" --json | grep -q '"class":"fc"'; then
+    grid="conv.weights=$WIDTHS;fc.weights=$WIDTHS;default.activations=$WIDTHS"
+  fi
+  run grid --strategy grid --grid "$grid"
+  run ristretto --strategy ristretto
+  run ristretto-16-8-4-2 --strategy ristretto --weight-formats fixed:16,fixed:8,fixed:4,fixed:2 \
+      --activation-formats fixed:16,fixed:8,fixed:4,fixed:2
+  run sensitivity --strategy sensitivity
+  run evolutionary --strategy evolutionary
+  run hawq --strategy hawq
+  # Not default settings, for reference: hawq's budget on energy instead of size (the table is
+  # evaluated again, so that the baseline reports the fan-in that prices accumulators), and hawq
+  # with 1,000 fine-tuning steps on the cheapest measured frontier points within 2 x the margin.
+  run hawq-energy --strategy hawq --objectives top1,energy --no-cache
+  run hawq-finetune --strategy hawq --finetune-steps 1000
+  echo "### $name"
+  echo
+  python3 bench/search_quality.py "$db" "$WORK/$name.wall"
+  echo
+done
