@@ -108,8 +108,9 @@ TEST_P(ZooPlacementTest, MovedQuantizersGiveThePlainPlacementsValues) {
   ASSERT_TRUE(model.ok());
   absl::StatusOr<Graph> graph = ImportOnnxModel(*model, {}, arch);
   ASSERT_TRUE(graph.ok());
-  // Batch 8: big enough that the quantization passes run in parallel blocks.
-  const Tensor x = Random({8, 1, 28, 28}, 11, 0.0f, 1.0f);
+  // Batch 32: the passes run in parallel blocks, and the larger convolutions' outputs (over 1 MiB)
+  // are computed and quantized sub-batch by sub-batch.
+  const Tensor x = Random({32, 1, 28, 28}, 11, 0.0f, 1.0f);
   const Tensor fp32 = RunNet(*graph, x, nullptr, false);
   const Calibrated calibrated = Calibrate(*graph);
   for (const std::string& config :

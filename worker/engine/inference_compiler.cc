@@ -196,6 +196,9 @@ std::optional<quant::Quantizer> InferenceCompiler::DownstreamInputQuantizer(
 }
 
 void InferenceCompiler::QuantizeLayerOutput(const Node& n, Value* out, bool fused) {
+  // The layer step AddLayerStep recorded (its sub-batch maker refers to the caller's locals).
+  std::optional<LayerStep> layer_step = std::move(last_layer_step_);
+  last_layer_step_.reset();
   const quant::LayerQuantPlan* plan = PlanFor(n);
   if (plan == nullptr || plan->outputs.format.kind == quant::FormatKind::kFp32) return;
   const quant::Quantizer& q = plan->outputs;
@@ -219,10 +222,89 @@ void InferenceCompiler::QuantizeLayerOutput(const Node& n, Value* out, bool fuse
     qs.push_back(*next);
     out->grid = *next;
   }
-  if (qs.empty()) return;
+  if (qs.empty() || (layer_step && SplitLayerStep(n, *layer_step, qs, out->mem))) return;
   float* data = static_cast<float*>(out->mem.get_data_handle());
   const int64_t count = static_cast<int64_t>(out->mem.get_desc().get_size() / sizeof(float));
   AddQuantizeStep(std::move(qs), data, data, count, n);
+}
+
+void InferenceCompiler::AddLayerStep(const Node& n, const dnnl::primitive_desc& pd,
+                                     dnnl::primitive p, std::unordered_map<int, memory> args,
+                                     SubBatchPrimitive sub_batch) {
+  AddStep(std::move(p), args, &n);
+  last_layer_step_ = LayerStep{n.name, steps_.size() - 1, pd, std::move(args), std::move(sub_batch)};
+}
+
+namespace {
+
+// `d` for `batch` images instead of its own dims[0] (same layout), when dims[0] is its outermost
+// dimension (each image's data contiguous, at image * stride); nullopt otherwise.
+std::optional<memory::desc> SubBatchDesc(const memory::desc& d, int64_t batch) {
+  const dnnl_memory_desc_t& c = d.data;
+  if (c.format_kind != dnnl_blocked || c.ndims < 1 || c.dims[0] != c.padded_dims[0]) {
+    return std::nullopt;
+  }
+  for (int i = 0; i < c.format_desc.blocking.inner_nblks; ++i) {
+    if (c.format_desc.blocking.inner_idxs[i] == 0) return std::nullopt;
+  }
+  const int64_t per_image = static_cast<int64_t>(d.get_size()) / c.dims[0];
+  if (c.format_desc.blocking.strides[0] * static_cast<int64_t>(sizeof(float)) != per_image ||
+      c.data_type != dnnl_f32 || c.offset0 != 0) {
+    return std::nullopt;
+  }
+  memory::desc sub = d;
+  sub.data.dims[0] = batch;
+  sub.data.padded_dims[0] = batch;
+  return sub;
+}
+
+constexpr int64_t kSubBatchBytes = int64_t{1} << 20;  // output per sub-batch: within L2
+
+}  // namespace
+
+bool InferenceCompiler::SplitLayerStep(const Node& n, const LayerStep& layer,
+                                       const std::vector<quant::Quantizer>& qs,
+                                       const memory& dst) {
+  if (layer.node != n.name || layer.step + 1 != steps_.size() || !layer.sub_batch) return false;
+  for (const quant::Quantizer& q : qs) {
+    if (q.rounding == quant::Rounding::kStochastic) return false;  // draws by element index
+  }
+  auto src_it = layer.args.find(DNNL_ARG_SRC);
+  auto dst_it = layer.args.find(DNNL_ARG_DST);
+  if (src_it == layer.args.end() || dst_it == layer.args.end() ||
+      dst_it->second.get_data_handle() != dst.get_data_handle()) {
+    return false;
+  }
+  const memory::desc src_desc = src_it->second.get_desc(), dst_desc = dst.get_desc();
+  const int64_t batch = dst_desc.data.dims[0];
+  const int64_t per_image = static_cast<int64_t>(dst_desc.get_size()) / std::max<int64_t>(batch, 1);
+  int64_t sub = batch;
+  while (sub % 2 == 0 && sub * per_image > kSubBatchBytes) sub /= 2;
+  if (sub == batch || src_desc.data.dims[0] != batch) return false;
+  const std::optional<memory::desc> sub_src = SubBatchDesc(src_desc, sub);
+  const std::optional<memory::desc> sub_dst = SubBatchDesc(dst_desc, sub);
+  if (!sub_src || !sub_dst) return false;
+  auto [primitive, pd] = layer.sub_batch(sub);
+  // The same implementation, layouts and weights: the same values, image by image.
+  if (pd.impl_info_str() != layer.pd.impl_info_str() || pd.src_desc() != *sub_src ||
+      pd.dst_desc() != *sub_dst || pd.weights_desc() != layer.pd.weights_desc()) {
+    return false;
+  }
+  const int64_t src_step = static_cast<int64_t>(src_desc.get_size()) / batch * sub;
+  const int64_t dst_step = per_image * sub;
+  char* src_base = static_cast<char*>(src_it->second.get_data_handle());
+  char* dst_base = static_cast<char*>(dst.get_data_handle());
+  std::unordered_map<int, memory> args = layer.args;
+  steps_.pop_back();
+  for (int64_t part = 0; part < batch / sub; ++part) {
+    args[DNNL_ARG_SRC] = memory(*sub_src, engine_, src_base + part * src_step);
+    memory out(*sub_dst, engine_, dst_base + part * dst_step);
+    args[DNNL_ARG_DST] = out;
+    AddStep(primitive, args, &n);
+    float* data = reinterpret_cast<float*>(dst_base + part * dst_step);
+    AddQuantizeStep(qs, data, data, dst_step / static_cast<int64_t>(sizeof(float)), n);
+  }
+  return true;
 }
 
 void InferenceCompiler::ApplyPending(const std::string& name, const Node& n) {

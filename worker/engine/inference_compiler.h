@@ -135,6 +135,16 @@ class InferenceCompiler {
   // primitive -- or later, on a max pooling's smaller output (out->pending), which gives the same
   // values for a monotone deterministic quantizer. Sets out->grid when applied now.
   void QuantizeLayerOutput(const Node& n, Value* out, bool fused);
+  // The layer primitive of n over the whole batch (`pd`, arguments `args`: DNNL_ARG_SRC and
+  // DNNL_ARG_DST hold batch-major activations), with `sub_batch(b)` making the same primitive for
+  // b images. When QuantizeLayerOutput then adds a pass over the output, it runs the primitive
+  // sub-batch by sub-batch instead, each followed by its pass while that part of the output is
+  // in cache (only where oneDNN picks the same implementation and layouts for the sub-batch, so
+  // the values are the same).
+  using SubBatchPrimitive =
+      std::function<std::pair<dnnl::primitive, dnnl::primitive_desc>(int64_t batch)>;
+  void AddLayerStep(const Node& n, const dnnl::primitive_desc& pd, dnnl::primitive p,
+                    std::unordered_map<int, memory> args, SubBatchPrimitive sub_batch);
   // Layer n's data input `name` (value x, off the input quantizer's grid) quantized by the plan's
   // input quantizer: in place when every reader of `name` is a layer quantizing it alike (one
   // pass, and the value's grid is recorded), else a private copy written by one pass and shared
@@ -210,6 +220,18 @@ class InferenceCompiler {
                        int64_t count, const Node& n);
 
   std::map<std::string, std::vector<int>> readers_;  // value -> reading nodes (one per input slot)
+  struct LayerStep {
+    std::string node;
+    size_t step = 0;
+    dnnl::primitive_desc pd;
+    std::unordered_map<int, memory> args;
+    SubBatchPrimitive sub_batch;
+  };
+  std::optional<LayerStep> last_layer_step_;
+  // Runs `layer` (the last step) sub-batch by sub-batch, each followed by the pass of `qs` over
+  // its output `dst`; false (nothing changed) where that is not possible.
+  bool SplitLayerStep(const Node& n, const LayerStep& layer,
+                      const std::vector<quant::Quantizer>& qs, const memory& dst);
   struct QuantizedCopy {
     std::string name;
     quant::Quantizer q;

@@ -120,12 +120,18 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
   const Dims w_dims = ConvWeightDims(ws, n.group);
   const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
   const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-      AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
-      Dims(n.strides.begin(), n.strides.end()), DnnlDilations(n.dilations), pb, pe);
   bool output_fused = false;
-  dnnl::convolution_forward::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
+  const dnnl::primitive_attr attr = LayerAttr(n, &output_fused);
+  auto make_pd = [&, x_shape = x.shape, out_shape](int64_t batch) {
+    Dims src = DnnlDims(x_shape), dst = DnnlDims(out_shape);
+    src[0] = dst[0] = batch;
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, AnyDesc(src),
+        AnyDesc(w_dims), bias_desc, AnyDesc(dst), Dims(n.strides.begin(), n.strides.end()),
+        DnnlDilations(n.dilations), pb, pe);
+    return dnnl::convolution_forward::primitive_desc(desc, attr, engine_);
+  };
+  const dnnl::convolution_forward::primitive_desc pd = make_pd(out_shape[0]);
   QuantizeWeights(n, &w, ws[0]);
 
   const memory src = ReorderTo(x.mem, pd.src_desc(), &n);
@@ -142,7 +148,11 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
     }
     args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, b.floats().data());
   }
-  AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
+  AddLayerStep(n, pd, dnnl::convolution_forward(pd), std::move(args), [make_pd](int64_t batch) {
+    const dnnl::convolution_forward::primitive_desc sub = make_pd(batch);
+    return std::make_pair(dnnl::primitive(dnnl::convolution_forward(sub)),
+                          dnnl::primitive_desc(sub));
+  });
   FinishLayer(n, Value{out_shape, dst}, output_fused,
               ConvLayerInfo(ws, x.shape, out_shape, has_bias));
   return absl::OkStatus();
