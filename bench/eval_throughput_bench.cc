@@ -7,6 +7,8 @@
 //
 // Each iteration evaluates the whole test split with Evaluate() (compilation included in the
 // wall time, excluded from the images_per_s counter, which is what `bitsweep eval` reports).
+#include <time.h>
+
 #include <map>
 #include <string>
 
@@ -86,6 +88,13 @@ bool SetUpQuantizedTrial(benchmark::State& state, const std::string& arch,
   return true;
 }
 
+// CPU time of the whole process (every thread), in seconds.
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 // The batch under test, on the two cores every figure is measured with.
 EvalOptions BenchOptions(const benchmark::State& state) {
   EvalOptions options;
@@ -123,10 +132,16 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
   const EvalOptions options = BenchOptions(state);
   // Quantized and fp32 evaluations alternate within each iteration, so machine noise hits both
   // alike and `ratio` (quantized images/s over fp32 images/s) is measured in one run.
-  double quant_seconds = 0, fp32_seconds = 0, images = 0;
+  // cpu_ratio: the same ratio in CPU time of the whole process over each call (compilation
+  // included), which other load on a shared machine disturbs less than wall time.
+  double quant_seconds = 0, fp32_seconds = 0, images = 0, quant_cpu = 0, fp32_cpu = 0;
   for (auto _ : state) {
+    const double cpu0 = ProcessCpuSeconds();
     absl::StatusOr<TrialResult> r = RunTrial(in, options);
+    const double cpu1 = ProcessCpuSeconds();
     absl::StatusOr<EvalResult> fp32 = Evaluate(graph, data, options);
+    quant_cpu += cpu1 - cpu0;
+    fp32_cpu += ProcessCpuSeconds() - cpu1;
     if (!r.ok() || !fp32.ok()) {
       state.SkipWithError(std::string((r.ok() ? fp32.status() : r.status()).message()).c_str());
       return;
@@ -139,6 +154,7 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
   state.counters["images_per_s"] = images / quant_seconds;
   state.counters["fp32_images_per_s"] = images / fp32_seconds;
   state.counters["ratio"] = fp32_seconds / quant_seconds;
+  state.counters["cpu_ratio"] = fp32_cpu / quant_cpu;
 }
 
 // True int8 (oneDNN int8 primitives) for `config`, with the fp32 network and the emulation of
