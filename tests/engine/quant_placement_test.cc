@@ -37,17 +37,9 @@ using testing::Random;
 // Runs `graph` on `x`; with `observed`, a no-op observer makes the network place every quantizer
 // exactly where the plan puts it.
 Tensor RunNet(const Graph& graph, const Tensor& x, const quant::QuantPlan* plan, bool observed) {
-  NetworkOptions options;
-  options.batch = x.shape()[0];
-  options.threads = 2;
-  options.quant = plan;
-  if (observed) options.observer = [](const std::string&, bool, const float*, int64_t) {};
-  absl::StatusOr<std::unique_ptr<Network>> net = Network::Create(graph, options);
-  EXPECT_TRUE(net.ok()) << net.status();
-  if (!net.ok()) return {};
-  std::map<std::string, Tensor> out;
-  EXPECT_TRUE((*net)->Run({{graph.inputs[0].name, &x}}, &out).ok());
-  return out[graph.outputs[0]];
+  if (!observed) return testing::RunEmulation(graph, x, plan);
+  return testing::RunEmulation(graph, x, plan,
+                               [](const std::string&, bool, const float*, int64_t) {});
 }
 
 // Elements whose values differ (-0 and +0 are the same value).

@@ -547,25 +547,28 @@ void IntKernel(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
 template <Rounding R>
 BITSWEEP_INLINE void IntFloatLoop(float* data, int64_t begin, int64_t end, float s, float inv,
                                   float lo, float hi) {
-  const float half = 0.5f * s, below = lo - 2.0f, above = hi + 2.0f;
+  // r > s/2 is r >= the float after s/2 (r is exact); a tie r == s/2 goes up when the rule
+  // says so. Likewise downwards.
+  const float half = 0.5f * s, above_half = std::nextafter(half, FLT_MAX);
+  const float below = lo - 2.0f, above = hi + 2.0f;
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
     float y = x * inv;
     y = y < below ? below : y;
     y = y > above ? above : y;
-    const float k0 = RoundEvenSmall(y);
+    const float t = y + kMagic<float>;  // 1.5 * 2^23 + k0: its last mantissa bit is k0's parity
+    const float k0 = t - kMagic<float>;
     const float r = __builtin_fmaf(-k0, s, x);  // std::fma would be a call in the clones
-    const bool tie_up = r == half, tie_down = r == -half;
-    float k = SelectF(r > half, k0 + 1.0f, k0);
-    k = SelectF(r < -half, k0 - 1.0f, k);
+    bool tie_up, tie_down;
     if constexpr (R == Rounding::kNearestEven) {
-      // The even one of k0, k0 + 1 is 2 * round((k0 + 1/2) / 2); of k0 - 1, k0, likewise.
-      k = SelectF(tie_up, 2.0f * RoundEvenSmall((k0 + 0.5f) * 0.5f), k);
-      k = SelectF(tie_down, 2.0f * RoundEvenSmall((k0 - 0.5f) * 0.5f), k);
+      tie_up = tie_down = (BitCast<uint32_t>(t) & 1u) != 0;  // odd k0: ties leave it
     } else {  // ties away from zero
-      k = SelectF(tie_up, SelectF(k0 >= 0.0f, k0 + 1.0f, k0), k);
-      k = SelectF(tie_down, SelectF(k0 <= 0.0f, k0 - 1.0f, k0), k);
+      tie_up = k0 >= 0.0f;
+      tie_down = k0 <= 0.0f;
     }
+    const float up = SelectF(tie_up, half, above_half);
+    const float down = SelectF(tie_down, -half, -above_half);
+    float k = k0 + SelectF(r >= up, 1.0f, 0.0f) - SelectF(r <= down, 1.0f, 0.0f);
     k = k < lo ? lo : k;
     k = k > hi ? hi : k;
     data[i] = k * s;
@@ -610,6 +613,15 @@ void IntStochastic(float* data, int64_t begin, int64_t end, int64_t offset, cons
 
 void QuantizeInt(const Quantizer& q, float* data, int64_t count, int64_t offset) {
   if (q.scale.empty()) return;  // not a built quantizer: nothing to apply
+  if (!q.format.per_channel && q.rounding != Rounding::kStochastic) {
+    // One channel, nearest rounding: no per-call allocation (the engine calls this per block).
+    const IntChannel ch = PlanIntChannel(q, 0);
+    ForBlocks(count, [&](int64_t begin, int64_t end) {
+      q.rounding == Rounding::kNearestEven ? IntNearest<Rounding::kNearestEven>(data, begin, end, ch)
+                                           : IntNearest<Rounding::kNearestAway>(data, begin, end, ch);
+    });
+    return;
+  }
   std::vector<IntChannel> channels;
   const size_t n_channels = q.format.per_channel ? q.scale.size() : 1;
   for (size_t c = 0; c < n_channels; ++c) channels.push_back(PlanIntChannel(q, c));
