@@ -4,6 +4,8 @@
 //
 //   build/bench/eval_throughput_bench [--benchmark_filter=lenet5]
 //   OMP_WAIT_POLICY=PASSIVE build/bench/eval_throughput_bench --benchmark_filter=Int8
+//   OMP_WAIT_POLICY=PASSIVE build/bench/eval_throughput_bench --benchmark_filter=EvalQuantized
+//       --benchmark_repetitions=3 --benchmark_report_aggregates_only=true   (docs/BENCHMARKS.md)
 //
 // Each iteration evaluates the whole test split with Evaluate() (compilation included in the
 // wall time, excluded from the images_per_s counter, which is what `bitsweep eval` reports).

@@ -1,9 +1,10 @@
 // Where the emulation applies its quantizers (inference_compiler.h): an output quantizer moved past
 // a max pooling, a consumer's input quantizer applied in its producer's pass, an input quantized
-// in place when every reader quantizes it alike -- each must give bit-for-bit the values of the
-// plain placement (every quantizer exactly where the plan puts it, inputs on private copies). The
-// plain placement is what the network compiles while an observer watches the layers, so the same
-// network with and without a no-op observer is the comparison. Also: the float int kernel against
+// in place when every reader quantizes it alike, a Conv run and quantized sub-batch by sub-batch
+// -- each must give bit-for-bit the values of the plain placement (every quantizer exactly where
+// the plan puts it, inputs on private copies, whole-batch primitives). The plain placement is
+// what the network compiles while an observer watches the layers, so the same network with and
+// without a no-op observer is the comparison. Also: the float int kernel against
 // the exact enumeration reference at and around every rounding midpoint.
 #include <cfloat>
 #include <cmath>

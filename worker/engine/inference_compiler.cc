@@ -222,7 +222,11 @@ void InferenceCompiler::QuantizeLayerOutput(const Node& n, Value* out, bool fuse
     qs.push_back(*next);
     out->grid = *next;
   }
-  if (qs.empty() || (layer_step && SplitLayerStep(n, *layer_step, qs, out->mem))) return;
+  if (qs.empty()) return;
+  if (layer_step && compiler_options_.move_quantizers &&
+      SplitLayerStep(n, *layer_step, qs, out->mem)) {
+    return;
+  }
   float* data = static_cast<float*>(out->mem.get_data_handle());
   const int64_t count = static_cast<int64_t>(out->mem.get_desc().get_size() / sizeof(float));
   AddQuantizeStep(std::move(qs), data, data, count, n);

@@ -48,8 +48,9 @@ struct InferenceCompilerOptions {
   // Quantization emulation (network.h; not owned, may be null): the layers' quantizers, which
   // the helpers below place. `move_quantizers` lets them apply a quantizer away from where the
   // plan puts it when that gives the same values (past a max pooling, or a consumer's input
-  // quantizer applied in its producer's pass); off while an observer must see each layer's
-  // input and output where the plan quantizes them.
+  // quantizer applied in its producer's pass) and run a layer sub-batch by sub-batch; off while
+  // an observer must see each layer's input and output where the plan quantizes them (and in
+  // tests, to compare with the plain placement).
   const quant::QuantPlan* quant = nullptr;
   bool move_quantizers = true;
 };
