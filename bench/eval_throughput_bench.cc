@@ -4,9 +4,13 @@
 //
 //   build/bench/eval_throughput_bench [--benchmark_filter=lenet5]
 //   OMP_WAIT_POLICY=PASSIVE build/bench/eval_throughput_bench --benchmark_filter=Int8
+//   OMP_WAIT_POLICY=PASSIVE build/bench/eval_throughput_bench --benchmark_filter=EvalQuantized
+//       --benchmark_repetitions=3 --benchmark_report_aggregates_only=true   (docs/BENCHMARKS.md)
 //
 // Each iteration evaluates the whole test split with Evaluate() (compilation included in the
 // wall time, excluded from the images_per_s counter, which is what `bitsweep eval` reports).
+#include <time.h>
+
 #include <map>
 #include <string>
 
@@ -86,6 +90,13 @@ bool SetUpQuantizedTrial(benchmark::State& state, const std::string& arch,
   return true;
 }
 
+// CPU time of the whole process (every thread), in seconds.
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 // The batch under test, on the two cores every figure is measured with.
 EvalOptions BenchOptions(const benchmark::State& state) {
   EvalOptions options;
@@ -123,10 +134,16 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
   const EvalOptions options = BenchOptions(state);
   // Quantized and fp32 evaluations alternate within each iteration, so machine noise hits both
   // alike and `ratio` (quantized images/s over fp32 images/s) is measured in one run.
-  double quant_seconds = 0, fp32_seconds = 0, images = 0;
+  // cpu_ratio: the same ratio in CPU time of the whole process over each call (compilation
+  // included), which other load on a shared machine disturbs less than wall time.
+  double quant_seconds = 0, fp32_seconds = 0, images = 0, quant_cpu = 0, fp32_cpu = 0;
   for (auto _ : state) {
+    const double cpu0 = ProcessCpuSeconds();
     absl::StatusOr<TrialResult> r = RunTrial(in, options);
+    const double cpu1 = ProcessCpuSeconds();
     absl::StatusOr<EvalResult> fp32 = Evaluate(graph, data, options);
+    quant_cpu += cpu1 - cpu0;
+    fp32_cpu += ProcessCpuSeconds() - cpu1;
     if (!r.ok() || !fp32.ok()) {
       state.SkipWithError(std::string((r.ok() ? fp32.status() : r.status()).message()).c_str());
       return;
@@ -139,6 +156,7 @@ void BM_EvalQuantized(benchmark::State& state, const std::string& arch, const st
   state.counters["images_per_s"] = images / quant_seconds;
   state.counters["fp32_images_per_s"] = images / fp32_seconds;
   state.counters["ratio"] = fp32_seconds / quant_seconds;
+  state.counters["cpu_ratio"] = fp32_cpu / quant_cpu;
 }
 
 // True int8 (oneDNN int8 primitives) for `config`, with the fp32 network and the emulation of
@@ -190,6 +208,8 @@ constexpr char kMinifloat43[] =
     R"({"default": {"weights": "minifloat:4:3", "inputs": "minifloat:4:3", "outputs": "minifloat:4:3"}})";
 constexpr char kInt8[] =
     R"({"default": {"weights": "int:8", "inputs": "int:8", "outputs": "int:8"}})";
+constexpr char kInt8Asym[] =
+    R"({"default": {"weights": "int:8:asym", "inputs": "int:8:asym", "outputs": "int:8:asym"}})";
 constexpr char kInt8PerChannel[] =
     R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8", "outputs": "int:8"}})";
 
@@ -202,22 +222,23 @@ BENCHMARK_CAPTURE(BM_EvalFp32, resnet_mini, std::string("resnet-mini"))
 BENCHMARK_CAPTURE(BM_EvalFp32, alexnet_mini, std::string("alexnet-mini"))
     ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
-BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_fixed8, std::string("lenet5"), std::string(kFixed8))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
-BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_minifloat43, std::string("lenet5"),
-                  std::string(kMinifloat43))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
-BENCHMARK_CAPTURE(BM_EvalQuantized, lenet5_int8, std::string("lenet5"), std::string(kInt8))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
-BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_fixed8, std::string("squeezenet-mini"),
-                  std::string(kFixed8))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
-BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_minifloat43, std::string("squeezenet-mini"),
-                  std::string(kMinifloat43))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
-BENCHMARK_CAPTURE(BM_EvalQuantized, squeezenet_mini_int8, std::string("squeezenet-mini"),
-                  std::string(kInt8))
-    ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+// Every format family with weights, inputs and outputs quantized, on the three zoo models the
+// emulation target names (issue 15: each at >= 0.9x fp32).
+#define BITSWEEP_QUANTIZED_BENCHMARKS(name, arch)                                             \
+  BENCHMARK_CAPTURE(BM_EvalQuantized, name##_fixed8, std::string(arch), std::string(kFixed8)) \
+      ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);               \
+  BENCHMARK_CAPTURE(BM_EvalQuantized, name##_int8, std::string(arch), std::string(kInt8))     \
+      ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);               \
+  BENCHMARK_CAPTURE(BM_EvalQuantized, name##_int8_asym, std::string(arch),                     \
+                    std::string(kInt8Asym))                                                    \
+      ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);               \
+  BENCHMARK_CAPTURE(BM_EvalQuantized, name##_minifloat43, std::string(arch),                   \
+                    std::string(kMinifloat43))                                                 \
+      ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0)
+
+BITSWEEP_QUANTIZED_BENCHMARKS(lenet5, "lenet5");
+BITSWEEP_QUANTIZED_BENCHMARKS(squeezenet_mini, "squeezenet-mini");
+BITSWEEP_QUANTIZED_BENCHMARKS(resnet_mini, "resnet-mini");
 
 BENCHMARK_CAPTURE(BM_EvalInt8, lenet5_int8, std::string("lenet5"), std::string(kInt8))
     ->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);

@@ -66,16 +66,7 @@ Tensor RunInt8(const Graph& graph, const Tensor& x, const quant::QuantPlan& plan
 }
 
 Tensor RunEmulated(const Graph& graph, const Tensor& x, const quant::QuantPlan& plan) {
-  NetworkOptions options;
-  options.batch = x.shape()[0];
-  options.threads = 2;
-  options.quant = &plan;
-  absl::StatusOr<std::unique_ptr<Network>> net = Network::Create(graph, options);
-  EXPECT_TRUE(net.ok()) << net.status();
-  if (!net.ok()) return {};
-  std::map<std::string, Tensor> out;
-  EXPECT_TRUE((*net)->Run({{graph.inputs[0].name, &x}}, &out).ok());
-  return out[graph.outputs[0]];
+  return testing::RunEmulation(graph, x, &plan);
 }
 
 // Code of x under a symmetric 8-bit scale, computed independently of format.cc.

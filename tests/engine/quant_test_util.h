@@ -1,15 +1,20 @@
-// Helpers shared by the quantized-network tests: seeded random tensors and format parsing that
-// fails the test (not the process) on a typo.
+// Helpers shared by the quantized-network tests: seeded random tensors, format parsing that
+// fails the test (not the process) on a typo, and one run of an emulated network.
 #ifndef BITSWEEP_TESTS_ENGINE_QUANT_TEST_UTIL_H_
 #define BITSWEEP_TESTS_ENGINE_QUANT_TEST_UTIL_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
 
 #include "gtest/gtest.h"
+#include "worker/engine/graph.h"
+#include "worker/engine/network.h"
 #include "worker/engine/quant/format.h"
+#include "worker/engine/quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine::testing {
@@ -26,6 +31,25 @@ inline quant::NumberFormat Format(const std::string& text) {
   absl::StatusOr<quant::NumberFormat> f = quant::ParseFormat(text);
   EXPECT_TRUE(f.ok()) << text << ": " << f.status();
   return f.ok() ? *f : quant::NumberFormat{};
+}
+
+// Runs `graph` on `x` (its first input; the batch is x's first dimension) with the emulation
+// `plan` (null: fp32) on 2 threads, and returns its first output (empty after a failure, which
+// the test records). An `observer` also makes the network place every quantizer exactly where
+// the plan puts it.
+inline Tensor RunEmulation(const Graph& graph, const Tensor& x, const quant::QuantPlan* plan,
+                           ActivationObserver observer = nullptr) {
+  NetworkOptions options;
+  options.batch = x.shape()[0];
+  options.threads = 2;
+  options.quant = plan;
+  options.observer = std::move(observer);
+  absl::StatusOr<std::unique_ptr<Network>> net = Network::Create(graph, options);
+  EXPECT_TRUE(net.ok()) << net.status();
+  if (!net.ok()) return {};
+  std::map<std::string, Tensor> out;
+  EXPECT_TRUE((*net)->Run({{graph.inputs[0].name, &x}}, &out).ok());
+  return out[graph.outputs[0]];
 }
 
 }  // namespace bitsweep::engine::testing

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -89,6 +90,275 @@ void InferenceCompiler::AddStep(dnnl::primitive p, std::unordered_map<int, memor
 
 void InferenceCompiler::AddHostStep(std::function<void()> f, const Node& n) {
   steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantization emulation.
+
+namespace {
+
+// Quantizers whose q(max(a, b)) = max(q(a), q(b)) and q(0) = 0 for every a, b, with a result
+// that does not depend on the element's position: they commute with max pooling, concatenation
+// and views. Stochastic rounding draws per element index, which those operators move.
+bool Commutes(const quant::Quantizer& q) {
+  return q.rounding != quant::Rounding::kStochastic && q.format.kind != quant::FormatKind::kPow2;
+}
+
+bool IsLayer(const Node& n) {
+  return n.op == OpKind::kConv || n.op == OpKind::kGemm || n.op == OpKind::kMatMul;
+}
+
+bool IsView(OpKind op) {
+  return op == OpKind::kFlatten || op == OpKind::kReshape || op == OpKind::kSqueeze ||
+         op == OpKind::kUnsqueeze || op == OpKind::kIdentity;
+}
+
+constexpr int64_t kQuantizeBlock = 4096;  // floats: 16 KiB, cache-resident between the passes
+
+}  // namespace
+
+const quant::LayerQuantPlan* InferenceCompiler::PlanFor(const Node& n) const {
+  if (compiler_options_.quant == nullptr) return nullptr;
+  auto it = compiler_options_.quant->find(n.name);
+  return it == compiler_options_.quant->end() ? nullptr : &it->second;
+}
+
+bool InferenceCompiler::AppendQuantizerPostOps(const quant::Quantizer& q, dnnl::post_ops* ops) {
+  const bool is_fixed =
+      q.format.kind == quant::FormatKind::kFixed || q.format.kind == quant::FormatKind::kUfixed;
+  if (!is_fixed || q.rounding != quant::Rounding::kNearestEven) return false;
+  // linear(2^FL) -> round (half to even) -> clip -> pow(2^-FL, 1). A second eltwise_linear in
+  // the chain would reuse the first one's alpha in oneDNN 2.6.3 (AppendEltwise), hence pow.
+  const int b = q.format.bits;
+  const bool is_signed = q.format.kind == quant::FormatKind::kFixed;
+  const float lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
+  const float hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
+  AppendEltwise(ops, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits), 0.0f);
+  AppendEltwise(ops, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
+  AppendEltwise(ops, dnnl::algorithm::eltwise_clip, lo, hi);  // clip_v2 after a fused Clip
+  AppendEltwise(ops, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits), 1.0f);
+  return true;
+}
+
+void InferenceCompiler::AddQuantizeStep(std::vector<quant::Quantizer> qs, const float* from,
+                                        float* to, int64_t count, const Node& n) {
+  AddHostStep([qs = std::move(qs), from, to, count] {
+    const int64_t blocks = (count + kQuantizeBlock - 1) / kQuantizeBlock;
+    // Each block is copied and passed through every quantizer while it is in cache; `offset`
+    // keeps stochastic rounding's draw tied to the element's index in the whole tensor.
+#pragma omp parallel for schedule(static) if (blocks > 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kQuantizeBlock;
+      const int64_t size = std::min(kQuantizeBlock, count - begin);
+      if (from != to) std::memcpy(to + begin, from + begin, size * sizeof(float));
+      for (const quant::Quantizer& q : qs) quant::QuantizeInPlace(q, to + begin, size, begin);
+    }
+  }, n);
+}
+
+bool InferenceCompiler::OwnsMemory(const std::string& name) const {
+  if (graph_.IsConstant(name) || graph_.IsGraphOutput(name)) return false;
+  const int producer = graph_.ProducerOf(name);
+  if (producer < 0) return true;  // a runtime input: copied in by every Run
+  const OpKind op = graph_.nodes[producer].op;
+  // Views share their input's memory (a reduction over nothing is one too).
+  return !IsView(op) && op != OpKind::kReduceMean && op != OpKind::kReduceMax &&
+         op != OpKind::kTranspose;
+}
+
+std::optional<quant::Quantizer> InferenceCompiler::DownstreamInputQuantizer(
+    const std::string& name, bool direct_only) const {
+  if (!compiler_options_.move_quantizers || graph_.IsGraphOutput(name)) return std::nullopt;
+  auto it = readers_.find(name);
+  if (it == readers_.end() || it->second.empty()) return std::nullopt;
+  std::optional<quant::Quantizer> common;
+  bool all_layers = true;
+  for (int r : it->second) {
+    const Node& reader = graph_.nodes[r];
+    const quant::LayerQuantPlan* plan = PlanFor(reader);
+    if (!IsLayer(reader) || reader.inputs[0] != name || plan == nullptr ||
+        plan->inputs.format.kind == quant::FormatKind::kFp32 ||
+        (common && !quant::SameGrid(*common, plan->inputs))) {
+      all_layers = false;
+      break;
+    }
+    if (!common) common = plan->inputs;
+  }
+  if (all_layers) return common;
+  if (direct_only || it->second.size() != 1) return std::nullopt;
+  const Node& only = graph_.nodes[it->second[0]];
+  const bool commutes = only.op == OpKind::kMaxPool || only.op == OpKind::kConcat ||
+                        only.op == OpKind::kReduceMax || IsView(only.op);
+  if (!commutes || only.outputs.size() != 1) return std::nullopt;
+  std::optional<quant::Quantizer> q = DownstreamInputQuantizer(only.outputs[0], direct_only);
+  if (q && !Commutes(*q)) return std::nullopt;
+  return q;
+}
+
+void InferenceCompiler::QuantizeLayerOutput(const Node& n, Value* out, bool fused) {
+  // The layer step AddLayerStep recorded (its sub-batch maker refers to the caller's locals).
+  std::optional<LayerStep> layer_step = std::move(last_layer_step_);
+  last_layer_step_.reset();
+  const quant::LayerQuantPlan* plan = PlanFor(n);
+  if (plan == nullptr || plan->outputs.format.kind == quant::FormatKind::kFp32) return;
+  const quant::Quantizer& q = plan->outputs;
+  auto it = readers_.find(n.outputs[0]);
+  const bool one_pool =
+      it != readers_.end() && it->second.size() == 1 &&
+      (graph_.nodes[it->second[0]].op == OpKind::kMaxPool ||
+       graph_.nodes[it->second[0]].op == OpKind::kReduceMax);
+  if (!fused && compiler_options_.move_quantizers && Commutes(q) && one_pool &&
+      !graph_.IsGraphOutput(n.outputs[0])) {
+    out->pending = q;  // quantized on the pooling's output instead (ApplyPending)
+    return;
+  }
+  out->grid = q;
+  std::vector<quant::Quantizer> qs;
+  if (!fused) qs.push_back(q);
+  // The readers' input quantizer, applied here once instead of on a copy for each of them.
+  std::optional<quant::Quantizer> next =
+      DownstreamInputQuantizer(n.outputs[0], /*direct_only=*/false);
+  if (next && !quant::SameGrid(q, *next)) {
+    qs.push_back(*next);
+    out->grid = *next;
+  }
+  if (qs.empty()) return;
+  if (layer_step && compiler_options_.move_quantizers &&
+      SplitLayerStep(n, *layer_step, qs, out->mem)) {
+    return;
+  }
+  float* data = static_cast<float*>(out->mem.get_data_handle());
+  const int64_t count = static_cast<int64_t>(out->mem.get_desc().get_size() / sizeof(float));
+  AddQuantizeStep(std::move(qs), data, data, count, n);
+}
+
+void InferenceCompiler::AddLayerStep(const Node& n, const dnnl::primitive_desc& pd,
+                                     dnnl::primitive p, std::unordered_map<int, memory> args,
+                                     SubBatchPrimitive sub_batch) {
+  AddStep(std::move(p), args, &n);
+  last_layer_step_ = LayerStep{n.name, steps_.size() - 1, pd, std::move(args), std::move(sub_batch)};
+}
+
+namespace {
+
+// `d` for `batch` images instead of its own dims[0] (same layout), when dims[0] is its outermost
+// dimension (each image's data contiguous, at image * stride); nullopt otherwise.
+std::optional<memory::desc> SubBatchDesc(const memory::desc& d, int64_t batch) {
+  const dnnl_memory_desc_t& c = d.data;
+  if (c.format_kind != dnnl_blocked || c.ndims < 1 || c.dims[0] != c.padded_dims[0]) {
+    return std::nullopt;
+  }
+  for (int i = 0; i < c.format_desc.blocking.inner_nblks; ++i) {
+    if (c.format_desc.blocking.inner_idxs[i] == 0) return std::nullopt;
+  }
+  const int64_t per_image = static_cast<int64_t>(d.get_size()) / c.dims[0];
+  if (c.format_desc.blocking.strides[0] * static_cast<int64_t>(sizeof(float)) != per_image ||
+      c.data_type != dnnl_f32 || c.offset0 != 0) {
+    return std::nullopt;
+  }
+  memory::desc sub = d;
+  sub.data.dims[0] = batch;
+  sub.data.padded_dims[0] = batch;
+  return sub;
+}
+
+constexpr int64_t kSubBatchBytes = int64_t{1} << 20;  // output per sub-batch: within L2
+
+}  // namespace
+
+bool InferenceCompiler::SplitLayerStep(const Node& n, const LayerStep& layer,
+                                       const std::vector<quant::Quantizer>& qs,
+                                       const memory& dst) {
+  if (layer.node != n.name || layer.step + 1 != steps_.size() || !layer.sub_batch) return false;
+  for (const quant::Quantizer& q : qs) {
+    if (q.rounding == quant::Rounding::kStochastic) return false;  // draws by element index
+  }
+  auto src_it = layer.args.find(DNNL_ARG_SRC);
+  auto dst_it = layer.args.find(DNNL_ARG_DST);
+  if (src_it == layer.args.end() || dst_it == layer.args.end() ||
+      dst_it->second.get_data_handle() != dst.get_data_handle()) {
+    return false;
+  }
+  const memory::desc src_desc = src_it->second.get_desc(), dst_desc = dst.get_desc();
+  const int64_t batch = dst_desc.data.dims[0];
+  const int64_t per_image = static_cast<int64_t>(dst_desc.get_size()) / std::max<int64_t>(batch, 1);
+  int64_t sub = batch;
+  while (sub % 2 == 0 && sub * per_image > kSubBatchBytes) sub /= 2;
+  if (sub == batch || src_desc.data.dims[0] != batch) return false;
+  const std::optional<memory::desc> sub_src = SubBatchDesc(src_desc, sub);
+  const std::optional<memory::desc> sub_dst = SubBatchDesc(dst_desc, sub);
+  if (!sub_src || !sub_dst) return false;
+  auto [primitive, pd] = layer.sub_batch(sub);
+  // The same implementation, layouts and weights: the same values, image by image.
+  if (pd.impl_info_str() != layer.pd.impl_info_str() || pd.src_desc() != *sub_src ||
+      pd.dst_desc() != *sub_dst || pd.weights_desc() != layer.pd.weights_desc()) {
+    return false;
+  }
+  const int64_t src_step = static_cast<int64_t>(src_desc.get_size()) / batch * sub;
+  const int64_t dst_step = per_image * sub;
+  char* src_base = static_cast<char*>(src_it->second.get_data_handle());
+  char* dst_base = static_cast<char*>(dst.get_data_handle());
+  std::unordered_map<int, memory> args = layer.args;
+  steps_.pop_back();
+  for (int64_t part = 0; part < batch / sub; ++part) {
+    args[DNNL_ARG_SRC] = memory(*sub_src, engine_, src_base + part * src_step);
+    memory out(*sub_dst, engine_, dst_base + part * dst_step);
+    args[DNNL_ARG_DST] = out;
+    AddStep(primitive, args, &n);
+    float* data = reinterpret_cast<float*>(dst_base + part * dst_step);
+    AddQuantizeStep(qs, data, data, dst_step / static_cast<int64_t>(sizeof(float)), n);
+  }
+  return true;
+}
+
+void InferenceCompiler::ApplyPending(const std::string& name, const Node& n) {
+  Value& v = values_.at(name);
+  std::vector<quant::Quantizer> qs = {*v.pending};
+  v.grid = *v.pending;
+  v.pending.reset();
+  std::optional<quant::Quantizer> next = DownstreamInputQuantizer(name, /*direct_only=*/false);
+  if (next && !quant::SameGrid(qs[0], *next)) {
+    qs.push_back(*next);
+    v.grid = *next;
+  }
+  float* data = static_cast<float*>(v.mem.get_data_handle());
+  const int64_t count = static_cast<int64_t>(v.mem.get_desc().get_size() / sizeof(float));
+  AddQuantizeStep(std::move(qs), data, data, count, n);
+}
+
+bool InferenceCompiler::CarriesPending(const Node& n, const std::string& name) const {
+  if (n.op != OpKind::kMaxPool && n.op != OpKind::kReduceMax) return false;
+  if (n.inputs.size() != 1 || n.outputs.size() != 1 || graph_.IsGraphOutput(name)) return false;
+  auto it = readers_.find(name);
+  return it != readers_.end() && it->second.size() == 1;
+}
+
+InferenceCompiler::Value InferenceCompiler::QuantizeLayerInput(const Node& n,
+                                                               const std::string& name,
+                                                               const Value& x) {
+  const quant::Quantizer& q = PlanFor(n)->inputs;
+  const float* from = static_cast<const float*>(x.mem.get_data_handle());
+  const int64_t count = static_cast<int64_t>(x.mem.get_desc().get_size() / sizeof(float));
+  std::optional<quant::Quantizer> all = DownstreamInputQuantizer(name, /*direct_only=*/true);
+  if (all && OwnsMemory(name)) {
+    // Every reader quantizes `name` alike: once, in place, before the first of them.
+    Value& v = values_.at(name);
+    v.grid = q;
+    AddQuantizeStep({q}, from, const_cast<float*>(from), count, n);
+    return v;
+  }
+  for (const QuantizedCopy& c : quantized_copies_) {
+    if (c.name == name && quant::SameGrid(c.q, q) && c.q.rounding == q.rounding &&
+        c.q.seed == q.seed) {
+      return c.value;
+    }
+  }
+  // A private copy: other readers of `name` keep their own values (Ristretto quantized a shared
+  // blob in place for every consumer).
+  Value copy{x.shape, memory(x.mem.get_desc(), engine_), q};
+  AddQuantizeStep({q}, from, static_cast<float*>(copy.mem.get_data_handle()), count, n);
+  quantized_copies_.push_back({name, q, copy});
+  return copy;
 }
 
 absl::Status InferenceCompiler::CompileGlobalAveragePool(const Node& n) {
@@ -448,9 +718,26 @@ absl::Status InferenceCompiler::CompileGraph() {
     values_[info.name] = Value{info.shape, mem};
     inputs_.push_back(std::move(info));
   }
+  for (int i = 0; i < static_cast<int>(graph_.nodes.size()); ++i) {
+    for (const std::string& in : graph_.nodes[i].inputs) readers_[in].push_back(i);
+  }
   for (const Node& n : graph_.nodes) {
     try {
+      // A pending output quantizer moves past a max pooling that alone reads the value, and is
+      // applied before any other reader.
+      std::optional<quant::Quantizer> carried;
+      for (const std::string& in : n.inputs) {
+        auto it = values_.find(in);
+        if (it == values_.end() || !it->second.pending) continue;
+        if (CarriesPending(n, in)) {
+          carried = it->second.pending;
+          it->second.pending.reset();
+        } else {
+          ApplyPending(in, n);
+        }
+      }
       RETURN_IF_ERROR(CompileByOpKind(*this, n));
+      if (carried) values_.at(n.outputs[0]).pending = carried;
     } catch (const dnnl::error& e) {
       return absl::InternalError(absl::StrCat(compiler_options_.error_prefix, "node '", n.name,
                                               "' (", n.onnx_op,
@@ -461,6 +748,8 @@ absl::Status InferenceCompiler::CompileGraph() {
     Node edge;
     edge.name = name;
     edge.onnx_op = "graph output";
+    auto pending = values_.find(name);
+    if (pending != values_.end() && pending->second.pending) ApplyPending(name, edge);
     ASSIGN_OR_RETURN(Value v, Get(name, edge));  // a computed value, or a constant output
     const Value plain = Plain(name, AsFloat(name, v));
     output_mems_.push_back(plain.mem);

@@ -31,6 +31,7 @@
 #include "worker/engine/graph.h"
 #include "worker/engine/layer_info.h"
 #include "worker/engine/quant/format.h"
+#include "worker/engine/quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine {
@@ -44,6 +45,14 @@ struct InferenceCompilerOptions {
   // a failing step that belongs to no node (a layout reorder).
   std::string error_prefix;
   std::string unnamed_step = "reorder";
+  // Quantization emulation (network.h; not owned, may be null): the layers' quantizers, which
+  // the helpers below place. `move_quantizers` lets them apply a quantizer away from where the
+  // plan puts it when that gives the same values (past a max pooling, or a consumer's input
+  // quantizer applied in its producer's pass) and run a layer sub-batch by sub-batch; off while
+  // an observer must see each layer's input and output where the plan quantizes them (and in
+  // tests, to compare with the plain placement).
+  const quant::QuantPlan* quant = nullptr;
+  bool move_quantizers = true;
 };
 
 class InferenceCompiler {
@@ -83,6 +92,9 @@ class InferenceCompiler {
     // layer input already on its grid; the int8 network reads u8/s8 codes as code * scale.
     std::optional<quant::Quantizer> grid;
     bool non_negative = false;  // known to hold no negative value (the int8 network's u8 choice)
+    // Emulation: an output quantizer not applied yet (Compile applies it before the first reader
+    // that does not commute with it, or moves it past a max pooling that alone reads the value).
+    std::optional<quant::Quantizer> pending;
     ElementType type() const { return static_cast<ElementType>(mem.get_desc().data.data_type); }
     bool is_int8() const { return type() != ElementType::f32; }
   };
@@ -116,6 +128,32 @@ class InferenceCompiler {
   // Concatenates `parts` (the values of n.inputs) into n.outputs[0], whose grid is `grid`.
   absl::Status AddConcat(const Node& n, const std::vector<Value>& parts,
                          std::optional<quant::Quantizer> grid);
+
+  // Quantization emulation (options().quant). The layer's plan, or null.
+  const quant::LayerQuantPlan* PlanFor(const Node& n) const;
+  // Places layer n's output quantizer on `out` (n's output, about to be stored): nothing to do
+  // when `fused` (the primitive's post-ops quantize), else a vectorized pass in place after the
+  // primitive -- or later, on a max pooling's smaller output (out->pending), which gives the same
+  // values for a monotone deterministic quantizer. Sets out->grid when applied now.
+  void QuantizeLayerOutput(const Node& n, Value* out, bool fused);
+  // The layer primitive of n over the whole batch (`pd`, arguments `args`: DNNL_ARG_SRC and
+  // DNNL_ARG_DST hold batch-major activations), with `sub_batch(b)` making the same primitive for
+  // b images. When QuantizeLayerOutput then adds a pass over the output, it runs the primitive
+  // sub-batch by sub-batch instead, each followed by its pass while that part of the output is
+  // in cache (only where oneDNN picks the same implementation and layouts for the sub-batch, so
+  // the values are the same).
+  using SubBatchPrimitive =
+      std::function<std::pair<dnnl::primitive, dnnl::primitive_desc>(int64_t batch)>;
+  void AddLayerStep(const Node& n, const dnnl::primitive_desc& pd, dnnl::primitive p,
+                    std::unordered_map<int, memory> args, SubBatchPrimitive sub_batch);
+  // Layer n's data input `name` (value x, off the input quantizer's grid) quantized by the plan's
+  // input quantizer: in place when every reader of `name` is a layer quantizing it alike (one
+  // pass, and the value's grid is recorded), else a private copy written by one pass and shared
+  // by every layer that asks for the same quantizer of `name`.
+  Value QuantizeLayerInput(const Node& n, const std::string& name, const Value& x);
+  // The output post-ops that compute `q` exactly in fp32 inside the producing primitive, appended
+  // to `ops` (false, `ops` unchanged, when q cannot be computed that way).
+  static bool AppendQuantizerPostOps(const quant::Quantizer& q, dnnl::post_ops* ops);
 
   // A computed value, or a float constant (copied into plain memory once).
   absl::StatusOr<Value> Get(const std::string& name, const Node& n);
@@ -164,6 +202,43 @@ class InferenceCompiler {
 
   absl::Status CompileGraph();
   absl::Status ExecuteSteps();
+  // Emulation: applies the pending quantizer of `name` now, in place (followed by its readers'
+  // common input quantizer when there is one); `n` names the step.
+  void ApplyPending(const std::string& name, const Node& n);
+  // Whether compiling `n` can carry the pending quantizer of its input `name` to its output.
+  bool CarriesPending(const Node& n, const std::string& name) const;
+  // The input quantizer that every layer downstream of `name` applies to it, when the path to
+  // them commutes with quantization (only readers: layers quantizing it alike, or a single max
+  // pooling / concatenation / view whose output qualifies in turn); nullopt otherwise.
+  std::optional<quant::Quantizer> DownstreamInputQuantizer(const std::string& name,
+                                                           bool direct_only) const;
+  // Whether `name` is a computed value with memory of its own (not a view of another value, a
+  // constant or a graph output), so that quantizing it in place affects no other value.
+  bool OwnsMemory(const std::string& name) const;
+  // A host step writing q_k(...q_1(x)) over `count` floats at `to`, read from `from` (the same
+  // pointer: in place), in cache-sized blocks.
+  void AddQuantizeStep(std::vector<quant::Quantizer> qs, const float* from, float* to,
+                       int64_t count, const Node& n);
+
+  std::map<std::string, std::vector<int>> readers_;  // value -> reading nodes (one per input slot)
+  struct LayerStep {
+    std::string node;
+    size_t step = 0;
+    dnnl::primitive_desc pd;
+    std::unordered_map<int, memory> args;
+    SubBatchPrimitive sub_batch;
+  };
+  std::optional<LayerStep> last_layer_step_;
+  // Runs `layer` (the last step) sub-batch by sub-batch, each followed by the pass of `qs` over
+  // its output `dst`; false (nothing changed) where that is not possible.
+  bool SplitLayerStep(const Node& n, const LayerStep& layer,
+                      const std::vector<quant::Quantizer>& qs, const memory& dst);
+  struct QuantizedCopy {
+    std::string name;
+    quant::Quantizer q;
+    Value value;
+  };
+  std::vector<QuantizedCopy> quantized_copies_;
 
   std::map<std::string, Value> plain_cache_;  // key: name and element type
   std::vector<Step> steps_;

@@ -26,7 +26,9 @@ class Network::Impl : public InferenceCompiler {
                           {.batch = options.batch,
                            .input_shapes = options.input_shapes,
                            .threads = options.threads,
-                           .unnamed_step = "output reorder"}),
+                           .unnamed_step = "output reorder",
+                           .quant = options.quant,
+                           .move_quantizers = !options.observer}),
         options_(options) {}
 
  private:
@@ -39,7 +41,6 @@ class Network::Impl : public InferenceCompiler {
   absl::Status CompileConcat(const Node& n) override;
 
   // Quantization and observation around quantizable layers.
-  const quant::LayerQuantPlan* PlanFor(const Node& n) const;
   // The layer's data input, quantized (on a copy) when the plan asks for it.
   absl::StatusOr<Value> LayerInput(const Node& n, const std::string& name);
   // `weights` quantized in place per the plan; `channels` is the size of dimension 0.
@@ -52,12 +53,6 @@ class Network::Impl : public InferenceCompiler {
 
   NetworkOptions options_;
 };
-
-const quant::LayerQuantPlan* Network::Impl::PlanFor(const Node& n) const {
-  if (options_.quant == nullptr) return nullptr;
-  auto it = options_.quant->find(n.name);
-  return it == options_.quant->end() ? nullptr : &it->second;
-}
 
 void Network::Impl::Observe(const Node& n, bool is_output, const std::string& name,
                             const Value& v) {
@@ -77,17 +72,7 @@ absl::StatusOr<Network::Impl::Value> Network::Impl::LayerInput(const Node& n,
   const quant::LayerQuantPlan* plan = PlanFor(n);
   if (plan == nullptr || plan->inputs.format.kind == quant::FormatKind::kFp32) return x;
   if (x.grid && quant::SameGrid(*x.grid, plan->inputs)) return x;
-  // Quantize a copy: other readers of `name` keep their own values (Ristretto quantized a shared
-  // blob in place for every consumer).
-  Value copy{x.shape, memory(x.mem.get_desc(), engine_), plan->inputs};
-  const float* from = static_cast<const float*>(x.mem.get_data_handle());
-  float* to = static_cast<float*>(copy.mem.get_data_handle());
-  const int64_t count = static_cast<int64_t>(x.mem.get_desc().get_size() / sizeof(float));
-  AddHostStep([q = plan->inputs, from, to, count] {
-    std::memcpy(to, from, count * sizeof(float));
-    quant::QuantizeInPlace(q, to, count);
-  }, n);
-  return copy;
+  return QuantizeLayerInput(n, name, x);
 }
 
 void Network::Impl::QuantizeWeights(const Node& n, Tensor* weights, int64_t channels) {
@@ -106,37 +91,15 @@ dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quanti
   dnnl::primitive_attr attr = PostOpAttr(n.post_ops);
   const quant::LayerQuantPlan* plan = PlanFor(n);
   if (plan == nullptr) return attr;
-  const quant::Quantizer& q = plan->outputs;
-  const bool is_fixed =
-      q.format.kind == quant::FormatKind::kFixed || q.format.kind == quant::FormatKind::kUfixed;
-  if (!is_fixed || q.rounding != quant::Rounding::kNearestEven) return attr;
-  // linear(2^FL) -> round (half to even) -> clip -> pow(2^-FL, 1). A second eltwise_linear in
-  // the chain would reuse the first one's alpha in oneDNN 2.6.3 (DESIGN.md), hence pow.
-  const int b = q.format.bits;
-  const bool is_signed = q.format.kind == quant::FormatKind::kFixed;
-  const float lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
-  const float hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
   dnnl::post_ops ops = attr.get_post_ops();
-  AppendEltwise(&ops, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits), 0.0f);
-  AppendEltwise(&ops, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
-  AppendEltwise(&ops, dnnl::algorithm::eltwise_clip, lo, hi);  // clip_v2 after a fused Clip
-  AppendEltwise(&ops, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits), 1.0f);
+  *output_quantizer_fused = AppendQuantizerPostOps(plan->outputs, &ops);
   attr.set_post_ops(ops);
-  *output_quantizer_fused = true;
   return attr;
 }
 
 void Network::Impl::FinishLayer(const Node& n, Value out, bool output_quantizer_fused,
                                 LayerInfo info) {
-  const quant::LayerQuantPlan* plan = PlanFor(n);
-  if (plan != nullptr && plan->outputs.format.kind != quant::FormatKind::kFp32) {
-    if (!output_quantizer_fused) {
-      float* data = static_cast<float*>(out.mem.get_data_handle());
-      const int64_t count = static_cast<int64_t>(out.mem.get_desc().get_size() / sizeof(float));
-      AddHostStep([q = plan->outputs, data, count] { quant::QuantizeInPlace(q, data, count); }, n);
-    }
-    out.grid = plan->outputs;
-  }
+  QuantizeLayerOutput(n, &out, output_quantizer_fused);
   info.name = n.name;
   info.output_non_negative = PostOpsNonNegative(n.post_ops);
   layers_.push_back(std::move(info));
@@ -157,12 +120,18 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
   const Dims w_dims = ConvWeightDims(ws, n.group);
   const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
   const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-      AnyDesc(DnnlDims(x.shape)), AnyDesc(w_dims), bias_desc, AnyDesc(DnnlDims(out_shape)),
-      Dims(n.strides.begin(), n.strides.end()), DnnlDilations(n.dilations), pb, pe);
   bool output_fused = false;
-  dnnl::convolution_forward::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
+  const dnnl::primitive_attr attr = LayerAttr(n, &output_fused);
+  auto make_pd = [&, x_shape = x.shape, out_shape](int64_t batch) {
+    Dims src = DnnlDims(x_shape), dst = DnnlDims(out_shape);
+    src[0] = dst[0] = batch;
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, AnyDesc(src),
+        AnyDesc(w_dims), bias_desc, AnyDesc(dst), Dims(n.strides.begin(), n.strides.end()),
+        DnnlDilations(n.dilations), pb, pe);
+    return dnnl::convolution_forward::primitive_desc(desc, attr, engine_);
+  };
+  const dnnl::convolution_forward::primitive_desc pd = make_pd(out_shape[0]);
   QuantizeWeights(n, &w, ws[0]);
 
   const memory src = ReorderTo(x.mem, pd.src_desc(), &n);
@@ -179,7 +148,11 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
     }
     args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, b.floats().data());
   }
-  AddStep(dnnl::convolution_forward(pd), std::move(args), &n);
+  AddLayerStep(n, pd, dnnl::convolution_forward(pd), std::move(args), [make_pd](int64_t batch) {
+    const dnnl::convolution_forward::primitive_desc sub = make_pd(batch);
+    return std::make_pair(dnnl::primitive(dnnl::convolution_forward(sub)),
+                          dnnl::primitive_desc(sub));
+  });
   FinishLayer(n, Value{out_shape, dst}, output_fused,
               ConvLayerInfo(ws, x.shape, out_shape, has_bias));
   return absl::OkStatus();

@@ -116,23 +116,67 @@ void ForBlocks(int64_t n, const Body& body) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The element loops are compiled for the baseline ISA and, as clones picked once at first use,
+// for AVX2+FMA and AVX-512 machines (same results: only the vector width differs, and the one
+// fused multiply-add below is written as std::fma, exact in every clone).
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// name(params) calls the body compiled for AVX-512, AVX2+FMA or the baseline, by what the CPU
+// supports (by feature, not by model name: virtual machines report generic models).
+#define BITSWEEP_VECTOR_CLONES(name, params, args, body)                                        \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) void name##Avx512    \
+      params { body args; }                                                                    \
+  __attribute__((target("avx2,fma"))) void name##Avx2 params { body args; }                  \
+  void name##Base params { body args; }                                                        \
+  void name params {                                                                           \
+    static const int level = VectorLevel();                                                    \
+    if (level == 2) {                                                                          \
+      name##Avx512 args;                                                                       \
+    } else if (level == 1) {                                                                   \
+      name##Avx2 args;                                                                         \
+    } else {                                                                                   \
+      name##Base args;                                                                         \
+    }                                                                                          \
+  }
+int VectorLevel() {
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq");
+  return avx512 ? 2 : avx2 ? 1 : 0;
+}
+#else
+#define BITSWEEP_VECTOR_CLONES(name, params, args, body) \
+  void name params { body args; }
+#endif
+// GCC inlines a helper into a clone built for another -march only when it is always_inline.
+#define BITSWEEP_INLINE inline __attribute__((always_inline))
+
+// std::bit_cast, always inlined (see BITSWEEP_INLINE).
+template <typename To, typename From>
+BITSWEEP_INLINE constexpr To BitCast(const From& from) {
+  return __builtin_bit_cast(To, from);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rounding to integers, branch-free so loops vectorize (no SSE4.1 round instruction is assumed).
 
 // c ? a : b on bit patterns, as masks: GCC does not if-convert a select whose operand is a
 // floating-point result it could compute on one path only (trapping math), which would keep
 // these loops scalar.
-inline uint32_t Select(bool c, uint32_t a, uint32_t b) {
+BITSWEEP_INLINE uint32_t Select(bool c, uint32_t a, uint32_t b) {
   const uint32_t m = 0u - static_cast<uint32_t>(c);
   return (a & m) | (b & ~m);
 }
-inline uint64_t Select(bool c, uint64_t a, uint64_t b) {
+BITSWEEP_INLINE uint64_t Select(bool c, uint64_t a, uint64_t b) {
   const uint64_t m = 0u - static_cast<uint64_t>(c);
   return (a & m) | (b & ~m);
 }
 template <typename T>
-inline T SelectF(bool c, T a, T b) {
+BITSWEEP_INLINE T SelectF(bool c, T a, T b) {
   using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  return std::bit_cast<T>(Select(c, std::bit_cast<U>(a), std::bit_cast<U>(b)));
+  return BitCast<T>(Select(c, BitCast<U>(a), BitCast<U>(b)));
 }
 
 template <typename T>
@@ -141,13 +185,13 @@ constexpr T kMagic = T(1.5) * T(1ull << (std::numeric_limits<T>::digits - 1));  
 // Nearest integer to v, ties to even (the default FP rounding mode, = std::nearbyint), for
 // |v| <= 2^(p-2) (2^22 for float, 2^51 for double). A zero result is +0.
 template <typename T>
-inline T RoundEvenSmall(T v) {
+BITSWEEP_INLINE T RoundEvenSmall(T v) {
   return (v + kMagic<T>) - kMagic<T>;
 }
 
 // Nearest integer with the given tie rule (not stochastic), |v| <= 2^(p-2).
 template <typename T, Rounding R>
-inline T RoundSmall(T v) {
+BITSWEEP_INLINE T RoundSmall(T v) {
   T r = RoundEvenSmall(v);
   if constexpr (R == Rounding::kNearestAway) {
     const T d = v - r;  // exact
@@ -166,7 +210,7 @@ inline T FloorSmall(T v) {
 
 // Nearest integer for 0 <= v (any magnitude; v >= 2^(p-1) is already an integer).
 template <Rounding R>
-inline float RoundNonNegative(float v) {
+BITSWEEP_INLINE float RoundNonNegative(float v) {
   constexpr float kTwoP23 = 0x1p23f;
   float r = (v + kTwoP23) - kTwoP23;
   r = SelectF(v < kTwoP23, r, v);
@@ -216,7 +260,7 @@ FixedPlan PlanFixed(const Quantizer& q) {
 }
 
 template <typename T, Rounding R>
-void FixedKernel(float* data, int64_t begin, int64_t end, const FixedPlan& p) {
+BITSWEEP_INLINE void FixedKernel(float* data, int64_t begin, int64_t end, const FixedPlan& p) {
   const T scale = std::ldexp(T(1), p.fl), inv = std::ldexp(T(1), -p.fl);
   const T lo = T(p.lo), hi = T(p.hi);
   for (int64_t i = begin; i < end; ++i) {
@@ -226,6 +270,14 @@ void FixedKernel(float* data, int64_t begin, int64_t end, const FixedPlan& p) {
     data[i] = static_cast<float>(RoundSmall<T, R>(v) * inv);
   }
 }
+
+// The float kernels, as vector clones.
+#define BITSWEEP_FIXED_ARGS (float* data, int64_t begin, int64_t end, const FixedPlan& p)
+BITSWEEP_VECTOR_CLONES(FixedFloatEven, BITSWEEP_FIXED_ARGS, (data, begin, end, p),
+                       (FixedKernel<float, Rounding::kNearestEven>))
+BITSWEEP_VECTOR_CLONES(FixedFloatAway, BITSWEEP_FIXED_ARGS, (data, begin, end, p),
+                       (FixedKernel<float, Rounding::kNearestAway>))
+#undef BITSWEEP_FIXED_ARGS
 
 void FixedStochastic(float* data, int64_t begin, int64_t end, int64_t offset, const FixedPlan& p,
                      const Counter& rng) {
@@ -249,12 +301,12 @@ void QuantizeFixed(const Quantizer& q, float* data, int64_t count, int64_t offse
     ForBlocks(count, [&](int64_t b, int64_t e) { FixedStochastic(data, b, e, offset, p, rng); });
   } else if (q.rounding == Rounding::kNearestAway) {
     ForBlocks(count, [&](int64_t b, int64_t e) {
-      small ? FixedKernel<float, Rounding::kNearestAway>(data, b, e, p)
+      small ? FixedFloatAway(data, b, e, p)
             : FixedKernel<double, Rounding::kNearestAway>(data, b, e, p);
     });
   } else {
     ForBlocks(count, [&](int64_t b, int64_t e) {
-      small ? FixedKernel<float, Rounding::kNearestEven>(data, b, e, p)
+      small ? FixedFloatEven(data, b, e, p)
             : FixedKernel<double, Rounding::kNearestEven>(data, b, e, p);
     });
   }
@@ -299,7 +351,8 @@ MinifloatPlan PlanMinifloat(const NumberFormat& f) {
 }
 
 template <Rounding R, bool kDenormals>
-void MinifloatKernel(float* data, int64_t begin, int64_t end, const MinifloatPlan& p) {
+BITSWEEP_INLINE void MinifloatKernel(float* data, int64_t begin, int64_t end,
+                                     const MinifloatPlan& p) {
   const uint32_t shift = static_cast<uint32_t>(p.shift), mask = p.mask;
   const uint32_t half = mask >> 1;                   // 2^(shift-1) - 1
   const uint32_t one = mask != 0 ? 1u : 0u;          // shift == 0: no rounding at all
@@ -307,7 +360,7 @@ void MinifloatKernel(float* data, int64_t begin, int64_t end, const MinifloatPla
   const float s1 = p.s1, s2 = p.s2, step = p.step;
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
-    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint32_t bits = BitCast<uint32_t>(x);
     const uint32_t sign = bits & 0x80000000u;
     const uint32_t a = bits ^ sign;
     // Normal region: round the mantissa to M bits.
@@ -318,27 +371,39 @@ void MinifloatKernel(float* data, int64_t begin, int64_t end, const MinifloatPla
       an = (a + half + one) & ~mask;                   // + 2^(shift-1): ties away from zero
     }
     // Sub-normal region: uniform grid.
-    const float v = (std::bit_cast<float>(a) * s1) * s2;
+    const float v = (BitCast<float>(a) * s1) * s2;
     float r;
     if constexpr (kDenormals) {
       r = RoundNonNegative<R>(v);
     } else {
       r = SelectF(v >= 0.5f, 1.0f, 0.0f);  // ties (exactly half the smallest normal) round up
     }
-    const uint32_t as = std::bit_cast<uint32_t>(r * step);
+    const uint32_t as = BitCast<uint32_t>(r * step);
     uint32_t res = Select(static_cast<int32_t>(a) < min_normal_bits, as, an);
     res = Select(static_cast<int32_t>(res) > max_bits, static_cast<uint32_t>(max_bits), res);
     res = Select(static_cast<int32_t>(a) > 0x7F800000, bits, res | sign);  // NaN stays NaN
-    data[i] = std::bit_cast<float>(res);
+    data[i] = BitCast<float>(res);
   }
 }
+
+// The kernels, as vector clones: (rounding, denormals).
+#define BITSWEEP_MINIFLOAT_ARGS (float* data, int64_t begin, int64_t end, const MinifloatPlan& p)
+BITSWEEP_VECTOR_CLONES(MinifloatEven, BITSWEEP_MINIFLOAT_ARGS, (data, begin, end, p),
+                       (MinifloatKernel<Rounding::kNearestEven, false>))
+BITSWEEP_VECTOR_CLONES(MinifloatEvenDenormal, BITSWEEP_MINIFLOAT_ARGS, (data, begin, end, p),
+                       (MinifloatKernel<Rounding::kNearestEven, true>))
+BITSWEEP_VECTOR_CLONES(MinifloatAway, BITSWEEP_MINIFLOAT_ARGS, (data, begin, end, p),
+                       (MinifloatKernel<Rounding::kNearestAway, false>))
+BITSWEEP_VECTOR_CLONES(MinifloatAwayDenormal, BITSWEEP_MINIFLOAT_ARGS, (data, begin, end, p),
+                       (MinifloatKernel<Rounding::kNearestAway, true>))
+#undef BITSWEEP_MINIFLOAT_ARGS
 
 void MinifloatStochastic(float* data, int64_t begin, int64_t end, int64_t offset,
                          const MinifloatPlan& p, const Counter& rng) {
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
     if (std::isnan(x)) continue;
-    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint32_t bits = BitCast<uint32_t>(x);
     const uint32_t sign = bits & 0x80000000u;
     const uint32_t a = bits ^ sign;
     const uint64_t h = rng.Bits(offset + i);
@@ -346,14 +411,14 @@ void MinifloatStochastic(float* data, int64_t begin, int64_t end, int64_t offset
     if (static_cast<int32_t>(a) >= p.min_normal_bits) {
       res = (a + (static_cast<uint32_t>(h) & p.mask)) & ~p.mask;  // floor(v + u), u on 2^-shift
     } else {
-      const float v = (std::bit_cast<float>(a) * p.s1) * p.s2;
+      const float v = (BitCast<float>(a) * p.s1) * p.s2;
       const float f = FloorNonNegative(v);
       const double u = static_cast<double>(static_cast<int64_t>(h >> 11)) * 0x1p-53;
       const float r = f + SelectF(u >= 1.0 - static_cast<double>(v - f), 1.0f, 0.0f);
-      res = std::bit_cast<uint32_t>(r * p.step);
+      res = BitCast<uint32_t>(r * p.step);
     }
     res = static_cast<int32_t>(res) > p.max_bits ? static_cast<uint32_t>(p.max_bits) : res;
-    data[i] = std::bit_cast<float>(res | sign);
+    data[i] = BitCast<float>(res | sign);
   }
 }
 
@@ -367,11 +432,9 @@ void QuantizeMinifloat(const Quantizer& q, float* data, int64_t count, int64_t o
     ForBlocks(count,
               [&](int64_t b, int64_t e) { MinifloatStochastic(data, b, e, offset, p, rng); });
   } else if (q.rounding == Rounding::kNearestAway) {
-    p.denormals ? run(MinifloatKernel<Rounding::kNearestAway, true>)
-                : run(MinifloatKernel<Rounding::kNearestAway, false>);
+    p.denormals ? run(MinifloatAwayDenormal) : run(MinifloatAway);
   } else {
-    p.denormals ? run(MinifloatKernel<Rounding::kNearestEven, true>)
-                : run(MinifloatKernel<Rounding::kNearestEven, false>);
+    p.denormals ? run(MinifloatEvenDenormal) : run(MinifloatEven);
   }
 }
 
@@ -386,7 +449,7 @@ constexpr uint32_t kSqrt2Mantissa = 0x3504F4;
 int Pow2Exponent(float x) {
   int e;
   const float f = std::frexp(std::fabs(x), &e);  // f in [0.5, 1): |x| = 2f * 2^(e-1)
-  const uint32_t mantissa = std::bit_cast<uint32_t>(2.0f * f) & 0x7FFFFF;
+  const uint32_t mantissa = BitCast<uint32_t>(2.0f * f) & 0x7FFFFF;
   return (e - 1) + (mantissa >= kSqrt2Mantissa ? 1 : 0);
 }
 
@@ -408,22 +471,22 @@ void Pow2Kernel(float* data, int64_t begin, int64_t end, const Pow2Plan& p) {
   const int32_t e_min = p.e_min, e_max = p.e_max;
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
-    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint32_t bits = BitCast<uint32_t>(x);
     const uint32_t sign = bits & 0x80000000u;
     const uint32_t a = bits ^ sign;
     const bool tiny = a < 0x00800000u;  // denormal (or zero): normalize exactly
-    const float ax = std::bit_cast<float>(a);
-    const uint32_t b = Select(tiny, std::bit_cast<uint32_t>(ax * 0x1p64f), a);
+    const float ax = BitCast<float>(a);
+    const uint32_t b = Select(tiny, BitCast<uint32_t>(ax * 0x1p64f), a);
     int32_t e = static_cast<int32_t>(b >> 23) - 127 - (tiny ? 64 : 0);
     e += (b & 0x7FFFFFu) >= kSqrt2Mantissa ? 1 : 0;
     e = e > e_max ? e_max : e;
-    const float normal = std::bit_cast<float>(static_cast<uint32_t>(e + 127) << 23);
+    const float normal = BitCast<float>(static_cast<uint32_t>(e + 127) << 23);
     const float denormal =
-        std::bit_cast<float>(static_cast<uint32_t>(e + 127 + 64) << 23) * 0x1p-64f;
-    uint32_t out = Select(e >= -126, std::bit_cast<uint32_t>(normal),
-                          std::bit_cast<uint32_t>(denormal));
+        BitCast<float>(static_cast<uint32_t>(e + 127 + 64) << 23) * 0x1p-64f;
+    uint32_t out = Select(e >= -126, BitCast<uint32_t>(normal),
+                          BitCast<uint32_t>(denormal));
     out = Select((a == 0) | (e < e_min), 0u, out) | sign;
-    data[i] = std::bit_cast<float>(Select(a > 0x7F800000u, bits, out));
+    data[i] = BitCast<float>(Select(a > 0x7F800000u, bits, out));
   }
 }
 
@@ -473,6 +536,69 @@ void IntKernel(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
   }
 }
 
+// The same q in float arithmetic, for integer ranges within +-2^21 (B <= 22): k0, the integer
+// nearest to fl(x * fl(1/s)), is within one of round(x / s) (|x/s - k0| < 1 whenever
+// |x/s| <= 2^21 + 2, as the product's relative error is below 2^-23). The residual
+// r = x - k0*s is then exactly representable (|r| < s, and x and k0*s are multiples of
+// min(ulp(x), ulp(s)), so r needs at most 24 bits) and one FMA gives it exactly; comparing it
+// with s/2 picks round(x / s) among k0 - 1, k0, k0 + 1, ties included, as the double kernel
+// does. Values of x/s far outside [lo, hi] are pre-clamped to lo - 2 / hi + 2, where r may be
+// inexact but every candidate is beyond the range and clamps alike. NaN stays NaN.
+template <Rounding R>
+BITSWEEP_INLINE void IntFloatLoop(float* data, int64_t begin, int64_t end, float s, float inv,
+                                  float lo, float hi) {
+  // r > s/2 is r >= the float after s/2 (r is exact); a tie r == s/2 goes up when the rule
+  // says so. Likewise downwards.
+  const float half = 0.5f * s, above_half = std::nextafter(half, FLT_MAX);
+  const float below = lo - 2.0f, above = hi + 2.0f;
+  for (int64_t i = begin; i < end; ++i) {
+    const float x = data[i];
+    float y = x * inv;
+    y = y < below ? below : y;
+    y = y > above ? above : y;
+    const float t = y + kMagic<float>;  // 1.5 * 2^23 + k0: its last mantissa bit is k0's parity
+    const float k0 = t - kMagic<float>;
+    const float r = __builtin_fmaf(-k0, s, x);  // std::fma would be a call in the clones
+    bool tie_up, tie_down;
+    if constexpr (R == Rounding::kNearestEven) {
+      tie_up = tie_down = (BitCast<uint32_t>(t) & 1u) != 0;  // odd k0: ties leave it
+    } else {  // ties away from zero
+      tie_up = k0 >= 0.0f;
+      tie_down = k0 <= 0.0f;
+    }
+    const float up = SelectF(tie_up, half, above_half);
+    const float down = SelectF(tie_down, -half, -above_half);
+    float k = k0 + SelectF(r >= up, 1.0f, 0.0f) - SelectF(r <= down, 1.0f, 0.0f);
+    k = k < lo ? lo : k;
+    k = k > hi ? hi : k;
+    data[i] = k * s;
+  }
+}
+
+#define BITSWEEP_INT_ARGS \
+  (float* data, int64_t begin, int64_t end, float s, float inv, float lo, float hi)
+BITSWEEP_VECTOR_CLONES(IntFloatEven, BITSWEEP_INT_ARGS, (data, begin, end, s, inv, lo, hi),
+                       (IntFloatLoop<Rounding::kNearestEven>))
+BITSWEEP_VECTOR_CLONES(IntFloatAway, BITSWEEP_INT_ARGS, (data, begin, end, s, inv, lo, hi),
+                       (IntFloatLoop<Rounding::kNearestAway>))
+#undef BITSWEEP_INT_ARGS
+
+// Nearest-rounding int q over [begin, end): the float kernel when the range allows it.
+template <Rounding R>
+void IntNearest(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
+  if (ch.lo < -0x1p21 || ch.hi > 0x1p21) {
+    IntKernel<R>(data, begin, end, ch);
+    return;
+  }
+  const float s = static_cast<float>(ch.scale), inv = 1.0f / s;
+  const float lo = static_cast<float>(ch.lo), hi = static_cast<float>(ch.hi);
+  if constexpr (R == Rounding::kNearestEven) {
+    IntFloatEven(data, begin, end, s, inv, lo, hi);
+  } else {
+    IntFloatAway(data, begin, end, s, inv, lo, hi);
+  }
+}
+
 void IntStochastic(float* data, int64_t begin, int64_t end, int64_t offset, const IntChannel& ch,
                    const Counter& rng) {
   for (int64_t i = begin; i < end; ++i) {
@@ -487,6 +613,15 @@ void IntStochastic(float* data, int64_t begin, int64_t end, int64_t offset, cons
 
 void QuantizeInt(const Quantizer& q, float* data, int64_t count, int64_t offset) {
   if (q.scale.empty()) return;  // not a built quantizer: nothing to apply
+  if (!q.format.per_channel && q.rounding != Rounding::kStochastic) {
+    // One channel, nearest rounding: no per-call allocation (the engine calls this per block).
+    const IntChannel ch = PlanIntChannel(q, 0);
+    ForBlocks(count, [&](int64_t begin, int64_t end) {
+      q.rounding == Rounding::kNearestEven ? IntNearest<Rounding::kNearestEven>(data, begin, end, ch)
+                                           : IntNearest<Rounding::kNearestAway>(data, begin, end, ch);
+    });
+    return;
+  }
   std::vector<IntChannel> channels;
   const size_t n_channels = q.format.per_channel ? q.scale.size() : 1;
   for (size_t c = 0; c < n_channels; ++c) channels.push_back(PlanIntChannel(q, c));
@@ -500,10 +635,10 @@ void QuantizeInt(const Quantizer& q, float* data, int64_t count, int64_t offset)
       const int64_t stop = last ? end : std::min(end, (c + 1) * inner);
       switch (q.rounding) {
         case Rounding::kNearestEven:
-          IntKernel<Rounding::kNearestEven>(data, i, stop, channels[c]);
+          IntNearest<Rounding::kNearestEven>(data, i, stop, channels[c]);
           break;
         case Rounding::kNearestAway:
-          IntKernel<Rounding::kNearestAway>(data, i, stop, channels[c]);
+          IntNearest<Rounding::kNearestAway>(data, i, stop, channels[c]);
           break;
         case Rounding::kStochastic:
           IntStochastic(data, i, stop, offset, channels[c], rng);
@@ -784,7 +919,7 @@ float MaxMagnitude(const Quantizer& q) {
       return static_cast<float>(std::max(p.hi, -p.lo) * std::ldexp(1.0, -p.fl));
     }
     case FormatKind::kMinifloat:
-      return std::bit_cast<float>(PlanMinifloat(q.format).max_bits);
+      return BitCast<float>(PlanMinifloat(q.format).max_bits);
     case FormatKind::kPow2:
       return std::ldexp(1.0f, PlanPow2(q).e_max);
     case FormatKind::kInt: {
