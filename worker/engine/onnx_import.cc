@@ -134,6 +134,16 @@ class Importer {
     if (graph_.outputs.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(graph_.source, ": the graph has no outputs"));
     }
+    // libonnx's checker does not require graph outputs to be computed by anything.
+    for (const std::string& out : graph_.outputs) {
+      bool defined = graph_.IsConstant(out) || producers_.count(out) > 0;
+      for (const ValueInfo& in : graph_.inputs) defined |= in.name == out;
+      if (!defined) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            graph_.source, ": graph output '", out,
+            "' is not computed by any node, nor an initializer or graph input"));
+      }
+    }
     RemoveDeadNodesAndConstants();
     return std::move(graph_);
   }
