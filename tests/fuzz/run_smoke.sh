@@ -8,14 +8,16 @@
 #   BITSWEEP_FUZZ_SECONDS=600 bash tests/fuzz/run_smoke.sh onnx_import npy_reader
 #
 # Environment: BITSWEEP_FUZZ_BUILD_DIR (build-fuzz), BITSWEEP_FUZZ_SECONDS (60),
-# BITSWEEP_FUZZ_PARALLEL (2 harnesses at once), BITSWEEP_FUZZ_OUT (a new temp folder: the corpus
-# each run grew, its log and any crash input).
+# BITSWEEP_FUZZ_PARALLEL (2 harnesses at once), BITSWEEP_FUZZ_OUT (the corpus each run grew, its
+# log and any crash input; default: a temp folder, removed when every harness passed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR="${BITSWEEP_FUZZ_BUILD_DIR:-build-fuzz}"
 SECONDS_EACH="${BITSWEEP_FUZZ_SECONDS:-60}"
 PARALLEL="${BITSWEEP_FUZZ_PARALLEL:-2}"
 OUT="${BITSWEEP_FUZZ_OUT:-$(mktemp -d /tmp/bitsweep-fuzz.XXXXXX)}"
+mkdir -p "$OUT"
+rm -f "$OUT/failed"
 HARNESSES=("$@")
 if [ "${#HARNESSES[@]}" -eq 0 ]; then
   HARNESSES=(onnx_import idx_reader npy_reader quant_config quant_format sweep_spec)
@@ -59,6 +61,10 @@ for name in "${HARNESSES[@]}"; do
          "corpus $(ls "$OUT/$name" | wc -l) + $(ls "tests/fuzz/corpus/$name" | wc -l) seeds"
   fi
 done
-echo "fuzz: ${#HARNESSES[@]} harnesses x ${SECONDS_EACH} s in $(( $(date +%s) - smoke_start )) s;" \
-     "logs and corpora in $OUT"
+echo "fuzz: ${#HARNESSES[@]} harnesses x ${SECONDS_EACH} s in $(( $(date +%s) - smoke_start )) s"
+if [ "$failed" -eq 0 ] && [ -z "${BITSWEEP_FUZZ_OUT:-}" ]; then
+  rm -rf "$OUT"  # a temp folder of our own: nothing to look at
+else
+  echo "fuzz: logs, grown corpora and findings in $OUT"
+fi
 exit "$failed"
