@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "google/protobuf/stubs/logging.h"
 #include "bitsweep/v1/explorer.pb.h"
 #include "common/clock.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -64,6 +65,12 @@ class Fixture {
 
 }  // namespace
 }  // namespace bitsweep::server
+
+// Protobuf logs every string field with invalid UTF-8 it parses: not a finding, only noise.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bitsweep;
