@@ -3,7 +3,8 @@
 # Idempotent: packages already present are skipped; safe to run on every CI start. Also installs
 # ONNX Runtime from npm for the export tests (see the end).
 # Works with --no-install-recommends, so recommended-only packages are named explicitly
-# (ocl-icd-opencl-dev: find_package(dnnl) needs the OpenCL headers).
+# (ocl-icd-opencl-dev: find_package(dnnl) needs the OpenCL headers; libclang-rt-dev: the
+# libFuzzer and sanitizer runtimes of clang, tests/fuzz).
 # `--build-only`: just what compiling the three binaries needs (the Docker image's build stage,
 # with -DBITSWEEP_BUILD_TESTS=OFF); no npm.
 set -euo pipefail
@@ -31,6 +32,7 @@ PACKAGES=(
   python3-pil python3-torch python3-torchvision python3-numpy python3-onnx
   dataset-fashion-mnist libonnx-testdata
   time
+  clang libclang-rt-dev
   librsvg2-bin fonts-dejavu-core chromium
   prometheus
   docker.io docker-compose mmdebstrap

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <random>
 #include <map>
 #include <string>
@@ -328,6 +329,16 @@ TEST(SelectSubsetTest, StratifiedKeepsClassSharesAndOrder) {
   // Not stratified: the first N.
   EXPECT_EQ(data::SelectSubset(labels, 3, false), (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(data::SelectSubset(labels, 0, true).size(), 100u);
+}
+
+// Found by tests/fuzz (npy_reader): a stratified subset allocated a counter per class up to the
+// largest label, so one label of 539,000,000 in a .npy file asked for 4.3 GB.
+TEST(SelectSubsetTest, HugeLabelValuesCostNoMemory) {
+  const int big = std::numeric_limits<int>::max() - 1;
+  const std::vector<int> labels = {big, 0, big, 0, 5, big};
+  const std::vector<int64_t> keep = data::SelectSubset(labels, 4, true);
+  // Shares 3, 2, 1 of 6 -> 2, 1.33, 0.67 -> 2, 1, 1 (largest remainder to label 5).
+  EXPECT_EQ(keep, (std::vector<int64_t>{0, 1, 2, 4}));
 }
 
 TEST_F(ImageDatasetTest, StratifiedLimitOnAClassSortedFolder) {

@@ -5,12 +5,14 @@
 #include "worker/engine/constant_folding.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
+#include "worker/engine/tensor_proto.h"
 #include "worker/engine/zoo/onnx_builder.h"
 
 namespace bitsweep::engine {
@@ -130,6 +132,68 @@ TEST(FoldConstantNodeTest, RangeConstantOfShapeWhereExpandCast) {
   const Tensor f = Tensor::Float({2}, {2.9f, -2.9f});
   EXPECT_EQ(Fold(MakeNode("Cast", 1, {IntAttr("to", onnx::TensorProto::INT64)}), {&f}).int64s(),
             (std::vector<int64_t>{2, -2}));
+}
+
+// Found by tests/fuzz (onnx_import) and its review: sizes come from the model file, so folding
+// refuses results beyond its limit (2^27 elements) instead of allocating them, and no size
+// computation overflows.
+TEST(FoldConstantNodeTest, HugeResultsAreErrorsNotAllocations) {
+  auto expect_refused = [](const onnx::NodeProto& node, const std::vector<const Tensor*>& in) {
+    absl::StatusOr<std::vector<Tensor>> out = FoldConstantNode(node, in, 13, std::nullopt);
+    ASSERT_FALSE(out.ok()) << node.op_type();
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(out.status().message().find("node 'n' (" + node.op_type() + ")"), std::string::npos)
+        << out.status();
+  };
+  const Tensor huge_shape = Tensor::Int64({3}, {1 << 20, 1 << 20, 1 << 20});
+  expect_refused(MakeNode("ConstantOfShape", 1), {&huge_shape});
+  const Tensor wrapping_shape = Tensor::Int64({2}, {int64_t{1} << 62, 4});  // product wraps to 0
+  expect_refused(MakeNode("ConstantOfShape", 1), {&wrapping_shape});
+  const Tensor one = Tensor::Float({1}, {1.0f});
+  expect_refused(MakeNode("Expand", 2), {&one, &huge_shape});
+  const Tensor fs = Tensor::Float({}, {0.0f}), fl = Tensor::Float({}, {1e30f}),
+               fd = Tensor::Float({}, {1.0f}), nan = Tensor::Float({}, {NAN});
+  expect_refused(MakeNode("Range", 3), {&fs, &fl, &fd});
+  expect_refused(MakeNode("Range", 3), {&fs, &nan, &fd});
+  const Tensor is = Tensor::Int64({}, {std::numeric_limits<int64_t>::min()}),
+               il = Tensor::Int64({}, {std::numeric_limits<int64_t>::max()}),
+               id = Tensor::Int64({}, {1});
+  expect_refused(MakeNode("Range", 3), {&is, &il, &id});  // limit - start overflows int64
+  const Tensor row = Tensor::Float({1, 1 << 14}, std::vector<float>(1 << 14, 1.0f));
+  const Tensor column = Tensor::Float({1 << 14, 1}, std::vector<float>(1 << 14, 1.0f));
+  expect_refused(MakeNode("Add", 2), {&row, &column});  // 2^28 elements by broadcasting
+  // Reshape targets whose product overflows are refused, not compared after wrapping.
+  const Tensor x = Tensor::Float({2}, {1, 2});
+  const Tensor target = Tensor::Int64({3}, {int64_t{1} << 62, 4, 2});
+  expect_refused(MakeNode("Reshape", 2), {&x, &target});
+  // Float shape operands beyond int64 saturate (casting them is undefined behaviour).
+  const Tensor float_shape = Tensor::Float({2}, {1e30f, 2.0f});
+  expect_refused(MakeNode("ConstantOfShape", 1), {&float_shape});
+}
+
+TEST(ImportFoldingTest, InitializerDimensionsThatOverflowAreAnError) {
+  OnnxGraphBuilder b;
+  b.AddInput("x", {1, 2});
+  b.AddFloatInitializer("w", {2}, {1, 2});
+  b.AddNode("Add", "add", {"x", "w"}, {"y"});
+  b.AddOutput("y", Shape{1, 2});
+  onnx::ModelProto model = b.Build();
+  onnx::TensorProto* w = model.mutable_graph()->mutable_initializer(0);
+  w->clear_dims();
+  for (int64_t d : {int64_t{1} << 62, int64_t{4}, int64_t{97}}) w->add_dims(d);
+  absl::StatusOr<Graph> g = ImportOnnxModel(model, {}, "overflow.onnx");
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("overflow.onnx"), std::string::npos) << g.status();
+  // Element counts that wrap to the data's length are no longer taken for it.
+  w->clear_dims();
+  w->add_dims(int64_t{1} << 62);
+  w->add_dims(4);
+  w->clear_float_data();
+  w->clear_raw_data();
+  absl::StatusOr<Tensor> t = TensorFromProto(*w);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("implausibly large"), std::string::npos) << t.status();
 }
 
 // x [N,1,4,4] -> Conv (bias through Identity of a shared initializer) -> Reshape to

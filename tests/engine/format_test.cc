@@ -456,6 +456,30 @@ TEST(Pow2, HandComputed) {
   EXPECT_EQ(Q(tiny, 1.0f), std::ldexp(1.0f, -146));
 }
 
+// Found by tests/fuzz (quant_format): a calibrated range near FLT_MAX gave a scale s with
+// 127 * s > FLT_MAX, so finite inputs at the ends of the range quantized to +-Inf.
+TEST(Int, RangesNearFltMaxStayFinite) {
+  const float huge = FLT_MAX;
+  for (const char* text : {"int:8", "int:8:asym", "int:4:sym:channel", "int:32", "int:31:asym"}) {
+    for (auto [lo, hi] : {std::pair{-2.0f, huge}, std::pair{-huge, huge}, std::pair{-huge, 1.0f},
+                          std::pair{-huge, -1.0f}}) {
+      const NumberFormat f = Parse(text);
+      const Quantizer q = MakeIntQuantizer(f, {lo}, {hi}, Rounding::kNearestEven);
+      const std::vector<float> in = {lo, hi, -huge, huge, 0.0f, 1.0f, -1.0f, hi / 3};
+      const std::vector<float> out = QAll(q, in);
+      for (size_t i = 0; i < in.size(); ++i) {
+        EXPECT_TRUE(std::isfinite(out[i])) << text << " [" << lo << ", " << hi << "]: q(" << in[i]
+                                           << ") = " << out[i];
+        EXPECT_LE(std::fabs(out[i]), MaxMagnitude(q)) << text << " q(" << in[i] << ")";
+      }
+      EXPECT_TRUE(std::isfinite(MaxMagnitude(q))) << text;
+      // The grid still spans the range: the largest code lands within 1% of its end.
+      EXPECT_GE(MaxMagnitude(q), 0.99f * std::max(std::fabs(lo), std::fabs(hi)) / (f.symmetric ? 1 : 2))
+          << text;
+    }
+  }
+}
+
 TEST(Int, HandComputed) {
   Quantizer q = MakeIntQuantizer(Parse("int:8"), {-127.0f}, {50.0f}, Rounding::kNearestEven);
   Quantizer a = MakeIntQuantizer(Parse("int:8"), {-127.0f}, {50.0f}, Rounding::kNearestAway);

@@ -196,6 +196,19 @@ TEST(ImportErrorsTest, CheckerFailureIsInvalidArgument) {
   EXPECT_NE(g.status().message().find("broken.onnx"), std::string::npos) << g.status();
 }
 
+// Found by tests/fuzz (onnx_import): the checker accepts a graph output that nothing computes;
+// the importer returned a graph reading an undefined value.
+TEST(ImportErrorsTest, GraphOutputNothingComputesIsAnError) {
+  onnx::ModelProto model = SingleNodeModel("Relu", {});
+  model.mutable_graph()->mutable_node(0)->set_output(0, "z");
+  absl::StatusOr<Graph> g = ImportOnnxModel(model, {}, "dangling.onnx");
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("dangling.onnx: graph output 'y' is not computed"),
+            std::string::npos)
+      << g.status();
+}
+
 TEST(ImportErrorsTest, MissingAndCorruptFiles) {
   absl::StatusOr<Graph> missing = ImportOnnxFile("/nonexistent/model.onnx");
   ASSERT_FALSE(missing.ok());

@@ -102,6 +102,19 @@ TEST(QuantConfigTest, ErrorsNameTheField) {
   }
 }
 
+// Found by tests/fuzz (quant_config): a number beyond double's range made nlohmann throw
+// out_of_range, which is not a parse_error, and the exception ended the process.
+TEST(QuantConfigTest, NumberOutOfRangeIsAnError) {
+  for (const char* json : {R"({"seed": 1e999})", R"({"calibration": {"percentile": -1e400}})",
+                           R"([[[["" ,100e04444 ]]]])"}) {
+    absl::StatusOr<QuantConfig> r = ParseQuantConfig(json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_NE(r.status().message().find("not valid JSON"), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find("number overflow"), std::string::npos) << r.status();
+  }
+}
+
 TEST(QuantConfigTest, ImpossibleRolesNameLayerAndRole) {
   absl::StatusOr<QuantConfig> pow2_out = ParseQuantConfig(R"({"fc": {"outputs": "pow2:4"}})");
   ASSERT_TRUE(pow2_out.ok());

@@ -18,6 +18,17 @@ absl::Status FoldError(const onnx::NodeProto& node, const std::string& what) {
                                                  "): ", what));
 }
 
+// Folded tensors hold at most this many elements (512 MiB of float32): a model of a few bytes must
+// not make the importer allocate gigabytes (ConstantOfShape, Expand, Range, broadcasting). The
+// largest layer of common CNNs (VGG's first fully connected weights, 103 M) fits.
+constexpr int64_t kMaxFoldedElements = int64_t{1} << 27;
+
+absl::Status CheckFoldedShape(const onnx::NodeProto& node, const Shape& shape) {
+  if (CheckedNumElements(shape, kMaxFoldedElements)) return absl::OkStatus();
+  return FoldError(node, absl::StrCat("its result ", ShapeToString(shape), " would exceed ",
+                                      kMaxFoldedElements, " elements"));
+}
+
 const onnx::AttributeProto* FindAttr(const onnx::NodeProto& node, const std::string& name) {
   for (const auto& a : node.attribute()) {
     if (a.name() == name) return &a;
@@ -60,7 +71,13 @@ absl::StatusOr<int64_t> Axis(const onnx::NodeProto& node, int64_t axis, int64_t 
 std::vector<int64_t> AsInts(const Tensor& t) {
   if (t.dtype() == DataType::kInt64) return t.int64s();
   std::vector<int64_t> v;
-  for (float f : t.floats()) v.push_back(static_cast<int64_t>(f));
+  constexpr float kEdge = 9.2e18f;  // inside int64's range; beyond it, saturate (NaN: 0)
+  for (float f : t.floats()) {
+    v.push_back(std::isnan(f)     ? 0
+                : f >= kEdge      ? std::numeric_limits<int64_t>::max()
+                : f <= -kEdge     ? std::numeric_limits<int64_t>::min()
+                                  : static_cast<int64_t>(f));
+  }
   return v;
 }
 
@@ -138,6 +155,7 @@ T ApplyBinary(const std::string& op, T a, T b) {
 absl::StatusOr<Tensor> Binary(const onnx::NodeProto& node, const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype()) return FoldError(node, "operands have different element types");
   ASSIGN_OR_RETURN(Shape out, Broadcast(node, {a.shape(), b.shape()}));
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   Tensor result = Make(a.dtype(), out);
   const std::string& op = node.op_type();
   const int64_t n = result.num_elements();
@@ -171,6 +189,7 @@ absl::StatusOr<Tensor> Gather(const onnx::NodeProto& node, const Tensor& data,
   Shape out(ds.begin(), ds.begin() + axis);
   out.insert(out.end(), indices.shape().begin(), indices.shape().end());
   out.insert(out.end(), ds.begin() + axis + 1, ds.end());
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   const int64_t inner = NumElements(Shape(ds.begin() + axis + 1, ds.end()));
   const int64_t count = static_cast<int64_t>(idx.size());
   return Remap(data, out, [&](int64_t i) {
@@ -192,12 +211,16 @@ absl::StatusOr<Tensor> ReshapeTo(const onnx::NodeProto& node, Tensor t, std::vec
     if (dims[i] == -1) {
       if (infer >= 0) return FoldError(node, "more than one -1 in shape");
       infer = static_cast<int64_t>(i);
+    } else if (dims[i] < 0 ||
+               (dims[i] > 0 && known > std::numeric_limits<int64_t>::max() / dims[i])) {
+      return FoldError(node, absl::StrCat("cannot reshape ", ShapeToString(t.shape()), " to ",
+                                          ShapeToString(dims)));
     } else {
       known *= dims[i];
     }
   }
   if (infer >= 0 && known != 0) dims[infer] = t.num_elements() / known;
-  if (NumElements(dims) != t.num_elements()) {
+  if (CheckedNumElements(dims) != t.num_elements()) {
     return FoldError(node, absl::StrCat("cannot reshape ", ShapeToString(t.shape()), " to ",
                                         ShapeToString(dims)));
   }
@@ -254,6 +277,7 @@ absl::StatusOr<Tensor> Concat(const onnx::NodeProto& node,
     }
     out[axis] += p->shape()[axis];
   }
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   Tensor result = Make(parts[0]->dtype(), out);
   const int64_t outer = ProductOf(first, 0, axis);
   const int64_t inner = NumElements(Shape(first.begin() + axis + 1, first.end()));
@@ -289,6 +313,7 @@ absl::StatusOr<Tensor> Slice(const onnx::NodeProto& node, const Tensor& data,
   if (!ranges.ok()) return FoldError(node, std::string(ranges.status().message()));
   Shape out;
   for (const SliceRange& r : *ranges) out.push_back(r.count);
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   Tensor result = Make(data.dtype(), out);
   WithData(data, result, [&](const auto* s, auto* d) { CopySlice(s, data.shape(), *ranges, d); });
   return result;
@@ -326,6 +351,7 @@ absl::StatusOr<Tensor> ConstantOfShape(const onnx::NodeProto& node, const Tensor
   for (int64_t d : out) {
     if (d < 0) return FoldError(node, "negative dimension");
   }
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   const auto* value = FindAttr(node, "value");
   if (value == nullptr) return Tensor::Float(out);
   ASSIGN_OR_RETURN(Tensor v, TensorFromProto(value->t()));
@@ -341,14 +367,25 @@ absl::StatusOr<Tensor> Range(const onnx::NodeProto& node, const Tensor& start, c
   if (start.dtype() == DataType::kFloat) {
     const float s = start.floats().at(0), l = limit.floats().at(0), d = delta.floats().at(0);
     if (d == 0) return FoldError(node, "delta is 0");
-    const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((l - s) / d)));
+    const double count = std::ceil((double{l} - s) / d);  // NaN and infinities fail the check
+    if (!(count <= static_cast<double>(kMaxFoldedElements))) {
+      return FoldError(node, absl::StrCat("it would produce ", count, " values (at most ",
+                                          kMaxFoldedElements, ")"));
+    }
+    const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(count));
     std::vector<float> v(n);
     for (int64_t i = 0; i < n; ++i) v[i] = s + i * d;
     return Tensor::Float({n}, std::move(v));
   }
   const int64_t s = start.int64s().at(0), l = limit.int64s().at(0), d = delta.int64s().at(0);
   if (d == 0) return FoldError(node, "delta is 0");
-  const int64_t n = std::max<int64_t>(0, (l - s + d + (d > 0 ? -1 : 1)) / d);
+  // In 128 bits: limit - start overflows int64 for extreme operands.
+  const __int128 count = (static_cast<__int128>(l) - s + d + (d > 0 ? -1 : 1)) / d;
+  if (count > kMaxFoldedElements) {
+    return FoldError(node, absl::StrCat("it would produce more than ", kMaxFoldedElements,
+                                        " values"));
+  }
+  const int64_t n = std::max<int64_t>(0, static_cast<int64_t>(count));
   std::vector<int64_t> v(n);
   for (int64_t i = 0; i < n; ++i) v[i] = s + i * d;
   return Tensor::Int64({n}, std::move(v));
@@ -358,6 +395,7 @@ absl::StatusOr<Tensor> Where(const onnx::NodeProto& node, const Tensor& cond, co
                              const Tensor& y) {
   if (x.dtype() != y.dtype()) return FoldError(node, "X and Y have different element types");
   ASSIGN_OR_RETURN(Shape out, Broadcast(node, {cond.shape(), x.shape(), y.shape()}));
+  RETURN_IF_ERROR(CheckFoldedShape(node, out));
   const std::vector<int64_t> c = AsInts(cond);
   Tensor result = Make(x.dtype(), out);
   const int64_t n = result.num_elements();
@@ -585,6 +623,7 @@ absl::StatusOr<std::vector<Tensor>> FoldConstantNode(const onnx::NodeProto& node
   } else if (op == "Expand") {
     if (!input(1)) return FoldError(node, "needs a shape");
     ASSIGN_OR_RETURN(Shape shape, Broadcast(node, {x.shape(), AsInts(*input(1))}));
+    RETURN_IF_ERROR(CheckFoldedShape(node, shape));
     out = Remap(x, shape, [&](int64_t i) { return BroadcastIndex(i, shape, x.shape()); });
   } else {
     return FoldError(node, "is not foldable");

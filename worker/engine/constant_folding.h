@@ -11,7 +11,8 @@
 //   }
 //
 // `Shape` is folded from the static shape of its input (which need not be a constant); the
-// importer passes it in as `input_shape`.
+// importer passes it in as `input_shape`. Sizes come from the model file: a result of more than
+// 2^27 elements is refused (an error naming the node) rather than allocated.
 #ifndef BITSWEEP_WORKER_ENGINE_CONSTANT_FOLDING_H_
 #define BITSWEEP_WORKER_ENGINE_CONSTANT_FOLDING_H_
 

@@ -134,6 +134,16 @@ class Importer {
     if (graph_.outputs.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(graph_.source, ": the graph has no outputs"));
     }
+    // libonnx's checker does not require graph outputs to be computed by anything.
+    for (const std::string& out : graph_.outputs) {
+      bool defined = graph_.IsConstant(out) || producers_.count(out) > 0;
+      for (const ValueInfo& in : graph_.inputs) defined |= in.name == out;
+      if (!defined) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            graph_.source, ": graph output '", out,
+            "' is not computed by any node, nor an initializer or graph input"));
+      }
+    }
     RemoveDeadNodesAndConstants();
     return std::move(graph_);
   }
@@ -828,11 +838,13 @@ constexpr int64_t kStripElements = 1024;
 
 // `init` with its data replaced by one placeholder element when it is a large float/int tensor.
 onnx::TensorProto StrippedInitializer(const onnx::TensorProto& init) {
-  int64_t elements = 1;
-  for (int64_t d : init.dims()) elements *= d;
+  // Dimensions that are negative or overflow are kept for the checker and TensorFromProto to
+  // refuse.
+  const std::optional<int64_t> elements =
+      CheckedNumElements(Shape(init.dims().begin(), init.dims().end()));
   const bool external = init.has_data_location() &&
                         init.data_location() == onnx::TensorProto::EXTERNAL;
-  if (elements <= kStripElements || external) return init;
+  if (!elements || *elements <= kStripElements || external) return init;
   onnx::TensorProto t;
   t.set_name(init.name());
   t.set_data_type(init.data_type());

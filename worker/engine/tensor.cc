@@ -13,6 +13,21 @@ int64_t NumElements(const Shape& shape) {
   return n;
 }
 
+std::optional<int64_t> CheckedNumElements(const Shape& shape, int64_t limit) {
+  bool empty = false;
+  for (int64_t d : shape) {
+    if (d < 0) return std::nullopt;
+    empty |= d == 0;
+  }
+  if (empty) return 0;  // also when another dimension is huge
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (n > limit / d) return std::nullopt;
+    n *= d;
+  }
+  return n;
+}
+
 // StrCat rather than "[" + ...: GCC 12 warns (-Wrestrict) on the operator+ inlining.
 std::string ShapeToString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");

@@ -11,6 +11,8 @@
 #define BITSWEEP_WORKER_ENGINE_TENSOR_H_
 
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,10 @@ using Shape = std::vector<int64_t>;
 
 // Number of elements of `shape` (1 for a scalar, i.e. an empty shape).
 int64_t NumElements(const Shape& shape);
+// The same for shapes read from files: nullopt when a dimension is negative or the count exceeds
+// `limit` (checked without overflowing).
+std::optional<int64_t> CheckedNumElements(const Shape& shape,
+                                          int64_t limit = std::numeric_limits<int64_t>::max());
 // "[1,3,28,28]".
 std::string ShapeToString(const Shape& shape);
 

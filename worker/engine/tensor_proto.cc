@@ -28,7 +28,13 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto) {
           absl::StrCat("tensor '", proto.name(), "': negative dimension ", d));
     }
   }
-  const int64_t n = NumElements(shape);
+  // Bounded so that byte counts (n * 8) cannot overflow; the data must be there anyway.
+  const std::optional<int64_t> elements = CheckedNumElements(shape, int64_t{1} << 60);
+  if (!elements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", proto.name(), "': dimensions ", ShapeToString(shape), " are implausibly large"));
+  }
+  const int64_t n = *elements;
   const std::string& raw = proto.raw_data();
   switch (proto.data_type()) {
     case onnx::TensorProto::FLOAT: {

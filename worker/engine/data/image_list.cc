@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <utility>
 
@@ -160,27 +161,27 @@ std::vector<int64_t> SelectSubset(const std::vector<int>& labels, int64_t limit,
     std::iota(keep.begin(), keep.end(), 0);
     return keep;
   }
-  int classes = 0;
-  for (int l : labels) classes = std::max(classes, l + 1);
-  std::vector<int64_t> count(static_cast<size_t>(classes), 0);
-  for (int l : labels) ++count[static_cast<size_t>(l)];
+  // Counted per label present (labels come from data files: one label of 10^9 must not cost a
+  // table of 10^9 classes).
+  std::map<int, int64_t> count;
+  for (int l : labels) ++count[l];
   // Quotas: floor(limit * count / n), then the remaining samples to the largest remainders.
-  std::vector<int64_t> quota(static_cast<size_t>(classes));
+  std::map<int, int64_t> quota;
   std::vector<std::pair<int64_t, int>> remainders;  // (-remainder, class): sorts largest first
   int64_t given = 0;
-  for (int c = 0; c < classes; ++c) {
-    const int64_t scaled = limit * count[static_cast<size_t>(c)];
-    quota[static_cast<size_t>(c)] = scaled / n;
+  for (const auto& [c, k] : count) {
+    const int64_t scaled = limit * k;
+    quota[c] = scaled / n;
     given += scaled / n;
     remainders.emplace_back(-(scaled % n), c);
   }
   std::sort(remainders.begin(), remainders.end());
   for (size_t i = 0; given < limit && i < remainders.size(); ++i) {
-    ++quota[static_cast<size_t>(remainders[i].second)];
+    ++quota[remainders[i].second];
     ++given;
   }
   for (int64_t i = 0; i < n; ++i) {
-    int64_t& q = quota[static_cast<size_t>(labels[static_cast<size_t>(i)])];
+    int64_t& q = quota[labels[static_cast<size_t>(i)]];
     if (q > 0) {
       keep.push_back(i);
       --q;

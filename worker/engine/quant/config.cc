@@ -62,7 +62,7 @@ absl::StatusOr<QuantConfig> ParseQuantConfig(const std::string& json_text) {
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     return absl::InvalidArgumentError(absl::StrCat("config is not valid JSON: ", e.what()));
   }
   RETURN_IF_ERROR(CheckKeys(root, "", {"default", "conv", "fc", "layers", "rounding", "seed",

@@ -502,6 +502,15 @@ float SanitizeScale(double s) {
   return static_cast<float>(std::clamp(s, double(FLT_MIN), double(FLT_MAX)));
 }
 
+// The scale s, lowered when needed so that n * s stays finite for every |n| <= bound: a range
+// near FLT_MAX gives a scale whose extreme codes would otherwise dequantize to infinity.
+float CapScale(float s, int64_t bound) {
+  const double limit = double(FLT_MAX) / static_cast<double>(bound);
+  float cap = static_cast<float>(limit);
+  if (static_cast<double>(cap) > limit) cap = std::nextafter(cap, 0.0f);
+  return std::min(s, cap);
+}
+
 void IntLimits(const NumberFormat& f, int64_t* qmin, int64_t* qmax) {
   if (f.symmetric) {
     const int bits = std::clamp(f.bits, 2, kMaxBits);
@@ -872,12 +881,14 @@ Quantizer MakeIntQuantizer(const NumberFormat& format, const std::vector<float>&
   for (size_t c = 0; c < l.size(); ++c) {
     if (format.symmetric) {
       const double t = std::min<double>(std::max(std::fabs(l[c]), std::fabs(h[c])), FLT_MAX);
-      q.scale.push_back(SanitizeScale(t / static_cast<double>(qmax)));
+      q.scale.push_back(CapScale(SanitizeScale(t / static_cast<double>(qmax)), qmax));
       q.zero_point.push_back(0);
     } else {
       const double a = std::max<double>(std::min(l[c], 0.0f), -FLT_MAX);
       const double b = std::min<double>(std::max(h[c], 0.0f), FLT_MAX);
-      const float s = SanitizeScale((b - a) / static_cast<double>(qmax - qmin));
+      // Capped for any zero point: |q - zp| <= qmax - qmin.
+      const float s = CapScale(SanitizeScale((b - a) / static_cast<double>(qmax - qmin)),
+                               qmax - qmin);
       const double zp = std::clamp(std::nearbyint(-a / s), double(qmin), double(qmax));
       q.scale.push_back(s);
       q.zero_point.push_back(static_cast<int32_t>(zp));
