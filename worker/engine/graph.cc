@@ -73,4 +73,15 @@ bool Graph::IsGraphOutput(const std::string& value) const {
   return std::find(outputs.begin(), outputs.end(), value) != outputs.end();
 }
 
+Graph Graph::SharedCopy() const {
+  Graph copy;
+  copy.source = source;
+  copy.opset = opset;
+  copy.nodes = nodes;
+  copy.inputs = inputs;
+  copy.outputs = outputs;
+  for (const auto& [name, tensor] : constants) copy.constants.emplace(name, tensor.Share());
+  return copy;
+}
+
 }  // namespace bitsweep::engine
