@@ -74,12 +74,7 @@ bool Graph::IsGraphOutput(const std::string& value) const {
 }
 
 Graph Graph::SharedCopy() const {
-  Graph copy;
-  copy.source = source;
-  copy.opset = opset;
-  copy.nodes = nodes;
-  copy.inputs = inputs;
-  copy.outputs = outputs;
+  Graph copy{source, opset, nodes, inputs, outputs, /*constants=*/{}};
   for (const auto& [name, tensor] : constants) copy.constants.emplace(name, tensor.Share());
   return copy;
 }
