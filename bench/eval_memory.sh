@@ -7,6 +7,8 @@
 #   them) at 224 px; without it, vgg11_bn and resnet50 are exported (random init, 224 px, batch 1)
 #   into a temp dir.
 # Env: BITSWEEP (default build/client/bitsweep), MODELS (default "vgg11_bn resnet50"), LIMIT (8).
+# eval runs at the default batch (all LIMIT images in one batch) and, for eval_b1_MB, at batch 1:
+# the difference is activations, which grow with the batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BITSWEEP:-build/client/bitsweep}
@@ -31,12 +33,14 @@ PY
 peak() {  # peak RSS in MB of the command given
   /usr/bin/time -v "$@" 2>&1 >/dev/null | awk '/Maximum resident/ {printf "%d", $6 / 1024}'
 }
-printf "%-12s %10s %14s %12s %14s %12s\n" model file_MB inspect_MB insp/file eval_MB eval/file
+printf "%-12s %8s %11s %10s %9s %9s %11s\n" model file_MB inspect_MB insp/file eval_MB eval/file eval_b1_MB
 for m in $MODELS; do
   f=$DIR/$m-op13/model.onnx
   size=$(( $(stat -c %s "$f") / 1048576 ))
   i=$(peak "$B" inspect --model "$f")
   e=$(peak "$B" eval --model "$f" --dataset "npy:$TMP/x.npy,$TMP/y.npy" --limit "$LIMIT" --json)
-  printf "%-12s %10d %14d %12.2f %14d %12.2f\n" "$m" "$size" "$i" "$(echo "$i/$size" | bc -l)" \
-    "$e" "$(echo "$e/$size" | bc -l)"
+  e1=$(peak "$B" eval --model "$f" --dataset "npy:$TMP/x.npy,$TMP/y.npy" --limit "$LIMIT" --json \
+       --batch 1)
+  printf "%-12s %8d %11d %10.2f %9d %9.2f %11d\n" "$m" "$size" "$i" "$(echo "$i/$size" | bc -l)" \
+    "$e" "$(echo "$e/$size" | bc -l)" "$e1"
 done

@@ -73,4 +73,10 @@ bool Graph::IsGraphOutput(const std::string& value) const {
   return std::find(outputs.begin(), outputs.end(), value) != outputs.end();
 }
 
+Graph Graph::SharedCopy() const {
+  Graph copy{source, opset, nodes, inputs, outputs, /*constants=*/{}};
+  for (const auto& [name, tensor] : constants) copy.constants.emplace(name, tensor.Share());
+  return copy;
+}
+
 }  // namespace bitsweep::engine

@@ -132,6 +132,9 @@ struct Graph {
   // Indices of the nodes reading `value`.
   std::vector<int> ConsumersOf(const std::string& value) const;
   bool IsGraphOutput(const std::string& value) const;
+  // A copy whose constants share their values with this graph's instead of copying them
+  // (Tensor::Share): what a network compiles from, so that the weights exist once.
+  Graph SharedCopy() const;
 };
 
 }  // namespace bitsweep::engine

@@ -29,16 +29,18 @@ int FoldBatchNorm(Graph* graph) {
     Node& bn = g.nodes[bn_index];
     if (bn.op != OpKind::kBatchNorm || bn.inputs[0] != out) continue;
 
-    const Tensor& w = g.constants.at(conv.inputs[1]);
+    // Read through const: the constants may share their values with the caller's graph.
+    const std::map<std::string, Tensor>& constants = g.constants;
+    const Tensor& w = constants.at(conv.inputs[1]);
     const int64_t oc = w.shape()[0];
-    const BatchNormParams params = {.scale = g.constants.at(bn.inputs[1]).floats(),
-                                    .shift = g.constants.at(bn.inputs[2]).floats(),
-                                    .mean = g.constants.at(bn.inputs[3]).floats(),
-                                    .var = g.constants.at(bn.inputs[4]).floats(),
+    const BatchNormParams params = {.scale = constants.at(bn.inputs[1]).floats(),
+                                    .shift = constants.at(bn.inputs[2]).floats(),
+                                    .mean = constants.at(bn.inputs[3]).floats(),
+                                    .var = constants.at(bn.inputs[4]).floats(),
                                     .epsilon = bn.epsilon};
     const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
     absl::Span<const float> bias;
-    if (has_bias) bias = g.constants.at(conv.inputs[2]).floats();
+    if (has_bias) bias = constants.at(conv.inputs[2]).floats();
     if (!CanFoldBatchNorm(w.floats().size(), oc, bias.size(), params)) {
       continue;  // malformed; the unfolded BatchNormalization reports it at compile time
     }

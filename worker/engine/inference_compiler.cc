@@ -25,7 +25,8 @@ absl::StatusOr<InferenceCompiler::Value> InferenceCompiler::Get(const std::strin
                                                                 const Node& n) {
   auto it = values_.find(name);
   if (it != values_.end()) return it->second;
-  auto c = graph_.constants.find(name);
+  // const: the constants may share their values with the caller's graph (Graph::SharedCopy).
+  auto c = std::as_const(graph_.constants).find(name);
   if (c == graph_.constants.end()) {
     return NodeError(n, absl::StrCat("input '", name, "' is undefined"));
   }

@@ -50,6 +50,15 @@ class Network::Impl : public InferenceCompiler {
   // Registers the layer's output value: host quantization when not fused, grid, observer, info.
   void FinishLayer(const Node& n, Value out, bool output_quantizer_fused, LayerInfo info);
   void Observe(const Node& n, bool is_output, const std::string& name, const Value& v);
+  // Constant `data` (laid out as `from`) reordered into new memory of layout `to`: one copy,
+  // straight from the Tensor, which the network does not point into.
+  memory CopyConstant(const memory::desc& from, const float* data, const memory::desc& to);
+
+ public:
+  // After compiling, the weights live in the primitives' memory only.
+  void ReleaseConstants() { graph_.constants.clear(); }
+
+ private:
 
   NetworkOptions options_;
 };
@@ -73,6 +82,15 @@ absl::StatusOr<Network::Impl::Value> Network::Impl::LayerInput(const Node& n,
   if (plan == nullptr || plan->inputs.format.kind == quant::FormatKind::kFp32) return x;
   if (x.grid && quant::SameGrid(*x.grid, plan->inputs)) return x;
   return QuantizeLayerInput(n, name, x);
+}
+
+memory Network::Impl::CopyConstant(const memory::desc& from, const float* data,
+                                   const memory::desc& to) {
+  memory src(from, engine_, const_cast<float*>(data));
+  memory dst(to, engine_);
+  dnnl::reorder(src, dst).execute(stream_, src, dst);
+  stream_.wait();
+  return dst;
 }
 
 void Network::Impl::QuantizeWeights(const Node& n, Tensor* weights, int64_t channels) {
@@ -109,8 +127,8 @@ void Network::Impl::FinishLayer(const Node& n, Value out, bool output_quantizer_
 
 absl::Status Network::Impl::CompileConv(const Node& n) {
   ASSIGN_OR_RETURN(Value x, LayerInput(n, n.inputs[0]));
-  Tensor w = graph_.constants.at(n.inputs[1]);
-  const Shape& ws = w.shape();
+  Tensor w = graph_.constants.at(n.inputs[1]).Share();  // copied only if quantized
+  const Shape ws = w.shape();
   if (x.shape.size() != ws.size() || x.shape[1] != ws[1] * n.group) {
     return NodeError(n, absl::StrCat("input ", ShapeToString(x.shape), " does not fit weights ",
                                      ShapeToString(ws), " with group ", n.group));
@@ -135,8 +153,9 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
   QuantizeWeights(n, &w, ws[0]);
 
   const memory src = ReorderTo(x.mem, pd.src_desc(), &n);
-  memory weights = ReorderNow(ConstantMemory(PlainDesc(w_dims), w.floats().data()),
-                              pd.weights_desc());
+  memory weights = CopyConstant(PlainDesc(w_dims), std::as_const(w).floats().data(),
+                                pd.weights_desc());
+  w = Tensor();
   memory dst(pd.dst_desc(), engine_);
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
@@ -207,10 +226,9 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   const int64_t k = n.trans_a ? a.shape[0] : a.shape[1];
   const Tensor& b_given = graph_.constants.at(n.inputs[1]);
   if (b_given.shape().size() != 2) return NodeError(n, "B must be 2-D");
-  // B as [N, K]: the given tensor itself when transB is set (PyTorch's Linear), not a copy.
-  std::optional<Tensor> transposed;
-  if (!n.trans_b) transposed = Transposed2D(b_given);
-  const Tensor& b = transposed ? *transposed : b_given;
+  // B as [N, K], output channels first (the rows per-channel weight quantization wants): the
+  // given values themselves when transB is set (PyTorch's Linear), not a copy.
+  Tensor b = n.trans_b ? b_given.Share() : Transposed2D(b_given);
   const int64_t bk = b.shape()[1];
   const int64_t nn = b.shape()[0];
   if (bk != k) {
@@ -218,20 +236,12 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
                                      ShapeToString(b.shape()), " disagree on K (transA=",
                                      n.trans_a, ", transB=", n.trans_b, ")"));
   }
-  // Constant operands are prepared once: B (held as [N, K], output channels first, so per-channel
-  // weight quantization sees rows) quantized, transposed to [K, N] and scaled by alpha; C
-  // broadcast to [1, N] or [M, N] and scaled by beta.
-  // The [K, N] copy is written straight into oneDNN memory, and the quantized [N, K] copy is
-  // released before the reorder, so a large B is held at most twice besides the graph's.
-  memory b_kn(PlainDesc({k, nn}), engine_);
-  {
-    Tensor b_nk = b;
-    transposed.reset();
-    QuantizeWeights(n, &b_nk, nn);
-    float* kn = static_cast<float*>(b_kn.get_data_handle());
-    for (int64_t i = 0; i < k; ++i) {
-      for (int64_t j = 0; j < nn; ++j) kn[i * nn + j] = n.alpha * b_nk.floats()[j * k + i];
-    }
+  // Constant operands are prepared once: B quantized and scaled by alpha (on a copy, only when
+  // asked), then read by oneDNN as [K, N] (strides {1, K}) straight into the primitive's layout;
+  // C broadcast to [1, N] or [M, N] and scaled by beta.
+  QuantizeWeights(n, &b, nn);
+  if (n.alpha != 1.0f) {
+    for (float& v : b.floats()) v *= n.alpha;
   }
   const memory::desc src_desc(Dims{m, k}, memory::data_type::f32,
                               n.trans_a ? Dims{1, m} : Dims{k, 1});
@@ -243,7 +253,9 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   dnnl::matmul::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
   memory src = a.mem;
   if (n.trans_a) src = memory(src_desc, engine_, a.mem.get_data_handle());
-  memory weights = ReorderNow(b_kn, pd.weights_desc());
+  memory weights = CopyConstant(memory::desc({k, nn}, memory::data_type::f32, Dims{1, k}),
+                                std::as_const(b).floats().data(), pd.weights_desc());
+  b = Tensor();
   memory dst(pd.dst_desc(), engine_);
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
@@ -284,9 +296,10 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   const quant::LayerQuantPlan* plan = PlanFor(n);
   const bool quantize_weights = plan != nullptr && plan->weights.kind != quant::FormatKind::kFp32;
   memory b_mem;
+  Tensor bt;  // constant B
   if (b_constant) {
     // Weights: per-channel quantization wants output channels (B's columns) as rows.
-    Tensor bt = graph_.constants.at(n.inputs[1]);
+    bt = graph_.constants.at(n.inputs[1]).Share();
     if (quantize_weights) {
       if (plan->weights.per_channel && bt.shape().size() != 2) {
         return NodeError(n, "per-channel weights need a 2-D constant B");
@@ -296,7 +309,6 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
       QuantizeWeights(n, &rows, columns ? rows.shape()[0] : 1);
       bt = columns ? Transposed2D(rows) : rows;
     }
-    b_mem = ConstantMemory(PlainDesc(DnnlDims(bs)), bt.floats().data());
   } else {
     if (quantize_weights) return NodeError(n, "weight quantization needs a constant B operand");
     b = View(Plain(n.inputs[1], b), bs);
@@ -306,7 +318,10 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
                           PlainDesc(DnnlDims(out)));
   bool output_fused = false;
   dnnl::matmul::primitive_desc pd(desc, LayerAttr(n, &output_fused), engine_);
-  memory weights = b_constant ? ReorderNow(b_mem, pd.weights_desc()) : b_mem;
+  memory weights = b_constant ? CopyConstant(PlainDesc(DnnlDims(bs)),
+                                             std::as_const(bt).floats().data(), pd.weights_desc())
+                              : b_mem;
+  bt = Tensor();
   Value result{out, memory(pd.dst_desc(), engine_)};
   AddStep(dnnl::matmul(pd),
           {{DNNL_ARG_SRC, a.mem}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, result.mem}}, &n);
@@ -338,8 +353,9 @@ Network::Network(std::unique_ptr<Impl> impl) : InferenceNetwork(std::move(impl))
 
 absl::StatusOr<std::unique_ptr<Network>> Network::Create(const Graph& graph,
                                                          const NetworkOptions& options) {
-  auto impl = std::make_unique<Impl>(graph, options);
+  auto impl = std::make_unique<Impl>(graph.SharedCopy(), options);
   RETURN_IF_ERROR(impl->Compile());
+  impl->ReleaseConstants();
   return std::unique_ptr<Network>(new Network(std::move(impl)));
 }
 

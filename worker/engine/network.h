@@ -12,6 +12,10 @@
 //   std::map<std::string, Tensor> outputs;
 //   RETURN_IF_ERROR(net->Run({{"input", &batch}}, &outputs));
 //
+// Create compiles from the caller's weights without copying them (Graph::SharedCopy: a network
+// that quantizes or folds a weight gets its own copy) and does not keep them: after compiling, the
+// weights live in the primitives' memory only, and graph() has nodes but no constants.
+//
 // A Network is not thread-safe: one caller runs it at a time (oneDNN parallelizes inside).
 #ifndef BITSWEEP_WORKER_ENGINE_NETWORK_H_
 #define BITSWEEP_WORKER_ENGINE_NETWORK_H_

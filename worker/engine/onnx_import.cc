@@ -1,14 +1,22 @@
 #include "worker/engine/onnx_import.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cfloat>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "onnx/checker.h"
 #include "onnx/shape_inference/implementation.h"
 #include "worker/engine/constant_folding.h"
@@ -87,11 +95,13 @@ absl::Status NodeError(const Node& n, const std::string& what) {
 class Importer {
  public:
   // `model` is the checked, shape-inferred proto (its large initializers may hold placeholder
-  // data); `initializers` are the original ones, whose data becomes the graph's constants.
+  // data); `initializers` are the original ones, whose data becomes the graph's constants, unless
+  // `preloaded` (may be null) holds an initializer's values already: those are moved from it.
   Importer(const onnx::ModelProto& model,
            const google::protobuf::RepeatedPtrField<onnx::TensorProto>& initializers,
-           const ImportOptions& options, std::string source)
-      : model_(model), initializers_(initializers), options_(options) {
+           std::map<std::string, Tensor>* preloaded, const ImportOptions& options,
+           std::string source)
+      : model_(model), initializers_(initializers), preloaded_(preloaded), options_(options) {
     graph_.source = std::move(source);
   }
 
@@ -99,6 +109,14 @@ class Importer {
     RETURN_IF_ERROR(ReadOpset());
     const onnx::GraphProto& g = model_.graph();
     for (const auto& init : initializers_) {
+      if (preloaded_ != nullptr) {
+        auto it = preloaded_->find(init.name());
+        if (it != preloaded_->end()) {
+          graph_.constants[init.name()] = std::move(it->second);
+          preloaded_->erase(it);
+          continue;
+        }
+      }
       absl::StatusOr<Tensor> t = TensorFromProto(init);
       if (!t.ok()) return Annotate(t.status(), absl::StrCat(graph_.source, ": initializer"));
       graph_.constants[init.name()] = *std::move(t);
@@ -760,6 +778,7 @@ class Importer {
 
   const onnx::ModelProto& model_;
   const google::protobuf::RepeatedPtrField<onnx::TensorProto>& initializers_;
+  std::map<std::string, Tensor>* preloaded_;
   const ImportOptions& options_;
   Graph graph_;
   std::map<std::string, Shape> static_shapes_;
@@ -896,10 +915,147 @@ onnx::ModelProto CheckerCopy(const onnx::ModelProto& model) {
   return checked;
 }
 
-}  // namespace
+// The ONNX field numbers the model file reader looks at.
+constexpr int kModelGraphField = 7;        // ModelProto.graph
+constexpr int kGraphInitializerField = 5;  // GraphProto.initializer
+constexpr int kTensorRawDataField = 9;     // TensorProto.raw_data
 
-absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const ImportOptions& options,
-                                      const std::string& source) {
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
+using google::protobuf::internal::WireFormatLite;
+
+constexpr uint32_t LengthDelimitedTag(int field) {
+  return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+}
+
+// A model file whose large initializers' raw data was read straight into Tensors.
+struct ModelFile {
+  onnx::ModelProto model;  // those initializers keep one placeholder byte of raw data
+  std::map<std::string, Tensor> weights;  // their values, by initializer name
+};
+
+// Copies the field whose `tag` was just read from `in` to `out`, unchanged.
+bool CopyField(CodedInputStream* in, uint32_t tag, std::string* out) {
+  google::protobuf::io::StringOutputStream stream(out);
+  CodedOutputStream coded(&stream);
+  return WireFormatLite::SkipField(in, tag, &coded);
+}
+
+// Appends a length-delimited field to `out`.
+void AppendBytesField(uint32_t tag, const std::string& bytes, std::string* out) {
+  google::protobuf::io::StringOutputStream stream(out);
+  CodedOutputStream coded(&stream);
+  coded.WriteTag(tag);
+  coded.WriteVarint32(static_cast<uint32_t>(bytes.size()));
+  coded.WriteString(bytes);
+}
+
+// Reads a TensorProto of `size` bytes. Raw float/int64 data of more than kStripElements values
+// goes straight into a Tensor (stored in `weights` under the tensor's name), and the proto keeps
+// one placeholder byte, as StrippedInitializer leaves it; anything else stays in the proto.
+bool ReadInitializer(CodedInputStream* in, uint32_t size, onnx::TensorProto* proto,
+                     std::map<std::string, Tensor>* weights) {
+  const CodedInputStream::Limit limit = in->PushLimit(static_cast<int>(size));
+  std::string fields;  // everything but preloaded raw data, serialized
+  std::optional<Tensor> values;
+  while (const uint32_t tag = in->ReadTag()) {
+    if (tag != LengthDelimitedTag(kTensorRawDataField) || values) {
+      if (!CopyField(in, tag, &fields)) return false;
+      continue;
+    }
+    uint32_t bytes = 0;
+    if (!in->ReadVarint32(&bytes)) return false;
+    onnx::TensorProto head;  // the fields before the raw data: dims and type, in practice
+    if (!head.ParseFromString(fields)) return false;
+    const Shape shape(head.dims().begin(), head.dims().end());
+    const bool all_sizes = std::all_of(shape.begin(), shape.end(), [](int64_t d) { return d >= 0; });
+    const int64_t n = all_sizes ? NumElements(shape) : -1;
+    const bool is_float = head.data_type() == onnx::TensorProto::FLOAT;
+    const bool is_int64 = head.data_type() == onnx::TensorProto::INT64;
+    if (n > kStripElements && (is_float || is_int64) &&
+        static_cast<int64_t>(bytes) == n * (is_float ? 4 : 8)) {
+      values = is_float ? Tensor::Float(shape)
+                        : Tensor::Int64(shape, std::vector<int64_t>(static_cast<size_t>(n)));
+      void* data = is_float ? static_cast<void*>(values->floats().data())
+                            : static_cast<void*>(values->int64s().data());
+      if (!in->ReadRaw(data, static_cast<int>(bytes))) return false;
+      AppendBytesField(tag, std::string(1, '\0'), &fields);
+    } else {
+      std::string raw;
+      if (!in->ReadString(&raw, static_cast<int>(bytes))) return false;
+      AppendBytesField(tag, raw, &fields);
+    }
+  }
+  if (!in->ConsumedEntireMessage()) return false;
+  in->PopLimit(limit);
+  if (!proto->ParseFromString(fields)) return false;
+  if (values) (*weights)[proto->name()] = *std::move(values);
+  return true;
+}
+
+// Reads a GraphProto of `size` bytes into `out` (serialized), its initializers through
+// ReadInitializer.
+bool ReadGraph(CodedInputStream* in, uint32_t size, std::string* out,
+               std::map<std::string, Tensor>* weights) {
+  const CodedInputStream::Limit limit = in->PushLimit(static_cast<int>(size));
+  while (const uint32_t tag = in->ReadTag()) {
+    if (tag != LengthDelimitedTag(kGraphInitializerField)) {
+      if (!CopyField(in, tag, out)) return false;
+      continue;
+    }
+    uint32_t bytes = 0;
+    onnx::TensorProto init;
+    if (!in->ReadVarint32(&bytes) || !ReadInitializer(in, bytes, &init, weights)) return false;
+    AppendBytesField(tag, init.SerializeAsString(), out);
+  }
+  if (!in->ConsumedEntireMessage()) return false;
+  in->PopLimit(limit);
+  return true;
+}
+
+// ReadOnnxModel, except that the weights are read once, into their Tensors: protobuf would hold
+// them in strings (growing a string above 50 MB by doubling) before they are copied out.
+absl::StatusOr<ModelFile> ReadModelFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open model file '", path, "'"));
+  google::protobuf::io::FileInputStream file(fd);
+  file.SetCloseOnDelete(true);
+  CodedInputStream in(&file);
+  in.SetTotalBytesLimit(std::numeric_limits<int>::max());
+  ModelFile result;
+  std::string fields, graph;  // the model's fields but its graph; the graph's
+  bool ok = true;
+  while (ok) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      ok = in.ConsumedEntireMessage();
+      break;
+    }
+    if (tag == LengthDelimitedTag(kModelGraphField)) {
+      uint32_t bytes = 0;
+      ok = in.ReadVarint32(&bytes) && ReadGraph(&in, bytes, &graph, &result.weights);
+    } else {
+      ok = CopyField(&in, tag, &fields);
+    }
+  }
+  // A repeated message field merges its occurrences, as concatenating their bytes does.
+  if (!ok || !result.model.ParseFromString(fields) ||
+      (!graph.empty() && !result.model.mutable_graph()->ParseFromString(graph))) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not an ONNX model (protobuf "
+                                                   "parse failed)"));
+  }
+  if (!result.model.has_graph()) {
+    return absl::InvalidArgumentError(absl::StrCat("ONNX model '", path, "' has no graph"));
+  }
+  return result;
+}
+
+
+// Checks `model` (on a copy without the bulk of its weights) and imports it; `preloaded` (may be
+// null) holds the values of initializers whose data `model` leaves out.
+absl::StatusOr<Graph> CheckAndImport(const onnx::ModelProto& model,
+                                     std::map<std::string, Tensor>* preloaded,
+                                     const ImportOptions& options, const std::string& source) {
   onnx::ModelProto checked = CheckerCopy(model);
   // A dynamic leading dimension of a runtime input is bound to the import batch, so that shape
   // computations on it fold (Reshape targets computed from it keep copying the batch: see the
@@ -923,12 +1079,19 @@ absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const Impor
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": invalid ONNX model: ", e.what()));
   }
-  return Importer(checked, model.graph().initializer(), options, source).Run();
+  return Importer(checked, model.graph().initializer(), preloaded, options, source).Run();
+}
+
+}  // namespace
+
+absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model, const ImportOptions& options,
+                                      const std::string& source) {
+  return CheckAndImport(model, nullptr, options, source);
 }
 
 absl::StatusOr<Graph> ImportOnnxFile(const std::string& path, const ImportOptions& options) {
-  ASSIGN_OR_RETURN(onnx::ModelProto model, ReadOnnxModel(path));
-  return ImportOnnxModel(model, options, path);
+  ASSIGN_OR_RETURN(ModelFile file, ReadModelFile(path));
+  return CheckAndImport(file.model, &file.weights, options, path);
 }
 
 }  // namespace bitsweep::engine

@@ -50,6 +50,9 @@ const std::vector<std::string>& SupportedOnnxOperators();
 std::string SupportedOperatorsHelp();
 
 absl::StatusOr<onnx::ModelProto> ReadOnnxModel(const std::string& path);
+// ImportOnnxModel takes the model as it is; ImportOnnxFile reads the file itself, the raw data of
+// large float/int64 initializers straight into the graph's Tensors (the weights exist once while
+// loading; no ModelProto holds them).
 absl::StatusOr<Graph> ImportOnnxModel(const onnx::ModelProto& model,
                                       const ImportOptions& options = {},
                                       const std::string& source = "<memory>");

@@ -1,11 +1,20 @@
 #include "worker/engine/tensor.h"
 
+#include <atomic>
 #include <cassert>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace bitsweep::engine {
+namespace {
+
+template <typename T>
+std::shared_ptr<std::vector<T>> DeepCopy(const std::shared_ptr<std::vector<T>>& values) {
+  return values ? std::make_shared<std::vector<T>>(*values) : nullptr;
+}
+
+}  // namespace
 
 int64_t NumElements(const Shape& shape) {
   int64_t n = 1;
@@ -33,10 +42,55 @@ std::string ShapeToString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
+Tensor::Tensor(const Tensor& other)
+    : dtype_(other.dtype_),
+      shape_(other.shape_),
+      floats_(DeepCopy(other.floats_)),
+      int64s_(DeepCopy(other.int64s_)) {}
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this != &other) *this = Tensor(other);
+  return *this;
+}
+
+Tensor Tensor::Share() const {
+  Tensor t;
+  t.dtype_ = dtype_;
+  t.shape_ = shape_;
+  t.floats_ = floats_;
+  t.int64s_ = int64s_;
+  return t;
+}
+
+template <typename T>
+std::vector<T>& Tensor::Own(std::shared_ptr<std::vector<T>>& values) {
+  if (!values) {
+    values = std::make_shared<std::vector<T>>();
+  } else if (values.use_count() > 1) {
+    values = std::make_shared<std::vector<T>>(*values);
+  } else {
+    // The last other owner may have just let go in another thread: see its reads before writing.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *values;
+}
+template std::vector<float>& Tensor::Own(std::shared_ptr<std::vector<float>>& values);
+template std::vector<int64_t>& Tensor::Own(std::shared_ptr<std::vector<int64_t>>& values);
+
+const std::vector<float>& Tensor::EmptyFloats() {
+  static const std::vector<float>* const kEmpty = new std::vector<float>();
+  return *kEmpty;
+}
+
+const std::vector<int64_t>& Tensor::EmptyInt64s() {
+  static const std::vector<int64_t>* const kEmpty = new std::vector<int64_t>();
+  return *kEmpty;
+}
+
 Tensor Tensor::Float(Shape shape) {
   Tensor t;
   t.dtype_ = DataType::kFloat;
-  t.floats_.assign(static_cast<size_t>(NumElements(shape)), 0.0f);
+  t.floats_ = std::make_shared<std::vector<float>>(static_cast<size_t>(NumElements(shape)), 0.0f);
   t.shape_ = std::move(shape);
   return t;
 }
@@ -46,7 +100,7 @@ Tensor Tensor::Float(Shape shape, std::vector<float> values) {
   Tensor t;
   t.dtype_ = DataType::kFloat;
   t.shape_ = std::move(shape);
-  t.floats_ = std::move(values);
+  t.floats_ = std::make_shared<std::vector<float>>(std::move(values));
   return t;
 }
 
@@ -55,7 +109,7 @@ Tensor Tensor::Int64(Shape shape, std::vector<int64_t> values) {
   Tensor t;
   t.dtype_ = DataType::kInt64;
   t.shape_ = std::move(shape);
-  t.int64s_ = std::move(values);
+  t.int64s_ = std::make_shared<std::vector<int64_t>>(std::move(values));
   return t;
 }
 
