@@ -1,17 +1,14 @@
 #include "worker/trial_executor.h"
 
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
@@ -42,44 +39,6 @@ absl::Status CheckCancelled(const std::atomic<bool>* cancelled) {
     return absl::CancelledError("trial cancelled");
   }
   return absl::OkStatus();
-}
-
-// LoadHardwareProfile reads a file; the profile arrives as text, so it goes through a private
-// temporary file. Messages name the settings field instead of the temporary path.
-absl::StatusOr<quant::HardwareProfile> ParseHardwareProfile(const std::string& json) {
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
-  if (ec) dir = "/tmp";
-  std::string path = (dir / "bitsweep-profile-XXXXXX").string();
-  const int fd = mkstemp(path.data());
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot create a temporary file in ", dir.string(),
-                                            " for the hardware profile"));
-  }
-  const char* data = json.data();
-  size_t left = json.size();
-  bool written = true;
-  while (left > 0) {
-    const ssize_t n = write(fd, data, left);
-    if (n <= 0) {
-      written = false;
-      break;
-    }
-    data += n;
-    left -= static_cast<size_t>(n);
-  }
-  close(fd);
-  absl::StatusOr<quant::HardwareProfile> profile =
-      written ? quant::LoadHardwareProfile(path)
-              : absl::InternalError("cannot write the hardware profile to a temporary file");
-  std::filesystem::remove(path, ec);
-  if (!profile.ok()) {
-    const std::string message = absl::StrReplaceAll(
-        profile.status().message(), {{absl::StrCat("'", path, "'"), "(settings)"}, {path, ""}});
-    return absl::Status(profile.status().code(),
-                        absl::StrCat("settings.hardware_profile_json: ", message));
-  }
-  return profile;
 }
 
 std::string LayerClassName(engine::LayerClass c) {
@@ -305,10 +264,8 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
   }
   absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(spec.config_json());
   if (!config.ok()) return Annotate(config.status(), "spec.config_json");
-  quant::HardwareProfile profile = quant::DefaultHardwareProfile();
-  if (!settings.hardware_profile_json().empty()) {
-    ASSIGN_OR_RETURN(profile, ParseHardwareProfile(settings.hardware_profile_json()));
-  }
+  ASSIGN_OR_RETURN(const quant::HardwareProfile profile,
+                   quant::SettingsHardwareProfile(settings.hardware_profile_json()));
 
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, GetModel(model));
   RETURN_IF_ERROR(CheckCancelled(options.cancelled));

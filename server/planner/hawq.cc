@@ -31,14 +31,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <set>
 #include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -69,29 +67,6 @@ v1::Objective BudgetObjective(const v1::SweepSpec& spec) {
     }
   }
   return v1::OBJECTIVE_SIZE;
-}
-
-// The sweep's hardware profile. The cost model reads profiles from files, so the JSON goes
-// through a private temporary file; errors name the settings field.
-absl::StatusOr<quant::HardwareProfile> SweepProfile(const v1::SweepSpec& spec) {
-  const std::string& json = spec.settings().hardware_profile_json();
-  if (json.empty()) return quant::DefaultHardwareProfile();
-  std::error_code ec;
-  std::string path =
-      (std::filesystem::temp_directory_path(ec) / "bitsweep-planner-profile-XXXXXX").string();
-  const int fd = mkstemp(path.data());
-  if (fd < 0) return absl::InternalError("cannot create a temporary hardware profile file");
-  const bool written = write(fd, json.data(), json.size()) == static_cast<ssize_t>(json.size());
-  close(fd);
-  absl::StatusOr<quant::HardwareProfile> profile =
-      written ? quant::LoadHardwareProfile(path)
-              : absl::InternalError("cannot write the hardware profile to a temporary file");
-  std::filesystem::remove(path, ec);
-  if (!profile.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("settings.hardware_profile_json: ", profile.status().message()));
-  }
-  return profile;
 }
 
 // The cost model's view of a layer, from its baseline result (every role fp32). Inputs and
@@ -152,7 +127,8 @@ absl::StatusOr<std::vector<LayerOptions>> BuildOptions(const v1::SweepSpec& spec
                                                        const std::vector<TrialOutcome>& outcomes) {
   ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
   ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
-  ASSIGN_OR_RETURN(quant::HardwareProfile profile, SweepProfile(spec));
+  ASSIGN_OR_RETURN(quant::HardwareProfile profile,
+                   quant::SettingsHardwareProfile(spec.settings().hardware_profile_json()));
   const v1::Objective objective = BudgetObjective(spec);
   std::vector<LayerOptions> table;
   for (const v1::LayerResult& layer : baseline.layers) {
@@ -273,7 +249,9 @@ class HawqStrategy : public Strategy {
  public:
   absl::Status Validate(const v1::SweepSpec& spec) const override {
     RETURN_IF_ERROR(ValidateBudgetedSearch(spec, "hawq"));
-    if (BudgetObjective(spec) == v1::OBJECTIVE_ENERGY) return SweepProfile(spec).status();
+    if (BudgetObjective(spec) == v1::OBJECTIVE_ENERGY) {
+      return quant::SettingsHardwareProfile(spec.settings().hardware_profile_json()).status();
+    }
     return absl::OkStatus();
   }
 

@@ -610,5 +610,27 @@ TEST(HardwareProfileTest, LoadedProfileIsRecordedInReports) {
   EXPECT_EQ(EstimateCost(TwoLayerNet(), {}, *hw).profile_name, "fab-x-28nm");
 }
 
+// A sweep's profile arrives as text: the same parser, errors naming the settings field, an
+// unnamed profile called "settings" and an empty text the default profile.
+TEST(HardwareProfileTest, SettingsTextParsesLikeAFile) {
+  absl::StatusOr<HardwareProfile> empty = SettingsHardwareProfile("");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->name, DefaultHardwareProfile().name);
+  absl::StatusOr<HardwareProfile> text = SettingsHardwareProfile(R"({"int8_mult_pj": 0.5})");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->name, "settings");
+  EXPECT_EQ(text->int8_mult_pj, 0.5);
+  EXPECT_EQ(text->fp32_add_pj, DefaultHardwareProfile().fp32_add_pj);
+  absl::StatusOr<HardwareProfile> bad = SettingsHardwareProfile(R"({"no_such_pj": 1})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(bad.status().message())
+                .rfind("settings.hardware_profile_json: hardware profile (settings): key "
+                       "'no_such_pj' is unknown",
+                       0),
+            0u)
+      << bad.status();
+}
+
 }  // namespace
 }  // namespace bitsweep::engine::quant

@@ -160,9 +160,10 @@ std::string KnownKeys() {
   return absl::StrJoin(keys, ", ");
 }
 
-absl::Status KeyError(const std::string& path, const std::string& key, const std::string& what) {
+// `source` names the profile in errors: "'my.json'" for a file, "(settings)" for a sweep's text.
+absl::Status KeyError(const std::string& source, const std::string& key, const std::string& what) {
   return absl::InvalidArgumentError(
-      absl::StrCat("hardware profile '", path, "': key '", key, "' ", what));
+      absl::StrCat("hardware profile ", source, ": key '", key, "' ", what));
 }
 
 }  // namespace
@@ -184,35 +185,41 @@ absl::StatusOr<HardwareProfile> LoadHardwareProfile(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  // A file that does not name itself is named after its file, so results never claim the
+  // default profile's name for numbers that are not the default's.
+  return ParseHardwareProfile(text.str(), absl::StrCat("'", path, "'"),
+                              std::filesystem::path(path).stem().string());
+}
 
+absl::StatusOr<HardwareProfile> ParseHardwareProfile(const std::string& json,
+                                                     const std::string& source,
+                                                     const std::string& default_name) {
   nlohmann::json doc;
   try {
-    doc = nlohmann::json::parse(text.str());
+    doc = nlohmann::json::parse(json);
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("hardware profile '", path, "' is not valid JSON: ", e.what()));
+        absl::StrCat("hardware profile ", source, " is not valid JSON: ", e.what()));
   }
   if (!doc.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("hardware profile '", path, "' must be a JSON object"));
+        absl::StrCat("hardware profile ", source, " must be a JSON object"));
   }
 
   HardwareProfile hw = DefaultHardwareProfile();
-  // A file that does not name itself is named after its file, so results never claim the
-  // default profile's name for numbers that are not the default's.
-  hw.name = std::filesystem::path(path).stem().string();
+  hw.name = default_name;
   for (const auto& [key, value] : doc.items()) {
     if (key == "name") {
-      if (!value.is_string()) return KeyError(path, key, "must be a string");
+      if (!value.is_string()) return KeyError(source, key, "must be a string");
       hw.name = value.get<std::string>();
-      if (hw.name.empty()) return KeyError(path, key, "must not be empty");
+      if (hw.name.empty()) return KeyError(source, key, "must not be empty");
       continue;
     }
     if (key == "weight_memory" || key == "activation_memory") {
-      if (!value.is_string()) return KeyError(path, key, "must be the string \"dram\" or \"sram\"");
+      if (!value.is_string()) return KeyError(source, key, "must be the string \"dram\" or \"sram\"");
       const std::string memory = value.get<std::string>();
       if (memory != "dram" && memory != "sram") {
-        return KeyError(path, key, absl::StrCat("is \"", memory, "\"; expected \"dram\" or \"sram\""));
+        return KeyError(source, key, absl::StrCat("is \"", memory, "\"; expected \"dram\" or \"sram\""));
       }
       (key == "weight_memory" ? hw.weight_memory : hw.activation_memory) = memory;
       continue;
@@ -226,14 +233,24 @@ absl::StatusOr<HardwareProfile> LoadHardwareProfile(const std::string& path) {
       if (key == f.key) field = &f;
     }
     if (field == nullptr) {
-      return KeyError(path, key, absl::StrCat("is unknown (known keys: ", KnownKeys(), ")"));
+      return KeyError(source, key, absl::StrCat("is unknown (known keys: ", KnownKeys(), ")"));
     }
-    if (!value.is_number()) return KeyError(path, key, "must be a number (pJ)");
+    if (!value.is_number()) return KeyError(source, key, "must be a number (pJ)");
     const double pj = value.get<double>();
-    if (!(pj >= 0.0)) return KeyError(path, key, absl::StrCat("must be >= 0 pJ, got ", pj));
+    if (!(pj >= 0.0)) return KeyError(source, key, absl::StrCat("must be >= 0 pJ, got ", pj));
     hw.*(field->member) = pj;
   }
   return hw;
+}
+
+absl::StatusOr<HardwareProfile> SettingsHardwareProfile(const std::string& json) {
+  if (json.empty()) return DefaultHardwareProfile();
+  absl::StatusOr<HardwareProfile> profile = ParseHardwareProfile(json, "(settings)", "settings");
+  if (!profile.ok()) {
+    return absl::Status(profile.status().code(),
+                        absl::StrCat("settings.hardware_profile_json: ", profile.status().message()));
+  }
+  return profile;
 }
 
 CostReport EstimateCost(const std::vector<LayerInfo>& layers,

@@ -36,6 +36,14 @@ struct HardwareProfile {
 HardwareProfile DefaultHardwareProfile();
 // JSON file with any subset of the fields above (unknown keys are errors naming the key).
 absl::StatusOr<HardwareProfile> LoadHardwareProfile(const std::string& path);
+// The same from JSON text (a sweep's settings.hardware_profile_json): `source` names it in errors
+// ("hardware profile SOURCE: key 'x' ..."); a profile without "name" is called `default_name`.
+absl::StatusOr<HardwareProfile> ParseHardwareProfile(const std::string& json,
+                                                     const std::string& source,
+                                                     const std::string& default_name);
+// A sweep's settings.hardware_profile_json (empty: the default profile), as the planner and the
+// worker read it; errors start with "settings.hardware_profile_json: ".
+absl::StatusOr<HardwareProfile> SettingsHardwareProfile(const std::string& json);
 
 // The formats one layer uses.
 struct LayerFormats {
