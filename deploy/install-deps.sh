@@ -35,7 +35,7 @@ PACKAGES=(
   clang libclang-rt-dev
   librsvg2-bin fonts-dejavu-core chromium
   prometheus
-  docker.io docker-compose mmdebstrap
+  docker.io docker-compose mmdebstrap iproute2
   python3-matplotlib python3-yaml
 )
 BUILD_ONLY=0
