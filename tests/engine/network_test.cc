@@ -209,6 +209,27 @@ TEST(ImportErrorsTest, GraphOutputNothingComputesIsAnError) {
       << g.status();
 }
 
+// Found by tests/fuzz (onnx_import): a zero stride made libonnx's shape inference divide by
+// zero (SIGFPE); window attributes are now checked first. Also the fuzzer's own input.
+TEST(ImportErrorsTest, ZeroStrideOrKernelIsAnErrorNotACrash) {
+  for (const char* attribute : {"strides", "dilations", "kernel_shape"}) {
+    absl::StatusOr<Graph> g = ImportOnnxModel(
+        SingleNodeModel("MaxPool", {IntsAttr("kernel_shape", {2, 2}), IntsAttr(attribute, {2, 0})}),
+        {}, "zero.onnx");
+    ASSERT_FALSE(g.ok()) << attribute;
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(g.status().message().find(absl::StrCat("attribute '", attribute,
+                                                     "' has 0; every value must be >= 1")),
+              std::string::npos)
+        << g.status();
+  }
+  absl::StatusOr<Graph> fuzzed = ImportOnnxFile(
+      std::string(BITSWEEP_SOURCE_DIR) + "/tests/fuzz/corpus/onnx_import/crash-zero-stride-conv");
+  ASSERT_FALSE(fuzzed.ok());
+  EXPECT_NE(fuzzed.status().message().find("attribute 'strides' has 0"), std::string::npos)
+      << fuzzed.status();
+}
+
 TEST(ImportErrorsTest, MissingAndCorruptFiles) {
   absl::StatusOr<Graph> missing = ImportOnnxFile("/nonexistent/model.onnx");
   ASSERT_FALSE(missing.ok());

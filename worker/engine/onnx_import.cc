@@ -1070,6 +1070,21 @@ absl::StatusOr<Graph> CheckAndImport(const onnx::ModelProto& model,
       shape->mutable_dim(0)->set_dim_value(options.batch);
     }
   }
+  // libonnx's shape inference divides by strides and dilations unchecked (a zero stride kills
+  // the process with SIGFPE: found by fuzz_onnx_import), so window attributes are checked first.
+  for (const onnx::NodeProto& node : checked.graph().node()) {
+    for (const onnx::AttributeProto& attribute : node.attribute()) {
+      const std::string& a = attribute.name();
+      if (a != "strides" && a != "dilations" && a != "kernel_shape") continue;
+      for (int64_t v : attribute.ints()) {
+        if (v < 1) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              source, ": node '", node.name(), "' (", node.op_type(), "): attribute '", a,
+              "' has ", v, "; every value must be >= 1"));
+        }
+      }
+    }
+  }
   try {
     onnx::checker::check_model(checked);
     onnx::shape_inference::InferShapes(checked, onnx::OpSchemaRegistry::Instance(),
