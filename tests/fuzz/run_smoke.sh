@@ -15,6 +15,8 @@ cd "$(dirname "$0")/../.."
 BUILD_DIR="${BITSWEEP_FUZZ_BUILD_DIR:-build-fuzz}"
 SECONDS_EACH="${BITSWEEP_FUZZ_SECONDS:-60}"
 PARALLEL="${BITSWEEP_FUZZ_PARALLEL:-2}"
+# A fixed seed makes CI runs repeat the same mutations (a finding reproduces; a change of seed explores).
+SEED="${BITSWEEP_FUZZ_SEED:-1}"
 OUT="${BITSWEEP_FUZZ_OUT:-$(mktemp -d /tmp/bitsweep-fuzz.XXXXXX)}"
 mkdir -p "$OUT"
 rm -f "$OUT/failed"
@@ -37,11 +39,11 @@ run_one() {
   local name="$1"
   mkdir -p "$OUT/$name"
   "$BUILD_DIR/tests/fuzz/fuzz_$name" "$OUT/$name" "tests/fuzz/corpus/$name" \
-    -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
+    -seed="$SEED" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$OUT/$name-" >"$OUT/$name.log" 2>&1
 }
 export -f run_one
-export BUILD_DIR SECONDS_EACH OUT
+export BUILD_DIR SECONDS_EACH OUT SEED
 
 smoke_start=$(date +%s)
 failed=0
