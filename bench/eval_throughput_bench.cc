@@ -20,7 +20,7 @@
 #include "worker/engine/evaluate.h"
 #include "worker/engine/int8/int8_evaluate.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 #include "worker/engine/trial.h"
 #include "worker/engine/zoo/zoo.h"
 

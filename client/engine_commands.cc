@@ -25,8 +25,8 @@
 #include "worker/engine/int8/int8_evaluate.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/runner.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/cost_model.h"
+#include "quant/config.h"
+#include "quant/cost_model.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/train/trainer.h"
 #include "worker/engine/trial.h"
@@ -84,23 +84,23 @@ absl::Status CheckThreads() {
 }
 
 
-std::string LayerClassName(engine::LayerClass c) {
-  return c == engine::LayerClass::kConv ? "conv" : "fc";
+std::string LayerClassName(quant::LayerClass c) {
+  return c == quant::LayerClass::kConv ? "conv" : "fc";
 }
 
 std::string RoleDescription(const engine::TrialResult& t, size_t i, int role) {
   const std::string& name = t.layers[i].name;
-  const engine::quant::LayerQuantPlan& plan = t.plan.at(name);
+  const quant::LayerQuantPlan& plan = t.plan.at(name);
   if (role == 0) {
     auto w = t.eval.weight_quantizers.find(name);
-    return w == t.eval.weight_quantizers.end() ? engine::quant::FormatToString(plan.weights)
+    return w == t.eval.weight_quantizers.end() ? quant::FormatToString(plan.weights)
                                                : engine::DescribeQuantizer(w->second);
   }
   return engine::DescribeQuantizer(role == 1 ? plan.inputs : plan.outputs);
 }
 
 void AddTrialJson(const engine::TrialResult& t, Json* out) {
-  const engine::quant::CostReport& c = t.cost;
+  const quant::CostReport& c = t.cost;
   (*out)["macs"] = c.total.macs;
   (*out)["size_bits"] = c.total.weight_bits;
   (*out)["activation_bits"] = c.total.activation_bits;
@@ -125,7 +125,7 @@ void AddTrialJson(const engine::TrialResult& t, Json* out) {
 }
 
 void PrintTrialTable(const engine::TrialResult& t) {
-  const engine::quant::CostReport& c = t.cost;
+  const quant::CostReport& c = t.cost;
   absl::PrintF("size_bits     %d (weights)\n", c.total.weight_bits);
   absl::PrintF("peak_act_bits %d\n", c.peak_activation_bits);
   absl::PrintF("bops          %d\n", c.total.bops);
@@ -171,14 +171,14 @@ absl::Status EvalCommand() {
   if (config_path.empty()) {
     ASSIGN_OR_RETURN(r, engine::Evaluate(graph, dataset, options));
   } else {
-    ASSIGN_OR_RETURN(engine::quant::QuantConfig config,
-                     engine::quant::ReadQuantConfigFile(config_path));
+    ASSIGN_OR_RETURN(quant::QuantConfig config,
+                     quant::ReadQuantConfigFile(config_path));
     engine::TrialInputs in;
     in.graph = &graph;
     in.eval = &dataset;
     in.config = &config;
     if (const std::string profile = absl::GetFlag(FLAGS_hardware_profile); !profile.empty()) {
-      ASSIGN_OR_RETURN(in.profile, engine::quant::LoadHardwareProfile(profile));
+      ASSIGN_OR_RETURN(in.profile, quant::LoadHardwareProfile(profile));
     }
     std::string calibration_ref;
     std::optional<engine::Dataset> calibration;
@@ -196,7 +196,7 @@ absl::Status EvalCommand() {
     trial = *std::move(t);
     r = trial->eval;
     out["config"] = config_path;
-    out["config_hash"] = engine::quant::ConfigHash(config);
+    out["config_hash"] = quant::ConfigHash(config);
     if (in.calibration != nullptr) out["calibration_dataset"] = calibration_ref;
     if (true_int8) out["path"] = "int8";
   }
@@ -282,8 +282,8 @@ absl::Status InspectCommand() {
     RETURN_IF_ERROR(engine::CheckFitsInput(*data, graph.inputs[0].shape, graph.inputs[0].name));
     sample = data->sample_shape();
   }
-  ASSIGN_OR_RETURN(std::vector<engine::LayerInfo> layers, engine::InspectLayers(graph, sample));
-  std::map<std::string, engine::quant::ActivationStats> stats;
+  ASSIGN_OR_RETURN(std::vector<quant::LayerInfo> layers, engine::InspectLayers(graph, sample));
+  std::map<std::string, quant::ActivationStats> stats;
   if (data) {
     engine::CalibrationRunOptions options;
     options.threads = absl::GetFlag(FLAGS_threads);
@@ -292,7 +292,7 @@ absl::Status InspectCommand() {
   }
   Json out = Json::array();
   int64_t total_macs = 0, total_weights = 0;
-  for (const engine::LayerInfo& l : layers) {
+  for (const quant::LayerInfo& l : layers) {
     Json j = {{"name", l.name},
               {"class", LayerClassName(l.layer_class)},
               {"weight_shape", l.weight_shape},
@@ -332,7 +332,7 @@ absl::Status InspectCommand() {
   if (data) absl::PrintF("  %-22s %-22s", "input range", "output range");
   absl::PrintF("\n");
   for (size_t i = 0; i < layers.size(); ++i) {
-    const engine::LayerInfo& l = layers[i];
+    const quant::LayerInfo& l = layers[i];
     absl::PrintF("%-18s %-5s %-16s %-16s %-16s %10d %8d", l.name, LayerClassName(l.layer_class),
                  engine::ShapeToString(l.weight_shape), engine::ShapeToString(l.input_shape),
                  engine::ShapeToString(l.output_shape), l.macs, l.weight_count);
@@ -458,8 +458,8 @@ absl::Status FinetuneCommand() {
     return UsageError("finetune needs an evaluation split: --dataset idx:DIR or "
                                       "--eval_data REF");
   }
-  ASSIGN_OR_RETURN(engine::quant::QuantConfig config,
-                   engine::quant::ReadQuantConfigFile(config_path));
+  ASSIGN_OR_RETURN(quant::QuantConfig config,
+                   quant::ReadQuantConfigFile(config_path));
   ASSIGN_OR_RETURN(onnx::ModelProto model, engine::ReadOnnxModel(model_path));
   ASSIGN_OR_RETURN(engine::Graph graph, engine::ImportOnnxModel(model, {}, model_path));
   const int channels = worker::ModelInputChannels(graph);
@@ -502,7 +502,7 @@ absl::Status FinetuneCommand() {
   }
   if (absl::GetFlag(FLAGS_json)) {
     Json j = {{"model", model_path}, {"config", config_path},
-              {"config_hash", engine::quant::ConfigHash(config)}, {"steps", steps},
+              {"config_hash", quant::ConfigHash(config)}, {"steps", steps},
               {"top1_before", before.eval.top1}, {"top1", after.eval.top1},
               {"loss_before", before.eval.loss}, {"loss", after.eval.loss}};
     AddTrialJson(after, &j);

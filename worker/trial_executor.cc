@@ -15,16 +15,16 @@
 #include "worker/dataset_settings.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/cost_model.h"
-#include "worker/engine/quant/format.h"
+#include "quant/config.h"
+#include "quant/cost_model.h"
+#include "quant/format.h"
 #include "worker/engine/train/trainer.h"
 #include "worker/engine/trial.h"
 
 namespace bitsweep::worker {
 namespace {
 
-namespace quant = engine::quant;
+
 
 constexpr int64_t kDefaultBatch = 256;
 // Fine-tuning defaults: the same as `bitsweep finetune`.
@@ -41,8 +41,8 @@ absl::Status CheckCancelled(const std::atomic<bool>* cancelled) {
   return absl::OkStatus();
 }
 
-std::string LayerClassName(engine::LayerClass c) {
-  return c == engine::LayerClass::kConv ? "conv" : "fc";
+std::string LayerClassName(quant::LayerClass c) {
+  return c == quant::LayerClass::kConv ? "conv" : "fc";
 }
 
 v1::QuantParams ToQuantParams(const quant::Quantizer& q) {
@@ -93,7 +93,7 @@ void FillResult(const engine::TrialResult& trial, v1::TrialResult* out) {
   out->set_images_per_second(eval.images_per_second);
   out->set_engine_version(kEngineVersion);
   for (size_t i = 0; i < trial.layers.size(); ++i) {
-    const engine::LayerInfo& info = trial.layers[i];
+    const quant::LayerInfo& info = trial.layers[i];
     v1::LayerResult* layer = out->add_layers();
     layer->set_name(info.name);
     layer->set_layer_class(LayerClassName(info.layer_class));

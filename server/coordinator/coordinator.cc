@@ -47,7 +47,7 @@
 #include "server/coordinator/model_check.h"
 #include "server/frontier/frontier.h"
 #include "server/store/store.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 
 namespace bitsweep::server {
 namespace {
@@ -1109,15 +1109,15 @@ absl::StatusOr<std::vector<PreparedTrial>> SqliteCoordinator::PrepareTrials(
     PreparedTrial trial;
     trial.spec = std::move(step.trials[i]);
     if (trial.spec.stage().empty()) trial.spec.set_stage(step.stage);
-    absl::StatusOr<engine::quant::QuantConfig> config =
-        engine::quant::ParseQuantConfig(trial.spec.config_json());
+    absl::StatusOr<quant::QuantConfig> config =
+        quant::ParseQuantConfig(trial.spec.config_json());
     if (!config.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "stage '", trial.spec.stage(), "' trial ", i, " ('", trial.spec.label(),
           "'): config_json: ", config.status().message()));
     }
-    trial.canonical_config = engine::quant::CanonicalJson(*config);
-    trial.config_hash = engine::quant::ConfigHash(*config);
+    trial.canonical_config = quant::CanonicalJson(*config);
+    trial.config_hash = quant::ConfigHash(*config);
     trial.dedup_key = TrialDedupKey(sweep.spec.model_hash(), sweep.spec.settings(),
                                     trial.config_hash, trial.spec.finetune());
     prepared.push_back(std::move(trial));

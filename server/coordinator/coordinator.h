@@ -8,7 +8,7 @@
 //   ASSIGN_OR_RETURN(v1::Sweep s, c->SubmitSweep(spec));
 //   // workers: RegisterWorker, Lease, Heartbeat, Report; clients: GetSweep, GetFrontier, ...
 //
-// Semantics (../shared/DESIGN.md, "Service contract"):
+// Semantics (docs/SERVICE.md, "Guarantees"):
 // - Every state change is committed before it is acknowledged, atomically per call: a call's
 //   changes commit together or not at all. Concurrent Lease attempts, Reports and Heartbeats are
 //   group-committed (one SQLite transaction for the calls queued meanwhile, each call in its own

@@ -1,6 +1,6 @@
 // The deduplication key of a trial: what decides its result. Two trials with the same key are
-// evaluated once, across sweeps (DESIGN.md, "Concepts": the same (model, dataset, config, eval
-// settings) is evaluated once).
+// evaluated once, across sweeps: the same (model, dataset, config, eval settings) is evaluated
+// once (docs/SERVICE.md).
 //
 //   std::string key = TrialDedupKey(model_hash, spec.settings(), config_hash, trial.finetune());
 //

@@ -1,5 +1,5 @@
-// The coordinator's Prometheus metrics (DESIGN.md, "Observability"; every metric is listed in
-// docs/SERVICE.md). Two parts:
+// The coordinator's Prometheus metrics (every metric is listed in docs/SERVICE.md, "Metrics").
+// Two parts:
 //
 // - CoordinatorMetrics: counters, gauges and histograms the domain code updates as state changes
 //   commit. Its methods do nothing when no registry was given, so the domain code calls them

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
-#include "worker/engine/bn_fold.h"
+#include "quant/bn_fold.h"
 
 namespace bitsweep::server {
 namespace {
@@ -146,13 +146,13 @@ void FoldBatchNorms(onnx::GraphProto* graph) {
       continue;
     }
     const onnx::AttributeProto* epsilon = FindAttribute(bn, "epsilon");
-    const engine::BatchNormParams bn_params = {.scale = params[0], .shift = params[1],
+    const quant::BatchNormParams bn_params = {.scale = params[0], .shift = params[1],
                                                .mean = params[2], .var = params[3],
                                                .epsilon = epsilon ? epsilon->f() : 1e-5f};
     const std::vector<float> weights = Floats(*w);
     const std::vector<float> bias = b != nullptr ? Floats(*b) : std::vector<float>();
-    if (!engine::CanFoldBatchNorm(weights.size(), w->dims(0), bias.size(), bn_params)) continue;
-    engine::FoldedConv f = engine::FoldBatchNormIntoConv(weights, w->dims(0), bias, bn_params);
+    if (!quant::CanFoldBatchNorm(weights.size(), w->dims(0), bias.size(), bn_params)) continue;
+    quant::FoldedConv f = quant::FoldBatchNormIntoConv(weights, w->dims(0), bias, bn_params);
     const std::string w_name = conv.name() + "/W_bn_folded";
     const std::string b_name = conv.name() + "/B_bn_folded";
     added.push_back(FloatTensor(w_name, f.weights, {w->dims().begin(), w->dims().end()}));

@@ -5,7 +5,7 @@
 //   ASSIGN_OR_RETURN(std::string qdq, BuildQdqModel(model_bytes, trial_result));
 //
 // BatchNormalizations that follow a Conv are folded into it first, exactly as the engine folds
-// them before quantizing (worker/engine/bn_fold.h), so the exported weights are the ones the
+// them before quantizing (quant/bn_fold.h), so the exported weights are the ones the
 // trial quantized. For each layer the result lists (by ONNX node name):
 // - int:8 weights: the initializer is replaced by its int8 (symmetric) or uint8 (asymmetric)
 //   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer;

@@ -10,7 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/planner/plan_util.h"
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
 namespace bitsweep::server::plan {
 namespace {
@@ -77,7 +77,7 @@ class GridStrategy : public Strategy {
         const std::string format_field = absl::StrCat(field, ".formats[", j, "]");
         RETURN_IF_ERROR(ValidateSpaceFormat(axis.formats(j), format_field, role != "weights"));
         const std::string c =
-            engine::quant::FormatToString(*engine::quant::ParseFormat(axis.formats(j)));
+            quant::FormatToString(*quant::ParseFormat(axis.formats(j)));
         if (std::find(canonical.begin(), canonical.end(), c) != canonical.end()) {
           return absl::InvalidArgumentError(
               absl::StrCat(format_field, ": '", axis.formats(j), "' is listed twice on this axis"));
@@ -125,7 +125,7 @@ class GridStrategy : public Strategy {
       for (int i = 0; i < space.axes_size(); ++i) {
         const v1::GridAxis& axis = space.axes(i);
         const std::string format =
-            engine::quant::FormatToString(*engine::quant::ParseFormat(axis.formats(pick[i])));
+            quant::FormatToString(*quant::ParseFormat(axis.formats(pick[i])));
         SetRole(config, axis.selector(), axis.role(), format);
         parts.push_back(absl::StrCat(axis.selector(), " ", axis.role(), " ", format));
       }

@@ -13,7 +13,7 @@
 //                        search); a role whose table trials all failed stays fp32 (drop 0). Its
 //                        cost is the budget objective: the first of SweepSpec.objectives that is
 //                        size, energy or BOPs (default size), computed per layer by the cost
-//                        model (worker/engine/quant/cost_model.h) from the baseline's layer
+//                        model (quant/cost_model.h) from the baseline's layer
 //                        shapes and the sweep's hardware profile: exactly what a worker reports.
 //                        The knapsack DP (knapsack.h) finds the optimal plan for EVERY budget at
 //                        once; from that front the step takes SweepSpec.budget configs (0: 24):
@@ -45,14 +45,14 @@
 #include "server/frontier/frontier.h"
 #include "server/planner/knapsack.h"
 #include "server/planner/plan_util.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/cost_model.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/cost_model.h"
+#include "quant/format.h"
 
 namespace bitsweep::server::plan {
 namespace {
 
-namespace quant = ::bitsweep::engine::quant;
+namespace quant = ::bitsweep::quant;
 
 constexpr char kHawqStage[] = "hawq";
 constexpr int64_t kDefaultConfigs = 24;
@@ -72,8 +72,8 @@ v1::Objective BudgetObjective(const v1::SweepSpec& spec) {
 // The cost model's view of a layer, from its baseline result (every role fp32). Inputs and
 // outputs always share a format here, so their element counts are only needed summed: all of
 // them go into input_shape.
-engine::LayerInfo InfoOf(const v1::LayerResult& layer) {
-  engine::LayerInfo info;
+quant::LayerInfo InfoOf(const v1::LayerResult& layer) {
+  quant::LayerInfo info;
   info.name = layer.name();
   info.macs = layer.macs();
   info.weight_count = layer.weight_count();
@@ -137,7 +137,7 @@ absl::StatusOr<std::vector<LayerOptions>> BuildOptions(const v1::SweepSpec& spec
                                                 baseline.top1));
     ASSIGN_OR_RETURN(std::vector<Rung> a, Rungs(outcomes, layer.name(), Role::kActivations,
                                                 activations, baseline.top1));
-    const std::vector<engine::LayerInfo> info = {InfoOf(layer)};
+    const std::vector<quant::LayerInfo> info = {InfoOf(layer)};
     for (const Rung& wr : w) {
       ASSIGN_OR_RETURN(quant::NumberFormat wf, quant::ParseFormat(wr.format));
       for (const Rung& ar : a) {

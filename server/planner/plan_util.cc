@@ -11,13 +11,13 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/frontier/frontier.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/format.h"
+#include "quant/config.h"
+#include "quant/format.h"
 
 namespace bitsweep::server::plan {
 namespace {
 
-namespace quant = ::bitsweep::engine::quant;
+namespace quant = ::bitsweep::quant;
 
 absl::StatusOr<std::vector<Candidate>> Candidates(
     const google::protobuf::RepeatedPtrField<std::string>& requested,

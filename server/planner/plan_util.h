@@ -35,7 +35,7 @@ std::unique_ptr<Strategy> NewEvolutionaryStrategy();
 
 // ---- configs ---------------------------------------------------------------------------------
 
-// A config under construction, in the JSON shape of worker/engine/quant/config.h.
+// A config under construction, in the JSON shape of quant/config.h.
 using ConfigJson = nlohmann::json;
 
 // Sets `role` ("weights", "inputs", "outputs", or "activations" = inputs and outputs) of

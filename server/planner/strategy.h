@@ -1,5 +1,5 @@
-// Search strategies: how a sweep's spec becomes trials, stage by stage (../shared/DESIGN.md,
-// "Search strategies"). One class per strategy behind this interface; registry.cc maps names to
+// Search strategies: how a sweep's spec becomes trials, stage by stage (docs/SERVICE.md, "A
+// sweep, step by step"; docs/ARCHITECTURE.md, "A search strategy"). One class per strategy behind this interface; registry.cc maps names to
 // factories, so adding a strategy touches its own file and one registry line.
 //
 // A strategy is a pure function of the sweep spec and the outcomes so far. The coordinator calls

@@ -25,7 +25,7 @@
 #include "server/coordinator/metrics.h"
 #include "server/store/store.h"
 #include "tests/coordinator/test_util.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 
 namespace bitsweep::server {
 namespace {
@@ -326,7 +326,7 @@ TEST_F(CoordinatorTest, SubmitStoresTheSweepAndQueuesTheFirstStep) {
   EXPECT_EQ(trials[0].state(), v1::TRIAL_QUEUED);
   EXPECT_EQ(trials[0].spec().stage(), "baseline");
   EXPECT_EQ(trials[0].config_hash(),
-            engine::quant::ConfigHash(*engine::quant::ParseQuantConfig(kBaseline)));
+            quant::ConfigHash(*quant::ParseQuantConfig(kBaseline)));
   EXPECT_EQ(Metric("bitsweep_queue_depth"), 1);
   EXPECT_EQ(Metric("bitsweep_trials", "state", "queued"), 1);
 }

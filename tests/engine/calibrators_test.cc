@@ -1,5 +1,5 @@
 // Range calibrators: tensor statistics, histograms and the four clip-magnitude methods.
-#include "worker/engine/quant/calibrators.h"
+#include "quant/calibrators.h"
 
 #include <cmath>
 #include <cstdint>
@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 #define EXPECT_CONTAINS(haystack, needle) \
@@ -280,4 +280,4 @@ TEST(ChooseClipMagnitude, EntropyIgnoresTheReluZeroSpike) {
 }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

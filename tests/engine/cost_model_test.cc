@@ -12,7 +12,7 @@
 //         fan_in 1*3*3 = 9, MACs 8 * 9 = 72, ceil(log2 9) = 4.
 //   fc:   input [1,8] (8 values), weights [3,8] (24) + 3 biases, output [1,3] (3),
 //         fan_in 8, MACs 3 * 8 = 24, ceil(log2 8) = 3.
-#include "worker/engine/quant/cost_model.h"
+#include "quant/cost_model.h"
 
 #include <unistd.h>
 
@@ -25,7 +25,7 @@
 
 #include "gtest/gtest.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -66,10 +66,10 @@ NumberFormat Minifloat(int e, int m) {
   return f;
 }
 
-LayerInfo Conv() {
-  LayerInfo l;
+quant::LayerInfo Conv() {
+  quant::LayerInfo l;
   l.name = "conv";
-  l.layer_class = LayerClass::kConv;
+  l.layer_class = quant::LayerClass::kConv;
   l.weight_shape = {2, 1, 3, 3};
   l.input_shape = {1, 4, 4};
   l.output_shape = {2, 2, 2};
@@ -80,10 +80,10 @@ LayerInfo Conv() {
   return l;
 }
 
-LayerInfo Fc() {
-  LayerInfo l;
+quant::LayerInfo Fc() {
+  quant::LayerInfo l;
   l.name = "fc";
-  l.layer_class = LayerClass::kFc;
+  l.layer_class = quant::LayerClass::kFc;
   l.weight_shape = {3, 8};
   l.input_shape = {1, 8};
   l.output_shape = {1, 3};
@@ -94,7 +94,7 @@ LayerInfo Fc() {
   return l;
 }
 
-std::vector<LayerInfo> TwoLayerNet() { return {Conv(), Fc()}; }
+std::vector<quant::LayerInfo> TwoLayerNet() { return {Conv(), Fc()}; }
 
 LayerFormats Uniform(const NumberFormat& weights, const NumberFormat& activations) {
   return LayerFormats{weights, activations, activations};
@@ -154,7 +154,7 @@ std::string WriteTemp(const std::string& name, const std::string& text) {
 std::filesystem::path ShippedProfilePath() {
   // From CMake, not __FILE__: ccache's base_dir makes __FILE__ relative to the build folder.
   return std::filesystem::path(BITSWEEP_SOURCE_DIR) /
-         "worker/engine/quant/profiles/horowitz-isscc2014-45nm.json";
+         "quant/profiles/horowitz-isscc2014-45nm.json";
 }
 
 void ExpectSameProfile(const HardwareProfile& a, const HardwareProfile& b) {
@@ -409,7 +409,7 @@ TEST(CostModelTest, AccumulatorWidthIsCappedAt32) {
 
 TEST(CostModelTest, FanInOneAddsNoCarryBits) {
   // fan_in 1: ceil(log2 1) = 0, b_acc = 8 + 8 = 16 -> E_add(16) = 1.28/24.
-  LayerInfo l = Fc();
+  quant::LayerInfo l = Fc();
   l.fan_in = 1;
   l.macs = 3;
   const CostReport r = EstimateCost({l}, {Uniform(Fixed(8), Fixed(8))}, DefaultHardwareProfile());
@@ -424,7 +424,7 @@ TEST(CostModelTest, ProfileConstantsAreMatchedExactly) {
   hw.int32_mult_pj = 9.0;
   hw.int8_add_pj = 0.04;
   hw.int32_add_pj = 0.2;
-  LayerInfo l = Fc();
+  quant::LayerInfo l = Fc();
   l.macs = 1;
   l.fan_in = 1;  // b_acc = b_w + b_a
   {
@@ -449,7 +449,7 @@ TEST(CostModelTest, ExtrapolationIsClampedAtZero) {
   HardwareProfile hw;
   hw.int8_add_pj = 0.01;
   hw.int32_add_pj = 1.0;
-  LayerInfo l = Fc();
+  quant::LayerInfo l = Fc();
   l.macs = 10;
   // pow2 weights x ufixed:1 inputs: a 1-bit "shift" -> E_int_add(1) -> 0.
   const CostReport r = EstimateCost({l}, {Uniform(Pow2(2), Ufixed(1))}, hw);
@@ -457,7 +457,7 @@ TEST(CostModelTest, ExtrapolationIsClampedAtZero) {
 }
 
 TEST(CostModelTest, Pow2WithMinifloatAndPow2Operands) {
-  LayerInfo l = Fc();
+  quant::LayerInfo l = Fc();
   l.macs = 1;
   // pow2:4 weights x minifloat:5:2 inputs: exponent add of max(5, 4-1) + 1 = 6 bits
   //   = 0.58/24; accumulation minifloat, max(4, 8) <= 16 -> fp16 add 0.4.
@@ -633,4 +633,4 @@ TEST(HardwareProfileTest, SettingsTextParsesLikeAFile) {
 }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

@@ -1,6 +1,6 @@
-// Number formats: parsing, hand-computed cases from DESIGN.md, and bit-exact agreement of the fast
+// Number formats: parsing, hand-computed cases from quant/format.h's definitions, and bit-exact agreement of the fast
 // QuantizeInPlace with the enumerating scalar reference (tests/reference/quant_reference.h).
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
 #include <algorithm>
 #include <bit>
@@ -17,7 +17,7 @@
 #include "gtest/gtest.h"
 #include "tests/reference/quant_reference.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 using reference::ReferenceQuantizer;
@@ -234,7 +234,7 @@ TEST(ParseRounding, NamesRoundTrip) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hand-computed cases (DESIGN.md, "Number formats").
+// Hand-computed cases (the definitions atop quant/format.h).
 
 TEST(FixedFractionalBits, FromMaxAbs) {
   const NumberFormat fixed8 = Parse("fixed:8"), ufixed8 = Parse("ufixed:8");
@@ -844,4 +844,4 @@ TEST(Stochastic, DeterministicPerSeedAndChunkingInvariant) {
 }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

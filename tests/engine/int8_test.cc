@@ -16,8 +16,8 @@
 #include "worker/engine/int8/int8_network.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/trial.h"
 #include "worker/engine/zoo/onnx_builder.h"
 #include "worker/engine/zoo/zoo.h"
@@ -196,7 +196,7 @@ TEST(Int8LayerTest, SqueezeNetGraphMatchesEmulation) {
   calib.images = Random({64, 1, 28, 28}, 21, -0.8f, 2.0f);
   calib.labels.assign(64, 0);
   calib.num_classes = 10;
-  absl::StatusOr<std::vector<LayerInfo>> layers = InspectLayers(*graph, {1, 28, 28});
+  absl::StatusOr<std::vector<quant::LayerInfo>> layers = InspectLayers(*graph, {1, 28, 28});
   ASSERT_TRUE(layers.ok());
   absl::StatusOr<std::vector<quant::LayerFormats>> formats =
       quant::ResolveFormats(*config, *layers);

@@ -3,18 +3,18 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
-std::vector<LayerInfo> TwoConvOneFc() {
-  LayerInfo conv1, conv2, fc;
+std::vector<quant::LayerInfo> TwoConvOneFc() {
+  quant::LayerInfo conv1, conv2, fc;
   conv1.name = "conv1";
   conv2.name = "conv2";
   fc.name = "fc1";
-  conv1.layer_class = conv2.layer_class = LayerClass::kConv;
-  fc.layer_class = LayerClass::kFc;
+  conv1.layer_class = conv2.layer_class = quant::LayerClass::kConv;
+  fc.layer_class = quant::LayerClass::kFc;
   return {conv1, conv2, fc};
 }
 
@@ -139,4 +139,4 @@ TEST(QuantConfigTest, ImpossibleRolesNameLayerAndRole) {
 }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

@@ -14,8 +14,8 @@
 #include "worker/engine/calibration.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/trial.h"
 #include "worker/engine/zoo/onnx_builder.h"
@@ -169,7 +169,7 @@ void ZooCase(const std::string& arch, const std::string& config_json) {
   calib.images = Random({32, 1, 28, 28}, 6, 0.0f, 1.0f);
   calib.labels.assign(32, 0);
   calib.num_classes = 10;
-  absl::StatusOr<std::vector<LayerInfo>> layers = InspectLayers(*graph, {1, 28, 28});
+  absl::StatusOr<std::vector<quant::LayerInfo>> layers = InspectLayers(*graph, {1, 28, 28});
   ASSERT_TRUE(layers.ok()) << layers.status();
   absl::StatusOr<std::vector<quant::LayerFormats>> formats =
       quant::ResolveFormats(*config, *layers);

@@ -20,9 +20,9 @@
 #include "worker/engine/calibration.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/config.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/trial.h"
 #include "worker/engine/zoo/onnx_builder.h"
 #include "worker/engine/zoo/zoo.h"
@@ -56,7 +56,7 @@ int64_t Differences(const Tensor& a, const Tensor& b) {
 
 // Layers and calibration statistics of `graph` (one random calibration batch).
 struct Calibrated {
-  std::vector<LayerInfo> layers;
+  std::vector<quant::LayerInfo> layers;
   std::map<std::string, quant::ActivationStats> stats;
 };
 
@@ -65,7 +65,7 @@ Calibrated Calibrate(const Graph& graph) {
   calib.images = Random({32, 1, 28, 28}, 6, 0.0f, 1.0f);
   calib.labels.assign(32, 0);
   calib.num_classes = 10;
-  absl::StatusOr<std::vector<LayerInfo>> layers = InspectLayers(graph, {1, 28, 28});
+  absl::StatusOr<std::vector<quant::LayerInfo>> layers = InspectLayers(graph, {1, 28, 28});
   EXPECT_TRUE(layers.ok()) << layers.status();
   absl::StatusOr<std::map<std::string, quant::ActivationStats>> stats =
       CalibrateActivations(graph, calib, {.batch = 16});

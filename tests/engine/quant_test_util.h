@@ -13,8 +13,8 @@
 #include "gtest/gtest.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/network.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine::testing {

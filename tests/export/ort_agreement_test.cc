@@ -49,7 +49,7 @@
 #include "worker/engine/int8/int8_network.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/trial.h"
 #include "worker/trial_executor.h"
@@ -231,7 +231,7 @@ TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
   ASSERT_TRUE(proto.ParseFromString(model_bytes));
   absl::StatusOr<engine::Graph> graph = engine::ImportOnnxModel(proto, {}, model_path);
   ASSERT_TRUE(graph.ok()) << graph.status();
-  absl::StatusOr<engine::quant::QuantConfig> config = engine::quant::ParseQuantConfig(c.config());
+  absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(c.config());
   ASSERT_TRUE(config.ok()) << config.status();
   engine::TrialInputs inputs{.graph = &*graph, .eval = trial_eval_, .calibration = calibration_,
                              .config = &*config, .calibration_cache = calibration_cache_,
@@ -256,7 +256,7 @@ TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
   auto floats = [](const auto& repeated) { return std::vector<float>(repeated.begin(),
                                                                      repeated.end()); };
   for (const v1::LayerResult& layer : reported->layers()) {
-    const engine::quant::LayerQuantPlan& p = trial->plan.at(layer.name());
+    const quant::LayerQuantPlan& p = trial->plan.at(layer.name());
     EXPECT_EQ(floats(layer.inputs().scale()), p.inputs.scale) << layer.name();
     EXPECT_EQ(floats(layer.outputs().scale()), p.outputs.scale) << layer.name();
     EXPECT_EQ(floats(layer.weights().scale()), net->weight_quantizers().at(layer.name()).scale)

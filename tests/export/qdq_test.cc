@@ -16,7 +16,7 @@
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph_passes.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 #include "worker/engine/trial.h"
 #include "worker/engine/zoo/onnx_builder.h"
 #include "worker/engine/zoo/zoo.h"
@@ -66,7 +66,7 @@ Trial RunModel(const onnx::ModelProto& model, const std::string& config_json) {
   const engine::Dataset eval = *engine::LoadDataset(kData + "/t10k", limit_eval);
   const engine::Dataset calibration = *engine::LoadDataset(kData + "/train", limit_calibration);
   const engine::Graph graph = *engine::ImportOnnxModel(t.model, {}, path);
-  const engine::quant::QuantConfig config = *engine::quant::ParseQuantConfig(config_json);
+  const quant::QuantConfig config = *quant::ParseQuantConfig(config_json);
   engine::TrialInputs in{.graph = &graph, .eval = &eval, .calibration = &calibration,
                          .config = &config};
   absl::StatusOr<engine::TrialResult> e = engine::RunTrial(in, {.batch = 256, .threads = 1});
@@ -142,7 +142,7 @@ int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelPro
     const std::string& w = n.inputs[1];
     std::vector<float> expected = graph.constants.at(w).floats();
     const int64_t count = static_cast<int64_t>(expected.size());
-    engine::quant::QuantizeInPlace(q->second, expected.data(), count);
+    quant::QuantizeInPlace(q->second, expected.data(), count);
 
     EXPECT_TRUE(exported.contains(w + "_quantized")) << n.name << ": " << w;
     if (!exported.contains(w + "_quantized")) continue;

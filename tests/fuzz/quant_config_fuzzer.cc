@@ -1,4 +1,4 @@
-// Fuzzes the quantization config JSON parser (worker/engine/quant/config.h) and what a parsed
+// Fuzzes the quantization config JSON parser (quant/config.h) and what a parsed
 // config feeds: canonical JSON and hash, per-layer format resolution and the cost model. Properties:
 // a parse error has a message; the canonical form parses back to the same canonical form and hash;
 // costs of a resolved config are finite and non-negative.
@@ -10,19 +10,19 @@
 
 #include "absl/status/statusor.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/cost_model.h"
+#include "quant/layer_info.h"
+#include "quant/config.h"
+#include "quant/cost_model.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 // LeNet-5's first conv and last fc layer, as the importer describes them.
-std::vector<LayerInfo> Layers() {
-  LayerInfo conv{.name = "conv1", .layer_class = LayerClass::kConv, .weight_shape = {6, 1, 5, 5},
+std::vector<quant::LayerInfo> Layers() {
+  quant::LayerInfo conv{.name = "conv1", .layer_class = quant::LayerClass::kConv, .weight_shape = {6, 1, 5, 5},
                  .input_shape = {1, 1, 28, 28}, .output_shape = {1, 6, 24, 24},
                  .macs = 86400, .weight_count = 150, .bias_count = 6, .fan_in = 25};
-  LayerInfo fc{.name = "fc3", .layer_class = LayerClass::kFc, .weight_shape = {84, 10},
+  quant::LayerInfo fc{.name = "fc3", .layer_class = quant::LayerClass::kFc, .weight_shape = {84, 10},
                .input_shape = {1, 84}, .output_shape = {1, 10}, .macs = 840,
                .weight_count = 840, .bias_count = 10, .fan_in = 84};
   return {conv, fc};
@@ -36,11 +36,11 @@ void CheckCost(const LayerCost& c) {
 }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bitsweep::engine;
-  using namespace bitsweep::engine::quant;
+  using namespace bitsweep::quant;
   const std::string text(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<QuantConfig> config = ParseQuantConfig(text);
   if (!config.ok()) {
@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(CanonicalJson(*again) == canonical);
   FUZZ_CHECK(ConfigHash(*again) == ConfigHash(*config));
 
-  const std::vector<LayerInfo> layers = Layers();
+  const std::vector<quant::LayerInfo> layers = Layers();
   absl::StatusOr<std::vector<LayerFormats>> formats = ResolveFormats(*config, layers);
   if (!formats.ok()) {
     FUZZ_CHECK(!formats.status().message().empty());

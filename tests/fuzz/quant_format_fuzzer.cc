@@ -1,4 +1,4 @@
-// Fuzzes the number-format parser and the quantizers behind it (worker/engine/quant/format.h),
+// Fuzzes the number-format parser and the quantizers behind it (quant/format.h),
 // differentially against the scalar reference of tests/reference/quant_reference.h.
 //
 // Input: a format string, then (after a '\n') a settings byte, two floats and up to 256 float
@@ -21,9 +21,9 @@
 #include "absl/status/statusor.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/reference/quant_reference.h"
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 bool SameBits(float a, float b) {
@@ -38,10 +38,10 @@ bool SameBits(float a, float b) {
 bool ReferenceAffordable(const NumberFormat& f) { return f.bits <= 12; }
 
 }  // namespace
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace bitsweep::engine::quant;
+  using namespace bitsweep::quant;
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   const size_t newline = input.find('\n');
   const std::string_view text = input.substr(0, newline);

@@ -21,15 +21,15 @@
 #include "absl/strings/str_cat.h"
 #include "server/frontier/frontier.h"
 #include "server/planner/strategy.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/cost_model.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/config.h"
+#include "quant/cost_model.h"
+#include "quant/format.h"
 
 namespace bitsweep::server {
 namespace {
 
-namespace quant = ::bitsweep::engine::quant;
+namespace quant = ::bitsweep::quant;
 using ::testing::HasSubstr;
 
 // ---- the fake model and evaluator ------------------------------------------------------------
@@ -52,12 +52,12 @@ struct FakeModel {
   std::vector<FakeLayer> layers;
   double baseline_top1 = 0.90;
 
-  std::vector<engine::LayerInfo> Infos() const {
-    std::vector<engine::LayerInfo> infos;
+  std::vector<quant::LayerInfo> Infos() const {
+    std::vector<quant::LayerInfo> infos;
     for (const FakeLayer& l : layers) {
-      engine::LayerInfo info;
+      quant::LayerInfo info;
       info.name = l.name;
-      info.layer_class = l.layer_class == "conv" ? engine::LayerClass::kConv : engine::LayerClass::kFc;
+      info.layer_class = l.layer_class == "conv" ? quant::LayerClass::kConv : quant::LayerClass::kFc;
       info.weight_count = l.weight_count;
       info.macs = l.macs;
       info.fan_in = l.fan_in;

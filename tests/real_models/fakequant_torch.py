@@ -66,7 +66,7 @@ MAX_TOP1_DELTA = 0.01
 
 
 # ---------------------------------------------------------------------------------------------
-# Dynamic fixed point, from the format's definition (DESIGN.md, docs/QUANTIZATION.md).
+# Dynamic fixed point, from the format's definition (quant/format.h, docs/QUANTIZATION.md).
 
 def fractional_length(max_abs, bits=BITS):
     """FL = B - IL, IL = ceil(log2 max|x|) + 1; a zero range gets IL = 1."""

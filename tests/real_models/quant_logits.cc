@@ -24,7 +24,7 @@
 #include "worker/engine/eval_backend.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/trial.h"
 
@@ -84,7 +84,7 @@ absl::Status Main(int argc, char** argv) {
                    RunTrialWith(inputs, {.batch = batch, .threads = 0}, backend));
   RETURN_IF_ERROR(scores.status());
   RETURN_IF_ERROR(WriteTensorProtoFile(argv[5], "scores", *scores));
-  for (const LayerInfo& layer : trial.layers) {
+  for (const quant::LayerInfo& layer : trial.layers) {
     const quant::LayerQuantPlan& p = trial.plan.at(layer.name);
     const auto it = trial.eval.weight_quantizers.find(layer.name);
     const std::string weights = it == trial.eval.weight_quantizers.end()

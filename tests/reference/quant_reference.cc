@@ -9,9 +9,9 @@
 
 namespace bitsweep::reference {
 
-using engine::quant::FormatKind;
-using engine::quant::Quantizer;
-using engine::quant::Rounding;
+using quant::FormatKind;
+using quant::Quantizer;
+using quant::Rounding;
 
 namespace {
 
@@ -29,7 +29,7 @@ void CheckSize(int64_t codes) {
 }  // namespace
 
 ReferenceQuantizer::ReferenceQuantizer(const Quantizer& q, int64_t channel) : q_(q) {
-  const engine::quant::NumberFormat& f = q.format;
+  const quant::NumberFormat& f = q.format;
   switch (f.kind) {
     case FormatKind::kFp32:
       Fail("fp32 has no grid");

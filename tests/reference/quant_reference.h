@@ -1,4 +1,4 @@
-// Scalar reference for the number formats of worker/engine/quant/format.h: the yardstick
+// Scalar reference for the number formats of quant/format.h: the yardstick
 // QuantizeInPlace is tested against (bit-exactly).
 //
 // Independent of the engine's kernels by construction: it enumerates every code of the format,
@@ -7,7 +7,7 @@
 // (one pass over all codes); lookups are a binary search. Use it for narrow formats only: a grid
 // of more than 2^22 codes aborts (fixed:23+, int:23+, minifloat with E + M > 22).
 //
-//   engine::quant::Quantizer q = MakeFixedQuantizer(f, 3.2f, Rounding::kNearestEven);
+//   quant::Quantizer q = MakeFixedQuantizer(f, 3.2f, Rounding::kNearestEven);
 //   reference::ReferenceQuantizer ref(q);             // or ReferenceQuantize(q, x) for one value
 //   float want = ref.Quantize(x);
 //   std::vector<float> grid = ref.Values();          // every representable value, ascending
@@ -35,14 +35,14 @@
 #include <utility>
 #include <vector>
 
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
 namespace bitsweep::reference {
 
 class ReferenceQuantizer {
  public:
   // `channel` selects the scale/zero point of a per-channel int quantizer.
-  explicit ReferenceQuantizer(const engine::quant::Quantizer& q, int64_t channel = 0);
+  explicit ReferenceQuantizer(const quant::Quantizer& q, int64_t channel = 0);
 
   // q(x) under the quantizer's (nearest) rounding mode; stochastic quantizers abort.
   float Quantize(float x) const;
@@ -61,14 +61,14 @@ class ReferenceQuantizer {
   size_t Upper(long double a) const;  // index of the first point with value >= a (a in range)
   float Pow2(float x) const;
 
-  engine::quant::Quantizer q_;
+  quant::Quantizer q_;
   bool sign_magnitude_ = false;  // minifloat, pow2: points hold magnitudes
   std::vector<Point> points_;    // ascending by value
   int pow2_e_min_ = 0, pow2_e_max_ = 0;
 };
 
-float ReferenceQuantize(const engine::quant::Quantizer& q, float x, int64_t channel = 0);
-std::vector<float> RepresentableValues(const engine::quant::Quantizer& q, int64_t channel = 0);
+float ReferenceQuantize(const quant::Quantizer& q, float x, int64_t channel = 0);
+std::vector<float> RepresentableValues(const quant::Quantizer& q, int64_t channel = 0);
 
 }  // namespace bitsweep::reference
 

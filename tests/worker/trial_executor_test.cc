@@ -15,7 +15,7 @@
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/onnx_import.h"
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 #include "worker/engine/trial.h"
 
 namespace bitsweep::worker {
@@ -160,7 +160,7 @@ TEST_F(TrialExecutorTest, Fixed8MatchesRunTrialAndCarriesFractionalBits) {
   absl::StatusOr<v1::TrialResult> r = executor_->Execute(Lenet(), Settings(), Spec(kFixed8));
   ASSERT_TRUE(r.ok()) << r.status();
 
-  auto config = engine::quant::ParseQuantConfig(kFixed8);
+  auto config = quant::ParseQuantConfig(kFixed8);
   ASSERT_TRUE(config.ok()) << config.status();
   engine::TrialInputs in;
   in.graph = graph_;

@@ -17,7 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/plan.h"
 #include "worker/engine/stop.h"
 
 namespace bitsweep::engine {

@@ -24,7 +24,7 @@
 #include "worker/engine/evaluate.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/inference_network.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/plan.h"
 #include "worker/engine/trial.h"
 
 namespace bitsweep::engine {

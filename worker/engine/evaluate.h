@@ -14,8 +14,8 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/layer_info.h"
+#include "quant/plan.h"
 #include "worker/engine/stop.h"
 
 namespace bitsweep::engine {
@@ -36,7 +36,7 @@ struct EvalResult {
   int64_t samples = 0;
   double seconds = 0;  // inference time only (compilation excluded)
   double images_per_second = 0;
-  std::vector<LayerInfo> layers;                             // the quantizable layers
+  std::vector<quant::LayerInfo> layers;                             // the quantizable layers
   std::map<std::string, quant::Quantizer> weight_quantizers;  // as chosen from the weights
 };
 

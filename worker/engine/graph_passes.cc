@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/types/span.h"
-#include "worker/engine/bn_fold.h"
+#include "quant/bn_fold.h"
 #include "worker/engine/dnnl_util.h"
 
 namespace bitsweep::engine {
@@ -33,7 +33,7 @@ int FoldBatchNorm(Graph* graph) {
     const std::map<std::string, Tensor>& constants = g.constants;
     const Tensor& w = constants.at(conv.inputs[1]);
     const int64_t oc = w.shape()[0];
-    const BatchNormParams params = {.scale = constants.at(bn.inputs[1]).floats(),
+    const quant::BatchNormParams params = {.scale = constants.at(bn.inputs[1]).floats(),
                                     .shift = constants.at(bn.inputs[2]).floats(),
                                     .mean = constants.at(bn.inputs[3]).floats(),
                                     .var = constants.at(bn.inputs[4]).floats(),
@@ -41,10 +41,10 @@ int FoldBatchNorm(Graph* graph) {
     const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
     absl::Span<const float> bias;
     if (has_bias) bias = constants.at(conv.inputs[2]).floats();
-    if (!CanFoldBatchNorm(w.floats().size(), oc, bias.size(), params)) {
+    if (!quant::CanFoldBatchNorm(w.floats().size(), oc, bias.size(), params)) {
       continue;  // malformed; the unfolded BatchNormalization reports it at compile time
     }
-    FoldedConv merged = FoldBatchNormIntoConv(w.floats(), oc, bias, params);
+    quant::FoldedConv merged = quant::FoldBatchNormIntoConv(w.floats(), oc, bias, params);
     Tensor folded_w = Tensor::Float(w.shape(), std::move(merged.weights));
     Tensor folded_b = Tensor::Float({oc}, std::move(merged.bias));
     const std::string w_name = conv.name + "/W_bn_folded";

@@ -841,10 +841,10 @@ absl::StatusOr<std::vector<float>> GemmBias(const Node& n, const Graph& graph, i
   return bias;
 }
 
-LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
+quant::LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
                         bool has_bias) {
-  LayerInfo info;
-  info.layer_class = LayerClass::kConv;
+  quant::LayerInfo info;
+  info.layer_class = quant::LayerClass::kConv;
   info.weight_shape = ws;
   info.input_shape = x_shape;
   info.input_shape[0] = 1;
@@ -857,10 +857,10 @@ LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_
   return info;
 }
 
-LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a,
+quant::LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a,
                         bool has_bias) {
-  LayerInfo info;
-  info.layer_class = LayerClass::kFc;
+  quant::LayerInfo info;
+  info.layer_class = quant::LayerClass::kFc;
   info.weight_shape = b_shape;
   info.input_shape = trans_a ? Shape{k, 1} : Shape{1, k};
   info.output_shape = {1, nn};

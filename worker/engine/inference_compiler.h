@@ -29,9 +29,9 @@
 #include "oneapi/dnnl/dnnl.hpp"
 #include "worker/engine/dnnl_util.h"
 #include "worker/engine/graph.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/layer_info.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine {
@@ -76,7 +76,7 @@ class InferenceCompiler {
   const Graph& graph() const { return graph_; }
   const std::vector<ValueInfo>& inputs() const { return inputs_; }
   const std::vector<ValueInfo>& outputs() const { return outputs_; }
-  const std::vector<LayerInfo>& layers() const { return layers_; }
+  const std::vector<quant::LayerInfo>& layers() const { return layers_; }
   const std::map<std::string, quant::Quantizer>& weight_quantizers() const {
     return weight_quantizers_;
   }
@@ -185,7 +185,7 @@ class InferenceCompiler {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<std::string, Value> values_;
-  std::vector<LayerInfo> layers_;
+  std::vector<quant::LayerInfo> layers_;
   std::map<std::string, quant::Quantizer> weight_quantizers_;
 
  private:
@@ -257,10 +257,10 @@ absl::StatusOr<std::vector<float>> GemmBias(const Node& n, const Graph& graph, i
                                             int64_t nn, float beta, int64_t* rows);
 
 // What the cost model knows of a Conv layer (per sample) with weights `ws` on input `x_shape`.
-LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
+quant::LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shape& out_shape,
                         bool has_bias);
 // The same for a Gemm layer [m, k] x [k, nn] with B given as `b_shape`.
-LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a, bool has_bias);
+quant::LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool trans_a, bool has_bias);
 
 }  // namespace bitsweep::engine
 

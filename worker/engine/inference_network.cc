@@ -14,7 +14,7 @@ InferenceNetwork::~InferenceNetwork() = default;
 const std::vector<ValueInfo>& InferenceNetwork::inputs() const { return compiled_->inputs(); }
 const std::vector<ValueInfo>& InferenceNetwork::outputs() const { return compiled_->outputs(); }
 const Graph& InferenceNetwork::graph() const { return compiled_->graph(); }
-const std::vector<LayerInfo>& InferenceNetwork::layers() const { return compiled_->layers(); }
+const std::vector<quant::LayerInfo>& InferenceNetwork::layers() const { return compiled_->layers(); }
 const std::map<std::string, quant::Quantizer>& InferenceNetwork::weight_quantizers() const {
   return compiled_->weight_quantizers();
 }

@@ -18,8 +18,8 @@
 
 #include "absl/status/status.h"
 #include "worker/engine/graph.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/format.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine {
@@ -38,7 +38,7 @@ class InferenceNetwork {
   // The graph as compiled (after the inference rewrites).
   const Graph& graph() const;
   // The quantizable layers (Conv, Gemm, MatMul) in execution order, per single inference.
-  const std::vector<LayerInfo>& layers() const;
+  const std::vector<quant::LayerInfo>& layers() const;
   // The weight quantizer each quantized layer ended up with (FL, e_max, scales chosen).
   const std::map<std::string, quant::Quantizer>& weight_quantizers() const;
 

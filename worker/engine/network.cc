@@ -48,7 +48,7 @@ class Network::Impl : public InferenceCompiler {
   // Post-ops of the layer: its fused activations, then the output quantizer when it can be fused.
   dnnl::primitive_attr LayerAttr(const Node& n, bool* output_quantizer_fused) const;
   // Registers the layer's output value: host quantization when not fused, grid, observer, info.
-  void FinishLayer(const Node& n, Value out, bool output_quantizer_fused, LayerInfo info);
+  void FinishLayer(const Node& n, Value out, bool output_quantizer_fused, quant::LayerInfo info);
   void Observe(const Node& n, bool is_output, const std::string& name, const Value& v);
   // Constant `data` (laid out as `from`) reordered into new memory of layout `to`: one copy,
   // straight from the Tensor, which the network does not point into.
@@ -116,7 +116,7 @@ dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quanti
 }
 
 void Network::Impl::FinishLayer(const Node& n, Value out, bool output_quantizer_fused,
-                                LayerInfo info) {
+                                quant::LayerInfo info) {
   QuantizeLayerOutput(n, &out, output_quantizer_fused);
   info.name = n.name;
   info.output_non_negative = PostOpsNonNegative(n.post_ops);
@@ -328,8 +328,8 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   Shape logical = out;
   if (b_vector) logical.erase(logical.end() - 1);
   if (a_vector) logical.erase(logical.end() - (b_vector ? 1 : 2));
-  LayerInfo info;
-  info.layer_class = LayerClass::kFc;
+  quant::LayerInfo info;
+  info.layer_class = quant::LayerClass::kFc;
   info.weight_shape = b.shape;
   info.input_shape = a.shape;
   info.output_shape = logical;

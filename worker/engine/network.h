@@ -29,9 +29,9 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/graph.h"
 #include "worker/engine/inference_network.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/format.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/layer_info.h"
+#include "quant/format.h"
+#include "quant/plan.h"
 #include "worker/engine/tensor.h"
 
 namespace bitsweep::engine {

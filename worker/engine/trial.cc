@@ -12,7 +12,7 @@
 
 namespace bitsweep::engine {
 
-absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape) {
+absl::StatusOr<std::vector<quant::LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape) {
   if (graph.inputs.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(graph.source, ": expected one runtime input"));
   }

@@ -18,9 +18,9 @@
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/graph.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/cost_model.h"
-#include "worker/engine/quant/plan.h"
+#include "quant/config.h"
+#include "quant/cost_model.h"
+#include "quant/plan.h"
 #include "worker/engine/train/trainer.h"
 #include "onnx/onnx_pb.h"
 
@@ -43,7 +43,7 @@ struct TrialInputs {
 struct TrialResult {
   EvalResult eval;
   quant::CostReport cost;
-  std::vector<LayerInfo> layers;
+  std::vector<quant::LayerInfo> layers;
   std::vector<quant::LayerFormats> formats;        // parallel to layers
   quant::QuantPlan plan;
   std::map<std::string, quant::ActivationStats> stats;  // empty when nothing needed calibration
@@ -51,7 +51,7 @@ struct TrialResult {
 
 // The quantizable layers of a graph for a given sample shape, per sample (compiles an fp32
 // network at the batch the model declares, or 1 when it is dynamic).
-absl::StatusOr<std::vector<LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
+absl::StatusOr<std::vector<quant::LayerInfo>> InspectLayers(const Graph& graph, const Shape& sample_shape);
 
 // options.stop (stop.h) also stops the calibration; CANCELLED then.
 absl::StatusOr<TrialResult> RunTrial(const TrialInputs& inputs, const EvalOptions& options);

@@ -256,7 +256,7 @@ class Int8Network::Impl : public InferenceCompiler {
   // [x / s_out, clip +-127 when the output is quantized].
   dnnl::primitive_attr Int8Attr(const Node& n, const std::vector<float>& output_scales,
                                 bool per_channel) const;
-  void FinishLayer(const Node& n, Value out, LayerInfo info, const std::string& impl);
+  void FinishLayer(const Node& n, Value out, quant::LayerInfo info, const std::string& impl);
   // The input quantizer every reader of `value` applies, looking through max pooling and views,
   // when all of them are int8 layers that agree on it; else nullopt.
   std::optional<Quantizer> ConsumerGrid(const std::string& value) const;
@@ -325,7 +325,7 @@ dnnl::primitive_attr Int8Network::Impl::Int8Attr(const Node& n,
   return attr;
 }
 
-void Int8Network::Impl::FinishLayer(const Node& n, Value out, LayerInfo info,
+void Int8Network::Impl::FinishLayer(const Node& n, Value out, quant::LayerInfo info,
                                     const std::string& impl) {
   info.name = n.name;
   info.output_non_negative = PostOpsNonNegative(n.post_ops);
@@ -354,7 +354,7 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
   }
   const Dims strides(n.strides.begin(), n.strides.end());
   const Dims dilations = DnnlDilations(n.dilations);
-  LayerInfo info = ConvLayerInfo(ws, x.shape, out_shape, has_bias);
+  quant::LayerInfo info = ConvLayerInfo(ws, x.shape, out_shape, has_bias);
   const memory::desc bias_desc = has_bias ? PlainDesc({ws[0]}) : memory::desc();
 
   if (mode == LayerMode::kFloat) {
@@ -472,7 +472,7 @@ absl::Status Int8Network::Impl::CompileGemm(const Node& n) {
   int64_t bias_rows = 0;
   ASSIGN_OR_RETURN(std::vector<float> bias, GemmBias(n, graph_, m, nn, beta, &bias_rows));
   const memory::desc bias_desc = bias.empty() ? memory::desc() : PlainDesc({bias_rows, nn});
-  LayerInfo info = GemmLayerInfo(b_given.shape(), k, nn, trans_a, !bias.empty());
+  quant::LayerInfo info = GemmLayerInfo(b_given.shape(), k, nn, trans_a, !bias.empty());
 
   if (mode == LayerMode::kFloat) {
     a = Plain(n.inputs[0], AsFloat(n.inputs[0], a));

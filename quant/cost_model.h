@@ -1,5 +1,5 @@
 // Size, BOPs and energy of one inference under a quantization plan, from a hardware profile
-// (../shared/DESIGN.md, "Size and energy model").
+// (docs/COST_MODEL.md works every formula by hand).
 //
 //   ASSIGN_OR_RETURN(HardwareProfile hw, LoadHardwareProfile("my_process.json"));  // or Default
 //   CostReport r = EstimateCost(network->layers(), formats, hw);
@@ -8,17 +8,17 @@
 // Per layer: MACs x (E_mult(b_w, b_a) + E_add(b_acc)) + weight bits x E_weight_bit + activation
 // bits x E_activation_bit, with b_acc = min(32, b_w + b_a + ceil(log2 fan_in)) for integer-like
 // formats and the profile's scaling rules for the rest. BOPs = sum MACs * b_w * b_a.
-#ifndef BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
-#define BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
+#ifndef BITSWEEP_QUANT_COST_MODEL_H_
+#define BITSWEEP_QUANT_COST_MODEL_H_
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/format.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 // Energy constants (pJ) and scaling rules; defaults: Horowitz, ISSCC 2014, 45 nm.
 struct HardwareProfile {
@@ -71,6 +71,6 @@ struct CostReport {
 CostReport EstimateCost(const std::vector<LayerInfo>& layers,
                         const std::vector<LayerFormats>& formats, const HardwareProfile& profile);
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_QUANT_COST_MODEL_H_
+#endif  // BITSWEEP_QUANT_COST_MODEL_H_

@@ -1,8 +1,8 @@
-#include "worker/engine/bn_fold.h"
+#include "quant/bn_fold.h"
 
 #include <cmath>
 
-namespace bitsweep::engine {
+namespace bitsweep::quant {
 
 bool CanFoldBatchNorm(size_t weight_count, int64_t out_channels, size_t bias_count,
                       const BatchNormParams& bn) {
@@ -29,4 +29,4 @@ FoldedConv FoldBatchNormIntoConv(absl::Span<const float> weights, int64_t out_ch
   return folded;
 }
 
-}  // namespace bitsweep::engine
+}  // namespace bitsweep::quant

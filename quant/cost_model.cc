@@ -1,6 +1,6 @@
 // Size, BOPs and energy model. The rules, their justification and worked examples are in
 // docs/COST_MODEL.md; keep the two in step.
-#include "worker/engine/quant/cost_model.h"
+#include "quant/cost_model.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ double Read32Pj(const HardwareProfile& hw, const std::string& memory) {
   return memory == "sram" ? hw.sram_read_32bit_pj : hw.dram_read_32bit_pj;
 }
 
-int64_t Product(const Shape& shape) {
+int64_t Product(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
@@ -285,4 +285,4 @@ CostReport EstimateCost(const std::vector<LayerInfo>& layers,
   return report;
 }
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

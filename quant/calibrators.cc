@@ -15,7 +15,7 @@
 //     bins) falls back to max.
 //   * Ties between candidates go to the larger T (less clipping). The result is at most
 //     max_abs() and positive unless the tensor is all zeros.
-#include "worker/engine/quant/calibrators.h"
+#include "quant/calibrators.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,7 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 constexpr int64_t kParallelMin = 16384;
@@ -288,4 +288,4 @@ float ChooseClipMagnitude(const TensorStats& stats, const CalibrationOptions& op
   return clip > 0 ? clip : max_abs;
 }
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

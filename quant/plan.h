@@ -7,20 +7,20 @@
 //   ASSIGN_OR_RETURN(auto formats, ResolveFormats(config, layers));                   // config.h
 //   ASSIGN_OR_RETURN(QuantPlan plan, BuildQuantPlan(layers, formats, stats, config));
 //   NetworkOptions options; options.quant = &plan;
-#ifndef BITSWEEP_WORKER_ENGINE_QUANT_PLAN_H_
-#define BITSWEEP_WORKER_ENGINE_QUANT_PLAN_H_
+#ifndef BITSWEEP_QUANT_PLAN_H_
+#define BITSWEEP_QUANT_PLAN_H_
 
 #include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/calibrators.h"
-#include "worker/engine/quant/config.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/calibrators.h"
+#include "quant/config.h"
+#include "quant/format.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 struct LayerQuantPlan {
   NumberFormat weights;  // fp32: unquantized
@@ -55,6 +55,6 @@ absl::StatusOr<QuantPlan> BuildQuantPlan(const std::vector<LayerInfo>& layers,
                                          const std::map<std::string, ActivationStats>& stats,
                                          const QuantConfig& config);
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_QUANT_PLAN_H_
+#endif  // BITSWEEP_QUANT_PLAN_H_

@@ -1,5 +1,4 @@
-// Number formats and their quantizers (format.h has the math; ../shared/DESIGN.md, "Number
-// formats", the rationale).
+// Number formats and their quantizers (format.h has the math).
 //
 // Decisions the header leaves open, kept in one place:
 //   * NaN inputs stay NaN in every format (a NaN is a bug upstream; quantization must not hide
@@ -33,7 +32,7 @@
 //     (seed, element index), independent of threading and chunking. For minifloat normals the
 //     float's discarded mantissa bits are added to uniform random bits of the same width and
 //     truncated (floor(v + u) on that grid: exactly unbiased).
-#include "worker/engine/quant/format.h"
+#include "quant/format.h"
 
 #include <algorithm>
 #include <bit>
@@ -49,7 +48,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/splitmix64.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -946,4 +945,4 @@ float MaxMagnitude(const Quantizer& q) {
   return FLT_MAX;
 }
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

@@ -11,8 +11,8 @@
 // expected squared quantization error over the histogram for a symmetric B-bit grid), entropy
 // (TensorRT-style: T minimizing the KL divergence between the clipped reference distribution and
 // its 2^(B-1)-level quantized version, over 2048 |x| bins).
-#ifndef BITSWEEP_WORKER_ENGINE_QUANT_CALIBRATORS_H_
-#define BITSWEEP_WORKER_ENGINE_QUANT_CALIBRATORS_H_
+#ifndef BITSWEEP_QUANT_CALIBRATORS_H_
+#define BITSWEEP_QUANT_CALIBRATORS_H_
 
 #include <cstdint>
 #include <string_view>
@@ -20,7 +20,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 enum class CalibrationMethod { kMax, kPercentile, kMse, kEntropy };
 
@@ -50,6 +50,6 @@ struct TensorStats {
 // the others fall back to max.
 float ChooseClipMagnitude(const TensorStats& stats, const CalibrationOptions& options, int bits);
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_QUANT_CALIBRATORS_H_
+#endif  // BITSWEEP_QUANT_CALIBRATORS_H_

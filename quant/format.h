@@ -1,5 +1,5 @@
-// Number formats and their quantizers: the math of bitsweep (../shared/DESIGN.md, "Number
-// formats").
+// Number formats and their quantizers: the math of bitsweep (README lists the formats;
+// docs/QUANTIZATION.md says where each quantizer is applied).
 //
 // A NumberFormat is what a user asks for ("fixed:8", "minifloat:4:3", "int:8:asym:channel"); a
 // Quantizer is a format with its calibrated parameters (FL, exponent window, scale and zero point)
@@ -40,8 +40,8 @@
 // Rounding (fixed, ufixed, minifloat mantissa, int): nearest_even (default; oneDNN's
 // eltwise_round), nearest_away (Ristretto's CPU), stochastic (floor(v + u), u ~ U[0,1) from a
 // seeded counter-based generator, so a given seed always gives the same result).
-#ifndef BITSWEEP_WORKER_ENGINE_QUANT_FORMAT_H_
-#define BITSWEEP_WORKER_ENGINE_QUANT_FORMAT_H_
+#ifndef BITSWEEP_QUANT_FORMAT_H_
+#define BITSWEEP_QUANT_FORMAT_H_
 
 #include <cstdint>
 #include <optional>
@@ -51,7 +51,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 enum class FormatKind { kFp32, kFixed, kUfixed, kMinifloat, kPow2, kInt };
 enum class Rounding { kNearestEven, kNearestAway, kStochastic };
@@ -112,6 +112,6 @@ void QuantizeInPlace(const Quantizer& q, float* data, int64_t count, int64_t off
 // reports and by tests.
 float MaxMagnitude(const Quantizer& q);
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_QUANT_FORMAT_H_
+#endif  // BITSWEEP_QUANT_FORMAT_H_

@@ -14,8 +14,8 @@
 //   ASSIGN_OR_RETURN(QuantConfig c, ParseQuantConfig(text));
 //   std::string key = ConfigHash(c);   // same meaning -> same hash
 //   ASSIGN_OR_RETURN(std::vector<LayerFormats> f, ResolveFormats(c, network->layers()));
-#ifndef BITSWEEP_WORKER_ENGINE_QUANT_CONFIG_H_
-#define BITSWEEP_WORKER_ENGINE_QUANT_CONFIG_H_
+#ifndef BITSWEEP_QUANT_CONFIG_H_
+#define BITSWEEP_QUANT_CONFIG_H_
 
 #include <cstdint>
 #include <map>
@@ -24,12 +24,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/layer_info.h"
-#include "worker/engine/quant/calibrators.h"
-#include "worker/engine/quant/cost_model.h"
-#include "worker/engine/quant/format.h"
+#include "quant/layer_info.h"
+#include "quant/calibrators.h"
+#include "quant/cost_model.h"
+#include "quant/format.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 struct RoleFormats {
   std::optional<NumberFormat> weights, inputs, outputs;
@@ -62,6 +62,6 @@ std::string ConfigHash(const QuantConfig& config);
 absl::StatusOr<std::vector<LayerFormats>> ResolveFormats(const QuantConfig& config,
                                                          const std::vector<LayerInfo>& layers);
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_QUANT_CONFIG_H_
+#endif  // BITSWEEP_QUANT_CONFIG_H_

@@ -1,4 +1,4 @@
-#include "worker/engine/quant/config.h"
+#include "quant/config.h"
 
 #include <fstream>
 #include <sstream>
@@ -10,7 +10,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 namespace {
 
 using Json = nlohmann::json;
@@ -194,4 +194,4 @@ absl::StatusOr<std::vector<LayerFormats>> ResolveFormats(const QuantConfig& conf
   return resolved;
 }
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

@@ -1,11 +1,11 @@
-#include "worker/engine/quant/plan.h"
+#include "quant/plan.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 
-namespace bitsweep::engine::quant {
+namespace bitsweep::quant {
 
 Quantizer MakeWeightQuantizer(const NumberFormat& format, Rounding rounding, uint64_t seed,
                               const float* weights, int64_t count, int64_t channels) {
@@ -126,4 +126,4 @@ absl::StatusOr<QuantPlan> BuildQuantPlan(const std::vector<LayerInfo>& layers,
   return plan;
 }
 
-}  // namespace bitsweep::engine::quant
+}  // namespace bitsweep::quant

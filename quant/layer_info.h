@@ -1,25 +1,25 @@
 // LayerInfo: what the cost model, `bitsweep inspect` and the planner need to know about one
 // quantizable layer (Conv, Gemm, MatMul) of a compiled network, per single inference (batch 1).
+// Shapes are plain vectors (the engine's Shape alias is the same type).
 //
 //   for (const LayerInfo& l : network->layers()) printf("%s %lld MACs\n", l.name.c_str(), l.macs);
-#ifndef BITSWEEP_WORKER_ENGINE_LAYER_INFO_H_
-#define BITSWEEP_WORKER_ENGINE_LAYER_INFO_H_
+#ifndef BITSWEEP_QUANT_LAYER_INFO_H_
+#define BITSWEEP_QUANT_LAYER_INFO_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
-#include "worker/engine/tensor.h"
-
-namespace bitsweep::engine {
+namespace bitsweep::quant {
 
 enum class LayerClass { kConv, kFc };  // Ristretto's groups: Conv -> conv; Gemm, MatMul -> fc
 
 struct LayerInfo {
   std::string name;         // ONNX node name
   LayerClass layer_class = LayerClass::kConv;
-  Shape weight_shape;       // as in the ONNX model (Conv: [OC, IC/G, k...]; Gemm: B's shape)
-  Shape input_shape;        // of one sample, batch dimension 1
-  Shape output_shape;       // of one sample, batch dimension 1
+  std::vector<int64_t> weight_shape;  // as in the ONNX model (Conv: [OC, IC/G, k...]; Gemm: B's shape)
+  std::vector<int64_t> input_shape;   // of one sample, batch dimension 1
+  std::vector<int64_t> output_shape;  // of one sample, batch dimension 1
   int64_t macs = 0;         // multiply-accumulates per inference
   int64_t weight_count = 0; // weights (bias excluded)
   int64_t bias_count = 0;
@@ -27,6 +27,6 @@ struct LayerInfo {
   bool output_non_negative = false;  // a fused Relu/Clip(min >= 0)/Sigmoid ends the layer
 };
 
-}  // namespace bitsweep::engine
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_LAYER_INFO_H_
+#endif  // BITSWEEP_QUANT_LAYER_INFO_H_

@@ -4,15 +4,15 @@
 // bitsweep_quant_spec, which the coordinator links).
 //
 //   FoldedConv f = FoldBatchNormIntoConv(w, out_channels, bias, {gamma, beta, mean, var, eps});
-#ifndef BITSWEEP_WORKER_ENGINE_BN_FOLD_H_
-#define BITSWEEP_WORKER_ENGINE_BN_FOLD_H_
+#ifndef BITSWEEP_QUANT_BN_FOLD_H_
+#define BITSWEEP_QUANT_BN_FOLD_H_
 
 #include <cstdint>
 #include <vector>
 
 #include "absl/types/span.h"
 
-namespace bitsweep::engine {
+namespace bitsweep::quant {
 
 struct BatchNormParams {
   absl::Span<const float> scale;  // gamma
@@ -38,6 +38,6 @@ bool CanFoldBatchNorm(size_t weight_count, int64_t out_channels, size_t bias_cou
 FoldedConv FoldBatchNormIntoConv(absl::Span<const float> weights, int64_t out_channels,
                                  absl::Span<const float> bias, const BatchNormParams& bn);
 
-}  // namespace bitsweep::engine
+}  // namespace bitsweep::quant
 
-#endif  // BITSWEEP_WORKER_ENGINE_BN_FOLD_H_
+#endif  // BITSWEEP_QUANT_BN_FOLD_H_
