@@ -18,11 +18,11 @@ namespace bitsweep::quant {
 namespace {
 
 // LeNet-5's first conv and last fc layer, as the importer describes them.
-std::vector<quant::LayerInfo> Layers() {
-  quant::LayerInfo conv{.name = "conv1", .layer_class = quant::LayerClass::kConv, .weight_shape = {6, 1, 5, 5},
+std::vector<LayerInfo> Layers() {
+  LayerInfo conv{.name = "conv1", .layer_class = LayerClass::kConv, .weight_shape = {6, 1, 5, 5},
                  .input_shape = {1, 1, 28, 28}, .output_shape = {1, 6, 24, 24},
                  .macs = 86400, .weight_count = 150, .bias_count = 6, .fan_in = 25};
-  quant::LayerInfo fc{.name = "fc3", .layer_class = quant::LayerClass::kFc, .weight_shape = {84, 10},
+  LayerInfo fc{.name = "fc3", .layer_class = LayerClass::kFc, .weight_shape = {84, 10},
                .input_shape = {1, 84}, .output_shape = {1, 10}, .macs = 840,
                .weight_count = 840, .bias_count = 10, .fan_in = 84};
   return {conv, fc};
@@ -39,7 +39,6 @@ void CheckCost(const LayerCost& c) {
 }  // namespace bitsweep::quant
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace bitsweep::engine;
   using namespace bitsweep::quant;
   const std::string text(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<QuantConfig> config = ParseQuantConfig(text);
@@ -53,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(CanonicalJson(*again) == canonical);
   FUZZ_CHECK(ConfigHash(*again) == ConfigHash(*config));
 
-  const std::vector<quant::LayerInfo> layers = Layers();
+  const std::vector<LayerInfo> layers = Layers();
   absl::StatusOr<std::vector<LayerFormats>> formats = ResolveFormats(*config, layers);
   if (!formats.ok()) {
     FUZZ_CHECK(!formats.status().message().empty());

@@ -8,13 +8,13 @@
 namespace bitsweep::quant {
 namespace {
 
-std::vector<quant::LayerInfo> TwoConvOneFc() {
-  quant::LayerInfo conv1, conv2, fc;
+std::vector<LayerInfo> TwoConvOneFc() {
+  LayerInfo conv1, conv2, fc;
   conv1.name = "conv1";
   conv2.name = "conv2";
   fc.name = "fc1";
-  conv1.layer_class = conv2.layer_class = quant::LayerClass::kConv;
-  fc.layer_class = quant::LayerClass::kFc;
+  conv1.layer_class = conv2.layer_class = LayerClass::kConv;
+  fc.layer_class = LayerClass::kFc;
   return {conv1, conv2, fc};
 }
 

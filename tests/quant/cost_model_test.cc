@@ -66,10 +66,10 @@ NumberFormat Minifloat(int e, int m) {
   return f;
 }
 
-quant::LayerInfo Conv() {
-  quant::LayerInfo l;
+LayerInfo Conv() {
+  LayerInfo l;
   l.name = "conv";
-  l.layer_class = quant::LayerClass::kConv;
+  l.layer_class = LayerClass::kConv;
   l.weight_shape = {2, 1, 3, 3};
   l.input_shape = {1, 4, 4};
   l.output_shape = {2, 2, 2};
@@ -80,10 +80,10 @@ quant::LayerInfo Conv() {
   return l;
 }
 
-quant::LayerInfo Fc() {
-  quant::LayerInfo l;
+LayerInfo Fc() {
+  LayerInfo l;
   l.name = "fc";
-  l.layer_class = quant::LayerClass::kFc;
+  l.layer_class = LayerClass::kFc;
   l.weight_shape = {3, 8};
   l.input_shape = {1, 8};
   l.output_shape = {1, 3};
@@ -94,7 +94,7 @@ quant::LayerInfo Fc() {
   return l;
 }
 
-std::vector<quant::LayerInfo> TwoLayerNet() { return {Conv(), Fc()}; }
+std::vector<LayerInfo> TwoLayerNet() { return {Conv(), Fc()}; }
 
 LayerFormats Uniform(const NumberFormat& weights, const NumberFormat& activations) {
   return LayerFormats{weights, activations, activations};
@@ -409,7 +409,7 @@ TEST(CostModelTest, AccumulatorWidthIsCappedAt32) {
 
 TEST(CostModelTest, FanInOneAddsNoCarryBits) {
   // fan_in 1: ceil(log2 1) = 0, b_acc = 8 + 8 = 16 -> E_add(16) = 1.28/24.
-  quant::LayerInfo l = Fc();
+  LayerInfo l = Fc();
   l.fan_in = 1;
   l.macs = 3;
   const CostReport r = EstimateCost({l}, {Uniform(Fixed(8), Fixed(8))}, DefaultHardwareProfile());
@@ -424,7 +424,7 @@ TEST(CostModelTest, ProfileConstantsAreMatchedExactly) {
   hw.int32_mult_pj = 9.0;
   hw.int8_add_pj = 0.04;
   hw.int32_add_pj = 0.2;
-  quant::LayerInfo l = Fc();
+  LayerInfo l = Fc();
   l.macs = 1;
   l.fan_in = 1;  // b_acc = b_w + b_a
   {
@@ -449,7 +449,7 @@ TEST(CostModelTest, ExtrapolationIsClampedAtZero) {
   HardwareProfile hw;
   hw.int8_add_pj = 0.01;
   hw.int32_add_pj = 1.0;
-  quant::LayerInfo l = Fc();
+  LayerInfo l = Fc();
   l.macs = 10;
   // pow2 weights x ufixed:1 inputs: a 1-bit "shift" -> E_int_add(1) -> 0.
   const CostReport r = EstimateCost({l}, {Uniform(Pow2(2), Ufixed(1))}, hw);
@@ -457,7 +457,7 @@ TEST(CostModelTest, ExtrapolationIsClampedAtZero) {
 }
 
 TEST(CostModelTest, Pow2WithMinifloatAndPow2Operands) {
-  quant::LayerInfo l = Fc();
+  LayerInfo l = Fc();
   l.macs = 1;
   // pow2:4 weights x minifloat:5:2 inputs: exponent add of max(5, 4-1) + 1 = 6 bits
   //   = 0.58/24; accumulation minifloat, max(4, 8) <= 16 -> fp16 add 0.4.
