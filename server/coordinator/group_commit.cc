@@ -67,32 +67,7 @@ void SqliteCoordinator::ApplyEffects(const Effects& effects) {
 }
 
 absl::Status SqliteCoordinator::RunGrouped(GroupOp& op) {
-  {
-    absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(&op);
-    while (!op.done && queue_.front() != &op) op.done_cv.Wait(&queue_mu_);
-    if (op.done) return op.status;  // a leader ran it
-  }
-  // The leader: everything queued so far (this op first) goes into one transaction. Calls
-  // arriving meanwhile queue up for the next leader.
-  constexpr size_t kMaxGroup = 64;
-  std::vector<GroupOp*> batch;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    for (GroupOp* queued : queue_) {
-      if (batch.size() == kMaxGroup) break;
-      batch.push_back(queued);
-    }
-  }
-  RunBatch(batch);
-  absl::MutexLock lock(&queue_mu_);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    GroupOp* finished = queue_.front();
-    queue_.pop_front();
-    finished->done = true;
-    if (finished != &op) finished->done_cv.Signal();
-  }
-  if (!queue_.empty()) queue_.front()->done_cv.Signal();  // the next leader
+  group_commit_.Run(op, [this](const std::vector<GroupOp*>& batch) { RunBatch(batch); });
   return op.status;
 }
 

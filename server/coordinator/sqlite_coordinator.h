@@ -19,7 +19,6 @@
 #define BITSWEEP_SERVER_COORDINATOR_SQLITE_COORDINATOR_H_
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <map>
@@ -42,6 +41,7 @@
 #include "common/splitmix64.h"
 #include "common/status_macros.h"
 #include "server/coordinator/coordinator.h"
+#include "server/coordinator/group_commit_queue.h"
 #include "server/coordinator/metrics.h"
 #include "server/coordinator/model_store.h"
 #include "server/planner/strategy.h"
@@ -122,8 +122,6 @@ struct GroupOp {
   absl::Time arrived = absl::Now();  // for bitsweep_store_lock_wait_seconds
   bool force_workers_refresh = false;  // Heartbeat: refresh the workers gauge after commit
   absl::Status status;
-  bool done = false;
-  absl::CondVar done_cv;  // signalled when done, or when this op became the queue's front
 };
 
 // The immutable facts of a sweep, cached in memory.
@@ -219,9 +217,9 @@ class SqliteCoordinator final : public Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bumps the touched sweeps' versions, commits, then applies the effects.
   absl::Status Commit(Transaction& txn, Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs `op` in the next group commit (see the top of this file); returns its status once the
+  // Runs `op` in the next group commit (group_commit.cc); returns its status once the
   // transaction holding it has committed (or failed).
-  absl::Status RunGrouped(GroupOp& op) ABSL_LOCKS_EXCLUDED(mu_, queue_mu_);
+  absl::Status RunGrouped(GroupOp& op) ABSL_LOCKS_EXCLUDED(mu_);
   // The leader's part: one transaction, a savepoint per op (when there are several), one commit.
   void RunBatch(const std::vector<GroupOp*>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   void ApplyEffects(const Effects& effects) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -294,10 +292,9 @@ class SqliteCoordinator final : public Coordinator {
   const CoordinatorOptions options_;
   Clock* const clock_;
 
-  // The group-commit queue: its front is the leader running a batch (it leaves the queue when
-  // the batch is done). Ordered before mu_: the leader never holds both.
-  absl::Mutex queue_mu_;
-  std::deque<GroupOp*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  // Worker calls waiting for the next group commit, at most 64 to a transaction. Its lock is
+  // never held together with mu_: the leader runs the batch (RunBatch, under mu_) outside it.
+  GroupCommitQueue<GroupOp> group_commit_{64};
 
   absl::Mutex mu_;
   absl::CondVar work_available_;  // trials were queued (Lease long-polls wait on it)
