@@ -66,6 +66,11 @@ struct Decoded {
 
 }  // namespace
 
+size_t PixelSetsInMemoryForTest() {
+  absl::MutexLock lock(&memory_mu);
+  return MemoryCache().size();
+}
+
 absl::StatusOr<Image> FileImageSource::Load(int64_t i, int channels) const {
   const std::string& path = entries_[static_cast<size_t>(i)].path;
   ASSIGN_OR_RETURN(std::string bytes, ReadImageFile(path));
@@ -109,6 +114,9 @@ absl::StatusOr<std::shared_ptr<const LoadedPixels>> LoadPixels(
   auto remember = [&key](std::shared_ptr<const LoadedPixels> pixels) {
     if (!key.empty()) {
       absl::MutexLock lock(&memory_mu);
+      // Entries of sets nobody holds any more go too, so that a long-lived worker that sees many
+      // datasets keeps no trace of the ones it finished with.
+      std::erase_if(MemoryCache(), [](const auto& entry) { return entry.second.expired(); });
       MemoryCache()[key] = pixels;
     }
     return pixels;

@@ -79,6 +79,9 @@ absl::StatusOr<std::shared_ptr<const LoadedPixels>> LoadPixels(
     const ImageSource& source, const std::vector<int>& labels, const PipelineSpec& spec,
     const LoaderOptions& options, const std::string& key, int64_t* decoded = nullptr);
 
+// Pixel sets the in-process cache knows (alive or not yet swept); for tests.
+size_t PixelSetsInMemoryForTest();
+
 // One image through the pipeline: `image` (spec.channels channels, HWC) to CHW bytes, with its
 // final height and width.
 std::vector<uint8_t> PreprocessImage(Image image, const PipelineSpec& spec, int64_t* height,
