@@ -1,7 +1,7 @@
 // QDQ exports of torchvision models in ONNX Runtime. qdq_models.py writes resnet18 and
 // mobilenet_v2 (residual Add, depthwise convolutions, ReLU6 as Clip, MaxPool, Gemm) at 64x64,
-// random init, a 10-way head, opset 13, and the first blocks of each ("stems", see
-// qdq_models.py); each is quantized by four int:8 trials, weights symmetric and asymmetric, per
+// random init, a 10-way head, opset 13, the first blocks of each and of mobilenet_v3_small
+// ("stems", see qdq_models.py); each is quantized by four int:8 trials, weights symmetric and asymmetric, per
 // tensor and per channel (activations of the same symmetry), run by a worker's TrialExecutor,
 // exported with BuildQdqModel, run by ONNX Runtime (tests/export/ort/ort_run.js) on 48 generated
 // images labelled by the fp32 model's argmax, and compared with our execution of the same trial:
@@ -11,9 +11,15 @@
 //
 // Bounds, in steps of the last layer's (the Gemm's) output scale, measured on 2026-12-03
 // (docs/QUANTIZATION.md, "QDQ export"):
-// - the stems (7 and 11 quantized layers) meet the zoo models' bounds: measured without ORT's
+// - the resnet18 and mobilenet_v2 stems (6 and 10 quantized layers) meet the zoo models' bounds: measured without ORT's
 //   graph optimizations at most 1 step and no argmax change, with them at most 3 steps and 1
 //   argmax change of 48; asserted as for the zoo.
+// - the mobilenet_v3_small stem (features[:5] at opset 17: HardSwish, squeeze-excitation with
+//   HardSigmoid; 17 quantized layers) is less quiet: our int8 path and emulation are up
+//   to 3 steps apart, ORT without optimizations up to 4 steps from us (no argmax change), with
+//   them up to 12 steps (5 argmax changes of 48); asserted: 5 and 15 steps, 2 and 8 argmax
+//   changes. With the output pair before HardSwish (the export's placement until 2026-12-03) ORT
+//   was 18-56 steps off without optimizations and changed 9-16 predictions.
 // - the full models (21 and 53 layers) are chaotic at int8 with random weights: a code flipped at
 //   a rounding tie early on grows on its way to the logits. Our own int8 path and our emulation of
 //   the same trial differ by 17-18 steps on resnet18 and 30-45 on mobilenet_v2; ORT without
@@ -58,6 +64,8 @@ constexpr int64_t kTrialImages = 16;  // the trials' own evaluation (their plan 
 // See the top of the file: the stems against the zoo's bounds, the full models against what
 // was measured on them.
 const std::vector<testing::OrtBound> kStemBounds = {{"disabled", 1, 2, 2}, {"all", 3, 8, 6}};
+const std::vector<testing::OrtBound> kMobileNetV3StemBounds = {{"disabled", 5, 2, 2},
+                                                               {"all", 15, 8, 4}};
 const std::vector<testing::OrtBound> kResNet18Bounds = {{"disabled", 20, 4, 3},
                                                         {"all", 32, 15, 8}};
 const std::vector<testing::OrtBound> kMobileNetV2Bounds = {{"disabled", 48, 8, 3},
@@ -166,6 +174,12 @@ TEST_F(OrtTorchvisionTest, ResNet18StemExportsAgreeInOnnxRuntime) {
 
 TEST_F(OrtTorchvisionTest, MobileNetV2StemExportsAgreeInOnnxRuntime) {
   CheckModel("mobilenet_v2_stem", kStemBounds);
+}
+
+// HardSwish fused into its Conv (the output pair after it), squeeze-excitation with HardSigmoid
+// and a broadcast Mul in fp32.
+TEST_F(OrtTorchvisionTest, MobileNetV3SmallStemExportsAgreeInOnnxRuntime) {
+  CheckModel("mobilenet_v3_small_stem", kMobileNetV3StemBounds);
 }
 
 TEST_F(OrtTorchvisionTest, ResNet18ExportsAgreeInOnnxRuntime) {

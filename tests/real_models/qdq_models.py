@@ -8,7 +8,8 @@ The models are fakequant_torch.build's: torchvision's architecture, random init,
 statistics from a seeded probe set and a 10-way head whose logits vary with the input (so that
 top-1 and argmax agreement mean something). Exit 77 (skipped) when torch is missing.
 
-  qdq_models.py --out DIR [--models resnet18_stem,mobilenet_v2_stem,resnet18,mobilenet_v2]
+  qdq_models.py --out DIR [--models resnet18_stem,mobilenet_v2_stem,mobilenet_v3_small_stem,
+                                   resnet18,mobilenet_v2]
                 [--calibration 64] [--eval 48]
 
 Writes DIR/<model>/{model.onnx, calibration_x.npy, calibration_y.npy, eval_x.npy, eval_y.npy}.
@@ -30,7 +31,12 @@ import torch  # noqa: E402
 # as much as in ONNX Runtime), so they can be held to the zoo models' bounds. resnet18_stem:
 # conv1, maxpool, layer1 (two residual blocks); mobilenet_v2_stem: features[:4] (the stem conv
 # and three inverted residual blocks, depthwise convolutions and one residual Add).
-STEMS = {"resnet18_stem": "resnet18", "mobilenet_v2_stem": "mobilenet_v2"}
+# mobilenet_v3_small_stem: features[:5] (HardSwish, squeeze-excitation with HardSigmoid and a
+# broadcast Mul, depthwise convolutions), exported at opset 17 where HardSwish is one op that the
+# engine fuses into the Conv before it.
+STEMS = {"resnet18_stem": "resnet18", "mobilenet_v2_stem": "mobilenet_v2",
+         "mobilenet_v3_small_stem": "mobilenet_v3_small"}
+OPSET = {"mobilenet_v3_small_stem": 17}
 
 
 def centred_head(body, features_in):
@@ -47,9 +53,34 @@ def centred_head(body, features_in):
     return head
 
 
+def mobilenet_v3_small_stem():
+    """torchvision's mobilenet_v3_small cut after features[4], BatchNorm statistics from the
+    probe set as fakequant_torch.build sets them, and a centred 10-way head."""
+    import torchvision
+    model = torchvision.models.mobilenet_v3_small(weights=None)
+    model.features = model.features[:5]
+    g = torch.Generator().manual_seed(10)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+            with torch.no_grad():
+                module.weight.copy_(0.5 + torch.rand(module.num_features, generator=g))
+                module.bias.copy_(0.2 * torch.randn(module.num_features, generator=g))
+    body = torch.nn.Sequential(model.features, model.avgpool, torch.nn.Flatten())
+    body.train()
+    with torch.no_grad():
+        for seed in (13, 14):
+            body(fakequant_torch.images(32, seed=seed))
+    body.eval()
+    return torch.nn.Sequential(body, centred_head(body, 40)).eval()
+
+
 def build(name):
     if name in fakequant_torch.FORWARD:
         return fakequant_torch.build(name)
+    if name == "mobilenet_v3_small_stem":
+        return mobilenet_v3_small_stem()
     full = fakequant_torch.build(STEMS[name])
     if name == "resnet18_stem":
         for layer in ("layer2", "layer3", "layer4"):
@@ -67,7 +98,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--models",
-                        default="resnet18_stem,mobilenet_v2_stem,resnet18,mobilenet_v2")
+                        default="resnet18_stem,mobilenet_v2_stem,mobilenet_v3_small_stem,resnet18,mobilenet_v2")
     parser.add_argument("--calibration", type=int, default=64)
     parser.add_argument("--eval", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
@@ -86,7 +117,7 @@ def main():
         with torch.no_grad():
             cal_y, eval_y = model(cal_x).argmax(1), model(eval_x).argmax(1)
             # The batch of the exported input is the evaluation set's: ONNX Runtime runs it whole.
-            torch.onnx.export(model, eval_x, os.path.join(work, "model.onnx"), opset_version=13,
+            torch.onnx.export(model, eval_x, os.path.join(work, "model.onnx"), opset_version=OPSET.get(name, 13),
                               input_names=["input"], output_names=["output"])
         for stem, x, y in (("calibration", cal_x, cal_y), ("eval", eval_x, eval_y)):
             np.save(os.path.join(work, f"{stem}_x.npy"), x.numpy().astype(np.float32))
