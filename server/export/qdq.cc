@@ -199,6 +199,36 @@ void FoldBatchNorms(onnx::GraphProto* graph) {
   for (onnx::ValueInfoProto& v : inputs) *graph->add_input() = std::move(v);
 }
 
+// The activation family the engine fuses an ONNX op under (graph_passes.h, FuseActivations: one
+// per oneDNN algorithm), or "" when it does not fuse it. Relu and LeakyRelu share one.
+std::string FusedActivationFamily(const std::string& op) {
+  if (op == "Relu" || op == "LeakyRelu") return "relu";
+  if (op == "Clip" || op == "Sigmoid" || op == "HardSwish" || op == "Tanh") return op;
+  return "";
+}
+
+// The node whose output the engine quantizes as layer `layer`'s output: the layer itself, or the
+// last activation fused into it. The engine fuses an activation while it is the only reader of
+// the value and that value is no graph output, at most one per family, in graph order
+// (docs/QUANTIZATION.md, "Placement on real-model graphs"); the output quantizer acts after them.
+int OutputQuantizedAt(const onnx::GraphProto& graph, int layer,
+                      const std::map<std::string, std::vector<int>>& readers,
+                      const std::set<std::string>& graph_outputs) {
+  std::set<std::string> fused;
+  int at = layer;
+  for (;;) {
+    const std::string& value = graph.node(at).output(0);
+    auto it = readers.find(value);
+    if (graph_outputs.contains(value) || it == readers.end() || it->second.size() != 1) break;
+    const onnx::NodeProto& next = graph.node(it->second[0]);
+    const std::string family = FusedActivationFamily(next.op_type());
+    if (family.empty() || next.input(0) != value || fused.contains(family)) break;
+    fused.insert(family);
+    at = it->second[0];
+  }
+  return at;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
@@ -223,6 +253,17 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
   for (int i = 0; i < graph->initializer_size(); ++i) {
     initializer_index[graph->initializer(i).name()] = i;
   }
+  // Readers of each value (a node reading it twice counts once) and the graph outputs, for
+  // finding where the engine quantizes each layer's output.
+  std::map<std::string, std::vector<int>> readers;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    for (const std::string& in : graph->node(i).input()) {
+      std::vector<int>& r = readers[in];
+      if (r.empty() || r.back() != i) r.push_back(i);
+    }
+  }
+  std::set<std::string> graph_outputs;
+  for (const auto& o : graph->output()) graph_outputs.insert(o.name());
 
   bool any_int8 = false;
   std::vector<onnx::NodeProto> before;  // inserted ahead of everything (weights: no producers)
@@ -316,13 +357,16 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
     }
     if (IsInt8(layer.outputs())) {
       any_int8 = true;
-      const std::string y = node->output(0), prefix = layer.name() + "_output";
+      // After the activations the engine fuses into the layer (Relu, Clip, HardSwish, ...).
+      const int at = OutputQuantizedAt(*graph, it->second, readers, graph_outputs);
+      onnx::NodeProto* producer = graph->mutable_node(at);
+      const std::string y = producer->output(0), prefix = layer.name() + "_output";
       auto [scale, zero] = AddActivationParams(graph, prefix, layer.outputs());
-      node->set_output(0, prefix + "_float");
-      output_qdq[it->second].push_back(MakeNode("QuantizeLinear", prefix + "_q",
+      producer->set_output(0, prefix + "_float");
+      output_qdq[at].push_back(MakeNode("QuantizeLinear", prefix + "_q",
                                                 {prefix + "_float", scale, zero},
                                                 prefix + "_quantized"));
-      output_qdq[it->second].push_back(
+      output_qdq[at].push_back(
           MakeNode("DequantizeLinear", prefix + "_dq", {prefix + "_quantized", scale, zero}, y));
     }
   }

@@ -10,8 +10,10 @@
 // - int:8 weights: the initializer is replaced by its int8 (symmetric) or uint8 (asymmetric)
 //   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer;
 // - int:8 inputs: QuantizeLinear -> DequantizeLinear on the layer's input;
-// - int:8 outputs: QuantizeLinear -> DequantizeLinear on the layer's output (consumers keep
-//   reading the original name);
+// - int:8 outputs: QuantizeLinear -> DequantizeLinear on the layer's output, after the
+//   activations the engine fuses into the layer (Relu/LeakyRelu, Clip, Sigmoid, HardSwish, Tanh
+//   when each is the only reader; docs/QUANTIZATION.md), where the engine quantizes it
+//   (consumers keep reading the original name);
 // - fp32 roles stay as they are. Biases stay fp32.
 // Per-tensor scales and zero points are rank-0 initializers; per-channel ones are 1-D [C] with
 // the DequantizeLinear's `axis` set to the output-channel axis (ONNX Runtime checks both).

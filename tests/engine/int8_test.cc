@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/engine/quant_test_util.h"
 #include "worker/engine/calibration.h"
@@ -105,44 +106,50 @@ TEST(Int8LayerTest, GemmMatchesHandComputedCodes) {
 
 // A conv + ReLU big enough to exercise blocked layouts, per-channel weights, bias, clamping of
 // inputs beyond the calibrated range, and the split of a signed input; checked element by element
-// against int64 accumulation of codes with double requantization.
-void ConvCase(const std::string& weights_format, bool relu) {
-  const int64_t n = 4, ic = 8, oc = 16, hw = 12;
-  const Tensor w = Random({oc, ic, 3, 3}, 11, -0.5f, 0.5f);
+// against int64 accumulation of codes with double requantization. `group` > 1 makes it a grouped
+// convolution (group == ic == oc: depthwise), whose signed input is split within each group.
+void ConvCase(const std::string& weights_format, bool relu, int64_t ic = 8, int64_t oc = 16,
+              int64_t group = 1) {
+  const int64_t n = 4, hw = 12;
+  const int64_t icg = ic / group, ocg = oc / group;
+  const Tensor w = Random({oc, icg, 3, 3}, 11, -0.5f, 0.5f);
   Tensor bias = Random({oc}, 12, -0.2f, 0.2f);
   OnnxGraphBuilder b;
   b.AddInput("x", {kBatchDim, ic, hw, hw});
   b.AddInitializer("w", w);
   b.AddInitializer("b", bias);
   b.AddNode("Conv", "conv", {"x", "w", "b"}, {relu ? "pre" : "y"},
-            {IntsAttr("pads", {1, 1, 1, 1})});
+            {IntsAttr("pads", {1, 1, 1, 1}), IntAttr("group", group)});
   if (relu) b.AddNode("Relu", "relu", {"pre"}, {"y"});
   b.AddOutput("y", Shape{kBatchDim, oc, hw, hw});
   absl::StatusOr<Graph> graph = ImportOnnxModel(b.Build());
   ASSERT_TRUE(graph.ok()) << graph.status();
   const Tensor x = Random({n, ic, hw, hw}, 13);
-  // Inputs reach 1.0 but the input range is 0.8 (values beyond it clamp); output range 2.5.
-  const quant::QuantPlan plan = {{"conv", Int8Layer(weights_format, 0.8f, 2.5f)}};
+  // Inputs reach 1.0 but the input range is 0.8 (values beyond it clamp); output range 2.5
+  // (1.0 for a depthwise conv, whose nine-term sums are smaller).
+  const float out_range = icg == 1 ? 1.0f : 2.5f;
+  const quant::QuantPlan plan = {{"conv", Int8Layer(weights_format, 0.8f, out_range)}};
   std::unique_ptr<Int8Network> net;
   const Tensor got = RunInt8(*graph, x, plan, &net);
   ASSERT_EQ(got.num_elements(), n * oc * hw * hw);
   const Quantizer& wq = net->weight_quantizers().at("conv");
   const double s_in = plan.at("conv").inputs.scale[0], s_out = plan.at("conv").outputs.scale[0];
 
-  int64_t off_by_one = 0;
+  int64_t off_by_one = 0, saturated = 0;
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t o = 0; o < oc; ++o) {
       const double s_w = wq.scale[wq.format.per_channel ? o : 0];
+      const int64_t first = (o / ocg) * icg;  // the group's first input channel
       for (int64_t y = 0; y < hw; ++y) {
         for (int64_t z = 0; z < hw; ++z) {
           int64_t acc = 0;
-          for (int64_t c = 0; c < ic; ++c) {
+          for (int64_t c = 0; c < icg; ++c) {
             for (int64_t ky = 0; ky < 3; ++ky) {
               for (int64_t kx = 0; kx < 3; ++kx) {
                 const int64_t yy = y + ky - 1, zz = z + kx - 1;
                 if (yy < 0 || yy >= hw || zz < 0 || zz >= hw) continue;
-                const double xv = x.floats()[((i * ic + c) * hw + yy) * hw + zz];
-                const double wv = w.floats()[((o * ic + c) * 3 + ky) * 3 + kx];
+                const double xv = x.floats()[((i * ic + first + c) * hw + yy) * hw + zz];
+                const double wv = w.floats()[((o * icg + c) * 3 + ky) * 3 + kx];
                 acc += CodeOf(xv, s_in) * CodeOf(wv, s_w);
               }
             }
@@ -150,6 +157,7 @@ void ConvCase(const std::string& weights_format, bool relu) {
           double v = acc * s_in * s_w + bias.floats()[o];
           if (relu) v = std::max(v, 0.0);
           const int64_t want = CodeOf(v, s_out);
+          saturated += std::abs(want) == 127;
           const float got_v = got.floats()[((i * oc + o) * hw + y) * hw + z];
           const int64_t got_code = std::llround(got_v / s_out);
           ASSERT_EQ(static_cast<float>(got_code * s_out), got_v) << "not on the output grid";
@@ -159,6 +167,8 @@ void ConvCase(const std::string& weights_format, bool relu) {
       }
     }
   }
+  // The case must exercise the grid, not just its clamps.
+  EXPECT_LE(saturated, got.num_elements() / 10) << weights_format;
   // Only float rounding of the requantization near a rounding midpoint can differ.
   EXPECT_LE(off_by_one, got.num_elements() / 1000) << weights_format;
   // And against the fp32 emulation of the same plan.
@@ -169,10 +179,13 @@ void ConvCase(const std::string& weights_format, bool relu) {
     differ += got.floats()[i] != emulated.floats()[i];
   }
   EXPECT_LE(differ, got.num_elements() / 1000) << weights_format;
-  std::printf("%s%s: %lld/%lld outputs one step off the integer reference, %lld differ from the "
-              "emulation; conv runs on %s\n",
-              weights_format.c_str(), relu ? " + relu" : "", static_cast<long long>(off_by_one),
-              static_cast<long long>(got.num_elements()), static_cast<long long>(differ),
+  std::printf("%s%s, group %lld (%lld -> %lld channels): %lld/%lld outputs one step off the "
+              "integer reference, %lld differ from the emulation, %lld saturated; conv runs on "
+              "%s\n",
+              weights_format.c_str(), relu ? " + relu" : "", static_cast<long long>(group),
+              static_cast<long long>(ic), static_cast<long long>(oc),
+              static_cast<long long>(off_by_one), static_cast<long long>(got.num_elements()),
+              static_cast<long long>(differ), static_cast<long long>(saturated),
               net->layer_implementations().at("conv").c_str());
 }
 
@@ -180,47 +193,134 @@ TEST(Int8LayerTest, ConvPerTensorReluMatchesIntegerReference) { ConvCase("int:8"
 TEST(Int8LayerTest, ConvPerChannelSignedOutputMatchesIntegerReference) {
   ConvCase("int:8:sym:channel", false);
 }
+TEST(Int8LayerTest, GroupedConvMatchesIntegerReference) {
+  ConvCase("int:8", true, 8, 16, 4);
+  ConvCase("int:8:sym:channel", false, 8, 16, 4);
+}
+TEST(Int8LayerTest, DepthwiseConvMatchesIntegerReference) {
+  ConvCase("int:8", true, 32, 32, 32);
+  ConvCase("int:8:sym:channel", false, 32, 32, 32);
+}
+// A channel multiplier of 2: each input channel feeds two outputs.
+TEST(Int8LayerTest, DepthwiseMultiplierConvMatchesIntegerReference) {
+  ConvCase("int:8:sym:channel", true, 16, 32, 16);
+}
+
+// The plan a trial builds for `graph` under `config_json`, calibrated on `calibration`.
+absl::StatusOr<quant::QuantPlan> CalibratedPlan(const Graph& graph, const std::string& config_json,
+                                                const Tensor& calibration) {
+  ASSIGN_OR_RETURN(quant::QuantConfig config, quant::ParseQuantConfig(config_json));
+  Dataset calib;
+  calib.images = calibration;
+  calib.labels.assign(calibration.shape()[0], 0);
+  calib.num_classes = 10;
+  const Shape& s = calibration.shape();
+  ASSIGN_OR_RETURN(std::vector<quant::LayerInfo> layers,
+                   InspectLayers(graph, Shape(s.begin() + 1, s.end())));
+  ASSIGN_OR_RETURN(std::vector<quant::LayerFormats> formats, quant::ResolveFormats(config, layers));
+  ASSIGN_OR_RETURN(ActivationStatsMap stats, CalibrateActivations(graph, calib, {.batch = 32}));
+  return quant::BuildQuantPlan(layers, formats, stats, config);
+}
+
+// Whole-network outputs of the int8 path against the emulation of the same calibrated plan: a
+// code that flips at a rounding midpoint moves later layers by about one output step, so the
+// difference stays within 2% of the largest output. Prints each layer's oneDNN kernel.
+void ExpectNetworkMatchesEmulation(const Graph& graph, const std::string& config_json,
+                                   const Tensor& calibration, const Tensor& x) {
+  absl::StatusOr<quant::QuantPlan> plan = CalibratedPlan(graph, config_json, calibration);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::unique_ptr<Int8Network> net;
+  const Tensor got = RunInt8(graph, x, *plan, &net);
+  ASSERT_NE(net, nullptr);
+  const Tensor want = RunEmulated(graph, x, *plan);
+  ASSERT_EQ(got.shape(), want.shape());
+  ASSERT_EQ(net->layers().size(), plan->size());
+  double max_diff = 0, max_abs = 0;
+  int64_t equal = 0;
+  for (int64_t i = 0; i < got.num_elements(); ++i) {
+    max_diff = std::max<double>(max_diff, std::fabs(got.floats()[i] - want.floats()[i]));
+    max_abs = std::max<double>(max_abs, std::fabs(want.floats()[i]));
+    equal += got.floats()[i] == want.floats()[i];
+  }
+  EXPECT_GT(max_abs, 0);
+  EXPECT_LE(max_diff, 0.02 * max_abs) << "max |int8 - emulated| " << max_diff;
+  std::printf("%s: max |int8 - emulated| %.3g of max |out| %.3g; %lld/%lld outputs equal\n",
+              config_json.c_str(), max_diff, max_abs, static_cast<long long>(equal),
+              static_cast<long long>(got.num_elements()));
+  for (const auto& [layer, impl] : net->layer_implementations()) {
+    std::printf("  %-18s %s\n", layer.c_str(), impl.c_str());
+  }
+}
+
+constexpr char kPerTensorConfig[] =
+    R"({"default": {"weights": "int:8", "inputs": "int:8", "outputs": "int:8"}})";
+constexpr char kPerChannelConfig[] =
+    R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8", "outputs": "int:8"}})";
 
 // The squeezenet-mini architecture (fire modules: concatenated branches on different grids,
-// shared inputs, max pooling, global average pooling) with random weights: whole-network outputs
-// of the int8 path against the emulation.
+// shared inputs, max pooling, global average pooling) with random weights.
 TEST(Int8LayerTest, SqueezeNetGraphMatchesEmulation) {
   absl::StatusOr<onnx::ModelProto> model = zoo::BuildArchitecture("squeezenet-mini", {.seed = 3});
   ASSERT_TRUE(model.ok());
   absl::StatusOr<Graph> graph = ImportOnnxModel(*model, {}, "squeezenet-mini");
   ASSERT_TRUE(graph.ok());
-  absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(
-      R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8", "outputs": "int:8"}})");
-  ASSERT_TRUE(config.ok());
-  Dataset calib;
-  calib.images = Random({64, 1, 28, 28}, 21, -0.8f, 2.0f);
-  calib.labels.assign(64, 0);
-  calib.num_classes = 10;
-  absl::StatusOr<std::vector<quant::LayerInfo>> layers = InspectLayers(*graph, {1, 28, 28});
-  ASSERT_TRUE(layers.ok());
-  absl::StatusOr<std::vector<quant::LayerFormats>> formats =
-      quant::ResolveFormats(*config, *layers);
-  ASSERT_TRUE(formats.ok());
-  absl::StatusOr<ActivationStatsMap> stats = CalibrateActivations(*graph, calib, {.batch = 32});
-  ASSERT_TRUE(stats.ok());
-  absl::StatusOr<quant::QuantPlan> plan = quant::BuildQuantPlan(*layers, *formats, *stats, *config);
-  ASSERT_TRUE(plan.ok());
-  const Tensor x = Random({16, 1, 28, 28}, 22, -0.8f, 2.0f);
-  std::unique_ptr<Int8Network> net;
-  const Tensor got = RunInt8(*graph, x, *plan, &net);
-  const Tensor want = RunEmulated(*graph, x, *plan);
-  ASSERT_EQ(got.shape(), want.shape());
-  ASSERT_EQ(net->layers().size(), layers->size());
-  double max_diff = 0, max_abs = 0;
-  for (int64_t i = 0; i < got.num_elements(); ++i) {
-    max_diff = std::max<double>(max_diff, std::fabs(got.floats()[i] - want.floats()[i]));
-    max_abs = std::max<double>(max_abs, std::fabs(want.floats()[i]));
-  }
-  // A code that flips at a rounding midpoint moves later layers by about one output step.
-  EXPECT_LE(max_diff, 0.02 * max_abs) << "max |int8 - emulated| " << max_diff;
-  for (const auto& [layer, impl] : net->layer_implementations()) {
-    std::printf("  %-18s %s\n", layer.c_str(), impl.c_str());
-  }
+  ExpectNetworkMatchesEmulation(*graph, kPerChannelConfig, Random({64, 1, 28, 28}, 21, -0.8f, 2.0f),
+                                Random({16, 1, 28, 28}, 22, -0.8f, 2.0f));
+}
+
+// A MobileNetV2 inverted residual block and a grouped convolution, as PyTorch exports them:
+// expand 1x1 + BatchNorm + ReLU6 (Clip), depthwise 3x3 + BatchNorm + ReLU6, project 1x1 +
+// BatchNorm, residual Add with the block's input; then a grouped 3x3 convolution (4 groups) on
+// the signed sum (its input split within each group), ReLU, global average pooling and a Linear.
+Graph MobileNetLikeGraph() {
+  const int64_t c = 8, expanded = 32, hw = 16, classes = 10;
+  OnnxGraphBuilder b;
+  b.AddInput("x", {kBatchDim, c, hw, hw});
+  uint64_t seed = 40;
+  auto conv_bn = [&](const std::string& name, const std::string& in, int64_t ic, int64_t oc,
+                     int64_t kernel, int64_t group, const std::string& out) {
+    const float bound = 1.5f / std::sqrt(static_cast<float>(ic / group * kernel * kernel));
+    b.AddInitializer(name + ".w", Random({oc, ic / group, kernel, kernel}, ++seed, -bound, bound));
+    const int64_t pad = kernel / 2;
+    b.AddNode("Conv", name, {in, name + ".w"}, {name + ".conv"},
+              {IntsAttr("pads", {pad, pad, pad, pad}), IntAttr("group", group)});
+    b.AddInitializer(name + ".bn.scale", Random({oc}, ++seed, 0.5f, 1.5f));
+    b.AddInitializer(name + ".bn.bias", Random({oc}, ++seed, -0.2f, 0.2f));
+    b.AddInitializer(name + ".bn.mean", Random({oc}, ++seed, -0.1f, 0.1f));
+    b.AddInitializer(name + ".bn.var", Random({oc}, ++seed, 0.5f, 1.5f));
+    b.AddNode("BatchNormalization", name + ".bn",
+              {name + ".conv", name + ".bn.scale", name + ".bn.bias", name + ".bn.mean",
+               name + ".bn.var"},
+              {out});
+  };
+  b.AddFloatInitializer("zero", {}, {0.0f});
+  b.AddFloatInitializer("six", {}, {6.0f});
+  conv_bn("expand", "x", c, expanded, 1, 1, "expand.bn_out");
+  b.AddNode("Clip", "expand.relu6", {"expand.bn_out", "zero", "six"}, {"expand.out"});
+  conv_bn("dw", "expand.out", expanded, expanded, 3, expanded, "dw.bn_out");
+  b.AddNode("Clip", "dw.relu6", {"dw.bn_out", "zero", "six"}, {"dw.out"});
+  conv_bn("project", "dw.out", expanded, c, 1, 1, "project.out");
+  b.AddNode("Add", "residual", {"x", "project.out"}, {"block.out"});
+  conv_bn("grouped", "block.out", c, 2 * c, 3, 4, "grouped.bn_out");
+  b.AddNode("Relu", "grouped.relu", {"grouped.bn_out"}, {"grouped.out"});
+  b.AddNode("GlobalAveragePool", "gap", {"grouped.out"}, {"pooled"});
+  b.AddNode("Flatten", "flatten", {"pooled"}, {"features"});
+  b.AddInitializer("fc.w", Random({classes, 2 * c}, ++seed, -0.5f, 0.5f));
+  b.AddInitializer("fc.b", Random({classes}, ++seed, -0.1f, 0.1f));
+  b.AddNode("Gemm", "fc", {"features", "fc.w", "fc.b"}, {"y"}, {IntAttr("transB", 1)});
+  b.AddOutput("y", Shape{kBatchDim, classes});
+  absl::StatusOr<Graph> graph = ImportOnnxModel(b.Build());
+  EXPECT_TRUE(graph.ok()) << graph.status();
+  return graph.ok() ? *std::move(graph) : Graph{};
+}
+
+TEST(Int8LayerTest, MobileNetLikeBlockMatchesEmulation) {
+  const Graph graph = MobileNetLikeGraph();
+  ASSERT_FALSE(graph.nodes.empty());
+  const Tensor calibration = Random({64, 8, 16, 16}, 51, -1.5f, 1.5f);
+  const Tensor x = Random({16, 8, 16, 16}, 52, -1.5f, 1.5f);
+  ExpectNetworkMatchesEmulation(graph, kPerTensorConfig, calibration, x);
+  ExpectNetworkMatchesEmulation(graph, kPerChannelConfig, calibration, x);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,18 +462,13 @@ void ModelCase(const std::string& file, int64_t eval_samples, const std::string&
   }
 }
 
-constexpr char kInt8PerTensor[] =
-    R"({"default": {"weights": "int:8", "inputs": "int:8", "outputs": "int:8"}})";
-constexpr char kInt8PerChannel[] =
-    R"({"default": {"weights": "int:8:sym:channel", "inputs": "int:8", "outputs": "int:8"}})";
-
 TEST(Int8ModelTest, LeNet5MatchesEmulationWithinATenthOfAPoint) {
-  ModelCase("lenet5.onnx", 10000, kInt8PerTensor);
-  ModelCase("lenet5.onnx", 10000, kInt8PerChannel);
+  ModelCase("lenet5.onnx", 10000, kPerTensorConfig);
+  ModelCase("lenet5.onnx", 10000, kPerChannelConfig);
 }
 
 TEST(Int8ModelTest, SqueezeNetMiniMatchesEmulationWithinATenthOfAPoint) {
-  ModelCase("squeezenet-mini.onnx", 2000, kInt8PerTensor);
+  ModelCase("squeezenet-mini.onnx", 2000, kPerTensorConfig);
 }
 
 }  // namespace

@@ -38,20 +38,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
-#include "server/export/qdq.h"
 #include "tests/cli/run_binary.h"
+#include "tests/export/ort_agreement.h"
+#include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
-#include "worker/engine/evaluate.h"
-#include "worker/engine/int8/int8_evaluate.h"
-#include "worker/engine/int8/int8_network.h"
-#include "worker/engine/network.h"
-#include "worker/engine/onnx_import.h"
-#include "quant/config.h"
 #include "worker/engine/tensor_proto.h"
-#include "worker/engine/trial.h"
 #include "worker/trial_executor.h"
 
 namespace bitsweep {
@@ -66,13 +59,7 @@ constexpr float kMean = 0.2860f, kStd = 0.3530f;
 const std::string kData = std::string("idx:") + BITSWEEP_FASHION_MNIST_DIR;
 
 // The bounds (see the top of the file), per ONNX Runtime graph optimization level.
-struct Bound {
-  const char* optimization;
-  double output_steps;         // max |ours - ORT| in steps of the last layer's output scale
-  int argmax_differs;          // of kImages
-  int top1_difference;         // images, of kImages
-};
-constexpr Bound kBounds[] = {{"disabled", 1, 2, 2}, {"all", 3, 8, 6}};
+const std::vector<testing::OrtBound> kBounds = {{"disabled", 1, 2, 2}, {"all", 3, 8, 6}};
 
 struct Case {
   std::string model;       // file in models/
@@ -155,52 +142,9 @@ engine::Dataset* OrtAgreementTest::calibration_ = nullptr;
 worker::TrialExecutor* OrtAgreementTest::executor_ = nullptr;
 engine::CalibrationCache* OrtAgreementTest::calibration_cache_ = nullptr;
 
-int Argmax(const float* row, int n) {
-  return static_cast<int>(std::max_element(row, row + n) - row);
-}
-
-// Runs `graph` through `net` on the whole evaluation batch.
-engine::Tensor RunOurs(engine::InferenceNetwork& net, const engine::Graph& graph,
-                       const engine::Tensor& images) {
-  std::map<std::string, engine::Tensor> out;
-  absl::Status run = net.Run({{graph.inputs[0].name, &images}}, &out);
-  EXPECT_TRUE(run.ok()) << run;
-  return out[graph.outputs[0]];
-}
-
-// Agreement of ONNX Runtime's logits with ours over the evaluation images.
-struct Agreement {
-  double max_diff = 0;  // max |ours - ORT|
-  double max_out = 0;   // max |ours|
-  int top1_ours = 0, top1_ort = 0, argmax_differs = 0;
-};
-
-Agreement Compare(const engine::Tensor& ours, const engine::Tensor& theirs,
-                  const std::vector<int>& labels) {
-  Agreement r;
-  const int classes = static_cast<int>(ours.shape()[1]);
-  const std::vector<float>& a = ours.floats();
-  const std::vector<float>& b = theirs.floats();
-  for (size_t i = 0; i < a.size(); ++i) {
-    r.max_diff = std::max(r.max_diff, static_cast<double>(std::fabs(a[i] - b[i])));
-    r.max_out = std::max(r.max_out, static_cast<double>(std::fabs(a[i])));
-  }
-  for (int64_t n = 0; n < ours.shape()[0]; ++n) {
-    const int ia = Argmax(&a[n * classes], classes), ib = Argmax(&b[n * classes], classes);
-    r.top1_ours += ia == labels[n];
-    r.top1_ort += ib == labels[n];
-    r.argmax_differs += ia != ib;
-  }
-  return r;
-}
-
 TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
   const Case& c = GetParam();
-  const std::string model_path = std::string(BITSWEEP_MODELS_DIR) + "/" + c.model + ".onnx";
-  const std::string tag = CaseName({c, 0});
-
-  // 1. The trial as a worker reports it (the stored result the export reads). Only its
-  // calibrated parameters matter here, so it evaluates just the first kTrialImages.
+  // The trial evaluates just the first kTrialImages: only its calibrated parameters matter.
   v1::EvalSettings settings;
   settings.mutable_dataset()->set_train(kData + "/train");
   settings.mutable_dataset()->set_eval(kData + "/t10k");
@@ -208,101 +152,23 @@ TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
   settings.mutable_dataset()->add_std(kStd);
   settings.mutable_dataset()->set_eval_limit(kTrialImages);
   settings.mutable_dataset()->set_calibration_samples(kCalibration);
-  v1::TrialSpec spec;
-  spec.set_config_json(c.config());
-  absl::StatusOr<v1::TrialResult> reported =
-      executor_->Execute({.hash = c.model, .path = model_path}, settings, spec, {.threads = 2});
-  ASSERT_TRUE(reported.ok()) << reported.status();
-
-  // 2. The QDQ model (BuildQdqModel runs the ONNX checker).
-  std::string model_bytes;
-  {
-    std::ifstream in(model_path, std::ios::binary);
-    model_bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  absl::StatusOr<std::string> qdq = server::BuildQdqModel(model_bytes, *reported);
-  ASSERT_TRUE(qdq.ok()) << qdq.status();
-  const fs::path qdq_path = *dir_ / (tag + ".onnx");
-  std::ofstream(qdq_path, std::ios::binary) << *qdq;
-
-  // 3. Our execution of the same trial: the int8 path for symmetric configs, the emulation for
-  // asymmetric ones. Calibrated on the same split, so its scales must be the reported ones.
-  onnx::ModelProto proto;
-  ASSERT_TRUE(proto.ParseFromString(model_bytes));
-  absl::StatusOr<engine::Graph> graph = engine::ImportOnnxModel(proto, {}, model_path);
-  ASSERT_TRUE(graph.ok()) << graph.status();
-  absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(c.config());
-  ASSERT_TRUE(config.ok()) << config.status();
-  engine::TrialInputs inputs{.graph = &*graph, .eval = trial_eval_, .calibration = calibration_,
-                             .config = &*config, .calibration_cache = calibration_cache_,
-                             .model_key = c.model, .calibration_key = "train"};
-  const engine::EvalOptions eval_options{.batch = kTrialImages, .threads = 2};
-  absl::StatusOr<engine::TrialResult> trial = c.int8_path()
-                                                  ? engine::int8::RunInt8Trial(inputs, eval_options)
-                                                  : engine::RunTrial(inputs, eval_options);
-  ASSERT_TRUE(trial.ok()) << trial.status();
-  std::unique_ptr<engine::InferenceNetwork> net;
-  if (c.int8_path()) {
-    auto n = engine::int8::Int8Network::Create(
-        *graph, {.batch = kImages, .threads = 2, .plan = &trial->plan});
-    ASSERT_TRUE(n.ok()) << n.status();
-    net = *std::move(n);
-  } else {
-    auto n = engine::Network::Create(*graph, {.batch = kImages, .threads = 2,
-                                              .quant = &trial->plan});
-    ASSERT_TRUE(n.ok()) << n.status();
-    net = *std::move(n);
-  }
-  auto floats = [](const auto& repeated) { return std::vector<float>(repeated.begin(),
-                                                                     repeated.end()); };
-  for (const v1::LayerResult& layer : reported->layers()) {
-    const quant::LayerQuantPlan& p = trial->plan.at(layer.name());
-    EXPECT_EQ(floats(layer.inputs().scale()), p.inputs.scale) << layer.name();
-    EXPECT_EQ(floats(layer.outputs().scale()), p.outputs.scale) << layer.name();
-    EXPECT_EQ(floats(layer.weights().scale()), net->weight_quantizers().at(layer.name()).scale)
-        << layer.name();
-  }
-  const engine::Tensor ours = RunOurs(*net, *graph, eval_->images);
-  // This network is the one the trial measured (`bitsweep eval --int8`, or the emulation the
-  // worker reported): the same top-1 on the images both scored.
-  engine::Tensor first = ours;
-  first.floats().resize(kTrialImages * ours.shape()[1]);
-  first.Reshape({kTrialImages, ours.shape()[1]});
-  const Agreement same = Compare(first, first, eval_->labels);
-  EXPECT_NEAR(trial->eval.top1, static_cast<double>(same.top1_ours) / kTrialImages, 1e-9);
-  if (!c.int8_path()) {
-    EXPECT_NEAR(reported->top1(), trial->eval.top1, 1e-9);
-  }
-
-  // 4. ONNX Runtime on the exported model, without and with its graph optimizations.
-  // The last layer's output step (per-tensor scale): the unit of the bounds.
-  const v1::LayerResult& last = reported->layers(reported->layers_size() - 1);
-  ASSERT_EQ(last.outputs().scale_size(), 1) << last.name();
-  const double step = last.outputs().scale(0);
-  for (const Bound& bound : kBounds) {
-    const fs::path out_dir = *dir_ / absl::StrCat(tag, "_", bound.optimization);
-    const testing::CommandResult ort = testing::RunCommandLine(absl::StrCat(
-        BITSWEEP_NODE, " ", BITSWEEP_ORT_RUN, " --threads 2 --optimization ",
-        bound.optimization, " --model ", qdq_path.string(), " --input input=",
-        (*dir_ / "images.pb").string(), " --output-dir ", out_dir.string()));
-    ASSERT_EQ(ort.exit_code, 0) << ort.out
-                                << "\n(ONNX Runtime is installed by deploy/install-deps.sh)";
-    absl::StatusOr<engine::Tensor> theirs =
-        engine::ReadTensorProtoFile((out_dir / (graph->outputs[0] + ".pb")).string());
-    ASSERT_TRUE(theirs.ok()) << theirs.status();
-    ASSERT_EQ(theirs->shape(), ours.shape());
-
-    const Agreement r = Compare(ours, *theirs, eval_->labels);
-    std::printf("%-34s ORT %-8s max|ours-ORT| %.4f = %.2f%% of max|out| %.2f = %.1f steps; "
-                "top-1 %s %.1f%% ORT %.1f%%; argmax differs on %d/%lld\n",
-                tag.c_str(), bound.optimization, r.max_diff, 100 * r.max_diff / r.max_out,
-                r.max_out, r.max_diff / step, c.int8_path() ? "int8" : "emul",
-                100.0 * r.top1_ours / kImages, 100.0 * r.top1_ort / kImages, r.argmax_differs,
-                static_cast<long long>(kImages));
-    EXPECT_LE(r.max_diff, (bound.output_steps + 0.01) * step) << bound.optimization;
-    EXPECT_LE(r.argmax_differs, bound.argmax_differs) << bound.optimization;
-    EXPECT_LE(std::abs(r.top1_ours - r.top1_ort), bound.top1_difference) << bound.optimization;
-  }
+  testing::CheckOrtAgreement(
+      {.model_path = std::string(BITSWEEP_MODELS_DIR) + "/" + c.model + ".onnx",
+       .model_key = c.model,
+       .config_json = c.config(),
+       .int8_path = c.int8_path(),
+       .settings = settings,
+       .calibration = calibration_,
+       .trial_eval = trial_eval_,
+       .calibration_key = "train",
+       .cache = calibration_cache_,
+       .eval = eval_,
+       .eval_tensor_path = (*dir_ / "images.pb").string(),
+       .input_name = "input",
+       .work_dir = *dir_,
+       .tag = CaseName({c, 0}),
+       .executor = executor_},
+      kBounds);
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, OrtAgreementTest, ::testing::ValuesIn(AllCases()), CaseName);

@@ -293,6 +293,44 @@ TEST(QdqExportTest, MixedConfigsKeepFp32LayersAsTheyAre) {
   }
 }
 
+// The output pair sits where the engine quantizes a layer's output: after the activations it
+// fuses (HardSwish here: quantizing before it would give other values), and right after the
+// layer when its output has two readers (SiLU = x * Sigmoid(x) fuses nothing).
+TEST(QdqExportTest, OutputPairsFollowTheActivationsTheEngineFuses) {
+  engine::OnnxGraphBuilder b("fused_activations", /*opset=*/14);
+  b.AddInput("x", {engine::kBatchDim, 1, 28, 28});
+  b.AddInitializer("w1", engine::Tensor::Float({4, 1, 3, 3}, std::vector<float>(36, 0.1f)));
+  b.AddInitializer("w2", engine::Tensor::Float({4, 4, 3, 3}, std::vector<float>(144, -0.05f)));
+  b.AddInitializer("w3", engine::Tensor::Float({4, 10}, std::vector<float>(40, 0.2f)));
+  b.AddNode("Conv", "c1", {"x", "w1"}, {"c1_out"});
+  b.AddNode("HardSwish", "hs", {"c1_out"}, {"hs_out"});
+  b.AddNode("Conv", "c2", {"hs_out", "w2"}, {"c2_out"});
+  b.AddNode("Sigmoid", "sig", {"c2_out"}, {"sig_out"});
+  b.AddNode("Mul", "silu", {"c2_out", "sig_out"}, {"silu_out"});
+  b.AddNode("GlobalAveragePool", "gap", {"silu_out"}, {"pooled"});
+  b.AddNode("Flatten", "flatten", {"pooled"}, {"features"});
+  b.AddNode("MatMul", "fc", {"features", "w3"}, {"y"});
+  b.AddOutput("y", engine::Shape{engine::kBatchDim, 10});
+  const Trial t = RunModel(b.Build(), R"({"default": {"weights": "int:8", "inputs": "int:8",
+                                                      "outputs": "int:8"}})");
+  ASSERT_EQ(t.reported.layers_size(), 3);
+  absl::StatusOr<onnx::ModelProto> exported_model = ExportQdq(t);
+  ASSERT_TRUE(exported_model.ok()) << exported_model.status();
+  std::map<std::string, const onnx::NodeProto*> producer;
+  for (const auto& n : exported_model->graph().node()) producer[n.output(0)] = &n;
+  auto quantized_by = [&](const std::string& layer) -> std::string {
+    const auto it = producer.find(layer + "_output_float");
+    return it == producer.end() ? "" : it->second->name();
+  };
+  EXPECT_EQ(quantized_by("c1"), "hs");  // fused: quantized after HardSwish
+  EXPECT_EQ(quantized_by("c2"), "c2");  // two readers: quantized before SiLU
+  EXPECT_EQ(quantized_by("fc"), "fc");  // graph output: no activation
+  // Consumers keep reading the original names: c2 reads HardSwish's dequantized output.
+  EXPECT_EQ(producer.at("hs_out")->op_type(), "DequantizeLinear");
+  EXPECT_EQ(producer.at("c2_out")->op_type(), "DequantizeLinear");
+  EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, *exported_model), 3);
+}
+
 TEST(QdqExportTest, FormatsWithoutAnExactQdqFormAreRefusedByName) {
   const Trial fixed = RunLenet(R"({"fc": {"weights": "fixed:8"}})");
   absl::StatusOr<std::string> r = server::BuildQdqModel(fixed.model.SerializeAsString(),

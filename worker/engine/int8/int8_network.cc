@@ -85,17 +85,22 @@ void QuantizeElementwise(const In* src, double src_scale, uint8_t* dst, int64_t 
   }
 }
 
-// Plain [outer, channels, inner] source of either sign -> plain u8 [outer, 2 * channels, inner]:
-// channel c's max(code, 0) at c, max(-code, 0) at channels + c (see the header: why).
+// Plain [outer, channels, inner] source of either sign -> plain u8 [outer, 2 * channels, inner],
+// each of the `groups` channel groups doubled in place: channel j of group g (of `per_group`)
+// has max(code, 0) at 2 * per_group * g + j and max(-code, 0) at 2 * per_group * g + per_group
+// + j, so a grouped convolution over the doubled channels sees each group's halves in its own
+// group (see the header: why). One group: c at c and channels + c.
 template <typename In>
 void QuantizeSplit(const In* src, double src_scale, uint8_t* dst, int64_t outer, int64_t channels,
-                   int64_t inner, double scale) {
+                   int64_t inner, int64_t groups, double scale) {
+  const int64_t per_group = channels / groups;
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < outer * channels; ++row) {
     const int64_t o = row / channels, c = row % channels;
+    const int64_t g = c / per_group, j = c % per_group;
     const int64_t from = row * inner;
-    uint8_t* pos = dst + (o * 2 * channels + c) * inner;
-    uint8_t* neg = pos + channels * inner;
+    uint8_t* pos = dst + (o * 2 * channels + 2 * per_group * g + j) * inner;
+    uint8_t* neg = pos + per_group * inner;
     for (int64_t i = 0; i < inner; ++i) {
       const int code = Code(SourceValue(src, from + i, src_scale), scale);
       pos[i] = static_cast<uint8_t>(std::max(code, 0));
@@ -187,11 +192,6 @@ absl::StatusOr<LayerMode> ClassifyLayer(const Node& n, const quant::QuantPlan& p
     return absl::InvalidArgumentError(absl::StrCat(
         "int8 path: layer '", n.name, "': the plan has no calibrated activation scale"));
   }
-  if (n.op == OpKind::kConv && n.group != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "int8 path: layer '", n.name, "': group convolution (group=", n.group,
-        ") is not supported by the int8 path"));
-  }
   if (n.op == OpKind::kGemm && n.trans_a) {
     return absl::InvalidArgumentError(absl::StrCat(
         "int8 path: layer '", n.name, "': Gemm with transA=1 is not supported by the int8 path"));
@@ -206,7 +206,7 @@ absl::StatusOr<LayerMode> ClassifyLayer(const Node& n, const quant::QuantPlan& p
 }  // namespace
 
 absl::Status CheckInt8Plan(const Graph& graph, const quant::QuantPlan& plan) {
-  Graph compiled = graph;
+  Graph compiled = graph.SharedCopy();  // the folds below copy only what they change
   FoldBatchNorm(&compiled);
   FuseActivations(&compiled);
   int int8_layers = 0;
@@ -235,6 +235,7 @@ class Int8Network::Impl : public InferenceCompiler {
         options_(options) {}
 
   std::map<std::string, std::string> implementations_;
+  void ReleaseConstants() { graph_.constants.clear(); }
 
  private:
   absl::Status PrepareGraph() override;
@@ -249,9 +250,9 @@ class Int8Network::Impl : public InferenceCompiler {
   // The value as f32 (int8 codes dequantized once by a reorder with their scale).
   Value AsFloat(const std::string& name, const Value& v) override;
   // u8 codes of `x` under the layer input quantizer `q`, in layout `want` (split: the doubled
-  // channels of a signed input; see the header).
+  // channels of a signed input, doubled within each of `groups` channel groups; see the header).
   memory ToCodes(const Node& n, const std::string& name, const Value& x, const Quantizer& q,
-                 bool split, const memory::desc& want);
+                 bool split, int64_t groups, const memory::desc& want);
   // The output scale and post-ops of an int8 layer: acc * (s_in * s_w) -> activations ->
   // [x / s_out, clip +-127 when the output is quantized].
   dnnl::primitive_attr Int8Attr(const Node& n, const std::vector<float>& output_scales,
@@ -284,7 +285,8 @@ Int8Network::Impl::Value Int8Network::Impl::AsFloat(const std::string& name, con
 }
 
 memory Int8Network::Impl::ToCodes(const Node& n, const std::string& name, const Value& x,
-                                  const Quantizer& q, bool split, const memory::desc& want) {
+                                  const Quantizer& q, bool split, int64_t groups,
+                                  const memory::desc& want) {
   // Non-negative, one scale: elementwise in whatever layout x has (unless already the codes).
   if (!split) return ReorderTo(Requantized(n, x, q).mem, want, &n);
   const double scale = q.scale[0];
@@ -300,7 +302,7 @@ memory Int8Network::Impl::ToCodes(const Node& n, const std::string& name, const 
   const ElementType type = plain.type();
   AddHostStep([=] {
     WithTypedSource(type, from, [&](const auto* src) {
-      QuantizeSplit(src, src_scale, to, outer, channels, inner, scale);
+      QuantizeSplit(src, src_scale, to, outer, channels, inner, groups, scale);
     });
   }, n);
   return ReorderTo(codes, want, &n);
@@ -378,6 +380,9 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
     return absl::OkStatus();
   }
 
+  // Grouped and depthwise convolutions run as oneDNN grouped int8 convolutions (weights
+  // [G, OC/G, IC/G, ...]); ws[1] is the input channels of one group, and the weight codes
+  // below, [OC, IC/G (doubled when split), ...], are already in that order.
   const quant::LayerQuantPlan& plan = options_.plan->at(n.name);
   const int64_t oc = ws[0], ic = ws[1];
   const int64_t kernel = Product(ws, 2, ws.size());
@@ -413,9 +418,10 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
   const ElementType out_type =
       !quantized_out ? ElementType::f32 : (non_negative ? ElementType::u8 : ElementType::s8);
   Shape src_shape = x.shape;
-  src_shape[1] = ic_codes;
-  Dims w_dims = {oc, ic_codes};
-  w_dims.insert(w_dims.end(), ws.begin() + 2, ws.end());
+  src_shape[1] = ic_codes * n.group;
+  Shape code_shape = ws;
+  code_shape[1] = ic_codes;
+  const Dims w_dims = ConvWeightDims(code_shape, n.group);
   dnnl::convolution_forward::desc desc(
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
       AnyOf(DnnlDims(src_shape), ElementType::u8), AnyOf(w_dims, ElementType::s8), bias_desc,
@@ -428,7 +434,7 @@ absl::Status Int8Network::Impl::CompileConv(const Node& n) {
         "int8 path: layer '", n.name, "': oneDNN would scale the weights by ", extra.scale_adjust,
         " (", pd.impl_info_str(), "), which is not exact"));
   }
-  const memory src = ToCodes(n, n.inputs[0], x, plan.inputs, split, pd.src_desc());
+  const memory src = ToCodes(n, n.inputs[0], x, plan.inputs, split, n.group, pd.src_desc());
   const memory weights =
       ReorderNow(ConstantMemory(PlainOf(w_dims, ElementType::s8), weight_codes.data()),
                  pd.weights_desc());
@@ -530,7 +536,7 @@ absl::Status Int8Network::Impl::CompileGemm(const Node& n) {
                           PlainOf({m, nn}, out_type));
   dnnl::matmul::primitive_desc pd(desc, Int8Attr(n, output_scales, wq.format.per_channel),
                                   engine_);
-  const memory src = ToCodes(n, n.inputs[0], a, plan.inputs, split, pd.src_desc());
+  const memory src = ToCodes(n, n.inputs[0], a, plan.inputs, split, 1, pd.src_desc());
   const memory weights =
       ReorderNow(ConstantMemory(PlainOf({k_codes, nn}, ElementType::s8), weight_codes.data()),
                  pd.weights_desc());
@@ -670,8 +676,11 @@ absl::StatusOr<std::unique_ptr<Int8Network>> Int8Network::Create(
   if (options.plan == nullptr) {
     return absl::InvalidArgumentError("int8 path: a quantization plan is required");
   }
-  auto impl = std::make_unique<Impl>(graph, options);
+  // The caller's weights without a copy (Graph::SharedCopy); after compiling they live in the
+  // primitives' memory only.
+  auto impl = std::make_unique<Impl>(graph.SharedCopy(), options);
   RETURN_IF_ERROR(impl->Compile());
+  impl->ReleaseConstants();
   return std::unique_ptr<Int8Network>(new Int8Network(std::move(impl)));
 }
 

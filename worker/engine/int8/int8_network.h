@@ -19,6 +19,10 @@
 //     f32 in the accumulator's units, output scales s_in*s_w (per tensor or per output channel),
 //     the fused activations, then linear(1/s_out) and clip(-127, 127) as post-ops; the conversion
 //     to u8 (non-negative outputs) or s8 rounds.
+//   * Grouped and depthwise convolutions are oneDNN grouped int8 convolutions (weights
+//     [G, OC/G, IC/G, kh, kw]), per-tensor or per-channel scales as above; a signed input is split
+//     within each group (below), so a depthwise layer with a signed input runs two input channels
+//     per group.
 //   * Layers whose weights, inputs and outputs are all fp32 run as fp32 primitives.
 //   * Max pooling and concatenation of equally quantized parts stay in int8; reshapes and
 //     flattening reorder int8 codes; every other operator runs in fp32 on dequantized values
@@ -33,7 +37,8 @@
 // negative reads x as two u8 halves, max(x, 0) and max(-x, 0), over doubled input channels with
 // weights [w, -w]: exact, at twice the MACs of that layer (usually only the first).
 // Not supported: asymmetric (zero-point) activations or weights, widths other than 8, stochastic
-// or nearest_away rounding, group convolutions, Gemm with transA=1 in a quantized layer.
+// or nearest_away rounding, Gemm with transA=1 in a quantized layer, and any layer for which
+// oneDNN would pick a kernel that halves the weights (refused naming the layer and the kernel).
 //
 // An Int8Network is not thread-safe: one caller runs it at a time (oneDNN parallelizes inside).
 #ifndef BITSWEEP_WORKER_ENGINE_INT8_INT8_NETWORK_H_
