@@ -30,9 +30,10 @@
 //   * A layer input not already in the layer's u8 codes (network input, fp32 regions, another
 //     grid) is quantized by a vectorized host pass with the emulation's math (x / s in double,
 //     clamp to +-127, round half to even).
-// Why signed inputs are split: this machine class (AVX2, no VNNI) multiplies u8 by s8 with
-// vpmaddubsw, whose 16-bit pair sums saturate above 32767; oneDNN avoids that for s8 sources by
-// halving the weights (its "scale adjust"), which loses their last bit. u8 codes in [0, 127] times
+// Why signed inputs are split: on CPUs without VNNI (AVX2 machines) oneDNN multiplies u8 by s8
+// with vpmaddubsw, whose 16-bit pair sums saturate above 32767, and avoids that for s8 sources by
+// halving the weights (its "scale adjust"), which loses their last bit. One code path serves
+// every CPU, VNNI and AMX ones included, so results do not depend on the machine. u8 codes in [0, 127] times
 // s8 weights in [-127, 127] stay below 2 * 127 * 127 = 32258, so a layer whose input can be
 // negative reads x as two u8 halves, max(x, 0) and max(-x, 0), over doubled input channels with
 // weights [w, -w]: exact, at twice the MACs of that layer (usually only the first).
