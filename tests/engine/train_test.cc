@@ -16,6 +16,7 @@
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
+#include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/train/trainer.h"
@@ -310,6 +311,113 @@ onnx::ModelProto MatMulModel() {
   return b.Build();
 }
 
+// A MobileNetV3-style inverted residual (opset 14): 1x1 expansion with a fused HardSwish, a
+// depthwise 3x3 Conv with a fused ReLU6 (Clip), a squeeze-excitation gate (GlobalAveragePool ->
+// Conv + Relu -> Conv -> HardSigmoid -> broadcast Mul), a 1x1 projection, the residual Add, a
+// standalone HardSwish, ReduceMean over the spatial axes and a Gemm.
+onnx::ModelProto MobileNetBlockModel() {
+  std::mt19937_64 rng(5);
+  OnnxGraphBuilder b("mobilenet_block", 14);
+  b.AddInput("x", {kBatchDim, 3, 6, 6});
+  b.AddInitializer("we", Random({8, 3, 1, 1}, rng, 0.6f));
+  b.AddInitializer("be", Random({8}, rng, 0.2f));
+  b.AddNode("Conv", "expand", {"x", "we", "be"}, {"e"}, {IntsAttr("kernel_shape", {1, 1})});
+  b.AddNode("HardSwish", "expand_act", {"e"}, {"eh"});
+  b.AddInitializer("wd", Random({8, 1, 3, 3}, rng, 0.5f));
+  // Biases near 2 keep the ReLU6 inputs off its kink at 0 (central differences across a kink
+  // measure neither side's derivative).
+  Tensor bd = Random({8}, rng, 0.2f);
+  for (float& v : bd.floats()) v += 2.0f;
+  b.AddInitializer("bd", std::move(bd));
+  b.AddNode("Conv", "depthwise", {"eh", "wd", "bd"}, {"d"},
+            {IntsAttr("kernel_shape", {3, 3}), IntsAttr("pads", {1, 1, 1, 1}),
+             IntAttr("group", 8)});
+  b.AddFloatInitializer("zero", {}, {0.0f});
+  b.AddFloatInitializer("six", {}, {6.0f});
+  b.AddNode("Clip", "relu6", {"d", "zero", "six"}, {"dc"});
+  b.AddNode("GlobalAveragePool", "se_pool", {"dc"}, {"g"});
+  b.AddInitializer("ws1", Random({4, 8, 1, 1}, rng, 0.7f));
+  b.AddInitializer("bs1", Random({4}, rng, 0.2f));
+  b.AddNode("Conv", "se_reduce", {"g", "ws1", "bs1"}, {"s1"}, {IntsAttr("kernel_shape", {1, 1})});
+  b.AddNode("Relu", "se_relu", {"s1"}, {"s1r"});
+  b.AddInitializer("ws2", Random({8, 4, 1, 1}, rng, 0.9f));
+  b.AddInitializer("bs2", Random({8}, rng, 0.5f));
+  b.AddNode("Conv", "se_expand", {"s1r", "ws2", "bs2"}, {"s2"}, {IntsAttr("kernel_shape", {1, 1})});
+  b.AddNode("HardSigmoid", "se_gate", {"s2"}, {"gate"},
+            {FloatAttr("alpha", 1.0f / 6), FloatAttr("beta", 0.5f)});
+  b.AddNode("Mul", "se_scale", {"dc", "gate"}, {"m"});
+  b.AddInitializer("wp", Random({3, 8, 1, 1}, rng, 0.5f));
+  b.AddNode("Conv", "project", {"m", "wp"}, {"p"}, {IntsAttr("kernel_shape", {1, 1})});
+  b.AddNode("Add", "residual", {"p", "x"}, {"r"});
+  b.AddNode("HardSwish", "out_act", {"r"}, {"rh"});
+  b.AddNode("ReduceMean", "mean", {"rh"}, {"pooled"},
+            {IntsAttr("axes", {2, 3}), IntAttr("keepdims", 0)});
+  b.AddInitializer("fc.w", Random({4, 3}, rng, 0.8f));
+  b.AddInitializer("fc.b", Random({4}, rng, 0.2f));
+  b.AddNode("Gemm", "fc", {"pooled", "fc.w", "fc.b"}, {"logits"}, {IntAttr("transB", 1)});
+  b.AddOutput("logits", Shape{kBatchDim, 4});
+  return b.Build();
+}
+
+// A ShuffleNet-style unit and the data-movement and arithmetic operators around it: Conv + Tanh,
+// Split, a grouped Conv with SiLU (Sigmoid x Mul, unfused), Concat, the channel shuffle (Reshape
+// -> Transpose -> Reshape), reflect, edge and constant Pads, a strided Slice, ReduceMax and
+// ReduceMean with keepdims, Sub and Div with broadcast operands on either side, Flatten, Gemm.
+onnx::ModelProto ShuffleModel() {
+  std::mt19937_64 rng(6);
+  OnnxGraphBuilder b("shuffle", 13);
+  b.AddInput("x", {kBatchDim, 4, 5, 5});
+  b.AddInitializer("w1", Random({8, 4, 1, 1}, rng, 0.6f));
+  b.AddInitializer("b1", Random({8}, rng, 0.2f));
+  b.AddNode("Conv", "conv1", {"x", "w1", "b1"}, {"c1"}, {IntsAttr("kernel_shape", {1, 1})});
+  b.AddNode("Tanh", "tanh1", {"c1"}, {"t"});
+  b.AddInt64Initializer("split", {2}, {4, 4});
+  b.AddNode("Split", "split", {"t", "split"}, {"s1", "s2"}, {IntAttr("axis", 1)});
+  b.AddInitializer("wg", Random({4, 2, 3, 3}, rng, 0.5f));
+  b.AddInitializer("bg", Random({4}, rng, 0.2f));
+  b.AddNode("Conv", "grouped", {"s2", "wg", "bg"}, {"gc"},
+            {IntsAttr("kernel_shape", {3, 3}), IntsAttr("pads", {1, 1, 1, 1}),
+             IntAttr("group", 2)});
+  b.AddNode("Sigmoid", "silu_sigmoid", {"gc"}, {"sg"});
+  b.AddNode("Mul", "silu_mul", {"gc", "sg"}, {"silu"});
+  b.AddNode("Concat", "concat", {"s1", "silu"}, {"cat"}, {IntAttr("axis", 1)});
+  b.AddInt64Initializer("shape5", {5}, {0, 2, 4, 5, 5});
+  b.AddNode("Reshape", "shuffle_split", {"cat", "shape5"}, {"r5"});
+  b.AddNode("Transpose", "shuffle", {"r5"}, {"tr"}, {IntsAttr("perm", {0, 2, 1, 3, 4})});
+  b.AddInt64Initializer("shape4", {4}, {0, 8, 5, 5});
+  b.AddNode("Reshape", "shuffle_merge", {"tr", "shape4"}, {"sh"});
+  b.AddInt64Initializer("pads1", {8}, {0, 0, 1, 0, 0, 0, 0, 1});
+  b.AddNode("Pad", "pad_reflect", {"sh", "pads1"}, {"p1"}, {StringAttr("mode", "reflect")});
+  b.AddInt64Initializer("pads2", {8}, {0, 0, 0, 1, 0, 0, 1, 0});
+  b.AddNode("Pad", "pad_edge", {"p1", "pads2"}, {"p2"}, {StringAttr("mode", "edge")});
+  b.AddInt64Initializer("pads3", {8}, {0, 0, 1, 1, 0, 0, 0, 0});
+  b.AddFloatInitializer("pad_value", {}, {0.5f});
+  b.AddNode("Pad", "pad_constant", {"p2", "pads3", "pad_value"}, {"p3"});
+  b.AddInt64Initializer("starts", {3}, {1, 0, 1});
+  b.AddInt64Initializer("ends", {3}, {8, 7, 8});
+  b.AddInt64Initializer("axes", {3}, {1, 2, 3});
+  b.AddInt64Initializer("steps", {3}, {2, 2, 1});
+  b.AddNode("Slice", "slice", {"p3", "starts", "ends", "axes", "steps"}, {"sl"});  // [N,4,4,7]
+  b.AddNode("ReduceMax", "row_max", {"sl"}, {"mx"}, {IntsAttr("axes", {3})});
+  b.AddNode("Sub", "sub_max", {"sl", "mx"}, {"sb"});
+  b.AddNode("ReduceMean", "mean", {"sl"}, {"mn"}, {IntsAttr("axes", {2, 3})});
+  b.AddNode("Sigmoid", "mean_sigmoid", {"mn"}, {"smn"});
+  b.AddFloatInitializer("minus_half", {}, {-0.5f});  // Sub: a fixed constant, not a parameter
+  b.AddNode("Sub", "den1", {"smn", "minus_half"}, {"d1"});
+  b.AddNode("Div", "div_broadcast_b", {"sb", "d1"}, {"dv"});
+  b.AddNode("Sigmoid", "dv_sigmoid", {"dv"}, {"sdv"});
+  b.AddNode("Sub", "den2", {"sdv", "minus_half"}, {"d2"});
+  b.AddInitializer("k", Random({1, 4, 1, 1}, rng, 1.0f));
+  b.AddNode("Div", "div_broadcast_a", {"k", "d2"}, {"q"});
+  b.AddInitializer("k2", Random({4, 1, 1}, rng, 1.0f));
+  b.AddNode("Sub", "sub_broadcast_a", {"k2", "q"}, {"u"});
+  b.AddNode("Flatten", "flatten", {"u"}, {"f"});
+  b.AddInitializer("fc.w", Random({3, 112}, rng, 0.2f));
+  b.AddNode("Gemm", "fc", {"f", "fc.w"}, {"logits"}, {IntAttr("transB", 1)});
+  b.AddOutput("logits", Shape{kBatchDim, 3});
+  return b.Build();
+}
+
 void ExpectValid(const onnx::ModelProto& model) {
   try {
     onnx::checker::check_model(model);
@@ -355,6 +463,19 @@ TEST(TrainGradientTest, MatMulReshapeBatchNorm2dDropoutGemmTransA) {
   EXPECT_EQ(net->logits_name(), "z");
   EXPECT_EQ(net->num_classes(), 4);
   EXPECT_GT(CheckGradients(model, {2, 2, 3, 4}, 14), 40);
+}
+
+TEST(TrainGradientTest, MobileNetBlockDepthwiseSeHardSwishHardSigmoidResidualReduceMean) {
+  const onnx::ModelProto model = MobileNetBlockModel();
+  ExpectValid(model);
+  EXPECT_GT(CheckGradients(model, {3, 3, 6, 6}, 15, {.top_entries = 2}), 60);
+}
+
+TEST(TrainGradientTest, ShuffleSplitSiluTransposePadSliceReduceSubDiv) {
+  const onnx::ModelProto model = ShuffleModel();
+  ExpectValid(model);
+  EXPECT_GT(CheckGradients(model, {2, 4, 5, 5}, 16, {.top_entries = 2, .random_biases = true}),
+            30);
 }
 
 class ZooGradientTest : public ::testing::TestWithParam<std::string> {};
@@ -432,6 +553,33 @@ TEST(TrainForwardTest, HandBuiltModelsMatchScalarReference) {
     ASSERT_NE(net, nullptr);
     ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
     EXPECT_LT(MaxRelativeError(net->logits(), expected->at("logits")), 5e-4);
+  }
+}
+
+// The training network's eval-mode forward on the models with operators the scalar reference does
+// not run, against the inference network (whose operators pass ONNX's backend node tests).
+TEST(TrainForwardTest, NewOperatorModelsMatchTheInferenceNetwork) {
+  std::mt19937_64 rng(10);
+  struct Case {
+    onnx::ModelProto model;
+    Shape shape;
+  };
+  for (const Case& c :
+       {Case{MobileNetBlockModel(), {3, 3, 6, 6}}, Case{ShuffleModel(), {3, 4, 5, 5}}}) {
+    SCOPED_TRACE(c.model.graph().name());
+    const Tensor input = Random(c.shape, rng);
+    absl::StatusOr<Graph> graph = ImportOnnxModel(c.model);
+    ASSERT_TRUE(graph.ok()) << graph.status();
+    absl::StatusOr<std::unique_ptr<Network>> inference =
+        Network::Create(*graph, {.batch = c.shape[0], .threads = 1});
+    ASSERT_TRUE(inference.ok()) << inference.status();
+    std::map<std::string, Tensor> expected;
+    ASSERT_TRUE((*inference)->Run({{"x", &input}}, &expected).ok());
+    std::unique_ptr<TrainingNetwork> net =
+        MakeNet(c.model, c.shape[0], Shape(c.shape.begin() + 1, c.shape.end()));
+    ASSERT_NE(net, nullptr);
+    ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
+    EXPECT_LT(MaxRelativeError(net->logits(), expected.at("logits")), 5e-4);
   }
 }
 

@@ -1,6 +1,6 @@
-// Activations for training: standalone Relu, LeakyRelu, Clip, Sigmoid, ... nodes and the
-// activations fused into a Conv/Gemm/MatMul layer (its "tail", followed by the output
-// quantization hook), each a oneDNN eltwise forward_training / backward pair.
+// Activations for training: standalone Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid (linear then
+// clip), HardSwish and Tanh nodes, and the activations fused into a Conv/Gemm/MatMul layer (its
+// "tail"), each a oneDNN eltwise forward_training / backward pair.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,8 +15,6 @@
 namespace bitsweep::engine {
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------
 
 class EltwiseOp : public Op {
  public:
@@ -41,45 +39,50 @@ class EltwiseOp : public Op {
   dnnl::eltwise_backward bwd;
 };
 
+// Appends an eltwise step `alg` reading value `x` and writing a new value `name`; returns its id.
+int AddEltwise(Impl& net, const std::string& node, const std::string& onnx_op,
+               dnnl::algorithm alg, float alpha, float beta, int x, const std::string& name) {
+  auto op = std::make_unique<EltwiseOp>(node, onnx_op);
+  op->alg = alg;
+  op->alpha = alpha;
+  op->beta = beta;
+  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, alg, net.V(x).mem.get_desc(),
+                                alpha, beta);
+  op->fwd_pd = dnnl::eltwise_forward::primitive_desc(d, net.engine_);
+  op->fwd = dnnl::eltwise_forward(op->fwd_pd);
+  op->in = {x};
+  const Shape shape = net.V(x).shape;
+  op->out = net.AddVal(name, shape);
+  const int out = op->out;
+  net.ops_.push_back(std::move(op));
+  return out;
+}
+
 }  // namespace
 
 void Impl::AddLayerTail(const Node& n, int pre) {
   int cur = pre;
   for (size_t i = 0; i < n.post_ops.size(); ++i) {
     const PostOp& p = n.post_ops[i];
-    auto op = std::make_unique<EltwiseOp>(p.source_node, std::string(OpKindName(p.op)));
-    op->alg = PostOpAlgorithm(p.op);
-    std::tie(op->alpha, op->beta) = EltwiseParams(p.op, p.alpha, p.beta);
-    const Val& x = vals_[cur];
+    const auto [alpha, beta] = EltwiseParams(p.op, p.alpha, p.beta);
     const std::string name =
         i + 1 == n.post_ops.size() ? n.outputs[0] : absl::StrCat(n.name, "/post_op", i);
-    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, op->alg, x.mem.get_desc(),
-                                  op->alpha, op->beta);
-    op->fwd_pd = dnnl::eltwise_forward::primitive_desc(d, engine_);
-    op->fwd = dnnl::eltwise_forward(op->fwd_pd);
-    op->in = {cur};
-    const Shape shape = x.shape;
-    op->out = AddVal(name, shape);
-    cur = op->out;
-    ops_.push_back(std::move(op));
+    cur = AddEltwise(*this, p.source_node, std::string(OpKindName(p.op)), PostOpAlgorithm(p.op),
+                     alpha, beta, cur, name);
   }
-  if (options_.quant.outputs) AddOutputHook(n, cur);
 }
 
 absl::Status Impl::CompileEltwise(const Node& n) {
-  if (n.op == OpKind::kHardSigmoid) return NotTrainable(n);
   ASSIGN_OR_RETURN(int x_id, Get(n.inputs[0], n));
-  auto op = std::make_unique<EltwiseOp>(n);
-  op->alg = PostOpAlgorithm(n.op);
-  std::tie(op->alpha, op->beta) = EltwiseParams(n.op, n.alpha, n.beta);
-  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, op->alg,
-                                vals_[x_id].mem.get_desc(), op->alpha, op->beta);
-  op->fwd_pd = dnnl::eltwise_forward::primitive_desc(d, engine_);
-  op->fwd = dnnl::eltwise_forward(op->fwd_pd);
-  op->in = {x_id};
-  const Shape shape = vals_[x_id].shape;
-  op->out = AddVal(n.outputs[0], shape);
-  ops_.push_back(std::move(op));
+  if (n.op == OpKind::kHardSigmoid) {  // clip(alpha * x + beta, 0, 1): two steps
+    const int linear = AddEltwise(*this, n.name, n.onnx_op, dnnl::algorithm::eltwise_linear,
+                                  n.alpha, n.beta, x_id, n.name + "/linear");
+    AddEltwise(*this, n.name, n.onnx_op, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f, linear,
+               n.outputs[0]);
+    return absl::OkStatus();
+  }
+  const auto [alpha, beta] = EltwiseParams(n.op, n.alpha, n.beta);
+  AddEltwise(*this, n.name, n.onnx_op, PostOpAlgorithm(n.op), alpha, beta, x_id, n.outputs[0]);
   return absl::OkStatus();
 }
 

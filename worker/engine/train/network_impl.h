@@ -147,6 +147,7 @@ class TrainingNetwork::Impl {
   int64_t classes_ = 0;
   std::string logits_name_;
   uint64_t dropout_step_ = 0;
+  std::map<std::string, std::string> output_hook_points_;  // value name -> layer
 
   absl::StatusOr<int> Get(const std::string& name, const Node& n);
   absl::Status FindParameters(const onnx::ModelProto& model);
@@ -179,22 +180,30 @@ class TrainingNetwork::Impl {
   absl::Status CompileSoftmax(const Node& n);
   // Views, and Dropout (imported as Identity).
   absl::Status CompileView(const Node& n);
-  // Operators the inference networks run but training does not differentiate yet.
-  absl::Status CompilePad(const Node& n) { return NotTrainable(n); }
-  absl::Status CompileReduce(const Node& n) { return NotTrainable(n); }
-  absl::Status CompileTranspose(const Node& n) { return NotTrainable(n); }
-  absl::Status CompileSlice(const Node& n) { return NotTrainable(n); }
-  static absl::Status NotTrainable(const Node& n) {
-    return absl::UnimplementedError(absl::StrCat("node '", n.name, "' (", n.onnx_op,
-                                                 "): fine-tuning does not support this "
-                                                 "operator yet (inference does)"));
-  }
+  // Pad, Slice and Transpose gather their output through an index map (shape_ops.cc).
+  absl::Status CompilePad(const Node& n);
+  absl::Status CompileSlice(const Node& n);
+  absl::Status CompileTranspose(const Node& n);
+  // Appends a gather from value `x_id` to a new value n.outputs[0] of shape `out`: output element
+  // (c_0, ..., c_r) reads input element sum_d offsets[d][c_d], or is `fill` when any of those is
+  // -1. `injective`: no two output elements read the same input element.
+  absl::Status AddGather(const Node& n, int x_id, const Shape& out,
+                         const std::vector<std::vector<int64_t>>& offsets, float fill,
+                         bool injective);
+  // ReduceMean and ReduceMax (reduce_op.cc).
+  absl::Status CompileReduce(const Node& n);
   absl::Status CompileDropout(const Node& n);
-  // Adds eltwise steps for a layer's fused activations and its output hook; `pre` is the
-  // layer's raw output, the last step writes n.outputs[0].
+  // Adds eltwise steps for a layer's fused activations; `pre` is the layer's raw output, the
+  // last step writes n.outputs[0].
   void AddLayerTail(const Node& n, int pre);
-  // Appends the step applying options_.quant.outputs in place to value `target` (fake_quant.cc).
-  void AddOutputHook(const Node& n, int target);
+  // Output quantization (fake_quant.cc): FindOutputHookPoints maps each layer's output value, as
+  // the emulation places it (after a folded BatchNormalization and fused activations), to the
+  // layer; AddOutputHooks, called after a node is compiled, appends the hook step for each such
+  // value the node wrote; AddOutputHook applies options_.quant.outputs of `layer` in place to
+  // value `target`.
+  void FindOutputHookPoints();
+  void AddOutputHooks(const Node& n);
+  void AddOutputHook(const std::string& layer, int target);
   // Output value for a layer with fused activations: a fresh intermediate, else outputs[0].
   std::string LayerOutputName(const Node& n) const {
     return n.post_ops.empty() ? n.outputs[0] : n.name + "/pre_activation";
@@ -228,6 +237,13 @@ struct Arranged {
   void Out(Impl& net) const;
 };
 
+// Row-major strides of `shape` (shape_ops.cc).
+std::vector<int64_t> Strides(const Shape& shape);
+// One entry per element of `shape`, in row-major order: the sum over dimensions d of
+// offsets[d][coordinate d], or -1 when any of those offsets is -1 (shape_ops.cc).
+std::vector<int64_t> IndexMap(const Shape& shape,
+                              const std::vector<std::vector<int64_t>>& offsets);
+
 }  // namespace train_internal
 
 // The per-op files and the assembly use these names unqualified.
@@ -237,7 +253,9 @@ using train_internal::Data;
 using train_internal::Dims;
 using train_internal::HookCopy;
 using train_internal::Impl;
+using train_internal::IndexMap;
 using train_internal::memory;
+using train_internal::Strides;
 
 }  // namespace bitsweep::engine
 

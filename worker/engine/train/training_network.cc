@@ -162,6 +162,7 @@ absl::Status Impl::Build(const onnx::ModelProto& model) {
   const std::string source = model.graph().name().empty() ? "<model>" : model.graph().name();
   ASSIGN_OR_RETURN(graph_, ImportOnnxModel(model, {}, source));
   FuseActivations(&graph_);
+  FindOutputHookPoints();
   for (int i = 0; i < model.graph().node_size(); ++i) {
     const onnx::NodeProto& p = model.graph().node(i);
     proto_nodes_[p.name().empty() ? absl::StrCat(p.op_type(), "_", i) : p.name()] = &p;
@@ -219,6 +220,7 @@ absl::Status Impl::Build(const onnx::ModelProto& model) {
     const Node& n = graph_.nodes[i];
     try {
       RETURN_IF_ERROR(CompileNode(n));
+      AddOutputHooks(n);
     } catch (const dnnl::error& e) {
       return absl::InternalError(absl::StrCat("node '", n.name, "' (", n.onnx_op,
                                               "): oneDNN rejected it: ", e.what()));

@@ -14,20 +14,25 @@
 //   RETURN_IF_ERROR(net->Forward(images, {.training = false}));   // eval mode: net->logits()
 //   RETURN_IF_ERROR(net->WriteTo(&model));                          // trained initializers
 //
-// Supported operators: Conv (groups, strides, dilations, pads/auto_pad), Gemm (alpha, beta,
-// transA, transB, C broadcast), MatMul with a constant 2-D B, Relu, LeakyRelu, Clip, Sigmoid,
-// MaxPool, AveragePool, GlobalAveragePool, LRN, BatchNormalization (batch statistics in training
-// mode, running statistics updated as running = m * running + (1 - m) * batch with the node's
-// momentum attribute, default 0.9, and the unbiased batch variance; running statistics in eval
-// mode), Concat, Add and Mul (numpy broadcasting; gradients summed over broadcast dimensions),
-// Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout (inverted dropout in training mode with
-// the node's ratio, default 0.5; identity in eval mode) and a final Softmax (training uses its
-// input as the logits). Anything else is an InvalidArgument error naming the node and operator.
+// Supported operators: Conv (groups, depthwise included; strides, dilations, pads/auto_pad),
+// Gemm (alpha, beta, transA, transB, C broadcast), MatMul with a constant 2-D B, Relu, LeakyRelu,
+// Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, MaxPool, AveragePool, GlobalAveragePool, LRN,
+// BatchNormalization (batch statistics in training mode, running statistics updated as
+// running = m * running + (1 - m) * batch with the node's momentum attribute, default 0.9, and the
+// unbiased batch variance; running statistics in eval mode), Concat, Add, Sub, Mul and Div (numpy
+// broadcasting on either side; gradients summed over broadcast dimensions), ReduceMean and
+// ReduceMax (any axes; ReduceMax's gradient goes to the first maximum), Pad (constant, reflect,
+// edge), Slice and Split (any steps), Transpose, Flatten, Reshape, Squeeze, Unsqueeze, Identity,
+// Dropout (inverted dropout in training mode with the node's ratio, default 0.5; identity in eval
+// mode) and a final Softmax (training uses its input as the logits). Anything else is an
+// InvalidArgument error naming the node and operator. The code: training_network.cc assembles
+// the network, one *_op.cc file per operator family holds its forward and backward passes
+// (network_impl.h describes the pieces).
 //
 // Parameters are the float initializers read as Conv W and B, Gemm B and C, MatMul B,
 // BatchNormalization scale and bias, and constant operands of Add; weight decay applies to Conv,
-// Gemm and MatMul weights only. Other constants (Mul operands, values of Constant nodes) stay
-// fixed.
+// Gemm and MatMul weights only. Other constants (Sub, Mul and Div operands, values of Constant
+// nodes) stay fixed.
 //
 // Values between operations are plain row-major; convolutions, pooling and LRN run in the
 // (channel-blocked) layouts their fastest oneDNN kernels want, with reorders around them. Dropout
