@@ -576,8 +576,9 @@ TEST_F(WorkerTest, TrialCancelledDuringALongFineTuningFreesTheWorker) {
   const std::vector<v1::ReportRequest> reports = service.reports();
   EXPECT_EQ(reports[0].trial_id(), 15);  // nothing for the cancelled trial
   EXPECT_TRUE(reports[0].has_result()) << reports[0].error().message();
+  // The worker counts a report once the service's answer is back, just after the service saw it.
+  ASSERT_TRUE(WaitFor([&] { return worker_->stats().reported == 1; }));
   EXPECT_EQ(worker_->stats().dropped, 1);
-  EXPECT_EQ(worker_->stats().reported, 1);
   std::printf("cancel answered -> next trial leased: %s\n",
               absl::FormatDuration(service.leased_after_cancel_at() - service.cancel_sent_at())
                   .c_str());
