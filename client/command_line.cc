@@ -191,6 +191,14 @@ absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string
 }
 
 absl::Status CheckForCommand(const ParsedCommandLine& parsed, const CommandSpec& command) {
+  // A flag another command reads would be silently ignored here (e.g. `train --model M.onnx`
+  // trains --arch from scratch): refuse it, naming the command.
+  for (const std::string& name : parsed.given_flags) {
+    if (name != "format" && !Contains(command.flags, name) &&
+        !Contains(command.repeated_flags, name)) {
+      return UsageError(absl::StrCat("--", Dashed(name), " is not one of this command's flags"));
+    }
+  }
   if (!Contains(parsed.given_flags, "format")) return absl::OkStatus();
   const absl::CommandLineFlag* flag = absl::FindCommandLineFlag("format");
   const std::string format = flag == nullptr ? "" : flag->CurrentValue();

@@ -90,7 +90,7 @@ const std::vector<CommandSpec>& Commands() {
       {"local", "--model M.onnx|zoo:lenet5 --dataset idx:DIR [sweep flags]",
        "Runs one sweep in this process and prints its frontier.\n"
        "A coordinator and workers on an embedded SQLite file (--db), gRPC on loopback.",
-       Join({{"model", "workers", "threads", "db"}, kDataFlags, kSweepFlags}), {}, {},
+       Join({{"model", "workers", "threads", "db", "metrics_port"}, kDataFlags, kSweepFlags}), {}, {},
        Plain(cli::LocalCommand)},
       {"submit", "--model M.onnx --dataset idx:DIR [sweep flags] [--wait]",
        "Uploads the model and queues a sweep.\n"

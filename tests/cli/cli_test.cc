@@ -155,6 +155,10 @@ TEST(CliTest, ErrorsAreReadableAndExitNonZero) {
       {"trials --server 127.0.0.1:1", "--sweep ID is required", 2},
       {"sweeps --format xml", "--format xml: sweeps prints table, csv, json, jsonl", 2},
       {"watch --sweep 1 --format csv", "watch has no output formats", 2},
+      // A flag another command reads is refused, not silently ignored.
+      {"train --model m.onnx --out x.onnx", "--model is not one of this command's flags", 2},
+      {"eval --model m.onnx --dataset idx:x --server 127.0.0.1:1",
+       "--server is not one of this command's flags", 2},
       {"trials --sweep 1 --state done", "--state done", 2},
   };
   for (const Case& c : cases) {
