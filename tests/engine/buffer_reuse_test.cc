@@ -17,6 +17,8 @@
 #include "tests/engine/quant_test_util.h"
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/calibration.h"
+#include "worker/engine/eval_backend.h"
+#include "worker/engine/evaluate.h"
 #include "worker/engine/network.h"
 #include "worker/engine/onnx_import.h"
 #include "worker/engine/trial.h"
@@ -171,6 +173,41 @@ TEST(BufferReuseTest, LongLivedValuesAreNotOverwritten) {
     EXPECT_LE(worst, 1e-5 * largest) << name;
   }
   EXPECT_LT(shared.activation_bytes, own.activation_bytes);
+}
+
+TEST(EvalSubBatchTest, SizesTheSubBatchByActivationMemory) {
+  EXPECT_EQ(EvalSubBatch(256, 4 << 20), 256);   // fits: the whole batch
+  EXPECT_EQ(EvalSubBatch(256, 128 << 20), 32);  // 0.5 MiB per image: 16 MiB of them
+  EXPECT_EQ(EvalSubBatch(100, 1000 << 20), 1);  // 10 MiB per image: one at a time
+  EXPECT_EQ(EvalSubBatch(1, 1000 << 20), 1);
+}
+
+// An evaluation batch too large for the cache runs as sub-batches through a network compiled
+// for the sub-batch: the scores are those of an evaluation at that batch, bit for bit, including
+// a last partial sub-batch of each batch of 200 and the dataset's padded last batch (450 images).
+TEST(EvalSubBatchTest, SubBatchesGiveTheScoresOfThatBatch) {
+  absl::StatusOr<onnx::ModelProto> model = zoo::BuildArchitecture("alexnet-mini", {.seed = 2});
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<Graph> graph = ImportOnnxModel(*model, {}, "alexnet-mini");
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  Dataset data;
+  data.images = Random({450, 1, 28, 28}, 40, 0.0f, 1.0f);
+  for (int64_t i = 0; i < 450; ++i) data.labels.push_back(static_cast<int>(i % 10));
+  data.num_classes = 10;
+  absl::StatusOr<std::unique_ptr<Network>> net =
+      Network::Create(*graph, {.batch = 200, .threads = 2});
+  ASSERT_TRUE(net.ok()) << net.status();
+  const int64_t sub = EvalSubBatch(200, (*net)->activation_bytes());
+  ASSERT_LT(sub, 200) << "alexnet-mini at batch 200 should not fit: "
+                      << (*net)->activation_bytes() << " bytes";
+  EXPECT_NE(200 % sub, 0) << "sub-batch " << sub << ": no partial sub-batch to check";
+  absl::StatusOr<EvalResult> whole = Evaluate(*graph, data, {.batch = 200, .threads = 2});
+  absl::StatusOr<EvalResult> one = Evaluate(*graph, data, {.batch = sub, .threads = 2});
+  ASSERT_TRUE(whole.ok() && one.ok());
+  EXPECT_EQ(whole->top1, one->top1);
+  EXPECT_EQ(whole->top5, one->top5);
+  EXPECT_EQ(whole->loss, one->loss);  // the same scores: the same sum in the same order
+  EXPECT_EQ(whole->samples, 450);
 }
 
 }  // namespace
