@@ -178,6 +178,7 @@ TEST(BufferReuseTest, LongLivedValuesAreNotOverwritten) {
 TEST(EvalSubBatchTest, SizesTheSubBatchByActivationMemory) {
   EXPECT_EQ(EvalSubBatch(256, 4 << 20), 256);   // fits: the whole batch
   EXPECT_EQ(EvalSubBatch(256, 128 << 20), 32);  // 0.5 MiB per image: 16 MiB of them
+  EXPECT_EQ(EvalSubBatch(256, 112 << 20), 32);  // at most 36 images: 8 runs of 32, not 7 x 36 + 4
   EXPECT_EQ(EvalSubBatch(100, 1000 << 20), 1);  // 10 MiB per image: one at a time
   EXPECT_EQ(EvalSubBatch(1, 1000 << 20), 1);
 }

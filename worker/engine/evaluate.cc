@@ -95,7 +95,10 @@ bool HasStochasticRounding(const quant::QuantPlan* plan) {
 int64_t EvalSubBatch(int64_t batch, int64_t activation_bytes) {
   if (batch <= 1 || activation_bytes <= kEvalActivationBytes) return batch;
   const int64_t per_image = std::max<int64_t>(1, activation_bytes / batch);
-  return std::clamp<int64_t>(kEvalActivationBytes / per_image, 1, batch);
+  const int64_t most = std::clamp<int64_t>(kEvalActivationBytes / per_image, 1, batch);
+  // As many runs as needed, of equal size: the last one pads the fewest images.
+  const int64_t runs = (batch + most - 1) / most;
+  return (batch + runs - 1) / runs;
 }
 
 RowScore ScoreRow(const float* scores, int num_classes, int label, bool scores_are_probabilities) {
