@@ -801,6 +801,11 @@ absl::Status InferenceCompiler::Compile() {
     }
     arena_.reset(static_cast<char*>(
         std::aligned_alloc(4096, std::max<int64_t>((activation_bytes_ + 4095) / 4096 * 4096, 4096))));
+    if (arena_ == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          graph_.source, ": ", compiler_options_.error_prefix, "cannot allocate ",
+          activation_bytes_ >> 20, " MiB of activation memory; try a smaller batch"));
+    }
     allocation_ = Allocation::kArena;
     RETURN_IF_ERROR(CompileGraph());
     if (buffers_diverged_ || next_buffer_ != buffers_.size()) {
