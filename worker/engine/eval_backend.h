@@ -42,8 +42,14 @@ absl::StatusOr<EvalResult> ScoreDataset(const Dataset& dataset, int64_t batch, i
 using CompileForEvalFn = std::function<absl::StatusOr<std::unique_ptr<InferenceNetwork>>(
     int64_t batch, std::map<std::string, Shape> input_shapes)>;
 
+// The images per run when an evaluation batch of `batch` images needs `activation_bytes` of
+// activations: `batch` itself, or fewer when those exceed what stays in cache (EvaluateNetwork).
+int64_t EvalSubBatch(int64_t batch, int64_t activation_bytes);
+
 // Evaluate (evaluate.h) through the network `compile` returns: checks the graph's one runtime
-// input against the dataset, compiles for min(options.batch, dataset size), checks that the first
+// input against the dataset, compiles for min(options.batch, dataset size) -- and again for a
+// sub-batch (EvalSubBatch) when its activations are too large to stay in cache, unless the plan
+// rounds stochastically; the batch then runs sub-batch by sub-batch --, checks that the first
 // output holds class scores [batch, classes] covering the labels (probabilities when the graph
 // ends in Softmax), and scores the dataset (ScoreDataset). The result also carries the network's
 // layers and weight quantizers.

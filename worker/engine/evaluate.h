@@ -1,7 +1,9 @@
 // Evaluation: accuracy and loss of a graph on a dataset, batched through a compiled Network.
 //
 // The last partial batch is padded with zeros and the padded rows ignored, so one Network serves
-// the whole dataset. The first graph output is read as class scores [N, num_classes]: logits, or
+// the whole dataset. A batch whose activations would not stay in cache (more than 16 MiB, e.g.
+// mobilenet_v2 at 64 px above about 40 images) runs as sub-batches through a network compiled for
+// fewer images (EvalSubBatch in eval_backend.h): large batches are not slower than small ones. The first graph output is read as class scores [N, num_classes]: logits, or
 // probabilities when the graph ends in Softmax (then the loss is -log p directly).
 //
 //   ASSIGN_OR_RETURN(EvalResult r, Evaluate(graph, dataset, {.batch = 256, .threads = 2}));

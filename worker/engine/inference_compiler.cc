@@ -45,6 +45,104 @@ memory InferenceCompiler::ConstantMemory(const memory::desc& desc, const void* d
   return m;
 }
 
+memory InferenceCompiler::NewMemory(const memory::desc& desc) {
+  const int64_t size = static_cast<int64_t>(desc.get_size());
+  if (allocation_ == Allocation::kArena) {
+    if (next_buffer_ < buffers_.size() && buffers_[next_buffer_].size == size) {
+      return memory(desc, engine_, arena_.get() + buffers_[next_buffer_++].offset);
+    }
+    buffers_diverged_ = true;  // Compile reports it; own memory keeps this pass correct
+  }
+  memory m(desc, engine_);
+  if (allocation_ == Allocation::kPlan) {
+    Buffer b;
+    b.base = static_cast<const char*>(m.get_data_handle());
+    b.size = size;
+    // A buffer no step touches still gets a place, for the step it was made at.
+    b.first = b.last = static_cast<int>(steps_.size());
+    buffers_.push_back(b);
+  }
+  if (allocation_ != Allocation::kArena) activation_bytes_ += size;
+  return m;
+}
+
+namespace {
+
+constexpr int64_t kBufferAlignment = 64;  // bytes: oneDNN's preferred alignment
+
+}  // namespace
+
+bool InferenceCompiler::PlanBuffers() {
+  // Buffers by address, to find the one a pointer (perhaps into its middle) belongs to.
+  std::map<const char*, size_t> by_base;
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    if (buffers_[i].size > 0) by_base[buffers_[i].base] = i;
+  }
+  std::vector<bool> used(buffers_.size(), false);
+  auto touch = [&](const void* p, int step) {
+    const char* c = static_cast<const char*>(p);
+    auto it = by_base.upper_bound(c);
+    if (it == by_base.begin()) return;
+    --it;
+    Buffer& b = buffers_[it->second];
+    if (c >= b.base + b.size) return;  // a constant, or memory a network allocated itself
+    if (!used[it->second]) b.first = b.last = step;
+    used[it->second] = true;
+    b.first = std::min(b.first, step);
+    b.last = std::max(b.last, step);
+  };
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const Step& step = steps_[s];
+    if (step.host && step.touches.empty()) return false;
+    for (const void* p : step.touches) touch(p, static_cast<int>(s));
+    for (const auto& [arg, mem] : step.args) touch(mem.get_data_handle(), static_cast<int>(s));
+  }
+  // Runtime inputs are written before the first step, graph outputs read after the last.
+  for (const memory& m : input_mems_) touch(m.get_data_handle(), 0);
+  for (const memory& m : output_mems_) touch(m.get_data_handle(), static_cast<int>(steps_.size()));
+  // Largest first, each at the lowest offset clear of every placed buffer alive at the same time.
+  std::vector<size_t> order(buffers_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return buffers_[a].size > buffers_[b].size; });
+  std::vector<size_t> placed;
+  int64_t arena = 0;
+  for (size_t i : order) {
+    Buffer& b = buffers_[i];
+    std::vector<std::pair<int64_t, int64_t>> taken;  // [offset, end) of overlapping lifetimes
+    for (size_t j : placed) {
+      const Buffer& o = buffers_[j];
+      if (o.first <= b.last && b.first <= o.last) taken.emplace_back(o.offset, o.offset + o.size);
+    }
+    std::sort(taken.begin(), taken.end());
+    int64_t offset = 0;
+    for (const auto& [begin, end] : taken) {
+      if (offset + b.size <= begin) break;
+      offset = std::max(offset, (end + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment);
+    }
+    b.offset = offset;
+    arena = std::max(arena, offset + b.size);
+    placed.push_back(i);
+  }
+  activation_bytes_ = arena;
+  return true;
+}
+
+void InferenceCompiler::ResetCompiled() {
+  values_.clear();
+  layers_.clear();
+  weight_quantizers_.clear();
+  readers_.clear();
+  last_layer_step_.reset();
+  quantized_copies_.clear();
+  plain_cache_.clear();
+  steps_.clear();
+  inputs_.clear();
+  outputs_.clear();
+  input_mems_.clear();
+  output_mems_.clear();
+}
+
 memory InferenceCompiler::ReorderNow(const memory& src, const memory::desc& dst_desc) {
   if (src.get_desc() == dst_desc) return src;
   memory dst(dst_desc, engine_);
@@ -55,7 +153,7 @@ memory InferenceCompiler::ReorderNow(const memory& src, const memory::desc& dst_
 
 memory InferenceCompiler::ReorderTo(const memory& src, const memory::desc& want, const Node* n) {
   if (src.get_desc() == want) return src;
-  memory dst(want, engine_);
+  memory dst = NewMemory(want);
   AddStep(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, n);
   return dst;
 }
@@ -89,8 +187,9 @@ void InferenceCompiler::AddStep(dnnl::primitive p, std::unordered_map<int, memor
   steps_.push_back(Step{std::move(p), std::move(args), nullptr, n ? n->name : std::string()});
 }
 
-void InferenceCompiler::AddHostStep(std::function<void()> f, const Node& n) {
-  steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name});
+void InferenceCompiler::AddHostStep(std::function<void()> f, const Node& n,
+                                    std::vector<const void*> touches) {
+  steps_.push_back(Step{dnnl::primitive(), {}, std::move(f), n.name, std::move(touches)});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,7 +253,7 @@ void InferenceCompiler::AddQuantizeStep(std::vector<quant::Quantizer> qs, const 
       if (from != to) std::memcpy(to + begin, from + begin, size * sizeof(float));
       for (const quant::Quantizer& q : qs) quant::QuantizeInPlace(q, to + begin, size, begin);
     }
-  }, n);
+  }, n, {from, to});
 }
 
 bool InferenceCompiler::OwnsMemory(const std::string& name) const {
@@ -356,7 +455,7 @@ InferenceCompiler::Value InferenceCompiler::QuantizeLayerInput(const Node& n,
   }
   // A private copy: other readers of `name` keep their own values (Ristretto quantized a shared
   // blob in place for every consumer).
-  Value copy{x.shape, memory(x.mem.get_desc(), engine_), q};
+  Value copy{x.shape, NewMemory(x.mem.get_desc()), q};
   AddQuantizeStep({q}, from, static_cast<float*>(copy.mem.get_data_handle()), count, n);
   quantized_copies_.push_back({name, q, copy});
   return copy;
@@ -390,7 +489,7 @@ absl::Status InferenceCompiler::CompileBinary(const Node& n) {
     dnnl::binary::desc expand_desc(dnnl::algorithm::binary_add, zero_mem.get_desc(),
                                    a.mem.get_desc(), zero_mem.get_desc());
     dnnl::binary::primitive_desc expand_pd(expand_desc, engine_);
-    memory expanded(expand_pd.dst_desc(), engine_);
+    memory expanded = NewMemory(expand_pd.dst_desc());
     AddStep(dnnl::binary(expand_pd),
             {{DNNL_ARG_SRC_0, zero_mem}, {DNNL_ARG_SRC_1, a.mem}, {DNNL_ARG_DST, expanded}}, &n);
     a = Value{out, expanded};
@@ -400,7 +499,7 @@ absl::Status InferenceCompiler::CompileBinary(const Node& n) {
   if (b.shape == a.shape) b.mem = ReorderTo(b.mem, a.mem.get_desc(), &n);
   dnnl::binary::desc desc(alg, a.mem.get_desc(), b.mem.get_desc(), a.mem.get_desc());
   dnnl::binary::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
+  memory dst = NewMemory(pd.dst_desc());
   AddStep(dnnl::binary(pd), {{DNNL_ARG_SRC_0, a.mem}, {DNNL_ARG_SRC_1, b.mem}, {DNNL_ARG_DST, dst}},
           &n);
   values_[n.outputs[0]] = Value{out, dst};
@@ -422,7 +521,7 @@ absl::Status InferenceCompiler::AddConcat(const Node& n, const std::vector<Value
     non_negative &= parts[i].non_negative;
   }
   dnnl::concat::primitive_desc pd(static_cast<int>(axis), descs, engine_);
-  memory dst(pd.dst_desc(), engine_);
+  memory dst = NewMemory(pd.dst_desc());
   args[DNNL_ARG_DST] = dst;
   AddStep(dnnl::concat(pd), std::move(args), &n);
   values_[n.outputs[0]] = Value{out, dst, std::move(grid), non_negative};
@@ -450,7 +549,7 @@ absl::Status InferenceCompiler::CompileBatchNorm(const Node& n) {
       dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
           dnnl::normalization_flags::use_shift);
   dnnl::batch_normalization_forward::primitive_desc pd(desc, engine_);
-  memory dst(pd.dst_desc(), engine_);
+  memory dst = NewMemory(pd.dst_desc());
   AddStep(dnnl::batch_normalization_forward(pd),
           {{DNNL_ARG_SRC, x.mem},
            {DNNL_ARG_SCALE, params[0]},
@@ -491,7 +590,7 @@ absl::Status InferenceCompiler::CompileSoftmax(const Node& n) {
   dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, in.mem.get_desc(),
                                    static_cast<int>(axis));
   dnnl::softmax_forward::primitive_desc pd(desc, engine_);
-  Value out{in.shape, memory(pd.dst_desc(), engine_), std::nullopt, true};
+  Value out{in.shape, NewMemory(pd.dst_desc()), std::nullopt, true};
   AddStep(dnnl::softmax_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, out.mem}}, &n);
   values_[n.outputs[0]] = View(out, x.shape);
   return absl::OkStatus();
@@ -513,7 +612,7 @@ InferenceCompiler::memory InferenceCompiler::AddEltwise(const Node& n, const mem
     dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src.get_desc(),
                                      alpha, beta);
     dnnl::eltwise_forward::primitive_desc pd(desc, engine_);
-    memory dst(pd.dst_desc(), engine_);
+    memory dst = NewMemory(pd.dst_desc());
     AddStep(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}}, &n);
     return dst;
   };
@@ -543,7 +642,7 @@ absl::Status InferenceCompiler::CompilePad(const Node& n) {
                                        " does not fit dimension ", d, " of size ", x.shape[d]));
     }
   }
-  Value result{out, memory(PlainDesc(DnnlDims(out)), engine_)};
+  Value result{out, NewMemory(PlainDesc(DnnlDims(out)))};
   const float* src = static_cast<const float*>(x.mem.get_data_handle());
   float* dst = static_cast<float*>(result.mem.get_data_handle());
   AddHostStep([src, dst, in = x.shape, out, pads = n.pads, mode = n.pad_mode, value = n.alpha] {
@@ -570,7 +669,7 @@ absl::Status InferenceCompiler::CompilePad(const Node& n) {
       }
       dst[i] = outside ? value : src[offset];
     }
-  }, n);
+  }, n, {src, dst});
   values_[n.outputs[0]] = result;
   return absl::OkStatus();
 }
@@ -598,7 +697,7 @@ absl::Status InferenceCompiler::CompileReduce(const Node& n) {
                                                           : dnnl::algorithm::reduction_max;
   dnnl::reduction::desc desc(alg, x.mem.get_desc(), PlainDesc(DnnlDims(reduced)), 0.0f, 0.0f);
   dnnl::reduction::primitive_desc pd(desc, engine_);
-  Value result{reduced, memory(pd.dst_desc(), engine_)};
+  Value result{reduced, NewMemory(pd.dst_desc())};
   // The max of grid values is one of them; a mean is not.
   if (n.op == OpKind::kReduceMax) result.grid = x.grid;
   result.non_negative = x.non_negative;
@@ -631,7 +730,7 @@ absl::Status InferenceCompiler::CompileTranspose(const Node& n) {
   result.shape = out;
   memory::desc out_desc = PlainDesc(DnnlDims(out));
   out_desc.data.data_type = static_cast<dnnl_data_type_t>(x.type());
-  result.mem = memory(out_desc, engine_);
+  result.mem = NewMemory(out_desc);
   if (rank <= 1) {
     values_[n.outputs[0]] = View(Plain(n.inputs[0], x), out);
     return absl::OkStatus();
@@ -659,7 +758,7 @@ absl::Status InferenceCompiler::CompileSlice(const Node& n) {
   result.shape = out;
   memory::desc out_desc = PlainDesc(DnnlDims(out));
   out_desc.data.data_type = static_cast<dnnl_data_type_t>(x.type());
-  result.mem = memory(out_desc, engine_);
+  result.mem = NewMemory(out_desc);
   if (NumElements(out) == 0) return NodeError(n, "the slice is empty");
   if (unit_steps) {
     // A window of the input (in any layout oneDNN can describe it) reordered into plain memory.
@@ -676,7 +775,8 @@ absl::Status InferenceCompiler::CompileSlice(const Node& n) {
     const Value plain = Plain(n.inputs[0], x);
     const float* src = static_cast<const float*>(plain.mem.get_data_handle());
     float* dst = static_cast<float*>(result.mem.get_data_handle());
-    AddHostStep([src, dst, shape = x.shape, r = *ranges] { CopySlice(src, shape, r, dst); }, n);
+    AddHostStep([src, dst, shape = x.shape, r = *ranges] { CopySlice(src, shape, r, dst); }, n,
+                {src, dst});
   }
   values_[n.outputs[0]] = result;
   return absl::OkStatus();
@@ -689,7 +789,31 @@ absl::Status InferenceCompiler::Compile() {
   }
   try {
     RETURN_IF_ERROR(PrepareGraph());
-    return CompileGraph();
+    if (!compiler_options_.reuse_buffers) return CompileGraph();
+    allocation_ = Allocation::kPlan;
+    RETURN_IF_ERROR(CompileGraph());
+    const bool planned = PlanBuffers();
+    ResetCompiled();  // frees the planning pass's buffers, never touched
+    allocation_ = Allocation::kOwn;
+    if (!planned) {
+      activation_bytes_ = 0;
+      return CompileGraph();
+    }
+    arena_.reset(static_cast<char*>(
+        std::aligned_alloc(4096, std::max<int64_t>((activation_bytes_ + 4095) / 4096 * 4096, 4096))));
+    if (arena_ == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          graph_.source, ": ", compiler_options_.error_prefix, "cannot allocate ",
+          activation_bytes_ >> 20, " MiB of activation memory; try a smaller batch"));
+    }
+    allocation_ = Allocation::kArena;
+    RETURN_IF_ERROR(CompileGraph());
+    if (buffers_diverged_ || next_buffer_ != buffers_.size()) {
+      return absl::InternalError(absl::StrCat(
+          graph_.source, ": ", compiler_options_.error_prefix,
+          "the second compile asked for other buffers than the first (buffer reuse)"));
+    }
+    return absl::OkStatus();
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat(graph_.source, ": ", compiler_options_.error_prefix,
                                             "oneDNN error: ", e.what()));
@@ -714,7 +838,7 @@ absl::Status InferenceCompiler::CompileGraph() {
             ShapeToString(declared.shape), "; give its full shape"));
       }
     }
-    memory mem(PlainDesc(DnnlDims(info.shape)), engine_);
+    memory mem = NewMemory(PlainDesc(DnnlDims(info.shape)));
     input_mems_.push_back(mem);
     values_[info.name] = Value{info.shape, mem};
     inputs_.push_back(std::move(info));

@@ -17,8 +17,10 @@
 #define BITSWEEP_WORKER_ENGINE_INFERENCE_COMPILER_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -53,6 +55,10 @@ struct InferenceCompilerOptions {
   // tests, to compare with the plain placement).
   const quant::QuantPlan* quant = nullptr;
   bool move_quantizers = true;
+  // Buffer reuse: the values the steps compute share one arena, a buffer's place taken by later
+  // values once its last step has run (lifetimes from a first, planning compile; see
+  // NewMemory). Off: every value keeps a buffer of its own.
+  bool reuse_buffers = false;
 };
 
 class InferenceCompiler {
@@ -64,8 +70,12 @@ class InferenceCompiler {
 
   // Checks the batch, prepares the graph (PrepareGraph), then compiles the runtime inputs, every
   // node in order and the graph outputs. oneDNN exceptions become errors naming the model (or,
-  // inside a node, the node).
+  // inside a node, the node). With reuse_buffers, the graph is compiled twice: once to learn
+  // which steps touch each buffer, then into the arena planned from that.
   absl::Status Compile();
+  // Bytes of activation memory the steps use: the arena with reuse_buffers, else the sum of the
+  // buffers NewMemory made.
+  int64_t activation_bytes() const { return activation_bytes_; }
 
   // Runs one batch: every runtime input as a float tensor of its compiled shape.
   absl::Status Run(const std::map<std::string, const Tensor*>& inputs,
@@ -155,6 +165,11 @@ class InferenceCompiler {
   // to `ops` (false, `ops` unchanged, when q cannot be computed that way).
   static bool AppendQuantizerPostOps(const quant::Quantizer& q, dnnl::post_ops* ops);
 
+  // Memory for data the steps write at run time (a computed value, a temporary): with
+  // reuse_buffers, a place in the arena shared with values whose lifetimes do not overlap, so
+  // nothing may be written into it at compile time. Constants and compile-time reorders get
+  // memory of their own (ConstantMemory, ReorderNow).
+  memory NewMemory(const memory::desc& desc);
   // A computed value, or a float constant (copied into plain memory once).
   absl::StatusOr<Value> Get(const std::string& name, const Node& n);
   // The value in plain row-major layout, same element type, reordering once if needed.
@@ -171,14 +186,16 @@ class InferenceCompiler {
   template <typename Primitive>
   void AddSrcDstStep(const typename Primitive::primitive_desc& pd, const memory& x, Value out,
                      const Node& n) {
-    out.mem = memory(pd.dst_desc(), engine_);
+    out.mem = NewMemory(pd.dst_desc());
     AddStep(Primitive(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, out.mem}}, &n);
     values_[n.outputs[0]] = std::move(out);
   }
   // `n` names the step in run errors; null for layout reorders.
   void AddStep(dnnl::primitive p, std::unordered_map<int, memory> args, const Node* n);
   // A host function (quantization, observation) run after the primitives before it finish.
-  void AddHostStep(std::function<void()> f, const Node& n);
+  // `touches`: every buffer (any address inside it) the function reads or writes; buffer reuse
+  // needs them, and is turned off when a host step does not say.
+  void AddHostStep(std::function<void()> f, const Node& n, std::vector<const void*> touches = {});
 
   Graph graph_;
   const InferenceCompilerOptions compiler_options_;
@@ -195,7 +212,23 @@ class InferenceCompiler {
     std::unordered_map<int, memory> args;
     std::function<void()> host;
     std::string node;  // for error messages; empty for layout reorders
+    std::vector<const void*> touches;  // host steps: the buffers they use
   };
+  // Buffer reuse. kOwn: NewMemory allocates; kPlan: it allocates too (never touched before the
+  // plan, so it costs address space, not memory) and records each buffer; kArena: it hands out
+  // the planned places in arena_, in the planning pass's order.
+  enum class Allocation { kOwn, kPlan, kArena };
+  struct Buffer {
+    const char* base = nullptr;  // kPlan's address
+    int64_t size = 0;
+    int64_t offset = 0;  // in the arena
+    int first = -1, last = -1;  // steps using it (inclusive)
+  };
+  // Lifetimes of buffers_ from the planning compile's steps, then their arena offsets; false
+  // when a host step did not say what it touches (no reuse then).
+  bool PlanBuffers();
+  // Back to the state before CompileGraph (the prepared graph stays).
+  void ResetCompiled();
 
   template <typename Compiler>
   friend absl::Status CompileByOpKind(Compiler& compiler, const Node& n, const char* unknown);
@@ -246,6 +279,13 @@ class InferenceCompiler {
   std::vector<ValueInfo> outputs_;
   std::vector<memory> input_mems_;   // plain f32, one per runtime input
   std::vector<memory> output_mems_;  // plain f32, one per graph output
+
+  Allocation allocation_ = Allocation::kOwn;
+  std::vector<Buffer> buffers_;
+  size_t next_buffer_ = 0;  // kArena: the next planned buffer
+  bool buffers_diverged_ = false;  // kArena: a size differed from the planning pass
+  std::unique_ptr<char, void (*)(void*)> arena_{nullptr, &std::free};
+  int64_t activation_bytes_ = 0;
 };
 
 // [r, c] -> [c, r].

@@ -18,6 +18,7 @@ const std::vector<quant::LayerInfo>& InferenceNetwork::layers() const { return c
 const std::map<std::string, quant::Quantizer>& InferenceNetwork::weight_quantizers() const {
   return compiled_->weight_quantizers();
 }
+int64_t InferenceNetwork::activation_bytes() const { return compiled_->activation_bytes(); }
 
 absl::Status InferenceNetwork::Run(const std::map<std::string, const Tensor*>& inputs,
                                    std::map<std::string, Tensor>* outputs) {

@@ -11,6 +11,7 @@
 #ifndef BITSWEEP_WORKER_ENGINE_INFERENCE_NETWORK_H_
 #define BITSWEEP_WORKER_ENGINE_INFERENCE_NETWORK_H_
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,8 @@ class InferenceNetwork {
   const std::vector<quant::LayerInfo>& layers() const;
   // The weight quantizer each quantized layer ended up with (FL, e_max, scales chosen).
   const std::map<std::string, quant::Quantizer>& weight_quantizers() const;
+  // Bytes of activation memory its steps use (with buffer reuse: the shared arena).
+  int64_t activation_bytes() const;
 
   // Runs one batch. `inputs` holds a float tensor of the compiled shape for every runtime input.
   absl::Status Run(const std::map<std::string, const Tensor*>& inputs,

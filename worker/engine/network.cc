@@ -28,7 +28,8 @@ class Network::Impl : public InferenceCompiler {
                            .threads = options.threads,
                            .unnamed_step = "output reorder",
                            .quant = options.quant,
-                           .move_quantizers = !options.observer}),
+                           .move_quantizers = !options.observer,
+                           .reuse_buffers = options.reuse_buffers}),
         options_(options) {}
 
  private:
@@ -71,7 +72,7 @@ void Network::Impl::Observe(const Node& n, bool is_output, const std::string& na
   const int64_t count = NumElements(plain.shape);
   AddHostStep([observer = options_.observer, layer = n.name, is_output, data, count] {
     observer(layer, is_output, data, count);
-  }, n);
+  }, n, {data});
 }
 
 absl::StatusOr<Network::Impl::Value> Network::Impl::LayerInput(const Node& n,
@@ -156,7 +157,7 @@ absl::Status Network::Impl::CompileConv(const Node& n) {
   memory weights = CopyConstant(PlainDesc(w_dims), std::as_const(w).floats().data(),
                                 pd.weights_desc());
   w = Tensor();
-  memory dst(pd.dst_desc(), engine_);
+  memory dst = NewMemory(pd.dst_desc());
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
   if (has_bias) {
@@ -256,7 +257,7 @@ absl::Status Network::Impl::CompileGemm(const Node& n) {
   memory weights = CopyConstant(memory::desc({k, nn}, memory::data_type::f32, Dims{1, k}),
                                 std::as_const(b).floats().data(), pd.weights_desc());
   b = Tensor();
-  memory dst(pd.dst_desc(), engine_);
+  memory dst = NewMemory(pd.dst_desc());
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
   if (!bias.empty()) args[DNNL_ARG_BIAS] = ConstantMemory(bias_desc, bias.data());
@@ -322,7 +323,7 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
                                              std::as_const(bt).floats().data(), pd.weights_desc())
                               : b_mem;
   bt = Tensor();
-  Value result{out, memory(pd.dst_desc(), engine_)};
+  Value result{out, NewMemory(pd.dst_desc())};
   AddStep(dnnl::matmul(pd),
           {{DNNL_ARG_SRC, a.mem}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, result.mem}}, &n);
   Shape logical = out;

@@ -58,6 +58,9 @@ struct NetworkOptions {
   // already on the right grid.
   const quant::QuantPlan* quant = nullptr;
   ActivationObserver observer;
+  // Values whose lifetimes do not overlap share memory (InferenceCompilerOptions); tests turn
+  // it off to compare.
+  bool reuse_buffers = true;
 };
 
 // The accessors and Run/RunSingle are InferenceNetwork's (inference_network.h).

@@ -175,7 +175,15 @@ class Importer {
   // Static shapes of every value shape inference could fully determine (runtime inputs with a
   // dynamic batch were bound to a batch before inference: see ImportOnnxModel).
   void ReadStaticShapes() {
-    const onnx::GraphProto& g = model_.graph();
+    ReadInferredShapes(model_.graph());
+    for (const auto& [name, t] : graph_.constants) static_shapes_[name] = t.shape();
+    if (!graph_.inputs.empty() && !graph_.inputs[0].shape.empty()) {
+      import_batch_ = graph_.inputs[0].shape[0];
+    }
+  }
+
+  // The static shapes shape inference found in `g`, for values not known yet.
+  void ReadInferredShapes(const onnx::GraphProto& g) {
     auto read = [&](const onnx::ValueInfoProto& v) {
       if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
       Shape shape;
@@ -183,15 +191,53 @@ class Importer {
         if (!d.has_dim_value()) return;
         shape.push_back(d.dim_value());
       }
-      static_shapes_[v.name()] = std::move(shape);
+      static_shapes_.emplace(v.name(), std::move(shape));
     };
     for (const auto& v : g.input()) read(v);
     for (const auto& v : g.value_info()) read(v);
     for (const auto& v : g.output()) read(v);
-    for (const auto& [name, t] : graph_.constants) static_shapes_[name] = t.shape();
-    if (!graph_.inputs.empty() && !graph_.inputs[0].shape.empty()) {
-      import_batch_ = graph_.inputs[0].shape[0];
+  }
+
+  // The static shape of `name`, or null. ONNX's shape inference stops at a Reshape whose target
+  // is computed (Shape -> Gather -> Concat, as PyTorch exports a model with a dynamic batch, e.g.
+  // ShuffleNet's channel shuffle), and so does every shape after it. When such a computation has
+  // folded since the last inference, the shapes are inferred again on a copy of the model with
+  // the int64 values folded so far as initializers.
+  const Shape* StaticShape(const std::string& name) {
+    auto it = static_shapes_.find(name);
+    if (it == static_shapes_.end() && folded_int64_.size() != folded_at_inference_) {
+      InferWithFoldedValues();
+      it = static_shapes_.find(name);
     }
+    return it == static_shapes_.end() ? nullptr : &it->second;
+  }
+
+  void InferWithFoldedValues() {
+    folded_at_inference_ = folded_int64_.size();
+    onnx::ModelProto copy;
+    copy.set_ir_version(model_.ir_version());
+    *copy.mutable_opset_import() = model_.opset_import();
+    const onnx::GraphProto& g = model_.graph();
+    onnx::GraphProto* out = copy.mutable_graph();
+    *out->mutable_input() = g.input();
+    *out->mutable_output() = g.output();
+    *out->mutable_initializer() = g.initializer();  // large ones: placeholders, the dims count
+    for (const std::string& name : folded_int64_) {
+      *out->add_initializer() = TensorToProto(graph_.constants.at(name), name);
+    }
+    for (const onnx::NodeProto& node : g.node()) {
+      bool computed = node.output_size() > 0;
+      for (const std::string& o : node.output()) computed &= folded_int64_.count(o) > 0;
+      if (!computed) *out->add_node() = node;
+    }
+    try {
+      onnx::shape_inference::InferShapes(copy, onnx::OpSchemaRegistry::Instance(),
+                                         onnx::ShapeInferenceOptions(/*check_type=*/false,
+                                                                     /*strict_mode=*/0));
+    } catch (const std::exception&) {
+      return;  // the shapes stay unknown; the node needing one says so
+    }
+    ReadInferredShapes(copy.graph());
   }
 
   // Evaluates `node` when all its inputs are constants (Shape: when its input's shape is
@@ -211,12 +257,12 @@ class Importer {
       }
       auto it = graph_.constants.find(name);
       if (is_shape) {
-        auto shape = static_shapes_.find(name);
-        if (shape == static_shapes_.end()) {
+        const Shape* shape = StaticShape(name);
+        if (shape == nullptr) {
           not_folded_[node.output(0)] = "the shape of its input is not static";
           return false;
         }
-        input_shape = shape->second;
+        input_shape = *shape;
         inputs.push_back(it == graph_.constants.end() ? nullptr : &it->second);
         continue;
       }
@@ -234,6 +280,7 @@ class Importer {
     }
     for (int k = 0; k < node.output_size(); ++k) {
       static_shapes_[node.output(k)] = (*outputs)[k].shape();
+      if ((*outputs)[k].dtype() == DataType::kInt64) folded_int64_.insert(node.output(k));
       graph_.constants[node.output(k)] = std::move((*outputs)[k]);
     }
     return true;
@@ -446,13 +493,11 @@ class Importer {
     const int parts = proto.output_size();
     if (parts < 1) return NodeError(n, "has no outputs");
     if (sizes.empty()) {
-      auto shape = static_shapes_.find(n.inputs[0]);
-      if (shape == static_shapes_.end()) {
-        return NodeError(n, "an equal split needs the input's static shape");
-      }
-      const int64_t rank = static_cast<int64_t>(shape->second.size());
+      const Shape* shape = StaticShape(n.inputs[0]);
+      if (shape == nullptr) return NodeError(n, "an equal split needs the input's static shape");
+      const int64_t rank = static_cast<int64_t>(shape->size());
       if (axis < -rank || axis >= rank) return NodeError(n, "axis is out of range");
-      const int64_t dim = shape->second[axis < 0 ? axis + rank : axis];
+      const int64_t dim = (*shape)[axis < 0 ? axis + rank : axis];
       const int64_t chunk = (dim + parts - 1) / parts;  // the last part may be smaller
       for (int i = 0; i < parts; ++i) sizes.push_back(std::max<int64_t>(0, std::min(chunk, dim - i * chunk)));
     }
@@ -641,10 +686,10 @@ class Importer {
       ASSIGN_OR_RETURN(n.target_shape, ConstantInts(n, 1));
       // A target computed for the batch of the import (PyTorch bakes x.size(0) in) copies the
       // batch instead, so the network compiles for any batch.
-      auto in_shape = static_shapes_.find(n.inputs[0]);
+      const Shape* in_shape = StaticShape(n.inputs[0]);
       if (!n.allowzero && import_batch_ > 0 && !n.target_shape.empty() &&
-          n.target_shape[0] == import_batch_ && in_shape != static_shapes_.end() &&
-          !in_shape->second.empty() && in_shape->second[0] == import_batch_) {
+          n.target_shape[0] == import_batch_ && in_shape != nullptr && !in_shape->empty() &&
+          (*in_shape)[0] == import_batch_) {
         n.target_shape[0] = 0;
       }
       n.inputs.resize(1);
@@ -782,6 +827,8 @@ class Importer {
   const ImportOptions& options_;
   Graph graph_;
   std::map<std::string, Shape> static_shapes_;
+  std::set<std::string> folded_int64_;  // int64 values folded from nodes (StaticShape)
+  size_t folded_at_inference_ = 0;      // folded_int64_'s size at the last inference
   std::map<std::string, int> producers_;           // value -> index of its ONNX node
   std::map<std::string, std::string> not_folded_;  // value -> why folding its node failed
   std::vector<Unsupported> unsupported_;
@@ -1064,8 +1111,20 @@ absl::StatusOr<Graph> CheckAndImport(const onnx::ModelProto& model,
   for (const auto& init : checked.graph().initializer()) constant_names.insert(init.name());
   for (const auto& [name, tensor] : options.bound_inputs) constant_names.insert(name);
   for (auto& in : *checked.mutable_graph()->mutable_input()) {
-    if (constant_names.count(in.name()) || !in.type().has_tensor_type()) continue;
+    if (!in.type().has_tensor_type()) continue;
     auto* shape = in.mutable_type()->mutable_tensor_type()->mutable_shape();
+    // An input given a value (`bitsweep run`) has that value's shape, dynamic dimensions too.
+    auto bound = options.bound_inputs.find(in.name());
+    if (bound != options.bound_inputs.end()) {
+      const Shape& dims = bound->second.shape();
+      if (shape->dim_size() == static_cast<int>(dims.size())) {
+        for (size_t d = 0; d < dims.size(); ++d) {
+          if (!shape->dim(d).has_dim_value()) shape->mutable_dim(d)->set_dim_value(dims[d]);
+        }
+      }
+      continue;
+    }
+    if (constant_names.count(in.name())) continue;
     if (shape->dim_size() > 0 && !shape->dim(0).has_dim_value()) {
       shape->mutable_dim(0)->set_dim_value(options.batch);
     }
