@@ -146,8 +146,14 @@ absl::StatusOr<std::vector<WeightTrace>> HutchinsonWeightTraces(TrainingNetwork&
     for (size_t l = 0; l < weights.size(); ++l) weights[l]->value.floats() = original[l];
   };
 
-  for (int k = 0; k < options.probes; ++k) {
-    for (std::vector<float>& v : probe) {
+  // One probe: v drawn on the tensors in [first, last) (zero elsewhere), the estimate of each.
+  auto probe_once = [&](size_t first, size_t last) -> absl::Status {
+    for (size_t l = 0; l < probe.size(); ++l) {
+      std::vector<float>& v = probe[l];
+      if (l < first || l >= last) {
+        std::fill(v.begin(), v.end(), 0.0f);
+        continue;
+      }
       for (size_t i = 0; i < v.size(); i += 64) {
         uint64_t bits = rng.Next();
         for (size_t j = i; j < std::min(v.size(), i + 64); ++j, bits >>= 1) {
@@ -162,11 +168,19 @@ absl::StatusOr<std::vector<WeightTrace>> HutchinsonWeightTraces(TrainingNetwork&
     RETURN_IF_ERROR(status);
     // plus now holds the batch sum of g(w + eps v) - g(w - eps v); the loss is the batch mean.
     const double scale = 1.0 / (2.0 * eps * static_cast<double>(samples.batches));
-    for (size_t l = 0; l < weights.size(); ++l) {
+    for (size_t l = first; l < last; ++l) {
       double q = 0;
       for (size_t i = 0; i < probe[l].size(); ++i) q += probe[l][i] * plus[l][i];
       estimates[l].Add(q * scale);
     }
+    return absl::OkStatus();
+  };
+  if (options.per_layer) {
+    for (size_t l = 0; l < weights.size(); ++l) {
+      for (int k = 0; k < options.probes; ++k) RETURN_IF_ERROR(probe_once(l, l + 1));
+    }
+  } else {
+    for (int k = 0; k < options.probes; ++k) RETURN_IF_ERROR(probe_once(0, weights.size()));
   }
   for (size_t l = 0; l < weights.size(); ++l) {
     out.push_back({weights[l]->node, weights[l]->name,
