@@ -318,7 +318,7 @@ absl::StatusOr<std::vector<v1::TrialSpec>> TableTrials(const v1::SweepSpec& spec
 absl::StatusOr<v1::TrialSpec> SensitivitiesTrial(const v1::SweepSpec& spec) {
   ASSIGN_OR_RETURN(std::vector<Candidate> weights, WeightCandidates(spec));
   ASSIGN_OR_RETURN(std::vector<Candidate> activations, ActivationCandidates(spec));
-  std::string key = "hawq sensitivities v2";  // bump when the worker computes them differently
+  std::string key = "hawq sensitivities v3";  // bump when the worker computes them differently
   for (const Candidate& c : weights) absl::StrAppend(&key, " w", c.format);
   for (const Candidate& c : activations) absl::StrAppend(&key, " a", c.format);
   uint64_t seed = 1469598103934665603ULL;  // FNV-1a

@@ -147,8 +147,8 @@ TEST(HutchinsonTest, TracesMatchTheExactHessianWithinTheirStatisticalError) {
     const Dataset data = DatasetOf(m);
     const int probes = 400;
     absl::StatusOr<std::vector<WeightTrace>> traces =
-        HutchinsonWeightTraces(*net, data, {.probes = probes, .samples = kSamples, .seed = seed,
-                                            .per_layer = per_layer});
+        HutchinsonWeightTraces(*net, data, {.probes = probes, .samples = kSamples, .relative_step = 1e-3,
+                                            .seed = seed, .per_layer = per_layer});
     ASSERT_TRUE(traces.ok()) << traces.status();
     ASSERT_EQ(traces->size(), 2u);
     // Blocks: W1 = weights [0, 20), W2 = [20, 35).

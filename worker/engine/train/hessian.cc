@@ -99,8 +99,11 @@ absl::StatusOr<std::vector<WeightTrace>> HutchinsonWeightTraces(TrainingNetwork&
   }
   std::vector<WeightTrace> out;
   if (weights.empty()) return out;
-  const double rms = std::sqrt(sum_squares / static_cast<double>(total));
-  const double eps = options.relative_step * (rms > 0 ? rms : 1.0);
+  // The step: relative_step x the RMS of the probed weights (one layer's, or all of them).
+  auto step_of = [&](double squares, int64_t count) {
+    const double rms = count > 0 ? std::sqrt(squares / static_cast<double>(count)) : 0.0;
+    return options.relative_step * (rms > 0 ? rms : 1.0);
+  };
 
   std::vector<std::vector<float>> original, probe;
   std::vector<std::vector<double>> plus;  // g(w + eps v), summed over batches
@@ -147,7 +150,7 @@ absl::StatusOr<std::vector<WeightTrace>> HutchinsonWeightTraces(TrainingNetwork&
   };
 
   // One probe: v drawn on the tensors in [first, last) (zero elsewhere), the estimate of each.
-  auto probe_once = [&](size_t first, size_t last) -> absl::Status {
+  auto probe_once = [&](size_t first, size_t last, double eps) -> absl::Status {
     for (size_t l = 0; l < probe.size(); ++l) {
       std::vector<float>& v = probe[l];
       if (l < first || l >= last) {
@@ -177,10 +180,16 @@ absl::StatusOr<std::vector<WeightTrace>> HutchinsonWeightTraces(TrainingNetwork&
   };
   if (options.per_layer) {
     for (size_t l = 0; l < weights.size(); ++l) {
-      for (int k = 0; k < options.probes; ++k) RETURN_IF_ERROR(probe_once(l, l + 1));
+      double squares = 0;
+      for (float w : original[l]) squares += static_cast<double>(w) * w;
+      const double eps = step_of(squares, static_cast<int64_t>(original[l].size()));
+      for (int k = 0; k < options.probes; ++k) RETURN_IF_ERROR(probe_once(l, l + 1, eps));
     }
   } else {
-    for (int k = 0; k < options.probes; ++k) RETURN_IF_ERROR(probe_once(0, weights.size()));
+    const double eps = step_of(sum_squares, total);
+    for (int k = 0; k < options.probes; ++k) {
+      RETURN_IF_ERROR(probe_once(0, weights.size(), eps));
+    }
   }
   for (size_t l = 0; l < weights.size(); ++l) {
     out.push_back({weights[l]->node, weights[l]->name,
