@@ -20,7 +20,8 @@
 //                        measured outside it (the bracket where the cheapest in-margin config
 //                        lies). Labels carry the predicted loss and a predicted top-1 from a
 //                        least-squares fit (through 0) of measured top-1 drop on predicted loss
-//                        over the "hawq" configs, so the predictor can be checked.
+//                        over the "hawq" configs within 3 margins, so the predictor can be
+//                        checked.
 //   Default budget 11 configs: 13 trials in all, 20 % of squeezenet-mini's per-class grid.
 //
 // "hawq-table": measured single-layer drops (one trial per layer and candidate).
@@ -83,6 +84,8 @@ constexpr int64_t kDefaultHessianConfigs = 11;  // hawq, both rounds
 constexpr double kNearMarginMultiple = 2.0;
 constexpr size_t kMaxFinetunePoints = 4;
 constexpr int kFp32Bits = 32;
+constexpr double kTraceSigmas = 2.0;
+constexpr double kTieBreak = 1e-7;  // nats
 
 v1::Objective BudgetObjective(const v1::SweepSpec& spec) {
   for (int o : spec.objectives()) {
@@ -145,7 +148,13 @@ RungsFn TableRungs(const std::vector<TrialOutcome>& outcomes, double baseline_to
   };
 }
 
-// hawq: the sensitivities trial's predicted loss increases (negative measurements count as 0).
+// hawq: the sensitivities trial's predicted loss increases. Weights use the Hessian prediction
+// when the layer's trace is significantly positive (above kTraceSigmas standard errors), else the
+// measured single-layer increases the same trial reports. Then, from the widest candidate to the
+// narrowest, each rung's loss is at least the one before plus kTieBreak (measured increases of
+// nearly lossless formats are noise: without this a narrower width could look better than a
+// wider one, or equal to it where the cost objective ignores the role, e.g. activations under a
+// size budget); negative values count as 0.
 RungsFn HessianRungs(const v1::TrialResult& sensitivities) {
   return [&sensitivities](const std::string& layer, Role role,
                           const std::vector<Candidate>& candidates)
@@ -156,15 +165,19 @@ RungsFn HessianRungs(const v1::TrialResult& sensitivities) {
       return absl::FailedPreconditionError(
           absl::StrCat("the sensitivities trial reported no layer ", layer));
     }
-    const auto& table = role == Role::kWeights ? it->weight_sensitivities()
-                                               : it->activation_sensitivities();
+    const bool weights = role == Role::kWeights;
+    const auto& table = weights ? it->weight_sensitivities() : it->activation_sensitivities();
+    const bool use_hessian =
+        weights && it->hessian_trace() > kTraceSigmas * it->hessian_trace_stderr();
     std::vector<Rung> rungs;
+    double floor = 0;
     for (const Candidate& c : candidates) {
       for (const v1::FormatSensitivity& f : table) {
-        if (f.format() == c.format) {
-          rungs.push_back({c.format, std::max(0.0, f.loss_increase())});
-          break;
-        }
+        if (f.format() != c.format) continue;
+        const double loss = use_hessian ? f.loss_increase() : f.measured_loss_increase();
+        floor = std::max(std::max(0.0, loss), rungs.empty() ? 0.0 : floor + kTieBreak);
+        rungs.push_back({c.format, floor});
+        break;
       }
     }
     if (rungs.empty()) rungs.push_back({"fp32", 0.0});
@@ -369,12 +382,19 @@ std::vector<Measured> MeasuredPlans(const std::vector<TrialOutcome>& outcomes,
   return out;
 }
 
-// Least-squares slope through 0 of measured drop on predicted loss; 0 without data.
-double DropPerNat(const std::vector<Measured>& measured) {
+// Least-squares slope through 0 of measured drop on predicted loss, over the configs measured
+// within `near` (3 x the margin) of the baseline: far beyond it the layers' errors compound and a
+// few configs at tens of points would set the slope for all. All configs when none is that near;
+// 0 without data.
+double DropPerNat(const std::vector<Measured>& measured, double near) {
   double xy = 0, xx = 0;
-  for (const Measured& m : measured) {
-    xy += m.predicted_loss * m.drop;
-    xx += m.predicted_loss * m.predicted_loss;
+  for (const bool all : {false, true}) {
+    for (const Measured& m : measured) {
+      if (!all && m.drop > near) continue;
+      xy += m.predicted_loss * m.drop;
+      xx += m.predicted_loss * m.predicted_loss;
+    }
+    if (xx > 0) break;
   }
   return xx > 0 ? std::max(0.0, xy / xx) : 0.0;
 }
@@ -434,11 +454,12 @@ class HessianPlanner {
     std::set<std::string> done;
     for (const TrialOutcome* o : OfStage(outcomes, kHawqStage)) done.insert(o->spec.config_json());
     return Trials(kRefineStage, RefineTargets(measured, front_.plans.front().loss, n), done,
-                  DropPerNat(measured));
+                  DropPerNat(measured, kNearFit * ErrorMarginPp(spec_) / 100.0));
   }
 
  private:
   static constexpr double kFirstLow = 0.01, kFirstHigh = 1.0;
+  static constexpr double kNearFit = 3.0;
 
   HessianPlanner(const v1::SweepSpec& spec, const Baseline& baseline, double baseline_loss)
       : spec_(spec), baseline_(baseline), baseline_loss_(baseline_loss) {}

@@ -105,17 +105,24 @@ struct FakeModel {
       // What a worker's Hessian trial reports: here the true single-layer losses, which add up.
       for (size_t i = 0; i < layers.size(); ++i) {
         v1::LayerResult* lr = r.mutable_layers(static_cast<int>(i));
+        // A trace lost in its noise: the Hessian prediction (here garbage, 0) must be ignored.
+        const bool unreliable = layers[i].name == unreliable_trace_layer;
+        lr->set_hessian_trace(unreliable ? -1.0 : 1.0);
+        lr->set_hessian_trace_stderr(0.1);
         for (const std::string& f : trial.sensitivity_weight_formats()) {
           v1::FormatSensitivity* s = lr->add_weight_sensitivities();
           s->set_format(f);
-          s->set_loss_increase(kNatsPerDrop * layers[i].weight_sensitivity *
-                               Penalty(quant::ParseFormat(f)->bits));
+          const double truth = kNatsPerDrop * layers[i].weight_sensitivity *
+                               Penalty(quant::ParseFormat(f)->bits);
+          s->set_loss_increase(unreliable ? 0.0 : truth);
+          s->set_measured_loss_increase(truth);
         }
         for (const std::string& f : trial.sensitivity_activation_formats()) {
           v1::FormatSensitivity* s = lr->add_activation_sensitivities();
           s->set_format(f);
           s->set_loss_increase(kNatsPerDrop * layers[i].activation_sensitivity *
                                Penalty(quant::ParseFormat(f)->bits));
+          s->set_measured_loss_increase(s->loss_increase());
         }
       }
     }
@@ -123,6 +130,7 @@ struct FakeModel {
   }
 
   static constexpr double kBaselineLoss = 0.3, kNatsPerDrop = 2.5;
+  std::string unreliable_trace_layer;
 };
 
 FakeModel LeNetLike() {
@@ -1007,6 +1015,19 @@ TEST(Hawq, TheSensitivityTrialDependsOnTheCandidatesAndItsFailureFailsTheSweep) 
   const Sweep failed = RunSweep(*Make("hawq"), Spec("hawq"), model,
                                 [](const v1::TrialSpec& t) { return t.stage() == "hessian"; });
   EXPECT_THAT(failed.last().failure, HasSubstr("sensitivities trial failed: boom"));
+}
+
+TEST(Hawq, ALayerWhoseTraceIsNotSignificantUsesItsMeasuredIncreases) {
+  FakeModel model = LeNetLike();
+  model.unreliable_trace_layer = "conv2";
+  const Sweep sweep = RunSweep(*Make("hawq"), Spec("hawq"), model);
+  EXPECT_TRUE(sweep.last().done);
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
+          << o->spec.label();
+    }
+  }
 }
 
 TEST(Hawq, ABudgetSplitsBetweenTheRounds) {
