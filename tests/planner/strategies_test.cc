@@ -736,21 +736,21 @@ TEST(Sensitivity, StopsPastThreeMargins) {
 
 // ---- hawq ------------------------------------------------------------------------------------
 
-// The number in "predicted top-1 89.12%" of a hawq label, as a fraction.
-double PredictedTop1(const std::string& label) {
-  const size_t at = label.find("predicted top-1 ");
-  EXPECT_NE(at, std::string::npos) << label;
+// The number after `key` in a hawq label (-1 and a failure when the key is missing).
+double NumberAfter(const std::string& label, const std::string& key) {
+  const size_t at = label.find(key);
+  EXPECT_NE(at, std::string::npos) << key << " in " << label;
   if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + 16) / 100.0;
+  return std::atof(label.c_str() + at + key.size());
 }
 
-// The number after "<= " in a hawq label: the predicted cost.
-double PredictedCost(const std::string& label) {
-  const size_t at = label.find("<= ");
-  EXPECT_NE(at, std::string::npos) << label;
-  if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + 3);
+// "predicted top-1 89.12%", as a fraction.
+double PredictedTop1(const std::string& label) {
+  return NumberAfter(label, "predicted top-1 ") / 100.0;
 }
+
+// The number after "<= " in a hawq-table label: the predicted cost.
+double PredictedCost(const std::string& label) { return NumberAfter(label, "<= "); }
 
 TEST(HawqTable, DefaultTableThenExactFrontierThenFinetune) {
   const FakeModel model = LeNetLike();
@@ -912,18 +912,11 @@ TEST(HawqTable, ValidateChecksTheBudgetAndTheHardwareProfile) {
 
 // The cost after "; size " (or energy, BOPs) in a hawq label.
 double LabelCost(const std::string& label, const std::string& objective) {
-  const std::string key = "; " + objective + " ";
-  const size_t at = label.find(key);
-  EXPECT_NE(at, std::string::npos) << label;
-  if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + key.size());
+  return NumberAfter(label, "; " + objective + " ");
 }
 
 double LabelPredictedLoss(const std::string& label) {
-  const size_t at = label.find("predicted loss +");
-  EXPECT_NE(at, std::string::npos) << label;
-  if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + 16);
+  return NumberAfter(label, "predicted loss +");
 }
 
 TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
