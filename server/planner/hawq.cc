@@ -5,16 +5,16 @@
 // "hawq" (default): second-order sensitivities from ONE worker trial.
 //   stage "baseline"     the fp32 baseline (and activation ranges, MACs, fan-in per layer).
 //   stage "hessian"      one fp32 trial with TrialSpec.collect_sensitivities and the candidate
-//                        formats (worker/engine/train/hessian.h): per layer, the Hutchinson trace of
-//                        the loss Hessian of its weights and, per weight candidate, the predicted
-//                        loss increase 0.5 Tr(H)/n ||Q(W) - W||^2; per activation candidate, the
-//                        measured loss increase of that layer's activations alone (and of its
-//                        weights, used instead of the prediction when the trace is not 2
-//                        standard errors above 0; rungs are made monotone in width, see
-//                        HessianRungs). Its config is
-//                        fp32 with the probes' seed derived from the candidates, so the
-//                        deduplication key (which ignores collect_* flags) differs from a plain
-//                        fp32 baseline's while equal sweeps still share it.
+//                        formats (worker/engine/train/hessian.h): per layer, the Hutchinson
+//                        trace of the loss Hessian of its weights and, per weight candidate, the
+//                        predicted loss increase 0.5 Tr(H)/n ||Q(W) - W||^2; per activation
+//                        candidate, the measured loss increase of that layer's activations alone
+//                        (and of its weights, used instead of the prediction when the trace is
+//                        not 2 standard errors above 0; rungs are made monotone in width, see
+//                        HessianRungs). Its config is fp32 with the probes' seed derived from
+//                        the candidates, so the deduplication key (which ignores collect_*
+//                        flags) differs from a plain fp32 baseline's while equal sweeps still
+//                        share it.
 //   stage "hawq"         the knapsack (below) over predicted loss increases (nats); the cheapest
 //                        plan predicted at or under each of budget x 5/11 targets spaced
 //                        geometrically from 1 % to 100 % of the baseline's loss.

@@ -980,7 +980,9 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   auto cheapest_within = [&](const std::vector<const TrialOutcome*>& os) {
     int64_t best = INT64_MAX;
     for (const TrialOutcome* o : os) {
-      if (o->result.top1() >= model.baseline_top1 - margin) best = std::min(best, o->result.size_bits());
+      if (o->result.top1() >= model.baseline_top1 - margin) {
+        best = std::min(best, o->result.size_bits());
+      }
     }
     return best;
   };
