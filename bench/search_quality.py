@@ -7,7 +7,8 @@ Per sweep (named after its strategy): trials (cached ones included: a trial anot
 already evaluated still counts), the lowest energy and the smallest weights among trials within
 the error margin, and the hypervolume of (top-1 up, weight bits down) against the reference point
 (10 % top-1, the fp32 weight size) divided by the grid sweep's. For hawq sweeps, the predicted
-top-1 in each hawq trial's label against the measured one.
+top-1 in each hawq trial's label against the measured one, and (Hessian sensitivities) the
+predicted loss increase against the measured increase of the evaluation loss over the baseline's.
 """
 import re
 import sqlite3
@@ -41,13 +42,14 @@ def main():
     rows = {}
     for sweep_id, name, margin in sweeps:
         trials = db.execute(
-            "SELECT stage, label, state, top1, size_bits, energy_pj, baseline_top1, within_margin "
-            "FROM trial_summary WHERE sweep_id = ?", (sweep_id,)).fetchall()
+            "SELECT stage, label, state, top1, size_bits, energy_pj, baseline_top1, within_margin, "
+            "loss FROM trial_summary WHERE sweep_id = ?", (sweep_id,)).fetchall()
         ok = [t for t in trials if t[2] == "succeeded"]
         base = [t for t in ok if t[0] == "baseline"][0]
         fp32_size = base[4]
         within = [t for t in ok if t[7]]
-        quantized = [t for t in within if t[0] != "baseline"]
+        # The hawq "hessian" trial is a second fp32 evaluation (it computes the sensitivities).
+        quantized = [t for t in within if t[0] not in ("baseline", "hessian")]
         rows[name] = {
             "trials": len(trials),
             "failed": sum(t[2] == "failed" for t in trials),
@@ -56,7 +58,9 @@ def main():
             "hv": hypervolume([(t[3], t[4]) for t in ok], fp32_size),
             "baseline": base[3],
             "margin": margin,
-            "hawq": [(t[1], t[3]) for t in ok if t[0] == "hawq"],
+            "base_loss": base[8],
+            "hawq": [(t[1], t[3]) for t in ok if t[0] in ("hawq", "hawq_refine")],
+            "losses": [(t[1], t[8]) for t in ok if t[0] in ("hawq", "hawq_refine")],
         }
     grid = rows.get("grid")
     print("| strategy | trials | wall (s) | lowest energy within the margin | smallest weights within "
@@ -80,6 +84,21 @@ def main():
             m = re.search(r"predicted top-1 ([0-9.]+)%", label)
             if m:
                 pairs.append((float(m.group(1)) / 100.0, top1))
+        losses = []
+        for label, loss in r["losses"]:
+            m = re.search(r"predicted loss \+([0-9.]+) nats", label)
+            if m and loss is not None:
+                losses.append((float(m.group(1)), loss - r["base_loss"]))
+        if losses:
+            ratios = sorted(meas / pred for pred, meas in losses if pred > 0)
+            print()
+            print("%s, predicted loss increase (Hessian weights + measured activations, summed "
+                  "over layers) against the measured increase of the evaluation loss over %d "
+                  "configs: measured / predicted median %.2f (min %.2f, max %.2f); pairs "
+                  "(predicted, measured nats): %s."
+                  % (name, len(losses), ratios[len(ratios) // 2] if ratios else 0.0,
+                     ratios[0] if ratios else 0.0, ratios[-1] if ratios else 0.0,
+                     ", ".join("(%.4f, %.4f)" % p for p in sorted(losses))))
         if not pairs:
             continue
         base, margin = r["baseline"], r["margin"] / 100.0
@@ -88,7 +107,7 @@ def main():
         near_err = [100.0 * (m - p) for p, m in near]
         agree = sum((base - m <= margin + 1e-9) for p, m in near)
         print()
-        print("%s, predicted (sum of single-layer drops) against measured top-1 over its %d "
+        print("%s, predicted against measured top-1 over its %d "
               "configs: measured - predicted = %+.2f pp on average (min %+.2f, max %+.2f), mean "
               "absolute %.2f pp; of the %d configs predicted within the margin, %d measured within "
               "it (mean error there %+.2f pp)."

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Search quality of the planner strategies on a zoo model (docs/RESULTS.md, "Search quality"):
 # the exhaustive per-class grid (conv weights x fc weights x activations, each fixed:2..8 and
-# fixed:16) against ristretto, sensitivity, evolutionary and hawq with their default settings
-# (plus, for reference, ristretto with the paper's widths 16/8/4/2, hawq with an energy budget and
-# hawq with fine-tuning), all through `bitsweep local` on Fashion-MNIST's 10,000 test images,
+# fixed:16) against ristretto, sensitivity, evolutionary, hawq (Hessian sensitivities) and
+# hawq-table (measured single-layer drops) with their default settings (plus, for reference,
+# ristretto with the paper's widths 16/8/4/2, hawq with an energy budget and hawq with
+# fine-tuning), all through `bitsweep local` on Fashion-MNIST's 10,000 test images,
 # error margin 1.0 point. All sweeps of a model share one
 # results database, so a config two strategies both try is evaluated once (the trial still counts
 # for both). Prints a Markdown table per model (bench/search_quality.py): trials, lowest energy and
@@ -12,6 +13,8 @@
 #
 #   bash bench/search_quality.sh [MODEL_NAME ...]      # default: lenet5
 #   BITSWEEP_BENCH_DIR=DIR keeps the databases there (default: a temporary directory, removed).
+#   BITSWEEP_BENCH_RUNS="grid hawq ..." runs only those sweeps (default: all of them); with
+#   BITSWEEP_BENCH_DIR, sweeps run earlier into the same database are reported too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B="${BITSWEEP_BUILD_DIR:-build}/client/bitsweep"
@@ -33,6 +36,9 @@ for name in "${MODELS[@]}"; do
   run() {  # run STRATEGY_NAME FLAGS...: one sweep, its wall time appended to $WORK/$name.wall
     local label="$1"
     shift
+    if [ -n "${BITSWEEP_BENCH_RUNS:-}" ] && [[ " $BITSWEEP_BENCH_RUNS " != *" $label "* ]]; then
+      return 0
+    fi
     local start end
     start=$(date +%s.%N)
     "$B" local --model "$model" --dataset "$DATA" --mean 0.2860 --std 0.3530 --error-margin 1.0 \
@@ -42,7 +48,7 @@ for name in "${MODELS[@]}"; do
     awk -v l="$label" -v s="$start" -v e="$end" 'BEGIN { printf "%s %.1f\n", l, e - s }' \
       >>"$WORK/$name.wall"
   }
-  : >"$WORK/$name.wall"
+  [ -n "${BITSWEEP_BENCH_RUNS:-}" ] || : >"$WORK/$name.wall"
   grid="conv.weights=$WIDTHS;default.activations=$WIDTHS"
   if "$B" inspect --model "$model" --json | grep -q '"class":"fc"'; then
     grid="conv.weights=$WIDTHS;fc.weights=$WIDTHS;default.activations=$WIDTHS"
@@ -54,9 +60,10 @@ for name in "${MODELS[@]}"; do
   run sensitivity --strategy sensitivity
   run evolutionary --strategy evolutionary
   run hawq --strategy hawq
-  # Not default settings, for reference: hawq's budget on energy instead of size (the table is
-  # evaluated again, so that the baseline reports the fan-in that prices accumulators), and hawq
-  # with 1,000 fine-tuning steps on the cheapest measured frontier points within 2 x the margin.
+  run hawq-table --strategy hawq-table
+  # Not default settings, for reference: hawq's budget on energy instead of size (evaluated again,
+  # so that the baseline reports the fan-in that prices accumulators), and hawq with 1,000
+  # fine-tuning steps on the cheapest measured frontier points within 2 x the margin.
   run hawq-energy --strategy hawq --objectives top1,energy --no-cache
   run hawq-finetune --strategy hawq --finetune-steps 1000
   echo "### $name"

@@ -49,7 +49,7 @@ ABSL_FLAG(int32_t, reconnect_seconds, 300,
           "(restarting), with backoff; 0: give up at once");
 ABSL_FLAG(std::string, model_hash, "", "an uploaded model's hash (instead of --model)");
 ABSL_FLAG(std::string, strategy, "ristretto",
-          "grid | ristretto | sensitivity | hawq | random | evolutionary");
+          "grid | ristretto | sensitivity | hawq | hawq-table | random | evolutionary");
 ABSL_FLAG(double, error_margin, 1.0, "allowed top-1 drop against fp32, percentage points");
 ABSL_FLAG(std::string, weight_formats, "",
           "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2)");
@@ -63,7 +63,7 @@ ABSL_FLAG(std::string, objectives, "", "frontier objectives, e.g. top1,size (top
 ABSL_FLAG(int64_t, finetune_steps, 0, "fine-tuning steps for the stages that fine-tune");
 ABSL_FLAG(int64_t, budget, 0,
           "random, evolutionary: configs to evaluate (default 32 for random, 64 for evolutionary); "
-          "hawq: configs taken from its predicted frontier (default 24)");
+          "hawq: configs taken from its predicted frontier (default 11; hawq-table: 24)");
 ABSL_FLAG(int32_t, population, 0, "evolutionary: configs per generation (default 16)");
 ABSL_FLAG(int32_t, max_attempts, 0, "attempts per trial before it fails (default 3)");
 ABSL_FLAG(std::string, name, "", "a name for the sweep");

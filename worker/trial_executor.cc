@@ -1,6 +1,7 @@
 #include "worker/trial_executor.h"
 
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -18,6 +19,7 @@
 #include "quant/config.h"
 #include "quant/cost_model.h"
 #include "quant/format.h"
+#include "worker/engine/train/hessian.h"
 #include "worker/engine/train/trainer.h"
 #include "worker/engine/trial.h"
 
@@ -74,6 +76,37 @@ v1::ActivationRange ToRange(const quant::TensorStats& stats) {
   r.set_max(stats.max);
   r.set_count(stats.count);
   return r;
+}
+
+// TrialSpec's sensitivity formats (INVALID_ARGUMENT naming the bad one); the probes' seed is the
+// config's (0: 1).
+absl::StatusOr<engine::SensitivityOptions> SensitivityOptionsOf(const v1::TrialSpec& spec,
+                                                               const quant::QuantConfig& config) {
+  engine::SensitivityOptions options;
+  options.hutchinson.seed = config.seed > 0 ? config.seed : 1;
+  auto parse = [](const auto& texts, const char* field,
+                  std::vector<quant::NumberFormat>* out) -> absl::Status {
+    for (int i = 0; i < texts.size(); ++i) {
+      absl::StatusOr<quant::NumberFormat> f = quant::ParseFormat(texts[i]);
+      if (!f.ok()) return Annotate(f.status(), absl::StrCat("spec.", field, "[", i, "]"));
+      out->push_back(*f);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(parse(spec.sensitivity_weight_formats(), "sensitivity_weight_formats",
+                        &options.weight_formats));
+  RETURN_IF_ERROR(parse(spec.sensitivity_activation_formats(), "sensitivity_activation_formats",
+                        &options.activation_formats));
+  return options;
+}
+
+v1::FormatSensitivity ToSensitivity(const engine::FormatSensitivity& f) {
+  v1::FormatSensitivity out;
+  out.set_format(quant::FormatToString(f.format));
+  out.set_squared_error(f.squared_error);
+  out.set_loss_increase(f.loss_increase);
+  out.set_measured_loss_increase(f.measured_loss_increase);
+  return out;
 }
 
 void FillResult(const engine::TrialResult& trial, v1::TrialResult* out) {
@@ -262,8 +295,15 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
         "spec.collect_ranges needs a calibration split: settings.dataset.train and "
         "settings.dataset.calibration are empty");
   }
+  if (spec.collect_sensitivities() && dataset.train().empty() && dataset.calibration().empty()) {
+    return absl::InvalidArgumentError(
+        "spec.collect_sensitivities needs a calibration split: settings.dataset.train and "
+        "settings.dataset.calibration are empty");
+  }
   absl::StatusOr<quant::QuantConfig> config = quant::ParseQuantConfig(spec.config_json());
   if (!config.ok()) return Annotate(config.status(), "spec.config_json");
+  ASSIGN_OR_RETURN(const engine::SensitivityOptions sensitivity_options,
+                   SensitivityOptionsOf(spec, *config));
   ASSIGN_OR_RETURN(const quant::HardwareProfile profile,
                    quant::SettingsHardwareProfile(settings.hardware_profile_json()));
 
@@ -352,6 +392,38 @@ absl::StatusOr<v1::TrialResult> TrialExecutor::Execute(const ModelRef& model,
       if (it == stats.end()) continue;
       *layer.mutable_input_range() = ToRange(it->second.inputs);
       *layer.mutable_output_range() = ToRange(it->second.outputs);
+    }
+  }
+  if (spec.collect_sensitivities()) {
+    RETURN_IF_ERROR(CheckCancelled(options.cancelled));
+    engine::CalibrationRunOptions stats_options;
+    stats_options.threads = threads;
+    stats_options.histograms = config->calibration.method != quant::CalibrationMethod::kMax;
+    stats_options.stop = stop;
+    ASSIGN_OR_RETURN(engine::ActivationStatsMap stats,
+                     calibration_cache_.GetOrCompute(loaded->graph, model.hash, *calibration,
+                                                     calibration_key, stats_options));
+    ASSIGN_OR_RETURN(std::vector<quant::LayerInfo> layers,
+                     engine::InspectLayers(loaded->graph, calibration->sample_shape()));
+    engine::SensitivityOptions sensitivity = sensitivity_options;
+    sensitivity.threads = threads;
+    sensitivity.hutchinson.stop = stop;
+    ASSIGN_OR_RETURN(std::vector<engine::LayerSensitivity> table,
+                     engine::LayerSensitivities(loaded->proto, loaded->graph, *calibration,
+                                                layers, stats, *config, sensitivity));
+    for (v1::LayerResult& layer : *result.mutable_layers()) {
+      auto it = std::find_if(table.begin(), table.end(), [&](const engine::LayerSensitivity& s) {
+        return s.layer == layer.name();
+      });
+      if (it == table.end()) continue;
+      layer.set_hessian_trace(it->trace);
+      layer.set_hessian_trace_stderr(it->trace_standard_error);
+      for (const engine::FormatSensitivity& f : it->weights) {
+        *layer.add_weight_sensitivities() = ToSensitivity(f);
+      }
+      for (const engine::FormatSensitivity& f : it->activations) {
+        *layer.add_activation_sensitivities() = ToSensitivity(f);
+      }
     }
   }
   result.set_wall_seconds(absl::ToDoubleSeconds(absl::Now() - start));

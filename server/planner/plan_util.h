@@ -30,6 +30,7 @@ std::unique_ptr<Strategy> NewGridStrategy();
 std::unique_ptr<Strategy> NewRistrettoStrategy();
 std::unique_ptr<Strategy> NewSensitivityStrategy();
 std::unique_ptr<Strategy> NewHawqStrategy();
+std::unique_ptr<Strategy> NewHawqTableStrategy();
 std::unique_ptr<Strategy> NewRandomStrategy();
 std::unique_ptr<Strategy> NewEvolutionaryStrategy();
 

@@ -19,6 +19,7 @@ constexpr StrategyEntry kStrategies[] = {
     {"ristretto", &plan::NewRistrettoStrategy},
     {"sensitivity", &plan::NewSensitivityStrategy},
     {"hawq", &plan::NewHawqStrategy},
+    {"hawq-table", &plan::NewHawqTableStrategy},
     {"random", &plan::NewRandomStrategy},
     {"evolutionary", &plan::NewEvolutionaryStrategy},
 };

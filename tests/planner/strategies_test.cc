@@ -100,8 +100,37 @@ struct FakeModel {
     }
     r.set_top1(baseline_top1 - drop);
     r.set_size_bits(size);
+    r.set_loss(kBaselineLoss + kNatsPerDrop * drop);
+    if (trial.collect_sensitivities()) {
+      // What a worker's Hessian trial reports: here the true single-layer losses, which add up.
+      for (size_t i = 0; i < layers.size(); ++i) {
+        v1::LayerResult* lr = r.mutable_layers(static_cast<int>(i));
+        // A trace lost in its noise: the Hessian prediction (here garbage, 0) must be ignored.
+        const bool unreliable = layers[i].name == unreliable_trace_layer;
+        lr->set_hessian_trace(unreliable ? -1.0 : 1.0);
+        lr->set_hessian_trace_stderr(0.1);
+        for (const std::string& f : trial.sensitivity_weight_formats()) {
+          v1::FormatSensitivity* s = lr->add_weight_sensitivities();
+          s->set_format(f);
+          const double truth = kNatsPerDrop * layers[i].weight_sensitivity *
+                               Penalty(quant::ParseFormat(f)->bits);
+          s->set_loss_increase(unreliable ? 0.0 : truth);
+          s->set_measured_loss_increase(truth);
+        }
+        for (const std::string& f : trial.sensitivity_activation_formats()) {
+          v1::FormatSensitivity* s = lr->add_activation_sensitivities();
+          s->set_format(f);
+          s->set_loss_increase(kNatsPerDrop * layers[i].activation_sensitivity *
+                               Penalty(quant::ParseFormat(f)->bits));
+          s->set_measured_loss_increase(s->loss_increase());
+        }
+      }
+    }
     return r;
   }
+
+  static constexpr double kBaselineLoss = 0.3, kNatsPerDrop = 2.5;
+  std::string unreliable_trace_layer;
 };
 
 FakeModel LeNetLike() {
@@ -216,15 +245,15 @@ std::string ExpectedCanonical(const std::string& json) {
 
 TEST(Registry, NamesAndUnknown) {
   EXPECT_EQ(StrategyNames(),
-            (std::vector<std::string>{"grid", "ristretto", "sensitivity", "hawq", "random",
-                                      "evolutionary"}));
+            (std::vector<std::string>{"grid", "ristretto", "sensitivity", "hawq", "hawq-table",
+                                      "random", "evolutionary"}));
   for (const std::string& name : StrategyNames()) EXPECT_TRUE(MakeStrategy(name).ok()) << name;
   absl::StatusOr<std::unique_ptr<Strategy>> bad = MakeStrategy("annealing");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("annealing"));
   EXPECT_THAT(std::string(bad.status().message()),
-              HasSubstr("grid, ristretto, sensitivity, hawq, random, evolutionary"));
+              HasSubstr("grid, ristretto, sensitivity, hawq, hawq-table, random, evolutionary"));
 }
 
 v1::SweepSpec ValidSpec(const std::string& strategy) {
@@ -707,27 +736,27 @@ TEST(Sensitivity, StopsPastThreeMargins) {
 
 // ---- hawq ------------------------------------------------------------------------------------
 
-// The number in "predicted top-1 89.12%" of a hawq label, as a fraction.
+// The number after `key` in a hawq label (-1 and a failure when the key is missing).
+double NumberAfter(const std::string& label, const std::string& key) {
+  const size_t at = label.find(key);
+  EXPECT_NE(at, std::string::npos) << key << " in " << label;
+  if (at == std::string::npos) return -1;
+  return std::atof(label.c_str() + at + key.size());
+}
+
+// "predicted top-1 89.12%", as a fraction.
 double PredictedTop1(const std::string& label) {
-  const size_t at = label.find("predicted top-1 ");
-  EXPECT_NE(at, std::string::npos) << label;
-  if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + 16) / 100.0;
+  return NumberAfter(label, "predicted top-1 ") / 100.0;
 }
 
-// The number after "<= " in a hawq label: the predicted cost.
-double PredictedCost(const std::string& label) {
-  const size_t at = label.find("<= ");
-  EXPECT_NE(at, std::string::npos) << label;
-  if (at == std::string::npos) return -1;
-  return std::atof(label.c_str() + at + 3);
-}
+// The number after "<= " in a hawq-table label: the predicted cost.
+double PredictedCost(const std::string& label) { return NumberAfter(label, "<= "); }
 
-TEST(Hawq, DefaultTableThenExactFrontierThenFinetune) {
+TEST(HawqTable, DefaultTableThenExactFrontierThenFinetune) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("hawq");
+  v1::SweepSpec spec = Spec("hawq-table");
   spec.mutable_finetune()->set_steps(50);
-  const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+  const Sweep sweep = RunSweep(*Make("hawq-table"), spec, model);
   EXPECT_TRUE(sweep.last().done);
   EXPECT_EQ(sweep.StepStages(),
             (std::vector<std::string>{"baseline", "sensitivity", "hawq", "finetune"}));
@@ -807,7 +836,7 @@ std::vector<v1::TrialResult> EveryConfig(const FakeModel& model,
   return results;
 }
 
-TEST(Hawq, EachConfigIsTheBestWithinItsCostForSizeAndEnergyBudgets) {
+TEST(HawqTable, EachConfigIsTheBestWithinItsCostForSizeAndEnergyBudgets) {
   const FakeModel model = LeNetLike();
   const std::vector<std::string> weights = {"fixed:8", "fixed:4", "fixed:2"};
   const std::vector<std::string> activations = {"fixed:8", "fixed:5"};
@@ -815,13 +844,13 @@ TEST(Hawq, EachConfigIsTheBestWithinItsCostForSizeAndEnergyBudgets) {
   ASSERT_EQ(all.size(), 1296u);
   for (v1::Objective objective : {v1::OBJECTIVE_SIZE, v1::OBJECTIVE_ENERGY}) {
     SCOPED_TRACE(ObjectiveName(objective));
-    v1::SweepSpec spec = Spec("hawq");
+    v1::SweepSpec spec = Spec("hawq-table");
     for (const std::string& w : weights) spec.mutable_space()->add_weight_formats(w);
     for (const std::string& a : activations) spec.mutable_space()->add_activation_formats(a);
     spec.add_objectives(v1::OBJECTIVE_TOP1);
     spec.add_objectives(objective);
     spec.set_budget(40);
-    const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+    const Sweep sweep = RunSweep(*Make("hawq-table"), spec, model);
     const auto hawq = sweep.OfStage("hawq");
     ASSERT_GE(hawq.size(), 10u);
     for (const TrialOutcome* o : hawq) {
@@ -840,12 +869,12 @@ TEST(Hawq, EachConfigIsTheBestWithinItsCostForSizeAndEnergyBudgets) {
   }
 }
 
-TEST(Hawq, FailedTableTrialsAreLeftOutAndARoleWithoutAnyStaysFp32) {
+TEST(HawqTable, FailedTableTrialsAreLeftOutAndARoleWithoutAnyStaysFp32) {
   const FakeModel model = LeNetLike();
-  v1::SweepSpec spec = Spec("hawq");
+  v1::SweepSpec spec = Spec("hawq-table");
   spec.set_budget(6);
   // fc2's activations fail at every width; conv1's weights fail at 2 bits.
-  const Sweep sweep = RunSweep(*Make("hawq"), spec, model, [](const v1::TrialSpec& t) {
+  const Sweep sweep = RunSweep(*Make("hawq-table"), spec, model, [](const v1::TrialSpec& t) {
     return t.stage() == "sensitivity" &&
            (absl::StrContains(t.label(), "fc2 activations") || t.label() == "conv1 weights fixed:2");
   });
@@ -862,21 +891,151 @@ TEST(Hawq, FailedTableTrialsAreLeftOutAndARoleWithoutAnyStaysFp32) {
   }
 }
 
-TEST(Hawq, ValidateChecksTheBudgetAndTheHardwareProfile) {
-  v1::SweepSpec spec = Spec("hawq");
-  EXPECT_TRUE(Make("hawq")->Validate(spec).ok());
+TEST(HawqTable, ValidateChecksTheBudgetAndTheHardwareProfile) {
+  v1::SweepSpec spec = Spec("hawq-table");
+  EXPECT_TRUE(Make("hawq-table")->Validate(spec).ok());
   spec.set_budget(20000);
-  EXPECT_THAT(std::string(Make("hawq")->Validate(spec).message()), HasSubstr("budget"));
+  EXPECT_THAT(std::string(Make("hawq-table")->Validate(spec).message()), HasSubstr("budget"));
   spec.set_budget(0);
   spec.add_objectives(v1::OBJECTIVE_TOP1);
   spec.add_objectives(v1::OBJECTIVE_ENERGY);
   spec.mutable_settings()->set_hardware_profile_json(R"({"no_such_constant": 1})");
-  const absl::Status bad = Make("hawq")->Validate(spec);
+  const absl::Status bad = Make("hawq-table")->Validate(spec);
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad.message()), HasSubstr("settings.hardware_profile_json"));
   EXPECT_THAT(std::string(bad.message()), HasSubstr("no_such_constant"));
   spec.mutable_settings()->set_hardware_profile_json(R"({"dram_read_32bit_pj": 100})");
-  EXPECT_TRUE(Make("hawq")->Validate(spec).ok());
+  EXPECT_TRUE(Make("hawq-table")->Validate(spec).ok());
+}
+
+// ---- hawq with Hessian sensitivities (the default) -------------------------------------------
+
+// The cost after "; size " (or energy, BOPs) in a hawq label.
+double LabelCost(const std::string& label, const std::string& objective) {
+  return NumberAfter(label, "; " + objective + " ");
+}
+
+double LabelPredictedLoss(const std::string& label) {
+  return NumberAfter(label, "predicted loss +");
+}
+
+TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("hawq");
+  spec.mutable_finetune()->set_steps(50);
+  const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "hessian", "hawq",
+                                                          "hawq_refine", "finetune"}));
+  // One trial gives every sensitivity: fp32 with the default candidates, and a config of its own
+  // (a seed) so that the deduplication never serves it a plain fp32 result without them.
+  const auto hessian = sweep.OfStage("hessian");
+  ASSERT_EQ(hessian.size(), 1u);
+  const v1::TrialSpec& h = hessian[0]->spec;
+  EXPECT_TRUE(h.collect_sensitivities());
+  EXPECT_EQ(h.sensitivity_weight_formats_size(), 8);
+  EXPECT_EQ(h.sensitivity_activation_formats_size(), 6);
+  const quant::QuantConfig hc = ParsedConfig(*hessian[0]);
+  EXPECT_TRUE(hc.default_formats.empty() && hc.layers.empty());
+  EXPECT_NE(hc.seed, 0u);
+  EXPECT_NE(h.config_json(), sweep.OfStage("baseline")[0]->spec.config_json());
+
+  const auto first = sweep.OfStage("hawq");
+  const auto refine = sweep.OfStage("hawq_refine");
+  EXPECT_GE(first.size(), 3u);
+  EXPECT_LE(first.size(), 5u);
+  EXPECT_GE(refine.size(), 2u);
+  EXPECT_LE(first.size() + refine.size(), 11u);  // the default budget: 13 trials in all
+  std::set<std::string> configs;
+  for (const auto* stage : {&first, &refine}) {
+    for (const TrialOutcome* o : *stage) {
+      EXPECT_TRUE(configs.insert(o->spec.config_json()).second) << o->spec.label();
+      // Predicted cost = measured size (no biases in the fake); predicted loss = measured.
+      EXPECT_NEAR(LabelCost(o->spec.label(), "size"), o->result.size_bits(), 0.5);
+      EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
+          << o->spec.label();
+    }
+  }
+  // The fake's loss is exactly proportional to its top-1 drop: the fit on the first round
+  // predicts the second round's top-1.
+  const double margin = 0.01;
+  double in_first = -1, out_first = 1e9;
+  for (const TrialOutcome* o : first) {
+    EXPECT_THAT(o->spec.label(), ::testing::Not(HasSubstr("predicted top-1")));
+    const double loss = LabelPredictedLoss(o->spec.label());
+    if (o->result.top1() >= model.baseline_top1 - margin) {
+      in_first = std::max(in_first, loss);
+    } else {
+      out_first = std::min(out_first, loss);
+    }
+  }
+  for (const TrialOutcome* o : refine) {
+    EXPECT_NEAR(PredictedTop1(o->spec.label()), o->result.top1(), 1e-4) << o->spec.label();
+    // Inside the bracket the first round measured.
+    const double loss = LabelPredictedLoss(o->spec.label());
+    EXPECT_GT(loss, in_first) << o->spec.label();
+    EXPECT_LT(loss, out_first) << o->spec.label();
+  }
+  // Within the margin, the refinement found a cheaper config than the first round.
+  auto cheapest_within = [&](const std::vector<const TrialOutcome*>& os) {
+    int64_t best = INT64_MAX;
+    for (const TrialOutcome* o : os) {
+      if (o->result.top1() >= model.baseline_top1 - margin) {
+        best = std::min(best, o->result.size_bits());
+      }
+    }
+    return best;
+  };
+  EXPECT_LT(cheapest_within(refine), cheapest_within(first));
+  const auto tuned = sweep.OfStage("finetune");
+  ASSERT_FALSE(tuned.empty());
+  for (const TrialOutcome* t : tuned) EXPECT_TRUE(configs.count(t->spec.config_json()));
+}
+
+TEST(Hawq, TheSensitivityTrialDependsOnTheCandidatesAndItsFailureFailsTheSweep) {
+  const FakeModel model = LeNetLike();
+  auto hessian_trial = [&](const v1::SweepSpec& spec) {
+    const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+    const auto h = sweep.OfStage("hessian");
+    EXPECT_EQ(h.size(), 1u);
+    return h.empty() ? v1::TrialSpec() : h[0]->spec;
+  };
+  const v1::TrialSpec a = hessian_trial(Spec("hawq"));
+  const v1::TrialSpec b = hessian_trial(Spec("hawq"));
+  const v1::TrialSpec paper = hessian_trial(PaperSpec("hawq"));
+  EXPECT_EQ(a.config_json(), b.config_json());
+  EXPECT_NE(a.config_json(), paper.config_json());
+  EXPECT_EQ(paper.sensitivity_weight_formats_size(), 4);
+
+  const Sweep failed = RunSweep(*Make("hawq"), Spec("hawq"), model,
+                                [](const v1::TrialSpec& t) { return t.stage() == "hessian"; });
+  EXPECT_THAT(failed.last().failure, HasSubstr("sensitivities trial failed: boom"));
+}
+
+TEST(Hawq, ALayerWhoseTraceIsNotSignificantUsesItsMeasuredIncreases) {
+  FakeModel model = LeNetLike();
+  model.unreliable_trace_layer = "conv2";
+  const Sweep sweep = RunSweep(*Make("hawq"), Spec("hawq"), model);
+  EXPECT_TRUE(sweep.last().done);
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
+          << o->spec.label();
+    }
+  }
+}
+
+TEST(Hawq, ABudgetSplitsBetweenTheRounds) {
+  const FakeModel model = LeNetLike();
+  v1::SweepSpec spec = Spec("hawq");
+  spec.set_budget(22);
+  const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
+  EXPECT_TRUE(sweep.last().done);
+  const size_t first = sweep.OfStage("hawq").size(), refine = sweep.OfStage("hawq_refine").size();
+  EXPECT_LE(first, 10u);
+  EXPECT_GE(first, 5u);
+  EXPECT_LE(first + refine, 22u);
+  EXPECT_GT(refine, 5u);
 }
 
 // ---- random ----------------------------------------------------------------------------------

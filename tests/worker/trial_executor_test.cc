@@ -4,6 +4,7 @@
 #include "worker/trial_executor.h"
 
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <thread>
@@ -260,6 +261,45 @@ TEST_F(TrialExecutorTest, CollectRangesFillsCalibrationRanges) {
   // Normalized inputs of the first layer go below zero; they come from 200 calibration images.
   EXPECT_LT(r->layers(0).input_range().min(), 0);
   EXPECT_EQ(r->layers(0).input_range().count() % kCalibrationSamples, 0);
+}
+
+TEST_F(TrialExecutorTest, CollectSensitivitiesReportsTracesAndEveryFormat) {
+  v1::TrialSpec spec = Spec(R"({"seed": 7})");
+  spec.set_collect_sensitivities(true);
+  for (const char* f : {"fixed:8", "fixed:3"}) {
+    spec.add_sensitivity_weight_formats(f);
+    spec.add_sensitivity_activation_formats(f);
+  }
+  absl::StatusOr<v1::TrialResult> r = executor_->Execute(Lenet(), Settings(), spec);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->layers_size(), 5);
+  for (const v1::LayerResult& l : r->layers()) {
+    SCOPED_TRACE(l.name());
+    EXPECT_TRUE(std::isfinite(l.hessian_trace()));
+    EXPECT_GT(l.hessian_trace_stderr(), 0);
+    ASSERT_EQ(l.weight_sensitivities_size(), 2);
+    ASSERT_EQ(l.activation_sensitivities_size(), 2);
+    for (int i = 0; i < 2; ++i) {
+      const v1::FormatSensitivity& w = l.weight_sensitivities(i);
+      EXPECT_EQ(w.format(), spec.sensitivity_weight_formats(i));
+      EXPECT_DOUBLE_EQ(w.loss_increase(),
+                       0.5 * l.hessian_trace() / l.weight_count() * w.squared_error());
+      const v1::FormatSensitivity& a = l.activation_sensitivities(i);
+      EXPECT_EQ(a.format(), spec.sensitivity_activation_formats(i));
+      EXPECT_EQ(a.loss_increase(), a.measured_loss_increase());
+    }
+    EXPECT_GT(l.weight_sensitivities(1).squared_error(), l.weight_sensitivities(0).squared_error());
+  }
+  // The probes follow the config's seed: the same trial again gives the same traces.
+  absl::StatusOr<v1::TrialResult> again = executor_->Execute(Lenet(), Settings(), spec);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->layers(2).hessian_trace(), r->layers(2).hessian_trace());
+
+  spec.set_sensitivity_weight_formats(1, "fixd:3");
+  absl::StatusOr<v1::TrialResult> bad = executor_->Execute(Lenet(), Settings(), spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(IsPermanentError(bad.status())) << bad.status();
+  EXPECT_THAT(bad.status().message(), HasSubstr("spec.sensitivity_weight_formats[1]"));
 }
 
 TEST_F(TrialExecutorTest, BadConfigIsAPermanentErrorNamingTheProblem) {
