@@ -52,12 +52,21 @@ v1::FinetuneSpec NormalizedFinetune(const v1::FinetuneSpec& finetune) {
 }
 
 std::string TrialDedupKey(absl::string_view model_hash, const v1::EvalSettings& settings,
-                          absl::string_view config_hash, const v1::FinetuneSpec& finetune) {
+                          absl::string_view config_hash, const v1::TrialSpec& trial) {
   std::string material = "bitsweep-trial-v1;";
   AppendField(material, model_hash);
   AppendField(material, DeterministicBytes(NormalizedEvalSettings(settings)));
   AppendField(material, config_hash);
-  AppendField(material, DeterministicBytes(NormalizedFinetune(finetune)));
+  AppendField(material, DeterministicBytes(NormalizedFinetune(trial.finetune())));
+  if (trial.collect_sensitivities()) {
+    AppendField(material, "sensitivities");
+    for (const std::string& format : trial.sensitivity_weight_formats()) {
+      AppendField(material, absl::StrCat("w", format));
+    }
+    for (const std::string& format : trial.sensitivity_activation_formats()) {
+      AppendField(material, absl::StrCat("a", format));
+    }
+  }
   return Sha256Hex(material);
 }
 

@@ -129,7 +129,7 @@ absl::StatusOr<std::vector<PreparedTrial>> SqliteCoordinator::PrepareTrials(
     trial.canonical_config = quant::CanonicalJson(*config);
     trial.config_hash = quant::ConfigHash(*config);
     trial.dedup_key = TrialDedupKey(sweep.spec.model_hash(), sweep.spec.settings(),
-                                    trial.config_hash, trial.spec.finetune());
+                                    trial.config_hash, trial.spec);
     prepared.push_back(std::move(trial));
   }
   return prepared;

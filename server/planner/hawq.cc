@@ -12,9 +12,10 @@
 //                        (and of its weights, used instead of the prediction when the trace is
 //                        not 2 standard errors above 0; rungs are made monotone in width, see
 //                        HessianRungs). Its config is fp32 with the probes' seed derived from
-//                        the candidates, so the deduplication key (which ignores collect_*
-//                        flags) differs from a plain fp32 baseline's while equal sweeps still
-//                        share it.
+//                        the candidates and a version of the computation, so that a changed
+//                        computation is not served an old result; the deduplication key also
+//                        holds the sensitivity request, so a plain fp32 baseline never serves it
+//                        and equal sweeps share it.
 //   stage "hawq"         the knapsack (below) over predicted loss increases (nats); the cheapest
 //                        plan predicted at or under each of budget x 5/11 targets spaced
 //                        geometrically from 1 % to 100 % of the baseline's loss.

@@ -884,12 +884,29 @@ TEST_F(CoordinatorTest, EvaluatedTrialsAreReusedAcrossSweeps) {
   EXPECT_EQ(fourth.trials_queued(), 1);
   // Fine-tuning changes it too.
   v1::SweepSpec finetuned = Spec("e", {{"grid", {kFixed8}}});
-  EXPECT_NE(TrialDedupKey(model_hash_, finetuned.settings(), "h", v1::FinetuneSpec()),
-            TrialDedupKey(model_hash_, finetuned.settings(), "h", [] {
-              v1::FinetuneSpec f;
-              f.set_steps(10);
-              return f;
-            }()));
+  v1::TrialSpec plain, tuned;
+  tuned.mutable_finetune()->set_steps(10);
+  EXPECT_NE(TrialDedupKey(model_hash_, finetuned.settings(), "h", plain),
+            TrialDedupKey(model_hash_, finetuned.settings(), "h", tuned));
+  // A sensitivities request is part of the key (with its formats); collect_ranges, stage and
+  // label are not.
+  v1::TrialSpec ranges = plain;
+  ranges.set_collect_ranges(true);
+  ranges.set_stage("baseline");
+  ranges.set_label("fp32");
+  EXPECT_EQ(TrialDedupKey(model_hash_, finetuned.settings(), "h", plain),
+            TrialDedupKey(model_hash_, finetuned.settings(), "h", ranges));
+  v1::TrialSpec sensitivities = plain;
+  sensitivities.set_collect_sensitivities(true);
+  sensitivities.add_sensitivity_weight_formats("fixed:4");
+  v1::TrialSpec other_formats = sensitivities;
+  other_formats.add_sensitivity_weight_formats("fixed:2");
+  const std::string plain_key = TrialDedupKey(model_hash_, finetuned.settings(), "h", plain);
+  const std::string sensitivities_key =
+      TrialDedupKey(model_hash_, finetuned.settings(), "h", sensitivities);
+  EXPECT_NE(plain_key, sensitivities_key);
+  EXPECT_NE(sensitivities_key,
+            TrialDedupKey(model_hash_, finetuned.settings(), "h", other_formats));
 }
 
 TEST_F(CoordinatorTest, InvalidatedResultIsEvaluatedAgainAndNoCacheSkipsDedup) {
