@@ -52,15 +52,21 @@ auto PreferJitLayout(const Dims& dims, Make make, AllJit all_jit) {
   return make(PlainDesc(dims));
 }
 
+// The forward pass of pooling and LRN: src to dst, with the workspace their backward needs.
+void ForwardWithWorkspace(Impl& net, const dnnl::primitive& fwd, Arranged& src, Arranged& dst,
+                          const memory& workspace) {
+  src.In(net);
+  Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}};
+  if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
+  net.Exec(fwd, args);
+  dst.Out(net);
+}
+
 class PoolOp : public Op {
  public:
   using Op::Op;
   void Forward(Impl& net, const StepOptions& step) override {
-    src.In(net);
-    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}};
-    if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
-    net.Exec(fwd, args);
-    dst.Out(net);
+    ForwardWithWorkspace(net, fwd, src, dst, workspace);
   }
   void BuildBackward(Impl& net) override {
     dnnl::pooling_v2_backward::desc d(alg, fwd_pd.src_desc(), fwd_pd.dst_desc(), strides, kernel,
@@ -92,11 +98,7 @@ class LrnOp : public Op {
  public:
   using Op::Op;
   void Forward(Impl& net, const StepOptions& step) override {
-    src.In(net);
-    Args args = {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_DST, dst.mem}};
-    if (workspace) args[DNNL_ARG_WORKSPACE] = workspace;
-    net.Exec(fwd, args);
-    dst.Out(net);
+    ForwardWithWorkspace(net, fwd, src, dst, workspace);
   }
   void BuildBackward(Impl& net) override {
     diff_dst.Bind(net, net.V(out).diff, bwd_pd.diff_dst_desc());
