@@ -19,6 +19,7 @@ Prints one line per case and closes with "N passed, N failed"; exits 1 on any fa
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,8 @@ def main():
     print(f"{passed} passed, {len(failed)} failed")
     if failed:
         print("failed: " + ", ".join(failed))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)  # inputs and outputs of every case: tens of MB
     return 1 if failed else 0
 
 
