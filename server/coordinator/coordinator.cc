@@ -30,11 +30,9 @@ absl::Status SqliteCoordinator::Init() {
   {
     ASSIGN_OR_RETURN(Statement count,
                      db_->Prepare("SELECT state, count(*) FROM trials GROUP BY state"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, count.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(count.ForEachRow([&] {
       counts[StateFromName(count.Text(0))] = count.Int64(1);
-    }
+    }));
   }
   metrics_.SetTrialCounts(counts);
   // Resume: a sweep whose step finished but was not advanced (impossible with one transaction
@@ -44,11 +42,9 @@ absl::Status SqliteCoordinator::Init() {
     ASSIGN_OR_RETURN(Statement select,
                      db_->Prepare("SELECT id FROM sweeps WHERE state IN ('queued', 'running') "
                                   "ORDER BY id"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       live_sweeps.push_back(select.Int64(0));
-    }
+    }));
   }
   if (!live_sweeps.empty()) {
     Effects effects;

@@ -104,12 +104,10 @@ absl::Status SqliteCoordinator::ExpireLeasesLocked(int64_t now_ms, Effects& effe
                                   "FROM trials WHERE state = 'running' "
                                   "AND lease_deadline_ms < ?1"));
     select.Bind(1, now_ms);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       expired.push_back({select.Int64(0), select.Int64(1), select.Int64(2), select.Text(3),
                          select.Text(4)});
-    }
+    }));
   }
   // Sorted here, not by ORDER BY id: that makes SQLite walk the whole table in rowid order
   // instead of the small partial index of running trials, on every Lease and Heartbeat.
@@ -168,12 +166,10 @@ absl::Status SqliteCoordinator::LeaseLocked(const v1::LeaseRequest& r, int64_t n
                                   "FROM trials WHERE state = 'queued' AND duplicate_of IS NULL "
                                   "ORDER BY sweep_id, id LIMIT ?1"));
     select.Bind(1, limit);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       queued.push_back({select.Int64(0), select.Int64(1), select.Int64(2),
                         select.BlobColumn(3), select.Text(4)});
-    }
+    }));
   }
   const int64_t deadline_ms = now_ms + absl::ToInt64Milliseconds(options_.lease_duration);
   for (const Queued& trial : queued) {

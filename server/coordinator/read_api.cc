@@ -97,9 +97,7 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::BuildSweep(int64_t sweep_id) {
                      db_->Prepare("SELECT state, cached, count(*) FROM trials "
                                   "WHERE sweep_id = ?1 GROUP BY state, cached"));
     count.Bind(1, sweep_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, count.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(count.ForEachRow([&] {
       const int64_t n = count.Int64(2);
       sweep.set_trials_total(sweep.trials_total() + n);
       switch (StateFromName(count.Text(0))) {
@@ -113,18 +111,16 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::BuildSweep(int64_t sweep_id) {
         case v1::TRIAL_CANCELLED: sweep.set_trials_cancelled(sweep.trials_cancelled() + n); break;
         default: break;
       }
-    }
+    }));
   }
   {
     ASSIGN_OR_RETURN(Statement stages,
                      db_->Prepare("SELECT stage FROM sweep_stages WHERE sweep_id = ?1 "
                                   "AND finished_ms IS NOT NULL ORDER BY step"));
     stages.Bind(1, sweep_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, stages.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(stages.ForEachRow([&] {
       sweep.add_finished_stages(stages.Text(0));
-    }
+    }));
   }
   if (best_trial_id.has_value()) {
     ASSIGN_OR_RETURN(Statement best,
@@ -158,11 +154,9 @@ absl::StatusOr<v1::ListSweepsResponse> SqliteCoordinator::ListSweeps(
                      db_->Prepare("SELECT id FROM sweeps WHERE id < ?1 ORDER BY id DESC "
                                   "LIMIT ?2"));
     select.BindAll(before_id, static_cast<int64_t>(page_size) + 1);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       ids.push_back(select.Int64(0));
-    }
+    }));
   }
   v1::ListSweepsResponse response;
   size_t page_bytes = 0;
@@ -252,9 +246,7 @@ absl::StatusOr<v1::Frontier> SqliteCoordinator::GetFrontier(const v1::GetFrontie
                                   "WHERE t.sweep_id = ?1 AND t.state = 'succeeded' "
                                   "ORDER BY t.id"));
     numbers.Bind(1, r.sweep_id());
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, numbers.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(numbers.ForEachRow([&] {
       v1::Trial& trial = candidates.emplace_back();
       trial.set_id(numbers.Int64(0));
       trial.set_sweep_id(r.sweep_id());
@@ -264,7 +256,7 @@ absl::StatusOr<v1::Frontier> SqliteCoordinator::GetFrontier(const v1::GetFrontie
       trial.mutable_result()->set_size_bits(numbers.Int64(3));
       trial.mutable_result()->set_energy_pj(numbers.Double(4));
       trial.mutable_result()->set_bops(numbers.Int64(5));
-    }
+    }));
   }
   v1::Frontier frontier = BuildFrontier(r.sweep_id(), candidates, *objectives, baseline,
                                         sweep->error_margin, r.within_margin_only());

@@ -324,13 +324,11 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::CancelSweep(int64_t sweep_id) {
                                   "AND state IN ('queued', 'running') ORDER BY id"));
     select.Bind(1, sweep_id);
     std::vector<std::string> live_leases;
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       const int state = StateFromName(select.Text(1));
       cancelled.emplace_back(select.Int64(0), state);
       if (state == v1::TRIAL_RUNNING && !select.IsNull(2)) live_leases.push_back(select.Text(2));
-    }
+    }));
     // Workers holding these learn it from their next heartbeat.
     for (const std::string& lease_id : live_leases) {
       RETURN_IF_ERROR(Exec("UPDATE leases SET outcome = 'cancelled', ended_ms = ?2 "
@@ -369,11 +367,9 @@ absl::StatusOr<v1::Sweep> SqliteCoordinator::ResumeSweep(int64_t sweep_id) {
                      db_->Prepare("SELECT id, state FROM trials WHERE sweep_id = ?1 "
                                   "AND state IN ('failed', 'cancelled') ORDER BY id"));
     select.Bind(1, sweep_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       requeued.emplace_back(select.Int64(0), StateFromName(select.Text(1)));
-    }
+    }));
   }
   // Fresh attempts; the last error stays readable until the trial runs again.
   RETURN_IF_ERROR(Exec("UPDATE trials SET state = 'queued', attempts = 0, lost_leases = 0, "

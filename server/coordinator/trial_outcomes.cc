@@ -110,11 +110,9 @@ absl::StatusOr<std::set<int64_t>> SqliteCoordinator::CompleteDuplicates(int64_t 
                      db_->Prepare("SELECT id, sweep_id, stage FROM trials "
                                   "WHERE duplicate_of = ?1 AND state = 'queued' ORDER BY id"));
     select.Bind(1, original_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
+    RETURN_IF_ERROR(select.ForEachRow([&] {
       waiting.push_back({select.Int64(0), select.Int64(1), select.Text(2)});
-    }
+    }));
   }
   std::set<int64_t> sweeps;
   for (const Waiting& trial : waiting) {

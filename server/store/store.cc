@@ -109,10 +109,15 @@ absl::StatusOr<bool> Statement::Step() {
 }
 
 absl::Status Statement::Run() {
+  return ForEachRow([] {});
+}
+
+absl::Status Statement::ForEachRow(absl::FunctionRef<void()> row) {
   for (;;) {
-    absl::StatusOr<bool> row = Step();
-    if (!row.ok()) return row.status();
-    if (!*row) return absl::OkStatus();
+    absl::StatusOr<bool> has_row = Step();
+    if (!has_row.ok()) return has_row.status();
+    if (!*has_row) return absl::OkStatus();
+    row();
   }
 }
 
@@ -281,12 +286,9 @@ absl::StatusOr<std::vector<int>> Database::AppliedMigrations() {
       Prepare("SELECT version FROM schema_migrations ORDER BY version");
   if (!select.ok()) return select.status();
   std::vector<int> versions;
-  for (;;) {
-    absl::StatusOr<bool> row = select->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    versions.push_back(static_cast<int>(select->Int64(0)));
-  }
+  absl::Status status =
+      select->ForEachRow([&] { versions.push_back(static_cast<int>(select->Int64(0))); });
+  if (!status.ok()) return status;
   return versions;
 }
 

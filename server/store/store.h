@@ -10,11 +10,7 @@
 //   RETURN_IF_ERROR(insert.BindAll(int64_t{1}, "text").Run());
 //   ASSIGN_OR_RETURN(Statement select, db->Prepare("SELECT a, b FROM t WHERE a > ?"));
 //   select.Bind(1, int64_t{0});
-//   for (;;) {
-//     ASSIGN_OR_RETURN(bool row, select.Step());
-//     if (!row) break;
-//     use(select.Int64(0), select.Text(1));
-//   }
+//   RETURN_IF_ERROR(select.ForEachRow([&] { use(select.Int64(0), select.Text(1)); }));
 //   RETURN_IF_ERROR(txn.Commit());   // destroyed without Commit: rolled back
 //
 // Not thread-safe: one thread at a time per Database (the coordinator holds a mutex around it).
@@ -28,6 +24,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -93,6 +90,9 @@ class Statement {
   absl::StatusOr<bool> Step();
   // Steps until done (rows, if any, are skipped).
   absl::Status Run();
+  // Steps through every row, calling `row` at each (it reads this statement's columns); the
+  // first step error is returned and ends the walk.
+  absl::Status ForEachRow(absl::FunctionRef<void()> row);
   // Resets the statement and clears its bindings, for running it again.
   void Reset();
 

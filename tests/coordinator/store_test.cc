@@ -227,6 +227,37 @@ TEST(StatementTest, CachedStatementsCanNest) {
   EXPECT_EQ(again->Int64(0), 3);
 }
 
+TEST(StatementTest, ForEachRowVisitsEveryRowInOrderAndReturnsStepErrors) {
+  std::vector<Migration> migrations = {{1, "0001.sql", "CREATE TABLE t (i INTEGER);"
+                                                       "INSERT INTO t VALUES (3), (1), (2);"}};
+  DatabaseOptions options;
+  options.migrations = &migrations;
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(TempDbPath("store"), options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<Statement> select = (*db)->Prepare("SELECT i FROM t WHERE i >= ?1 ORDER BY i");
+  ASSERT_TRUE(select.ok());
+  select->Bind(1, int64_t{2});
+  std::vector<int64_t> seen;
+  ASSERT_TRUE(select->ForEachRow([&] { seen.push_back(select->Int64(0)); }).ok());
+  EXPECT_EQ(seen, (std::vector<int64_t>{2, 3}));
+
+  // No rows: the callback never runs.
+  select->Reset();
+  select->Bind(1, int64_t{10});
+  int calls = 0;
+  ASSERT_TRUE(select->ForEachRow([&] { ++calls; }).ok());
+  EXPECT_EQ(calls, 0);
+
+  // An error while stepping (here a bind error, which surfaces at the first step) is returned
+  // and no row is visited.
+  absl::StatusOr<Statement> bad = (*db)->Prepare("SELECT i FROM t WHERE i = ?1");
+  ASSERT_TRUE(bad.ok());
+  bad->Bind(7, int64_t{1});  // there is no parameter 7
+  const absl::Status status = bad->ForEachRow([&] { ++calls; });
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(calls, 0);
+}
+
 TEST(TransactionTest, RollsBackUnlessCommitted) {
   std::vector<Migration> migrations = {{1, "0001.sql", "CREATE TABLE t (i INTEGER);"}};
   DatabaseOptions options;
