@@ -77,7 +77,8 @@ struct TrainOptions {
 
 // Trains with softmax cross-entropy on the model's first output ([N, classes] logits; a final
 // Softmax is skipped and its input trained on). Dropout is active (inverted scaling) and
-// BatchNormalization uses batch statistics while training. Each epoch visits the training set in
+// BatchNormalization uses batch statistics while training (except one folded into a Conv with
+// quantized weights, which stays frozen; see FakeQuantHooks). Each epoch visits the training set in
 // a new order (shuffled with `seed`) in batches of min(batch, size) samples; the last partial
 // batch of an epoch is dropped (a different remainder each epoch). Training stops after `epochs`
 // epochs or `max_steps` steps, whichever comes first; on_epoch also reports a partial last epoch.
