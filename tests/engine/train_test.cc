@@ -1,7 +1,9 @@
 // Training: backward passes checked against central finite differences (hand-built models that
 // cover every trainable operator, and the zoo architectures), the training network's forward
 // against the scalar reference, BatchNormalization running statistics, SGD on Fashion-MNIST,
-// write-back into the ModelProto, determinism, fake-quantization hooks (STE) and errors.
+// write-back into the ModelProto, determinism, fake-quantization hooks (STE), BatchNormalization
+// folded into Convs with quantized weights (forward against the emulation, gradients through the
+// fold against finite differences) and errors.
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -893,7 +895,9 @@ TEST(TrainFoldTest, FixedPointWeightsTrainOnTheFoldedWeightsTheEmulationQuantize
   absl::StatusOr<Graph> graph = ImportOnnxModel(model);
   ASSERT_TRUE(graph.ok()) << graph.status();
   quant::QuantPlan plan;
-  for (const char* layer : {"conv1", "conv2", "conv3", "fc"}) plan[layer].weights = testing::Format("fixed:4");
+  for (const char* layer : {"conv1", "conv2", "conv3", "fc"}) {
+    plan[layer].weights = testing::Format("fixed:4");
+  }
   std::mt19937_64 rng(32);
   const Tensor input = Random({4, 3, 6, 6}, rng);
   const Tensor emulated = testing::RunEmulation(*graph, input, &plan);
@@ -930,7 +934,8 @@ TEST(TrainFoldTest, OnlyConvsWithQuantizedWeightsFoldTheirBatchNorm) {
   ASSERT_TRUE(graph.ok()) << graph.status();
   quant::QuantPlan plan;
   plan["conv2"].weights = testing::Format("fixed:4");
-  plan["conv1"].inputs.format = testing::Format("fixed:8");  // activations only: conv1 stays unfolded
+  // Activations only: conv1 stays unfolded.
+  plan["conv1"].inputs.format = testing::Format("fixed:8");
   plan["conv1"].inputs.fractional_bits = 5;
   std::mt19937_64 rng(33);
   const Tensor input = Random({4, 3, 6, 6}, rng);
@@ -938,7 +943,8 @@ TEST(TrainFoldTest, OnlyConvsWithQuantizedWeightsFoldTheirBatchNorm) {
       MakeNet(model, 4, {3, 6, 6}, false, HooksFromPlan(plan, *graph));
   ASSERT_NE(net, nullptr);
   ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
-  EXPECT_LT(RelativeMaxDifference(net->logits(), testing::RunEmulation(*graph, input, &plan)), 1e-5);
+  const Tensor emulated = testing::RunEmulation(*graph, input, &plan);
+  EXPECT_LT(RelativeMaxDifference(net->logits(), emulated), 1e-5);
   const std::map<std::string, std::vector<float>> stats0 = RunningStats(*net);
   const std::vector<int> labels = {4, 3, 2, 1};
   ASSERT_TRUE(net->ForwardBackward(input.floats().data(), labels.data()).ok());
