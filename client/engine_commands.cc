@@ -475,8 +475,9 @@ absl::Status FinetuneCommand() {
   }
   for (const engine::Node& n : graph.nodes) {
     if (n.op == engine::OpKind::kBatchNorm) {
-      absl::PrintF("note: '%s' is a BatchNormalization; fine-tuning quantizes the unfolded "
-                   "weights, evaluation the folded ones\n", n.name);
+      absl::PrintF("note: a BatchNormalization ('%s') after a Conv with quantized weights is "
+                   "folded into it and frozen (running statistics) while fine-tuning, as "
+                   "evaluation folds it\n", n.name);
       break;
     }
   }

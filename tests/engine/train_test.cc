@@ -1,7 +1,9 @@
 // Training: backward passes checked against central finite differences (hand-built models that
 // cover every trainable operator, and the zoo architectures), the training network's forward
 // against the scalar reference, BatchNormalization running statistics, SGD on Fashion-MNIST,
-// write-back into the ModelProto, determinism, fake-quantization hooks (STE) and errors.
+// write-back into the ModelProto, determinism, fake-quantization hooks (STE), BatchNormalization
+// folded into Convs with quantized weights (forward against the emulation, gradients through the
+// fold against finite differences) and errors.
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "onnx/checker.h"
+#include "tests/engine/quant_test_util.h"
 #include "tests/reference/scalar_reference.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/evaluate.h"
@@ -21,6 +24,7 @@
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/train/trainer.h"
 #include "worker/engine/train/training_network.h"
+#include "worker/engine/trial.h"
 #include "worker/engine/zoo/onnx_builder.h"
 #include "worker/engine/zoo/zoo.h"
 
@@ -66,6 +70,7 @@ struct GradCheck {
   int top_entries = 0;      // also the entries with the largest |analytic gradient|
   double rtol = 1e-2;
   bool random_biases = false;  // set (zero-initialized) biases to small random values first
+  FakeQuantHooks hooks;        // identity quantizers select the folded BatchNormalization path
 };
 
 // Compares analytic gradients of every parameter tensor and of the input with central differences
@@ -80,7 +85,7 @@ int CheckGradients(const onnx::ModelProto& model, const Shape& input_shape, uint
   std::mt19937_64 rng(seed);
   const int64_t batch = input_shape[0];
   const Shape sample(input_shape.begin() + 1, input_shape.end());
-  std::unique_ptr<TrainingNetwork> net = MakeNet(model, batch, sample, true);
+  std::unique_ptr<TrainingNetwork> net = MakeNet(model, batch, sample, true, check.hooks);
   if (net == nullptr) return 0;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   if (check.random_biases) {
@@ -817,6 +822,189 @@ TEST(TrainQuantTest, CoarseWeightGridChangesForwardAndStillTrainsThroughSte) {
     off_grid += std::fabs(w / step - std::nearbyint(w / step)) > 1e-3;
   }
   EXPECT_GT(off_grid, 1000);
+}
+
+// --- BatchNormalization folded into Convs with quantized weights -----------------------------
+
+// Conv (bias) -> BN -> Relu, Conv (no bias, stride 2) -> BN, a Conv whose output is read by a BN
+// and by the Add after it (not folded), GlobalAveragePool, Gemm. The BN scales spread over a
+// factor of 20 and the variances over 50, so folded and unfolded weights have very different
+// ranges.
+onnx::ModelProto ConvBnModel() {
+  std::mt19937_64 rng(31);
+  OnnxGraphBuilder b("conv_bn", 13);
+  b.AddInput("x", {kBatchDim, 3, 6, 6});
+  auto bn = [&](const std::string& name, const std::string& x, int64_t c, const std::string& y) {
+    std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+    std::vector<float> scale(c), var(c);
+    for (int64_t i = 0; i < c; ++i) {
+      scale[i] = (i % 2 ? -1.0f : 1.0f) * 0.15f * std::pow(20.0f, uniform(rng));
+      var[i] = 0.02f * std::pow(50.0f, uniform(rng));
+    }
+    b.AddFloatInitializer(name + ".scale", {c}, scale);
+    b.AddInitializer(name + ".bias", Random({c}, rng, 0.3f));
+    b.AddInitializer(name + ".mean", Random({c}, rng, 0.2f));
+    b.AddFloatInitializer(name + ".var", {c}, var);
+    b.AddNode("BatchNormalization", name,
+              {x, name + ".scale", name + ".bias", name + ".mean", name + ".var"}, {y},
+              {FloatAttr("epsilon", 1e-3f)});
+  };
+  b.AddInitializer("w1", Random({4, 3, 3, 3}, rng, 0.3f));
+  b.AddInitializer("b1", Random({4}, rng, 0.2f));
+  b.AddNode("Conv", "conv1", {"x", "w1", "b1"}, {"c1"},
+            {IntsAttr("kernel_shape", {3, 3}), IntsAttr("pads", {1, 1, 1, 1})});
+  bn("bn1", "c1", 4, "n1");
+  b.AddNode("Relu", "relu1", {"n1"}, {"a1"});
+  b.AddInitializer("w2", Random({6, 4, 3, 3}, rng, 0.3f));
+  b.AddNode("Conv", "conv2", {"a1", "w2"}, {"c2"},
+            {IntsAttr("kernel_shape", {3, 3}), IntsAttr("pads", {1, 1, 1, 1}),
+             IntsAttr("strides", {2, 2})});
+  bn("bn2", "c2", 6, "n2");
+  b.AddInitializer("w3", Random({6, 6, 1, 1}, rng, 0.4f));
+  b.AddNode("Conv", "conv3", {"n2", "w3"}, {"c3"}, {IntsAttr("kernel_shape", {1, 1})});
+  bn("bn3", "c3", 6, "n3");
+  b.AddNode("Add", "residual", {"c3", "n3"}, {"s"});
+  b.AddNode("GlobalAveragePool", "gap", {"s"}, {"g"});
+  b.AddNode("Flatten", "flatten", {"g"}, {"f"});
+  b.AddInitializer("fc.w", Random({5, 6}, rng, 0.5f));
+  b.AddInitializer("fc.b", Random({5}, rng, 0.2f));
+  b.AddNode("Gemm", "fc", {"f", "fc.w", "fc.b"}, {"logits"}, {IntAttr("transB", 1)});
+  b.AddOutput("logits", Shape{kBatchDim, 5});
+  return b.Build();
+}
+
+// Largest |a - b| over the largest |b|.
+double RelativeMaxDifference(const float* a, const Tensor& b) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < b.num_elements(); ++i) {
+    diff = std::max(diff, std::fabs(double{a[i]} - b.floats()[i]));
+    scale = std::max(scale, std::fabs(double{b.floats()[i]}));
+  }
+  return diff / scale;
+}
+
+std::map<std::string, std::vector<float>> RunningStats(const TrainingNetwork& net) {
+  std::map<std::string, std::vector<float>> stats;
+  for (const RunningStat& s : net.running_stats()) stats[s.name] = s.value.floats();
+  return stats;
+}
+
+TEST(TrainFoldTest, FixedPointWeightsTrainOnTheFoldedWeightsTheEmulationQuantizes) {
+  const onnx::ModelProto model = ConvBnModel();
+  ExpectValid(model);
+  absl::StatusOr<Graph> graph = ImportOnnxModel(model);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  quant::QuantPlan plan;
+  for (const char* layer : {"conv1", "conv2", "conv3", "fc"}) {
+    plan[layer].weights = testing::Format("fixed:4");
+  }
+  std::mt19937_64 rng(32);
+  const Tensor input = Random({4, 3, 6, 6}, rng);
+  const Tensor emulated = testing::RunEmulation(*graph, input, &plan);
+  // The 4-bit weights matter: the emulation moves the logits far from fp32.
+  const Tensor fp32 = testing::RunEmulation(*graph, input, nullptr);
+  EXPECT_GT(RelativeMaxDifference(emulated.floats().data(), fp32), 0.05);
+
+  const FakeQuantHooks hooks = HooksFromPlan(plan, *graph);
+  std::unique_ptr<TrainingNetwork> net = MakeNet(model, 4, {3, 6, 6}, false, hooks);
+  ASSERT_NE(net, nullptr);
+  ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
+  EXPECT_LT(RelativeMaxDifference(net->logits(), emulated), 1e-5);
+  // Frozen BatchNormalization: training leaves the statistics alone; bn3 (its input is read by
+  // the Add as well) is not folded and uses batch statistics, updating its own.
+  const std::map<std::string, std::vector<float>> stats0 = RunningStats(*net);
+  const std::vector<int> labels = {0, 1, 2, 3};
+  ASSERT_TRUE(net->ForwardBackward(input.floats().data(), labels.data()).ok());
+  const std::map<std::string, std::vector<float>> stats1 = RunningStats(*net);
+  EXPECT_EQ(stats1.at("bn1.mean"), stats0.at("bn1.mean"));
+  EXPECT_EQ(stats1.at("bn1.var"), stats0.at("bn1.var"));
+  EXPECT_EQ(stats1.at("bn2.var"), stats0.at("bn2.var"));
+  EXPECT_NE(stats1.at("bn3.mean"), stats0.at("bn3.mean"));
+  // Gamma and beta stay parameters, next to their Conv's.
+  std::vector<std::string> names;
+  for (const Parameter& p : net->parameters()) names.push_back(p.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"w1", "b1", "bn1.scale", "bn1.bias", "w2",
+                                             "bn2.scale", "bn2.bias", "w3", "bn3.scale",
+                                             "bn3.bias", "fc.w", "fc.b"}));
+}
+
+TEST(TrainFoldTest, OnlyConvsWithQuantizedWeightsFoldTheirBatchNorm) {
+  const onnx::ModelProto model = ConvBnModel();
+  absl::StatusOr<Graph> graph = ImportOnnxModel(model);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  quant::QuantPlan plan;
+  plan["conv2"].weights = testing::Format("fixed:4");
+  // Activations only: conv1 stays unfolded.
+  plan["conv1"].inputs.format = testing::Format("fixed:8");
+  plan["conv1"].inputs.fractional_bits = 5;
+  std::mt19937_64 rng(33);
+  const Tensor input = Random({4, 3, 6, 6}, rng);
+  std::unique_ptr<TrainingNetwork> net =
+      MakeNet(model, 4, {3, 6, 6}, false, HooksFromPlan(plan, *graph));
+  ASSERT_NE(net, nullptr);
+  ASSERT_TRUE(net->Forward(input.floats().data(), {.training = false}).ok());
+  const Tensor emulated = testing::RunEmulation(*graph, input, &plan);
+  EXPECT_LT(RelativeMaxDifference(net->logits(), emulated), 1e-5);
+  const std::map<std::string, std::vector<float>> stats0 = RunningStats(*net);
+  const std::vector<int> labels = {4, 3, 2, 1};
+  ASSERT_TRUE(net->ForwardBackward(input.floats().data(), labels.data()).ok());
+  const std::map<std::string, std::vector<float>> stats1 = RunningStats(*net);
+  EXPECT_NE(stats1.at("bn1.mean"), stats0.at("bn1.mean"));  // batch statistics, as before
+  EXPECT_EQ(stats1.at("bn2.mean"), stats0.at("bn2.mean"));  // folded, frozen
+  EXPECT_NE(stats1.at("bn3.mean"), stats0.at("bn3.mean"));  // not foldable
+}
+
+// With identity weight quantizers (what the straight-through estimator differentiates) the folded
+// path is the Conv -> BatchNormalization(running statistics) function: central differences of the
+// loss check d/dW, d/dB, d/dgamma, d/dbeta and d/dinput through the fold.
+TEST(TrainFoldTest, FoldedGradientsMatchFiniteDifferences) {
+  const onnx::ModelProto model = ConvBnModel();
+  FakeQuantHooks identity;
+  identity.weights = [](const std::string&, float*, int64_t) {};
+  identity.quantizes_weights = [](const std::string& layer) { return layer != "conv3"; };
+  EXPECT_GT(CheckGradients(model, {3, 3, 6, 6}, 34, {.top_entries = 2, .hooks = identity}), 80);
+  // The reference for the fold: the unfolded network in eval mode computes the same function.
+  std::mt19937_64 rng(35);
+  const Tensor input = Random({3, 3, 6, 6}, rng);
+  std::unique_ptr<TrainingNetwork> folded = MakeNet(model, 3, {3, 6, 6}, false, identity);
+  std::unique_ptr<TrainingNetwork> plain = MakeNet(model, 3, {3, 6, 6});
+  ASSERT_TRUE(folded != nullptr && plain != nullptr);
+  ASSERT_TRUE(folded->Forward(input.floats().data(), {.training = false}).ok());
+  ASSERT_TRUE(plain->Forward(input.floats().data(), {.training = false}).ok());
+  const Tensor expected = Tensor::Float({3, 5}, std::vector<float>(plain->logits(),
+                                                                   plain->logits() + 15));
+  EXPECT_LT(RelativeMaxDifference(folded->logits(), expected), 1e-5);
+  // The fold was taken: a training step leaves bn1's and bn2's statistics alone.
+  const std::map<std::string, std::vector<float>> stats0 = RunningStats(*folded);
+  const std::vector<int> labels = {0, 2, 4};
+  ASSERT_TRUE(folded->ForwardBackward(input.floats().data(), labels.data()).ok());
+  const std::map<std::string, std::vector<float>> stats1 = RunningStats(*folded);
+  EXPECT_EQ(stats1.at("bn1.mean"), stats0.at("bn1.mean"));
+  EXPECT_EQ(stats1.at("bn2.mean"), stats0.at("bn2.mean"));
+  EXPECT_NE(stats1.at("bn3.mean"), stats0.at("bn3.mean"));
+}
+
+TEST(TrainFoldTest, ResNetMiniFoldedGradientsMatchFiniteDifferences) {
+  zoo::ArchOptions arch;
+  arch.height = arch.width = 8;
+  absl::StatusOr<onnx::ModelProto> model = zoo::BuildArchitecture("resnet-mini", arch);
+  ASSERT_TRUE(model.ok()) << model.status();
+  FakeQuantHooks identity;
+  identity.weights = [](const std::string&, float*, int64_t) {};
+  EXPECT_GT(CheckGradients(*model, {3, 1, 8, 8}, 36,
+                           {.random_entries = 2, .top_entries = 2, .rtol = 5e-2,
+                            .random_biases = true, .hooks = identity}),
+            40);
+  // Every BatchNormalization of resnet-mini follows a Conv: all were folded, none updates.
+  std::unique_ptr<TrainingNetwork> net = MakeNet(*model, 3, {1, 8, 8}, false, identity);
+  ASSERT_NE(net, nullptr);
+  const std::map<std::string, std::vector<float>> stats0 = RunningStats(*net);
+  EXPECT_GE(stats0.size(), 10u);
+  std::mt19937_64 rng(37);
+  const std::vector<float> x = Random({3, 1, 8, 8}, rng).floats();
+  const std::vector<int> labels = {1, 5, 9};
+  ASSERT_TRUE(net->ForwardBackward(x.data(), labels.data()).ok());
+  EXPECT_EQ(RunningStats(*net), stats0);
 }
 
 // --- Errors ----------------------------------------------------------------------------------

@@ -107,6 +107,10 @@ FakeQuantHooks HooksFromPlan(const quant::QuantPlan& plan, const Graph& graph) {
         c == channels.end() ? 1 : c->second);
     quant::QuantizeInPlace(q, data, count);
   };
+  hooks.quantizes_weights = [&plan](const std::string& layer) {
+    auto it = plan.find(layer);
+    return it != plan.end() && it->second.weights.kind != FormatKind::kFp32;
+  };
   hooks.inputs = [&plan](const std::string& layer, float* data, int64_t count) {
     auto it = plan.find(layer);
     if (it != plan.end()) quant::QuantizeInPlace(it->second.inputs, data, count);

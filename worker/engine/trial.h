@@ -71,7 +71,9 @@ absl::StatusOr<FinetuneResult> FinetuneTrial(const onnx::ModelProto& model, Tria
                                              const EvalOptions& eval_options);
 
 // Fake-quant hooks applying a plan's quantizers. Weight quantizers follow the shadow weights:
-// their FL or scale is re-derived from the current values each step.
+// their FL or scale is re-derived from the current values each step (for a Conv with a folded
+// BatchNormalization, from the folded weights, as the emulation calibrates them).
+// quantizes_weights answers from the plan as it is when the training network is built.
 FakeQuantHooks HooksFromPlan(const quant::QuantPlan& plan, const Graph& graph);
 
 // The format a layer role ended up with, with its calibrated parameter:

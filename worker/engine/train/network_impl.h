@@ -148,6 +148,8 @@ class TrainingNetwork::Impl {
   std::string logits_name_;
   uint64_t dropout_step_ = 0;
   std::map<std::string, std::string> output_hook_points_;  // value name -> layer
+  // Conv name -> the BatchNormalization folded into it (FoldQuantizedBatchNorms).
+  std::map<std::string, Node> folded_batch_norms_;
 
   absl::StatusOr<int> Get(const std::string& name, const Node& n);
   absl::Status FindParameters(const onnx::ModelProto& model);
@@ -174,6 +176,10 @@ class TrainingNetwork::Impl {
     return absl::OkStatus();
   }
   absl::Status CompileBatchNorm(const Node& n);
+  // Before FuseActivations (conv_op.cc): removes each BatchNormalization that the emulation folds
+  // into a Conv whose weights options_.quant quantizes, moves its output to the Conv and records
+  // it in folded_batch_norms_; CompileConv then trains the pair folded, with frozen statistics.
+  void FoldQuantizedBatchNorms();
   absl::Status CompileConcat(const Node& n);
   absl::Status CompileBinary(const Node& n);
   // Softmax is not trainable inside a model (only as its last node, which Build drops).

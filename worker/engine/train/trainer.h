@@ -13,7 +13,10 @@
 // Fine-tuning a quantized configuration: FakeQuantHooks quantize, in the forward pass, a copy of
 // each quantizable layer's weights (the fp32 shadow weights receive the updates) and the layer's
 // input and output activations; the backward pass treats every quantizer as the identity
-// (straight-through estimator).
+// (straight-through estimator). A Conv with quantized weights followed by a BatchNormalization
+// that the emulation folds into it trains folded, as it is evaluated: the hook quantizes
+// W * gamma / sqrt(var + eps) computed from the running statistics, which stay frozen, and the
+// gradients reach W, the bias, gamma and beta through the fold (training_network.h).
 #ifndef BITSWEEP_WORKER_ENGINE_TRAIN_TRAINER_H_
 #define BITSWEEP_WORKER_ENGINE_TRAIN_TRAINER_H_
 
@@ -33,6 +36,10 @@ namespace bitsweep::engine {
 // activations in plain row-major [N, ...] layout.
 struct FakeQuantHooks {
   std::function<void(const std::string& layer, float* data, int64_t count)> weights;
+  // Whether `weights` quantizes this layer's weights, asked once per Conv when the training
+  // network is built: a Conv it answers true for trains with the BatchNormalization after it
+  // folded in (frozen running statistics). Empty: true for every layer when `weights` is set.
+  std::function<bool(const std::string& layer)> quantizes_weights;
   std::function<void(const std::string& layer, float* data, int64_t count)> inputs;
   std::function<void(const std::string& layer, float* data, int64_t count)> outputs;
 };
@@ -70,7 +77,8 @@ struct TrainOptions {
 
 // Trains with softmax cross-entropy on the model's first output ([N, classes] logits; a final
 // Softmax is skipped and its input trained on). Dropout is active (inverted scaling) and
-// BatchNormalization uses batch statistics while training. Each epoch visits the training set in
+// BatchNormalization uses batch statistics while training (except one folded into a Conv with
+// quantized weights, which stays frozen; see FakeQuantHooks). Each epoch visits the training set in
 // a new order (shuffled with `seed`) in batches of min(batch, size) samples; the last partial
 // batch of an epoch is dropped (a different remainder each epoch). Training stops after `epochs`
 // epochs or `max_steps` steps, whichever comes first; on_epoch also reports a partial last epoch.

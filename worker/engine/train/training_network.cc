@@ -123,21 +123,27 @@ absl::Status Impl::FindParameters(const onnx::ModelProto& model) {
     stat_index_[name] = static_cast<int>(stats_.size());
     stats_.push_back(RunningStat{name, c->second});
   };
+  auto add_batch_norm = [&](const Node& bn) {
+    add_param(bn, 1, ParameterRole::kBatchNormScale);
+    add_param(bn, 2, ParameterRole::kBatchNormShift);
+    add_stat(bn, 3);
+    add_stat(bn, 4);
+  };
   for (const Node& n : graph_.nodes) {
     switch (n.op) {
       case OpKind::kConv:
       case OpKind::kGemm:
         add_param(n, 1, ParameterRole::kWeight);
         add_param(n, 2, ParameterRole::kBias);
+        if (auto bn = folded_batch_norms_.find(n.name); bn != folded_batch_norms_.end()) {
+          add_batch_norm(bn->second);
+        }
         break;
       case OpKind::kMatMul:
         add_param(n, 1, ParameterRole::kWeight);
         break;
       case OpKind::kBatchNorm:
-        add_param(n, 1, ParameterRole::kBatchNormScale);
-        add_param(n, 2, ParameterRole::kBatchNormShift);
-        add_stat(n, 3);
-        add_stat(n, 4);
+        add_batch_norm(n);
         break;
       case OpKind::kAdd:
         add_param(n, 0, ParameterRole::kBias);
@@ -161,6 +167,7 @@ absl::Status Impl::Build(const onnx::ModelProto& model) {
   }
   const std::string source = model.graph().name().empty() ? "<model>" : model.graph().name();
   ASSIGN_OR_RETURN(graph_, ImportOnnxModel(model, {}, source));
+  FoldQuantizedBatchNorms();
   FuseActivations(&graph_);
   FindOutputHookPoints();
   for (int i = 0; i < model.graph().node_size(); ++i) {

@@ -19,7 +19,9 @@
 // Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, MaxPool, AveragePool, GlobalAveragePool, LRN,
 // BatchNormalization (batch statistics in training mode, running statistics updated as
 // running = m * running + (1 - m) * batch with the node's momentum attribute, default 0.9, and the
-// unbiased batch variance; running statistics in eval mode), Concat, Add, Sub, Mul and Div (numpy
+// unbiased batch variance; running statistics in eval mode; folded into the Conv before it, with
+// frozen running statistics in both modes, where options.quant quantizes that Conv's weights: see
+// trainer.h and conv_op.cc), Concat, Add, Sub, Mul and Div (numpy
 // broadcasting on either side; gradients summed over broadcast dimensions), ReduceMean and
 // ReduceMax (any axes; ReduceMax's gradient goes to the first maximum), Pad (constant, reflect,
 // edge), Slice and Split (any steps), Transpose, Flatten, Reshape, Squeeze, Unsqueeze, Identity,
@@ -30,9 +32,9 @@
 // (network_impl.h describes the pieces).
 //
 // Parameters are the float initializers read as Conv W and B, Gemm B and C, MatMul B,
-// BatchNormalization scale and bias, and constant operands of Add; weight decay applies to Conv,
-// Gemm and MatMul weights only. Other constants (Sub, Mul and Div operands, values of Constant
-// nodes) stay fixed.
+// BatchNormalization scale and bias (folded or not), and constant operands of Add; weight decay
+// applies to Conv, Gemm and MatMul weights only. Other constants (Sub, Mul and Div operands,
+// values of Constant nodes) stay fixed.
 //
 // Values between operations are plain row-major; convolutions, pooling and LRN run in the
 // (channel-blocked) layouts their fastest oneDNN kernels want, with reorders around them. Dropout
