@@ -149,12 +149,12 @@ absl::StatusOr<ResolvedWeights> ResolveWeights(const onnx::GraphProto& graph,
     }
     std::vector<int64_t> sorted = perm;
     std::sort(sorted.begin(), sorted.end());
-    for (int d = 0; d < static_cast<int>(sorted.size()); ++d) {
-      if (sorted.size() != r.dims.size() || sorted[d] != d) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "layer ", layer, ": Transpose node '", node.name(), "' has perm [",
-            absl::StrJoin(perm, ","), "], not a permutation of ", rank, " axes"));
-      }
+    bool permutation = static_cast<int>(sorted.size()) == rank;
+    for (int d = 0; permutation && d < rank; ++d) permutation = sorted[d] == d;
+    if (!permutation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", layer, ": Transpose node '", node.name(), "' has perm [",
+          absl::StrJoin(perm, ","), "], not a permutation of ", rank, " axes"));
     }
     // Row-major strides of the input; output index -> input offset.
     std::vector<int64_t> in_strides(rank, 1), out_dims(rank);
@@ -177,16 +177,22 @@ absl::StatusOr<ResolvedWeights> ResolveWeights(const onnx::GraphProto& graph,
   return r;
 }
 
-// Drops the nodes in `candidates` (Identity / Transpose chains the export bypassed) once nothing
-// reads their outputs, then the initializers in `initializers` that nothing reads any more
-// (also from the graph inputs, where older models list them).
-void DropUnread(onnx::GraphProto* graph, std::set<std::string> candidate_outputs,
+// The values that nodes and the graph's outputs read.
+std::set<std::string> ReadValues(const onnx::GraphProto& graph) {
+  std::set<std::string> read;
+  for (const auto& n : graph.node()) read.insert(n.input().begin(), n.input().end());
+  for (const auto& o : graph.output()) read.insert(o.name());
+  return read;
+}
+
+// Drops the nodes that write one of `candidate_outputs` (Identity / Transpose chains the export
+// bypassed) once nothing reads it, then the initializers in `initializers` that nothing reads any
+// more (also from the graph inputs, where older models list them).
+void DropUnread(onnx::GraphProto* graph, const std::set<std::string>& candidate_outputs,
                 const std::set<std::string>& initializers) {
   for (bool changed = true; changed;) {
     changed = false;
-    std::set<std::string> read;
-    for (const auto& n : graph->node()) read.insert(n.input().begin(), n.input().end());
-    for (const auto& o : graph->output()) read.insert(o.name());
+    const std::set<std::string> read = ReadValues(*graph);
     std::vector<onnx::NodeProto> kept;
     for (const auto& n : graph->node()) {
       if (n.output_size() == 1 && candidate_outputs.contains(n.output(0)) &&
@@ -200,9 +206,7 @@ void DropUnread(onnx::GraphProto* graph, std::set<std::string> candidate_outputs
     graph->clear_node();
     for (onnx::NodeProto& n : kept) *graph->add_node() = std::move(n);
   }
-  std::set<std::string> read;
-  for (const auto& n : graph->node()) read.insert(n.input().begin(), n.input().end());
-  for (const auto& o : graph->output()) read.insert(o.name());
+  const std::set<std::string> read = ReadValues(*graph);
   auto unused = [&](const std::string& name) {
     return initializers.contains(name) && !read.contains(name);
   };

@@ -1,8 +1,8 @@
 // QDQ exports of the torchvision suite in ONNX Runtime. qdq_models.py writes every model of
 // tests/real_models/export_torchvision.py (random init, BatchNorm statistics from a probe set,
 // a centred 10-way head; 64x64, alexnet and vgg11_bn 224x224; opset 13, mobilenet_v3_small 17)
-// and the first blocks of resnet18, mobilenet_v2 and mobilenet_v3_small ("stems", see
-// qdq_models.py). Each is quantized by int:8 trials (weights sym / asym, per tensor / per
+// and the first blocks of nine of them ("stems", see qdq_models.py; resnet18's also with a
+// bias-free Linear head exported as MatMul(x, Transpose(W))). Each is quantized by int:8 trials (weights sym / asym, per tensor / per
 // channel, activations of the same symmetry; Suite() says how many per model), run by a
 // worker's TrialExecutor, exported with BuildQdqModel, run by ONNX Runtime
 // (tests/export/ort/ort_run.js) on 48 generated images labelled by the fp32 model's argmax, and
@@ -120,6 +120,8 @@ struct SuiteModel {
 const std::vector<SuiteModel>& Suite() {
   static const auto* suite = new std::vector<SuiteModel>{
       {"resnet18_stem", kStemBounds, kAllVariants},
+      // A bias-free Linear head exported as MatMul(x, Transpose(W)) (qdq_models.py).
+      {"resnet18_stem_bias_free", kStemBounds, kTwoVariants},
       {"mobilenet_v2_stem", kStemBounds, kAllVariants},
       // HardSwish fused into its Conv (the output pair after it), squeeze-excitation with
       // HardSigmoid and a broadcast Mul in fp32.

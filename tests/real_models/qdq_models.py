@@ -54,7 +54,12 @@ STEM_CUTS = {
     "densenet121_stem": lambda m: m.features[:6],
     "regnet_x_400mf_stem": lambda m: torch.nn.Sequential(m.stem, m.trunk_output.block1),
 }
-STEMS = {"resnet18_stem": "resnet18", "mobilenet_v2_stem": "mobilenet_v2",
+# resnet18_stem_bias_free: resnet18_stem with a bias-free Linear head, exported without constant
+# folding, as PyTorch then writes it: MatMul(x, Transpose(W)) (with folding, the default, W^T
+# becomes an initializer).
+NO_CONSTANT_FOLDING = ("resnet18_stem_bias_free",)
+STEMS = {"resnet18_stem": "resnet18", "resnet18_stem_bias_free": "resnet18",
+         "mobilenet_v2_stem": "mobilenet_v2",
          **{name: name.removesuffix("_stem") for name in STEM_CUTS}}
 OPSET = {"mobilenet_v3_small_stem": 17, "mobilenet_v3_small": 17}
 # Input sizes other than 64x64: alexnet and vgg11_bn pool to 6x6 / 7x7 and need 224x224
@@ -108,11 +113,16 @@ def build(name, size):
     if name in STEM_CUTS:
         return stem(name)
     full = fakequant_torch.build(STEMS[name])
-    if name == "resnet18_stem":
+    if name.startswith("resnet18_stem"):
         for layer in ("layer2", "layer3", "layer4"):
             setattr(full, layer, torch.nn.Identity())
         full.fc = torch.nn.Identity()
         full.fc = centred_head(full, 64)
+        if name == "resnet18_stem_bias_free":
+            head = torch.nn.Linear(64, fakequant_torch.CLASSES, bias=False)
+            with torch.no_grad():
+                head.weight.copy_(full.fc.weight)
+            full.fc = head
     else:
         full.features = full.features[:4]
         full.classifier[1] = torch.nn.Identity()
@@ -146,8 +156,10 @@ def main():
         with torch.no_grad():
             cal_y, eval_y = model(cal_x).argmax(1), model(eval_x).argmax(1)
             # The batch of the exported input is the evaluation set's: ONNX Runtime runs it whole.
-            torch.onnx.export(model, eval_x, os.path.join(work, "model.onnx"), opset_version=OPSET.get(name, 13),
-                              input_names=["input"], output_names=["output"])
+            torch.onnx.export(model, eval_x, os.path.join(work, "model.onnx"),
+                              opset_version=OPSET.get(name, 13), input_names=["input"],
+                              output_names=["output"],
+                              do_constant_folding=name not in NO_CONSTANT_FOLDING)
         for stem, x, y in (("calibration", cal_x, cal_y), ("eval", eval_x, eval_y)):
             np.save(os.path.join(work, f"{stem}_x.npy"), x.numpy().astype(np.float32))
             np.save(os.path.join(work, f"{stem}_y.npy"), y.numpy().astype(np.int64))
