@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
 #include "quant/bn_fold.h"
@@ -98,6 +99,131 @@ const onnx::AttributeProto* FindAttribute(const onnx::NodeProto& node, const std
   return nullptr;
 }
 
+// A layer's weights as the engine sees them after constant folding: an initializer, possibly
+// reached through Identity (a shared initializer) and Transpose nodes (PyTorch's bias-free
+// Linear exports as MatMul(x, Transpose(W))), with the Transposes applied.
+struct ResolvedWeights {
+  std::vector<float> values;
+  std::vector<int64_t> dims;
+  std::string initializer;         // the initializer at the start of the chain
+  std::vector<int> bypassed_nodes;  // the Identity / Transpose nodes the chain went through
+};
+
+absl::StatusOr<ResolvedWeights> ResolveWeights(const onnx::GraphProto& graph,
+                                               const std::string& layer,
+                                               const std::string& value,
+                                               const std::map<std::string, int>& producer,
+                                               const std::map<std::string, int>& initializers) {
+  std::vector<int> chain;  // producers, from the layer back to the initializer
+  std::string name = value;
+  while (!initializers.contains(name)) {
+    auto p = producer.find(name);
+    const onnx::NodeProto* node = p == producer.end() ? nullptr : &graph.node(p->second);
+    if (node == nullptr || (node->op_type() != "Identity" && node->op_type() != "Transpose") ||
+        node->input_size() != 1 || chain.size() > 64) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", layer, ": weights '", value, "' are not an initializer, nor an Identity or "
+          "Transpose of one",
+          node == nullptr ? std::string()
+                          : absl::StrCat(" (produced by ", node->op_type(), " node '",
+                                         node->name(), "')")));
+    }
+    chain.push_back(p->second);
+    name = node->input(0);
+  }
+  const onnx::TensorProto& t = graph.initializer(initializers.at(name));
+  if (t.data_type() != onnx::TensorProto::FLOAT) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "layer ", layer, ": weights '", name, "' are not float32 (data type ", t.data_type(), ")"));
+  }
+  ResolvedWeights r{.values = Floats(t), .dims = {t.dims().begin(), t.dims().end()},
+                    .initializer = name, .bypassed_nodes = chain};
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const onnx::NodeProto& node = graph.node(*it);
+    if (node.op_type() != "Transpose") continue;
+    const int rank = static_cast<int>(r.dims.size());
+    std::vector<int64_t> perm(rank);
+    for (int d = 0; d < rank; ++d) perm[d] = rank - 1 - d;  // ONNX's default: reversed
+    if (const onnx::AttributeProto* a = FindAttribute(node, "perm")) {
+      perm.assign(a->ints().begin(), a->ints().end());
+    }
+    std::vector<int64_t> sorted = perm;
+    std::sort(sorted.begin(), sorted.end());
+    bool permutation = static_cast<int>(sorted.size()) == rank;
+    for (int d = 0; permutation && d < rank; ++d) permutation = sorted[d] == d;
+    if (!permutation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", layer, ": Transpose node '", node.name(), "' has perm [",
+          absl::StrJoin(perm, ","), "], not a permutation of ", rank, " axes"));
+    }
+    // Row-major strides of the input; output index -> input offset.
+    std::vector<int64_t> in_strides(rank, 1), out_dims(rank);
+    for (int d = rank - 2; d >= 0; --d) in_strides[d] = in_strides[d + 1] * r.dims[d + 1];
+    for (int d = 0; d < rank; ++d) out_dims[d] = r.dims[perm[d]];
+    std::vector<float> out(r.values.size());
+    std::vector<int64_t> index(rank, 0);
+    for (size_t i = 0; i < out.size(); ++i) {
+      int64_t offset = 0;
+      for (int d = 0; d < rank; ++d) offset += index[d] * in_strides[perm[d]];
+      out[i] = r.values[offset];
+      for (int d = rank - 1; d >= 0; --d) {
+        if (++index[d] < out_dims[d]) break;
+        index[d] = 0;
+      }
+    }
+    r.values = std::move(out);
+    r.dims = std::move(out_dims);
+  }
+  return r;
+}
+
+// The values that nodes and the graph's outputs read.
+std::set<std::string> ReadValues(const onnx::GraphProto& graph) {
+  std::set<std::string> read;
+  for (const auto& n : graph.node()) read.insert(n.input().begin(), n.input().end());
+  for (const auto& o : graph.output()) read.insert(o.name());
+  return read;
+}
+
+// Drops the nodes that write one of `candidate_outputs` (Identity / Transpose chains the export
+// bypassed) once nothing reads it, then the initializers in `initializers` that nothing reads any
+// more (also from the graph inputs, where older models list them).
+void DropUnread(onnx::GraphProto* graph, const std::set<std::string>& candidate_outputs,
+                const std::set<std::string>& initializers) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    const std::set<std::string> read = ReadValues(*graph);
+    std::vector<onnx::NodeProto> kept;
+    for (const auto& n : graph->node()) {
+      if (n.output_size() == 1 && candidate_outputs.contains(n.output(0)) &&
+          !read.contains(n.output(0))) {
+        changed = true;
+        continue;
+      }
+      kept.push_back(n);
+    }
+    if (!changed) break;
+    graph->clear_node();
+    for (onnx::NodeProto& n : kept) *graph->add_node() = std::move(n);
+  }
+  const std::set<std::string> read = ReadValues(*graph);
+  auto unused = [&](const std::string& name) {
+    return initializers.contains(name) && !read.contains(name);
+  };
+  std::vector<onnx::TensorProto> kept;
+  for (const onnx::TensorProto& t : graph->initializer()) {
+    if (!unused(t.name())) kept.push_back(t);
+  }
+  graph->clear_initializer();
+  for (onnx::TensorProto& t : kept) *graph->add_initializer() = std::move(t);
+  std::vector<onnx::ValueInfoProto> inputs;
+  for (const onnx::ValueInfoProto& v : graph->input()) {
+    if (!unused(v.name())) inputs.push_back(v);
+  }
+  graph->clear_input();
+  for (onnx::ValueInfoProto& v : inputs) *graph->add_input() = std::move(v);
+}
+
 // Folds every BatchNormalization that the engine folds before a trial quantizes the weights
 // (graph_passes.h: it alone reads a Conv's output, which is no graph output, and the parameters
 // are constants) into that Conv, with the engine's own arithmetic (engine/bn_fold.h). The folded
@@ -175,28 +301,9 @@ void FoldBatchNorms(onnx::GraphProto* graph) {
     if (!folded_bns.contains(i)) nodes.push_back(graph->node(i));
   }
   graph->clear_node();
-  std::set<std::string> read;
-  for (onnx::NodeProto& n : nodes) {
-    for (const std::string& in : n.input()) read.insert(in);
-    *graph->add_node() = std::move(n);
-  }
-  auto unused = [&](const std::string& name) {
-    return maybe_unused.contains(name) && !read.contains(name);
-  };
-  std::vector<onnx::TensorProto> initializers;
-  for (const onnx::TensorProto& t : graph->initializer()) {
-    if (!unused(t.name())) initializers.push_back(t);
-  }
-  for (onnx::TensorProto& t : added) initializers.push_back(std::move(t));
-  graph->clear_initializer();
-  for (onnx::TensorProto& t : initializers) *graph->add_initializer() = std::move(t);
-  // Older models also list initializers as graph inputs.
-  std::vector<onnx::ValueInfoProto> inputs;
-  for (const onnx::ValueInfoProto& v : graph->input()) {
-    if (!unused(v.name())) inputs.push_back(v);
-  }
-  graph->clear_input();
-  for (onnx::ValueInfoProto& v : inputs) *graph->add_input() = std::move(v);
+  for (onnx::NodeProto& n : nodes) *graph->add_node() = std::move(n);
+  for (onnx::TensorProto& t : added) *graph->add_initializer() = std::move(t);
+  DropUnread(graph, {}, maybe_unused);
 }
 
 // The activation family the engine fuses an ONNX op under (graph_passes.h, FuseActivations: one
@@ -264,6 +371,13 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
   }
   std::set<std::string> graph_outputs;
   for (const auto& o : graph->output()) graph_outputs.insert(o.name());
+  std::map<std::string, int> producer;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    for (const std::string& out : graph->node(i).output()) producer[out] = i;
+  }
+  // Float weights replaced by their codes, and the Identity / Transpose nodes that led to them:
+  // dropped at the end when nothing else reads them.
+  std::set<std::string> replaced_initializers, bypassed_outputs, quantized_values;
 
   bool any_int8 = false;
   std::vector<onnx::NodeProto> before;  // inserted ahead of everything (weights: no producers)
@@ -281,14 +395,16 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
 
     if (IsInt8(layer.weights())) {
       any_int8 = true;
+      // The value the layer reads; its constant may come through Identity / Transpose nodes,
+      // which the engine folds: the folded value is quantized, as a new initializer.
       const std::string weight_name = node->input(1);
-      auto w = initializer_index.find(weight_name);
-      if (w == initializer_index.end()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "layer ", layer.name(), ": weights '", weight_name, "' are not an initializer"));
-      }
-      onnx::TensorProto& tensor = *graph->mutable_initializer(w->second);
-      const std::vector<float> values = Floats(tensor);
+      absl::StatusOr<ResolvedWeights> resolved =
+          ResolveWeights(*graph, layer.name(), weight_name, producer, initializer_index);
+      if (!resolved.ok()) return resolved.status();
+      replaced_initializers.insert(resolved->initializer);
+      for (int n : resolved->bypassed_nodes) bypassed_outputs.insert(graph->node(n).output(0));
+      const std::vector<float>& values = resolved->values;
+      const std::vector<int64_t>& weight_dims = resolved->dims;
       const v1::QuantParams& p = layer.weights();
       const bool asymmetric = IsAsymmetric(p);
       const int channels = p.scale_size();
@@ -299,18 +415,28 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
         const onnx::AttributeProto* trans_b = FindAttribute(*node, "transB");
         axis = trans_b != nullptr && trans_b->i() == 1 ? 0 : 1;
       }
-      const int64_t axis_size = tensor.dims(axis);
+      if (axis >= static_cast<int>(weight_dims.size())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer ", layer.name(), " weights: rank ", weight_dims.size(),
+            " has no output-channel axis ", axis));
+      }
+      const int64_t axis_size = weight_dims[axis];
       if (channels != 1 && channels != axis_size) {
         return absl::FailedPreconditionError(absl::StrCat(
             "layer ", layer.name(), " weights: ", channels, " scales for ", axis_size,
             " output channels"));
       }
       int64_t inner = 1;
-      for (int d = axis + 1; d < tensor.dims_size(); ++d) inner *= tensor.dims(d);
+      for (size_t d = axis + 1; d < weight_dims.size(); ++d) inner *= weight_dims[d];
+      // The new initializers are named after the value; a second layer reading the same value
+      // (with its own scales) prefixes its name.
+      const std::string base = quantized_values.insert(weight_name).second
+                                   ? weight_name
+                                   : absl::StrCat(layer.name(), "/", weight_name);
       const int lo = asymmetric ? 0 : -128, hi = asymmetric ? 255 : 127;
       onnx::TensorProto codes;
-      codes.set_name(weight_name + "_quantized");
-      *codes.mutable_dims() = tensor.dims();
+      codes.set_name(base + "_quantized");
+      for (int64_t d : weight_dims) codes.add_dims(d);
       codes.set_data_type(asymmetric ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8);
       for (size_t i = 0; i < values.size(); ++i) {
         const int c = channels == 1 ? 0 : static_cast<int>((i / inner) % axis_size);
@@ -326,15 +452,15 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
       for (int c = 0; c < channels && c < p.zero_point_size(); ++c) zero_points[c] = p.zero_point(c);
       const bool per_tensor = channels == 1;
       const std::vector<int64_t> dims = per_tensor ? Scalar() : Vector(channels);
-      *graph->add_initializer() = FloatTensor(weight_name + "_scale",
+      *graph->add_initializer() = FloatTensor(base + "_scale",
                                               {p.scale().begin(), p.scale().end()}, dims);
       *graph->add_initializer() =
-          ZeroPointTensor(weight_name + "_zero_point", zero_points, asymmetric, dims);
-      tensor = codes;
+          ZeroPointTensor(base + "_zero_point", zero_points, asymmetric, dims);
+      *graph->add_initializer() = std::move(codes);
       onnx::NodeProto dq = MakeNode("DequantizeLinear", layer.name() + "_weights_dq",
-                                    {weight_name + "_quantized", weight_name + "_scale",
-                                     weight_name + "_zero_point"},
-                                    weight_name + "_dequantized");
+                                    {base + "_quantized", base + "_scale",
+                                     base + "_zero_point"},
+                                    base + "_dequantized");
       if (!per_tensor) {
         onnx::AttributeProto* a = dq.add_attribute();
         a->set_name("axis");
@@ -342,7 +468,7 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
         a->set_i(axis);
       }
       before.push_back(std::move(dq));
-      node->set_input(1, weight_name + "_dequantized");
+      node->set_input(1, base + "_dequantized");
     }
     if (IsInt8(layer.inputs())) {
       any_int8 = true;
@@ -384,6 +510,7 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
   }
   graph->clear_node();
   for (onnx::NodeProto& n : nodes) *graph->add_node() = std::move(n);
+  DropUnread(graph, bypassed_outputs, replaced_initializers);
   model.set_producer_name("bitsweep (QDQ export)");
   try {
     onnx::checker::check_model(model);

@@ -8,7 +8,11 @@
 // them before quantizing (quant/bn_fold.h), so the exported weights are the ones the
 // trial quantized. For each layer the result lists (by ONNX node name):
 // - int:8 weights: the initializer is replaced by its int8 (symmetric) or uint8 (asymmetric)
-//   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer;
+//   codes, per tensor or per output channel, with a DequantizeLinear feeding the layer. Weights
+//   that reach the layer through Identity / Transpose nodes (PyTorch's bias-free Linear:
+//   MatMul(x, Transpose(W))) are quantized as the engine folds them, transposed, into a new
+//   initializer; the bypassed nodes and float weights leave the graph when nothing else reads
+//   them. Any other producer is refused, naming the layer and the node;
 // - int:8 inputs: QuantizeLinear -> DequantizeLinear on the layer's input;
 // - int:8 outputs: QuantizeLinear -> DequantizeLinear on the layer's output, after the
 //   activations the engine fuses into the layer (Relu/LeakyRelu, Clip, Sigmoid, HardSwish, Tanh

@@ -21,6 +21,7 @@
 #include "quant/config.h"
 #include "worker/engine/tensor_proto.h"
 #include "worker/engine/trial.h"
+#include "worker/engine/zoo/onnx_builder.h"
 
 namespace bitsweep::testing {
 namespace {
@@ -188,6 +189,33 @@ void CheckOrtAgreement(const OrtAgreementCase& c, const std::vector<OrtBound>& b
     EXPECT_LE(r.argmax_differs, bound.argmax_differs) << bound.optimization;
     EXPECT_LE(std::abs(r.top1_ours - r.top1_ort), bound.top1_difference) << bound.optimization;
   }
+}
+
+onnx::ModelProto BiasFreeLinearMlp() {
+  uint32_t state = 2026;
+  auto weights = [&state](int64_t out, int64_t in) {
+    std::vector<float> w(out * in);
+    const float bound = 3.0f / std::sqrt(static_cast<float>(in));
+    for (float& v : w) {
+      state = state * 1664525u + 1013904223u;
+      v = bound * (2.0f * static_cast<float>(state >> 8) / static_cast<float>(1u << 24) - 1.0f);
+    }
+    return engine::Tensor::Float({out, in}, std::move(w));
+  };
+  engine::OnnxGraphBuilder b("bias_free_linear_mlp", /*opset=*/13);
+  b.AddInput("input", {engine::kBatchDim, 1, 28, 28});
+  b.AddInitializer("fc1.weight", weights(64, 784));
+  b.AddInitializer("fc2.weight", weights(10, 64));
+  b.AddNode("Flatten", "/Flatten", {"input"}, {"flat"});
+  b.AddNode("Transpose", "/fc1/Transpose", {"fc1.weight"}, {"fc1.weight_t"},
+            {engine::IntsAttr("perm", {1, 0})});
+  b.AddNode("MatMul", "/fc1/MatMul", {"flat", "fc1.weight_t"}, {"h"});
+  b.AddNode("Relu", "/relu/Relu", {"h"}, {"h_relu"});
+  b.AddNode("Identity", "/fc2/Identity", {"fc2.weight"}, {"fc2.weight_shared"});
+  b.AddNode("Transpose", "/fc2/Transpose", {"fc2.weight_shared"}, {"fc2.weight_t"});
+  b.AddNode("MatMul", "/fc2/MatMul", {"h_relu", "fc2.weight_t"}, {"output"});
+  b.AddOutput("output", engine::Shape{engine::kBatchDim, 10});
+  return b.Build();
 }
 
 }  // namespace bitsweep::testing

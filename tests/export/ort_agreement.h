@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bitsweep/v1/common.pb.h"
+#include "onnx/onnx_pb.h"
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/trial_executor.h"
@@ -58,6 +59,13 @@ struct OrtAgreementCase {
 };
 
 void CheckOrtAgreement(const OrtAgreementCase& c, const std::vector<OrtBound>& bounds);
+
+// A Fashion-MNIST-shaped ([N, 1, 28, 28], input "input", output "output") two-layer perceptron
+// of bias-free Linears as PyTorch exports them: Flatten -> MatMul(x, Transpose(fc1.weight
+// [64, 784])) -> Relu -> MatMul(h, Identity(Transpose(fc2.weight [10, 64]))). Seeded weights
+// (uniform, +-1/sqrt(fan in) scaled by 3). For the QDQ export of MatMul weights that reach
+// the layer through Transpose / Identity nodes (qdq_test.cc, ort_agreement_test.cc).
+onnx::ModelProto BiasFreeLinearMlp();
 
 }  // namespace bitsweep::testing
 

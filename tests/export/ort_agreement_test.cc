@@ -45,6 +45,7 @@
 #include "worker/engine/calibration.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/tensor_proto.h"
+#include "worker/engine/zoo/onnx_builder.h"
 #include "worker/trial_executor.h"
 
 namespace bitsweep {
@@ -60,6 +61,10 @@ const std::string kData = std::string("idx:") + BITSWEEP_FASHION_MNIST_DIR;
 
 // The bounds (see the top of the file), per ONNX Runtime graph optimization level.
 const std::vector<testing::OrtBound> kBounds = {{"disabled", 1, 2, 2}, {"all", 3, 8, 6}};
+
+// Not a zoo file: testing::BiasFreeLinearMlp (MatMul weights through Transpose and Identity, as
+// PyTorch exports a bias-free Linear), written by the suite's set-up.
+constexpr char kMlp[] = "bias-free-linear-mlp";
 
 struct Case {
   std::string model;       // file in models/
@@ -83,7 +88,7 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (const char* model : {"lenet5", "squeezenet-mini", "resnet-mini"}) {
+  for (const char* model : {"lenet5", "squeezenet-mini", "resnet-mini", kMlp}) {
     for (const char* granularity : {"tensor", "channel"}) {
       cases.push_back({model, absl::StrCat("int:8:sym:", granularity), "int:8:sym"});
       cases.push_back({model, absl::StrCat("int:8:asym:", granularity), "int:8:asym"});
@@ -116,6 +121,11 @@ class OrtAgreementTest : public ::testing::TestWithParam<Case> {
                                              eval_->images).ok());
     executor_ = new worker::TrialExecutor();
     calibration_cache_ = new engine::CalibrationCache();
+    ASSERT_TRUE(engine::SaveModel(testing::BiasFreeLinearMlp(), ModelPath(kMlp)).ok());
+  }
+  static std::string ModelPath(const std::string& model) {
+    return model == kMlp ? (*dir_ / (model + ".onnx")).string()
+                         : std::string(BITSWEEP_MODELS_DIR) + "/" + model + ".onnx";
   }
   static void TearDownTestSuite() {
     delete calibration_cache_;
@@ -153,7 +163,7 @@ TEST_P(OrtAgreementTest, OnnxRuntimeAgreesWithOurExecution) {
   settings.mutable_dataset()->set_eval_limit(kTrialImages);
   settings.mutable_dataset()->set_calibration_samples(kCalibration);
   testing::CheckOrtAgreement(
-      {.model_path = std::string(BITSWEEP_MODELS_DIR) + "/" + c.model + ".onnx",
+      {.model_path = ModelPath(c.model),
        .model_key = c.model,
        .config_json = c.config(),
        .int8_path = c.int8_path(),

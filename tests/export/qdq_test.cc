@@ -6,13 +6,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <map>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "tests/export/ort_agreement.h"
 #include "worker/engine/dataset.h"
 #include "worker/engine/graph_passes.h"
 #include "worker/engine/onnx_import.h"
@@ -142,7 +147,24 @@ int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelPro
     const std::string& w = n.inputs[1];
     std::vector<float> expected = graph.constants.at(w).floats();
     const int64_t count = static_cast<int64_t>(expected.size());
-    quant::QuantizeInPlace(q->second, expected.data(), count);
+    // The quantizer's channels are blocks of rows: MatMul's [K, N] weights are quantized as
+    // their transpose [N, K] (as the engine does).
+    const std::vector<int64_t>& shape = graph.constants.at(w).shape();
+    const bool columns = n.op == engine::OpKind::kMatMul && shape.size() == 2;
+    std::vector<float> rows = expected;
+    if (columns) {
+      for (int64_t k = 0; k < shape[0]; ++k) {
+        for (int64_t j = 0; j < shape[1]; ++j) rows[j * shape[0] + k] = expected[k * shape[1] + j];
+      }
+    }
+    quant::QuantizeInPlace(q->second, rows.data(), count);
+    if (columns) {
+      for (int64_t k = 0; k < shape[0]; ++k) {
+        for (int64_t j = 0; j < shape[1]; ++j) expected[k * shape[1] + j] = rows[j * shape[0] + k];
+      }
+    } else {
+      expected = rows;
+    }
 
     EXPECT_TRUE(exported.contains(w + "_quantized")) << n.name << ": " << w;
     if (!exported.contains(w + "_quantized")) continue;
@@ -155,8 +177,9 @@ int ExpectDequantizedWeightsEqualTheEngines(const Trial& t, const onnx::ModelPro
     if (static_cast<int64_t>(codes.raw_data().size()) != count || channels == 0) continue;
     int mismatches = 0;
     for (int64_t i = 0; i < count; ++i) {
-      // Conv and Gemm(transB=1) in the zoo keep output channels on axis 0.
-      const int64_t c = i / (count / channels);
+      // Conv and Gemm(transB=1) in the zoo keep output channels on axis 0, MatMul's [K, N]
+      // weights on axis 1.
+      const int64_t c = n.op == engine::OpKind::kMatMul ? i % channels : i / (count / channels);
       const int8_t code = static_cast<int8_t>(codes.raw_data()[i]);
       const float dequantized = code * scales.float_data(c);
       mismatches += dequantized != expected[i];
@@ -329,6 +352,84 @@ TEST(QdqExportTest, OutputPairsFollowTheActivationsTheEngineFuses) {
   EXPECT_EQ(producer.at("hs_out")->op_type(), "DequantizeLinear");
   EXPECT_EQ(producer.at("c2_out")->op_type(), "DequantizeLinear");
   EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, *exported_model), 3);
+}
+
+// PyTorch's bias-free Linear: MatMul(x, Transpose(W)), here also through an Identity (a shared
+// initializer). The export quantizes the folded [K, N] value the engine quantized, on its output
+// channels (axis 1), as a new initializer; the Transposes, Identity and the float weights leave
+// the graph. ONNX Runtime runs it in ort_agreement_test.cc.
+TEST(QdqExportTest, MatMulWeightsThroughTransposeAndIdentityAreQuantizedOnOutputChannels) {
+  const onnx::ModelProto mlp = testing::BiasFreeLinearMlp();
+  for (const char* weights : {"int:8:sym", "int:8:sym:channel", "int:8:asym:channel"}) {
+    SCOPED_TRACE(weights);
+    const Trial t = RunModel(mlp, absl::StrCat(R"({"default": {"weights": ")", weights,
+                                               R"(", "inputs": "int:8", "outputs": "int:8"}})"));
+    ASSERT_EQ(t.reported.layers_size(), 2);
+    absl::StatusOr<onnx::ModelProto> exported_model = ExportQdq(t);
+    ASSERT_TRUE(exported_model.ok()) << exported_model.status();
+    const onnx::ModelProto& qdq = *exported_model;
+    const bool per_channel = absl::StrContains(weights, "channel");
+    if (!absl::StrContains(weights, "asym")) {  // the helper reads int8 codes
+      EXPECT_EQ(ExpectDequantizedWeightsEqualTheEngines(t, qdq), 2);
+    }
+    EXPECT_EQ(ExpectInitializersMatchTheirShapes(qdq), per_channel ? 2 : 0);
+    for (const auto& n : qdq.graph().node()) {
+      EXPECT_NE(n.op_type(), "Transpose") << n.name();
+      EXPECT_NE(n.op_type(), "Identity") << n.name();
+    }
+    const auto exported = Initializers(qdq.graph());
+    EXPECT_FALSE(exported.contains("fc1.weight"));
+    EXPECT_FALSE(exported.contains("fc2.weight"));
+    // The codes have the transposed shape [K, N]; per channel, N scales on axis 1.
+    const onnx::TensorProto& fc1 = *exported.at("fc1.weight_t_quantized");
+    ASSERT_EQ(fc1.dims_size(), 2);
+    EXPECT_EQ(fc1.dims(0), 784);
+    EXPECT_EQ(fc1.dims(1), 64);
+    EXPECT_EQ(exported.at("fc1.weight_t_scale")->float_data_size(), per_channel ? 64 : 1);
+    const onnx::TensorProto& fc2 = *exported.at("fc2.weight_t_quantized");
+    EXPECT_EQ(fc2.dims(0), 64);
+    EXPECT_EQ(fc2.dims(1), 10);
+    // Element (k, n) of the codes is W[n, k] / scale[n], rounded: checked against the float
+    // weights of the input model directly (independently of the engine).
+    const auto original = Initializers(mlp.graph());
+    const std::vector<float> w = FloatsOf(*original.at("fc1.weight"));  // [64, 784]
+    const onnx::TensorProto& scales = *exported.at("fc1.weight_t_scale");
+    const onnx::TensorProto& zeros = *exported.at("fc1.weight_t_zero_point");
+    int mismatches = 0;
+    for (int k = 0; k < 784; ++k) {
+      for (int n = 0; n < 64; ++n) {
+        const int c = per_channel ? n : 0;
+        const bool asym = fc1.data_type() == onnx::TensorProto::UINT8;
+        const int code = asym ? static_cast<uint8_t>(fc1.raw_data()[k * 64 + n])
+                              : static_cast<int8_t>(fc1.raw_data()[k * 64 + n]);
+        const double expected = std::clamp<double>(
+            std::nearbyint(static_cast<double>(w[n * 784 + k]) / scales.float_data(c)) +
+                zeros.int32_data(c),
+            asym ? 0 : -128, asym ? 255 : 127);
+        mismatches += code != expected;
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+  }
+}
+
+// Weights that reach the layer through any other node than Identity / Transpose (which the
+// export would have to evaluate as the engine's constant folding does) are refused, naming the
+// layer and the node that produces them.
+TEST(QdqExportTest, MatMulWeightsFromAComputedValueAreRefusedByName) {
+  const Trial t = RunModel(testing::BiasFreeLinearMlp(),
+                           R"({"default": {"weights": "int:8", "outputs": "int:8"}})");
+  onnx::ModelProto model = t.model;
+  // fc1's weights become Neg(W): the trial's result no longer describes this model.
+  for (auto& n : *model.mutable_graph()->mutable_node()) {
+    if (n.name() == "/fc1/Transpose") n.set_op_type("Neg");
+  }
+  absl::StatusOr<std::string> r = server::BuildQdqModel(model.SerializeAsString(), t.reported);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("/fc1/MatMul"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("Neg node '/fc1/Transpose'"), std::string::npos)
+      << r.status();
 }
 
 TEST(QdqExportTest, FormatsWithoutAnExactQdqFormAreRefusedByName) {

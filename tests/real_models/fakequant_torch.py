@@ -178,9 +178,13 @@ def mobilenet_v2_forward(m, x, fq):
     return fq.linear("classifier.1", m.classifier[1], x)
 
 
-def head_of(model, name):
-    """The classifier's parent module and attribute."""
-    return (model, "fc") if name == "resnet18" else (model.classifier, "1")
+def head_of(model):
+    """The classifier's parent module and attribute: the last Linear (or, in squeezenet, the
+    last 1x1 Conv) of the model, e.g. resnet18's fc, mobilenet_v2's classifier.1."""
+    path = [k for k, v in model.named_modules()
+            if isinstance(v, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    parent, _, attr = path.rpartition(".")
+    return (model.get_submodule(parent) if parent else model), attr
 
 
 HEAD = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}  # its module path
@@ -192,15 +196,17 @@ FORWARD = {"resnet18": resnet18_forward, "mobilenet_v2": mobilenet_v2_forward}
 # ---------------------------------------------------------------------------------------------
 # Model and data.
 
-def images(count, seed):
+def images(count, seed, size=SIZE):
     """Gaussian images with a per-image contrast and per-channel offset (varied predictions)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(count, 3, SIZE, SIZE, generator=g)
+    x = torch.randn(count, 3, size, size, generator=g)
     return x * (0.5 + 1.5 * torch.rand(count, 1, 1, 1, generator=g)) + \
         0.5 * torch.randn(count, 3, 1, 1, generator=g)
 
 
-def build(name):
+def build(name, size=SIZE):
+    """torchvision's `name` (any of export_torchvision.MODELS) as the tests use it, for `size`
+    x `size` inputs."""
     model = export_torchvision.build(name)
     # Random init with random BatchNorm statistics loses the input on the way through
     # mobilenet_v2 (its features vary by 1e-8 between images): estimate the statistics from a
@@ -217,20 +223,27 @@ def build(name):
     model.train()
     with torch.no_grad():
         for seed in (13, 14):
-            model(images(32, seed=seed))
+            model(images(32, seed=seed, size=size))
     model.eval()
-    parent, attr = head_of(model, name)
-    features_in = getattr(parent, attr).in_features
+    parent, attr = head_of(model)
+    old_head = getattr(parent, attr)
+    conv_head = isinstance(old_head, torch.nn.Conv2d)  # squeezenet: Conv 1x1, ReLU, pooling
+    features_in = old_head.in_channels if conv_head else old_head.in_features
     # A 10-way head centred on the features of a probe set: logits vary with the input.
     setattr(parent, attr, torch.nn.Identity())
     with torch.no_grad():
-        feats = model(images(64, seed=11))
+        feats = model(images(64, seed=11, size=size))
         g = torch.Generator().manual_seed(12)
         head = torch.nn.Linear(features_in, CLASSES)
         w = torch.randn(CLASSES, features_in, generator=g)
         spread = (feats - feats.mean(0)).std()
         head.weight.copy_(w / (spread * math.sqrt(features_in)))
         head.bias.copy_(-head.weight @ feats.mean(0))
+        if conv_head:  # the same map as a 1x1 Conv (it commutes with squeezenet's pooling)
+            conv = torch.nn.Conv2d(features_in, CLASSES, 1)
+            conv.weight.copy_(head.weight.view(CLASSES, features_in, 1, 1))
+            conv.bias.copy_(head.bias)
+            head = conv
     setattr(parent, attr, head)
     return model.eval()
 
