@@ -992,6 +992,49 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   for (const TrialOutcome* t : tuned) EXPECT_TRUE(configs.count(t->spec.config_json()));
 }
 
+// hawq's own default weight candidates: fixed:16 and asymmetric per-channel integers from 8 bits
+// down to 2 (one trial predicts them all); its configs use them, and hawq-table (which measures
+// every candidate layer by layer) keeps the fixed-point defaults of the other strategies.
+TEST(Hawq, DefaultWeightCandidatesArePerChannelIntegers) {
+  const std::vector<std::string> expected = {
+      "fixed:16",           "int:8:asym:channel", "int:7:asym:channel", "int:6:asym:channel",
+      "int:5:asym:channel", "int:4:asym:channel", "int:3:asym:channel", "int:2:asym:channel"};
+  EXPECT_EQ(DefaultWeightFormatsFor("hawq"), expected);
+  EXPECT_EQ(DefaultWeightFormatsFor("hawq-table"), DefaultWeightFormats());
+  EXPECT_EQ(DefaultWeightFormatsFor("ristretto"), DefaultWeightFormats());
+
+  const FakeModel model = LeNetLike();
+  const Sweep sweep = RunSweep(*Make("hawq"), Spec("hawq"), model);
+  EXPECT_TRUE(sweep.last().done);
+  const auto hessian = sweep.OfStage("hessian");
+  ASSERT_EQ(hessian.size(), 1u);
+  EXPECT_EQ(std::vector<std::string>(hessian[0]->spec.sensitivity_weight_formats().begin(),
+                                     hessian[0]->spec.sensitivity_weight_formats().end()),
+            expected);
+  EXPECT_EQ(hessian[0]->spec.sensitivity_activation_formats_size(), 6);
+  // Every config's weights are one of the candidates, and the narrow ones are integers.
+  int narrow = 0;
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
+        if (!roles.weights) continue;
+        const std::string w = quant::FormatToString(*roles.weights);
+        EXPECT_NE(std::find(expected.begin(), expected.end(), w), expected.end()) << w;
+        if (roles.weights->bits <= 8) {
+          EXPECT_EQ(roles.weights->kind, quant::FormatKind::kInt) << o->spec.label();
+          ++narrow;
+        }
+      }
+    }
+  }
+  EXPECT_GT(narrow, 0);
+  // hawq-table's table measures the fixed-point defaults.
+  const Sweep table = RunSweep(*Make("hawq-table"), Spec("hawq-table"), model);
+  for (const TrialOutcome* o : table.OfStage("sensitivity")) {
+    EXPECT_THAT(o->spec.config_json(), ::testing::Not(HasSubstr("int:"))) << o->spec.label();
+  }
+}
+
 TEST(Hawq, TheSensitivityTrialDependsOnTheCandidatesAndItsFailureFailsTheSweep) {
   const FakeModel model = LeNetLike();
   auto hessian_trial = [&](const v1::SweepSpec& spec) {
