@@ -52,7 +52,8 @@ ABSL_FLAG(std::string, strategy, "ristretto",
           "grid | ristretto | sensitivity | hawq | hawq-table | random | evolutionary");
 ABSL_FLAG(double, error_margin, 1.0, "allowed top-1 drop against fp32, percentage points");
 ABSL_FLAG(std::string, weight_formats, "",
-          "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2)");
+          "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2; "
+          "hawq: fixed:16 and int:8:asym:channel down to int:2:asym:channel)");
 ABSL_FLAG(std::string, activation_formats, "",
           "candidate activation formats (default fixed:16 and fixed:8 down to fixed:4)");
 ABSL_FLAG(std::string, grid, "",

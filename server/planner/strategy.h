@@ -57,9 +57,10 @@ class Strategy {
                                         const std::vector<TrialOutcome>& outcomes) const = 0;
 };
 
-// The candidate formats of ristretto, sensitivity, hawq, random and evolutionary when the sweep
-// lists none (SearchSpace.weight_formats / activation_formats): every width from 8 down to 2 for
-// weights and down to 4 for activations, plus 16, in dynamic fixed point. Narrower activations
+// The candidate formats of ristretto, sensitivity, hawq-table, random and evolutionary (and hawq's
+// activations) when the sweep lists none (SearchSpace.weight_formats / activation_formats): every
+// width from 8 down to 2 for weights and down to 4 for activations, plus 16, in dynamic fixed
+// point. Narrower activations
 // than 4 bits cost several points on every zoo model; 16 bits is the safe rung for a sensitive
 // layer. Ristretto's own flow tried only 16/8/4/2 (a defect we do not repeat: the width a layer
 // can afford is often 5 or 6).

@@ -950,8 +950,10 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   for (const auto* stage : {&first, &refine}) {
     for (const TrialOutcome* o : *stage) {
       EXPECT_TRUE(configs.insert(o->spec.config_json()).second) << o->spec.label();
-      // Predicted cost = measured size (no biases in the fake); predicted loss = measured.
-      EXPECT_NEAR(LabelCost(o->spec.label(), "size"), o->result.size_bits(), 0.5);
+      // The default budget is energy; predicted cost = measured energy (the cost model on the
+      // baseline's shapes); predicted loss = measured.
+      EXPECT_NEAR(LabelCost(o->spec.label(), "energy"), o->result.energy_pj(), 0.5)
+          << o->spec.label();
       EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
           << o->spec.label();
     }
@@ -978,10 +980,10 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   }
   // Within the margin, the refinement found a cheaper config than the first round.
   auto cheapest_within = [&](const std::vector<const TrialOutcome*>& os) {
-    int64_t best = INT64_MAX;
+    double best = 1e300;
     for (const TrialOutcome* o : os) {
       if (o->result.top1() >= model.baseline_top1 - margin) {
-        best = std::min(best, o->result.size_bits());
+        best = std::min(best, o->result.energy_pj());
       }
     }
     return best;
@@ -994,8 +996,9 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
 
 // hawq's own default weight candidates: fixed:16 and asymmetric per-channel integers from 8 bits
 // down to 2 (one trial predicts them all); its configs use them, and hawq-table (which measures
-// every candidate layer by layer) keeps the fixed-point defaults of the other strategies.
-TEST(Hawq, DefaultWeightCandidatesArePerChannelIntegers) {
+// every candidate layer by layer) keeps the fixed-point defaults of the other strategies. Its
+// default budget is energy.
+TEST(Hawq, DefaultsArePerChannelIntegersUnderAnEnergyBudget) {
   const std::vector<std::string> expected = {
       "fixed:16",           "int:8:asym:channel", "int:7:asym:channel", "int:6:asym:channel",
       "int:5:asym:channel", "int:4:asym:channel", "int:3:asym:channel", "int:2:asym:channel"};
@@ -1028,6 +1031,26 @@ TEST(Hawq, DefaultWeightCandidatesArePerChannelIntegers) {
     }
   }
   EXPECT_GT(narrow, 0);
+  // Without a cost objective hawq's budget is energy, which prices activations too: some config
+  // narrows them below the widest candidate (under a size budget they would stay at 16 bits).
+  int narrow_activations = 0;
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      EXPECT_THAT(o->spec.label(), HasSubstr("; energy ")) << o->spec.label();
+      for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
+        if (roles.inputs && roles.inputs->bits < 16) ++narrow_activations;
+      }
+    }
+  }
+  EXPECT_GT(narrow_activations, 0);
+  v1::SweepSpec by_size = Spec("hawq");
+  by_size.add_objectives(v1::OBJECTIVE_TOP1);
+  by_size.add_objectives(v1::OBJECTIVE_SIZE);
+  const Sweep sized = RunSweep(*Make("hawq"), by_size, model);
+  ASSERT_FALSE(sized.OfStage("hawq").empty());
+  for (const TrialOutcome* o : sized.OfStage("hawq")) {
+    EXPECT_THAT(o->spec.label(), HasSubstr("; size ")) << o->spec.label();
+  }
   // hawq-table's table measures the fixed-point defaults.
   const Sweep table = RunSweep(*Make("hawq-table"), Spec("hawq-table"), model);
   for (const TrialOutcome* o : table.OfStage("sensitivity")) {
