@@ -60,7 +60,7 @@ ABSL_FLAG(std::string, grid, "",
           "grid axes 'SELECTOR.ROLE=F1,F2;...' with SELECTOR default|conv|fc|layers.NAME and "
           "ROLE weights|inputs|outputs|activations");
 ABSL_FLAG(std::string, objectives, "", "frontier objectives, e.g. top1,size (top1 top5 size "
-          "energy bops)");
+          "energy bops); the first cost is also hawq's budget (default energy; hawq-table: size)");
 ABSL_FLAG(int64_t, finetune_steps, 0, "fine-tuning steps for the stages that fine-tune");
 ABSL_FLAG(int64_t, budget, 0,
           "random, evolutionary: configs to evaluate (default 32 for random, 64 for evolutionary); "
