@@ -69,7 +69,7 @@ std::vector<std::string> DefaultActivationFormats();
 // The default weight candidates of `strategy` (a strategy name): for hawq fixed:16 and asymmetric
 // per-channel integers int:8:asym:channel down to int:2:asym:channel (one scale and zero point
 // per output channel: on lenet5's fc1 alone, 3 bits cost 0.6 points as int:3:asym:channel
-// against 3.9 as fixed:3, 2 bits 2.5 against 40 points; docs/RESULTS.md). hawq predicts every
+// against 4.0 as fixed:3, 2 bits 2.5 against 40 points; docs/RESULTS.md). hawq predicts every
 // candidate's loss from one trial, so it can afford formats the others would have to measure
 // layer by layer. Every other strategy: DefaultWeightFormats().
 std::vector<std::string> DefaultWeightFormatsFor(absl::string_view strategy);
