@@ -177,7 +177,7 @@ std::string ReportEscape(const v1::Sweep& sweep, const std::vector<v1::Trial>& t
   if (spec.strategy() != "grid") {
     absl::StrAppend(&space, space.empty() ? "" : "<br>", "weights: ",
                     Joined(spec.space().weight_formats(),
-                           absl::StrJoin(server::DefaultWeightFormats(), ", ")),
+                           absl::StrJoin(server::DefaultWeightFormatsFor(spec.strategy()), ", ")),
                     "<br>activations: ",
                     Joined(spec.space().activation_formats(),
                            absl::StrJoin(server::DefaultActivationFormats(), ", ")));

@@ -52,14 +52,15 @@ ABSL_FLAG(std::string, strategy, "ristretto",
           "grid | ristretto | sensitivity | hawq | hawq-table | random | evolutionary");
 ABSL_FLAG(double, error_margin, 1.0, "allowed top-1 drop against fp32, percentage points");
 ABSL_FLAG(std::string, weight_formats, "",
-          "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2)");
+          "candidate weight formats, comma-separated (default fixed:16 and fixed:8 down to fixed:2; "
+          "hawq: fixed:16 and int:8:asym:channel down to int:2:asym:channel)");
 ABSL_FLAG(std::string, activation_formats, "",
           "candidate activation formats (default fixed:16 and fixed:8 down to fixed:4)");
 ABSL_FLAG(std::string, grid, "",
           "grid axes 'SELECTOR.ROLE=F1,F2;...' with SELECTOR default|conv|fc|layers.NAME and "
           "ROLE weights|inputs|outputs|activations");
 ABSL_FLAG(std::string, objectives, "", "frontier objectives, e.g. top1,size (top1 top5 size "
-          "energy bops)");
+          "energy bops); the first cost is also hawq's budget (default energy; hawq-table: size)");
 ABSL_FLAG(int64_t, finetune_steps, 0, "fine-tuning steps for the stages that fine-tune");
 ABSL_FLAG(int64_t, budget, 0,
           "random, evolutionary: configs to evaluate (default 32 for random, 64 for evolutionary); "

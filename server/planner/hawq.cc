@@ -27,6 +27,9 @@
 //                        over the "hawq" configs within 3 margins, so the predictor can be
 //                        checked.
 //   Default budget 11 configs: 13 trials in all, 20 % of squeezenet-mini's per-class grid.
+//   Default weight candidates (DefaultWeightFormatsFor("hawq"), strategy.h): fixed:16 and the
+//   per-channel asymmetric integers int:8:asym:channel down to int:2:asym:channel, which lose far
+//   less than per-tensor fixed point at 2-4 bits; activations as the other strategies.
 //
 // "hawq-table": measured single-layer drops (one trial per layer and candidate).
 //   stage "sensitivity"  the sensitivity table, as in the sensitivity strategy (same configs, so
@@ -44,7 +47,8 @@
 //                          of the frontier.
 //
 // Both: every layer gets one weight candidate and one activation candidate. A plan's cost is the
-// budget objective: the first of SweepSpec.objectives that is size, energy or BOPs (default size),
+// budget objective: the first of SweepSpec.objectives that is size, energy or BOPs (default:
+// energy for hawq, size for hawq-table),
 // computed per layer by the cost model (quant/cost_model.h) from the baseline's
 // layer shapes and the sweep's hardware profile: exactly what a worker reports. The knapsack DP
 // (knapsack.h) finds the optimal plan for EVERY budget at once. Each label carries the budget,
@@ -91,13 +95,17 @@ constexpr int kFp32Bits = 32;
 constexpr double kTraceSigmas = 2.0;
 constexpr double kTieBreak = 1e-7;  // nats
 
+// The first of SweepSpec.objectives that is size, energy or BOPs; without one, energy for hawq
+// (it prices weights and activations, where a size budget leaves activations free and so at their
+// widest candidate, 16 bits, whose multiplies and traffic then dominate the energy) and size for
+// hawq-table.
 v1::Objective BudgetObjective(const v1::SweepSpec& spec) {
   for (int o : spec.objectives()) {
     if (o == v1::OBJECTIVE_SIZE || o == v1::OBJECTIVE_ENERGY || o == v1::OBJECTIVE_BOPS) {
       return static_cast<v1::Objective>(o);
     }
   }
-  return v1::OBJECTIVE_SIZE;
+  return spec.strategy() == "hawq" ? v1::OBJECTIVE_ENERGY : v1::OBJECTIVE_SIZE;
 }
 
 // The cost model's view of a layer, from its baseline result (every role fp32). Inputs and

@@ -59,6 +59,15 @@ std::vector<std::string> DefaultWeightFormats() {
   return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4", "fixed:3", "fixed:2"};
 }
 
+std::vector<std::string> DefaultWeightFormatsFor(absl::string_view strategy) {
+  if (strategy != "hawq") return DefaultWeightFormats();
+  std::vector<std::string> formats = {"fixed:16"};
+  for (int bits = 8; bits >= 2; --bits) {
+    formats.push_back(absl::StrCat("int:", bits, ":asym:channel"));
+  }
+  return formats;
+}
+
 std::vector<std::string> DefaultActivationFormats() {
   return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4"};
 }
@@ -329,7 +338,7 @@ Genome RandomGenome(SplitMix64& rng, size_t layers, size_t weight_candidates,
 }
 
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec) {
-  return Candidates(spec.space().weight_formats(), DefaultWeightFormats());
+  return Candidates(spec.space().weight_formats(), DefaultWeightFormatsFor(spec.strategy()));
 }
 
 absl::StatusOr<std::vector<Candidate>> ActivationCandidates(const v1::SweepSpec& spec) {

@@ -101,7 +101,7 @@ struct Candidate {
   std::string format;  // canonical format string
   int bits = 32;
 };
-// SearchSpace.weight_formats / activation_formats (default: DefaultWeightFormats() /
+// SearchSpace.weight_formats / activation_formats (default: DefaultWeightFormatsFor(strategy) /
 // DefaultActivationFormats(), strategy.h), canonical, sorted widest first
 // (stable: equal widths keep the user's order).
 absl::StatusOr<std::vector<Candidate>> WeightCandidates(const v1::SweepSpec& spec);

@@ -57,14 +57,22 @@ class Strategy {
                                         const std::vector<TrialOutcome>& outcomes) const = 0;
 };
 
-// The candidate formats of ristretto, sensitivity, hawq, random and evolutionary when the sweep
-// lists none (SearchSpace.weight_formats / activation_formats): every width from 8 down to 2 for
-// weights and down to 4 for activations, plus 16, in dynamic fixed point. Narrower activations
+// The candidate formats of ristretto, sensitivity, hawq-table, random and evolutionary (and hawq's
+// activations) when the sweep lists none (SearchSpace.weight_formats / activation_formats): every
+// width from 8 down to 2 for weights and down to 4 for activations, plus 16, in dynamic fixed
+// point. Narrower activations
 // than 4 bits cost several points on every zoo model; 16 bits is the safe rung for a sensitive
 // layer. Ristretto's own flow tried only 16/8/4/2 (a defect we do not repeat: the width a layer
 // can afford is often 5 or 6).
 std::vector<std::string> DefaultWeightFormats();
 std::vector<std::string> DefaultActivationFormats();
+// The default weight candidates of `strategy` (a strategy name): for hawq fixed:16 and asymmetric
+// per-channel integers int:8:asym:channel down to int:2:asym:channel (one scale and zero point
+// per output channel: on lenet5's fc1 alone, 3 bits cost 0.6 points as int:3:asym:channel
+// against 4.0 as fixed:3, 2 bits 2.5 against 40 points; docs/RESULTS.md). hawq predicts every
+// candidate's loss from one trial, so it can afford formats the others would have to measure
+// layer by layer. Every other strategy: DefaultWeightFormats().
+std::vector<std::string> DefaultWeightFormatsFor(absl::string_view strategy);
 
 // NOT_FOUND-free: an unknown name is INVALID_ARGUMENT listing the known ones.
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(absl::string_view name);

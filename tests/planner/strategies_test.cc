@@ -950,8 +950,10 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   for (const auto* stage : {&first, &refine}) {
     for (const TrialOutcome* o : *stage) {
       EXPECT_TRUE(configs.insert(o->spec.config_json()).second) << o->spec.label();
-      // Predicted cost = measured size (no biases in the fake); predicted loss = measured.
-      EXPECT_NEAR(LabelCost(o->spec.label(), "size"), o->result.size_bits(), 0.5);
+      // The default budget is energy; predicted cost = measured energy (the cost model on the
+      // baseline's shapes); predicted loss = measured.
+      EXPECT_NEAR(LabelCost(o->spec.label(), "energy"), o->result.energy_pj(), 0.5)
+          << o->spec.label();
       EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
           << o->spec.label();
     }
@@ -978,10 +980,10 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   }
   // Within the margin, the refinement found a cheaper config than the first round.
   auto cheapest_within = [&](const std::vector<const TrialOutcome*>& os) {
-    int64_t best = INT64_MAX;
+    double best = 1e300;
     for (const TrialOutcome* o : os) {
       if (o->result.top1() >= model.baseline_top1 - margin) {
-        best = std::min(best, o->result.size_bits());
+        best = std::min(best, o->result.energy_pj());
       }
     }
     return best;
@@ -990,6 +992,70 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   const auto tuned = sweep.OfStage("finetune");
   ASSERT_FALSE(tuned.empty());
   for (const TrialOutcome* t : tuned) EXPECT_TRUE(configs.count(t->spec.config_json()));
+}
+
+// hawq's own default weight candidates: fixed:16 and asymmetric per-channel integers from 8 bits
+// down to 2 (one trial predicts them all); its configs use them, and hawq-table (which measures
+// every candidate layer by layer) keeps the fixed-point defaults of the other strategies. Its
+// default budget is energy.
+TEST(Hawq, DefaultsArePerChannelIntegersUnderAnEnergyBudget) {
+  const std::vector<std::string> expected = {
+      "fixed:16",           "int:8:asym:channel", "int:7:asym:channel", "int:6:asym:channel",
+      "int:5:asym:channel", "int:4:asym:channel", "int:3:asym:channel", "int:2:asym:channel"};
+  EXPECT_EQ(DefaultWeightFormatsFor("hawq"), expected);
+  EXPECT_EQ(DefaultWeightFormatsFor("hawq-table"), DefaultWeightFormats());
+  EXPECT_EQ(DefaultWeightFormatsFor("ristretto"), DefaultWeightFormats());
+
+  const FakeModel model = LeNetLike();
+  const Sweep sweep = RunSweep(*Make("hawq"), Spec("hawq"), model);
+  EXPECT_TRUE(sweep.last().done);
+  const auto hessian = sweep.OfStage("hessian");
+  ASSERT_EQ(hessian.size(), 1u);
+  EXPECT_EQ(std::vector<std::string>(hessian[0]->spec.sensitivity_weight_formats().begin(),
+                                     hessian[0]->spec.sensitivity_weight_formats().end()),
+            expected);
+  EXPECT_EQ(hessian[0]->spec.sensitivity_activation_formats_size(), 6);
+  // Every config's weights are one of the candidates, and the narrow ones are integers.
+  int narrow = 0;
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
+        if (!roles.weights) continue;
+        const std::string w = quant::FormatToString(*roles.weights);
+        EXPECT_NE(std::find(expected.begin(), expected.end(), w), expected.end()) << w;
+        if (roles.weights->bits <= 8) {
+          EXPECT_EQ(roles.weights->kind, quant::FormatKind::kInt) << o->spec.label();
+          ++narrow;
+        }
+      }
+    }
+  }
+  EXPECT_GT(narrow, 0);
+  // Without a cost objective hawq's budget is energy, which prices activations too: some config
+  // narrows them below the widest candidate (under a size budget they would stay at 16 bits).
+  int narrow_activations = 0;
+  for (const char* stage : {"hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : sweep.OfStage(stage)) {
+      EXPECT_THAT(o->spec.label(), HasSubstr("; energy ")) << o->spec.label();
+      for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
+        if (roles.inputs && roles.inputs->bits < 16) ++narrow_activations;
+      }
+    }
+  }
+  EXPECT_GT(narrow_activations, 0);
+  v1::SweepSpec by_size = Spec("hawq");
+  by_size.add_objectives(v1::OBJECTIVE_TOP1);
+  by_size.add_objectives(v1::OBJECTIVE_SIZE);
+  const Sweep sized = RunSweep(*Make("hawq"), by_size, model);
+  ASSERT_FALSE(sized.OfStage("hawq").empty());
+  for (const TrialOutcome* o : sized.OfStage("hawq")) {
+    EXPECT_THAT(o->spec.label(), HasSubstr("; size ")) << o->spec.label();
+  }
+  // hawq-table's table measures the fixed-point defaults.
+  const Sweep table = RunSweep(*Make("hawq-table"), Spec("hawq-table"), model);
+  for (const TrialOutcome* o : table.OfStage("sensitivity")) {
+    EXPECT_THAT(o->spec.config_json(), ::testing::Not(HasSubstr("int:"))) << o->spec.label();
+  }
 }
 
 TEST(Hawq, TheSensitivityTrialDependsOnTheCandidatesAndItsFailureFailsTheSweep) {
