@@ -6,21 +6,17 @@
 Per sweep (named after its strategy): trials (cached ones included: a trial another sweep had
 already evaluated still counts), the lowest energy and the smallest weights among trials within
 the error margin, and the hypervolume of (top-1 up, weight bits down) against the reference point
-(10 % top-1, the fp32 weight size) divided by the grid sweep's. The cost model does not price
-integer formats' scales and zero points (docs/COST_MODEL.md), so the lowest energy is also given
-with them fetched from DRAM like the weights: 32 bits per scale, B bits per zero point of an
-asymmetric B-bit format, one of each per output channel for per-channel formats. For hawq sweeps, the predicted
+(10 % top-1, the fp32 weight size) divided by the grid sweep's. Sizes and energies are the
+workers' cost model's, which counts integer formats' scales and zero points with the weights
+(docs/COST_MODEL.md; databases from before 2026-12-03 hold figures without them). For hawq sweeps, the predicted
 top-1 in each hawq trial's label against the measured one, and (Hessian sensitivities) the
 predicted loss increase against the measured increase of the evaluation loss over the baseline's.
 """
-import json
 import re
 import sqlite3
 import sys
 
 REF_TOP1 = 0.10
-SCALE_BITS = 32
-DRAM_PJ_PER_BIT = 640.0 / 32  # the default hardware profile's DRAM read
 
 
 def hypervolume(points, ref_size):
@@ -35,21 +31,6 @@ def hypervolume(points, ref_size):
         nxt = pts[i + 1][1] if i + 1 < len(pts) else ref_size
         area += (nxt - size) * (best - REF_TOP1)
     return area / (ref_size * (1.0 - REF_TOP1))
-
-
-def scale_bits(db, trial_id):
-    """Bits of the weights' scales and zero points of a trial (0 for fixed point and fp32)."""
-    bits = 0
-    for fmt, scale, zero_point, width in db.execute(
-            "SELECT weights_format, weights_scale, weights_zero_point, weights_bits "
-            "FROM trial_layer_formats WHERE trial_id = ?", (trial_id,)):
-        if not fmt or not fmt.startswith("int:") or not scale:
-            continue
-        count = len(json.loads(scale))
-        bits += count * SCALE_BITS
-        if ":asym" in fmt:
-            bits += count * width
-    return bits
 
 
 def main():
@@ -75,8 +56,6 @@ def main():
             "trials": len(trials),
             "failed": sum(t[2] == "failed" for t in trials),
             "energy": min((t[5] for t in quantized), default=None),
-            "energy_scales": min((t[5] + DRAM_PJ_PER_BIT * scale_bits(db, t[9]) for t in quantized),
-                                 default=None),
             "size": min((t[4] for t in quantized), default=None),
             "hv": hypervolume([(t[3], t[4]) for t in ok], fp32_size),
             "baseline": base[3],
@@ -86,21 +65,19 @@ def main():
             "losses": [(t[1], t[8]) for t in ok if t[0] in ("hawq", "hawq_refine")],
         }
     grid = rows.get("grid")
-    print("| strategy | trials | wall (s) | lowest energy within the margin | the same with scales "
+    print("| strategy | trials | wall (s) | lowest energy within the margin "
           "| smallest weights within the margin | hypervolume | / grid's |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         energy = "-" if r["energy"] is None else "%.2f uJ" % (r["energy"] / 1e6)
-        energy_scales = ("-" if r["energy_scales"] is None else
-                         "%.2f uJ" % (r["energy_scales"] / 1e6))
         size = "-" if r["size"] is None else "{:,} bits".format(r["size"])
         ratio = "%.3f" % (r["hv"] / grid["hv"]) if grid else "-"
         trials = str(r["trials"]) + (" (%d failed)" % r["failed"] if r["failed"] else "")
         if grid and name != "grid":
             trials += " (%.0f %%)" % (100.0 * r["trials"] / grid["trials"])
         wall = "%.0f" % walls[name] if name in walls else "-"
-        print("| %s | %s | %s | %s | %s | %s | %.4f | %s |" % (name, trials, wall, energy,
-                                                            energy_scales, size, r["hv"], ratio))
+        print("| %s | %s | %s | %s | %s | %.4f | %s |" % (name, trials, wall, energy, size,
+                                                       r["hv"], ratio))
     for name, r in rows.items():
         if not r["hawq"]:
             continue

@@ -253,6 +253,12 @@ absl::StatusOr<HardwareProfile> SettingsHardwareProfile(const std::string& json)
   return profile;
 }
 
+int64_t WeightParameterBits(const NumberFormat& weights, int64_t output_channels) {
+  if (weights.kind != FormatKind::kInt) return 0;
+  const int64_t groups = weights.per_channel ? std::max<int64_t>(1, output_channels) : 1;
+  return groups * (kScaleBits + (weights.symmetric ? 0 : weights.bits));
+}
+
 CostReport EstimateCost(const std::vector<LayerInfo>& layers,
                         const std::vector<LayerFormats>& formats, const HardwareProfile& profile) {
   CostReport report;
@@ -269,7 +275,8 @@ CostReport EstimateCost(const std::vector<LayerInfo>& layers,
     LayerCost c;
     c.name = l.name;
     c.macs = l.macs;
-    c.weight_bits = l.weight_count * b_w + l.bias_count * 32;
+    c.weight_bits = l.weight_count * b_w + l.bias_count * 32 +
+                    WeightParameterBits(f.weights, l.output_channels);
     c.activation_bits = Product(l.input_shape) * b_a + Product(l.output_shape) * b_out;
     c.bops = l.macs * b_w * b_a;
     c.mult_pj = static_cast<double>(l.macs) * MultPj(profile, f.weights, f.inputs);

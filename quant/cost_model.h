@@ -11,6 +11,7 @@
 #ifndef BITSWEEP_QUANT_COST_MODEL_H_
 #define BITSWEEP_QUANT_COST_MODEL_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,8 @@ struct LayerFormats {
 struct LayerCost {
   std::string name;
   int64_t macs = 0;
-  int64_t weight_bits = 0;      // weights at their format's width (+ biases at 32 bits)
+  int64_t weight_bits = 0;      // weights at their format's width, + biases at 32 bits, + an
+                                // int format's scales and zero points (WeightParameterBits)
   int64_t activation_bits = 0;  // input read + output written, at their formats' widths
   int64_t bops = 0;             // macs * b_w * b_a
   double mult_pj = 0, add_pj = 0, weight_fetch_pj = 0, activation_pj = 0;
@@ -66,6 +68,13 @@ struct CostReport {
   int64_t peak_activation_bits = 0;    // max over layers of input + output bits
   std::string profile_name;
 };
+
+// Bits stored with an int format's weights besides the codes: per scale group (the layer, or each
+// of its output channels with :channel) a 32-bit float scale and, when asymmetric, a B-bit zero
+// point. Fetched with the weights, so part of LayerCost.weight_bits. Other formats store none
+// (fixed point's and pow2's one exponent per layer is a shift fixed in the datapath).
+inline constexpr int64_t kScaleBits = 32;
+int64_t WeightParameterBits(const NumberFormat& weights, int64_t output_channels);
 
 // `formats` is parallel to `layers`.
 CostReport EstimateCost(const std::vector<LayerInfo>& layers,

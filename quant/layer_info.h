@@ -23,6 +23,7 @@ struct LayerInfo {
   int64_t macs = 0;         // multiply-accumulates per inference
   int64_t weight_count = 0; // weights (bias excluded)
   int64_t bias_count = 0;
+  int64_t output_channels = 0;  // the weights' output channels (Conv: OC; fc: N): per-channel groups
   int64_t fan_in = 0;       // accumulation length per output (Conv: IC/G * prod(k); fc: K)
   bool output_non_negative = false;  // a fused Relu/Clip(min >= 0)/Sigmoid ends the layer
 };

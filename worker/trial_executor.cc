@@ -153,6 +153,7 @@ void FillResult(const engine::TrialResult& trial, v1::TrialResult* out) {
     layer->set_macs(info.macs);
     layer->set_weight_count(info.weight_count);
     layer->set_fan_in(info.fan_in);
+    layer->set_output_channels(info.output_channels);
     if (i < cost.layers.size()) {
       const quant::LayerCost& c = cost.layers[i];
       layer->set_weight_bits(c.weight_bits);

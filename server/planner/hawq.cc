@@ -118,6 +118,7 @@ quant::LayerInfo InfoOf(const v1::LayerResult& layer) {
   info.weight_count = layer.weight_count();
   info.bias_count = std::max<int64_t>(0, layer.weight_bits() / kFp32Bits - layer.weight_count());
   info.fan_in = layer.fan_in();
+  info.output_channels = layer.output_channels();
   info.input_shape = {layer.activation_bits() / kFp32Bits};
   info.output_shape = {0};
   return info;

@@ -76,6 +76,7 @@ LayerInfo Conv() {
   l.macs = 72;
   l.weight_count = 18;
   l.bias_count = 2;
+  l.output_channels = 2;
   l.fan_in = 9;
   return l;
 }
@@ -90,6 +91,7 @@ LayerInfo Fc() {
   l.macs = 24;
   l.weight_count = 24;
   l.bias_count = 3;
+  l.output_channels = 3;
   l.fan_in = 8;
   return l;
 }
@@ -284,25 +286,42 @@ TEST(CostModelTest, Minifloat) {
 }
 
 TEST(CostModelTest, IntAffine) {
-  // int:6:sym:channel weights, int:8:asym activations: priced like any 6 x 8 integer MAC (scales
-  // and zero points are not costed).
+  // int:6:sym:channel weights, int:8:asym activations: priced like any 6 x 8 integer MAC; the
+  // weights' per-channel scales (32 bits each, no zero point: symmetric) are fetched with them.
   const LayerFormats f = Uniform(Int(6, true, true), Int(8, false, false));
   const CostReport r = TwoLayer(f, f);
   ASSERT_EQ(r.layers.size(), 2u);
   // E_mult(6,8) = (2.9*48 + 6.4)/960 = 145.6/960.
   // conv: mult 72 * 145.6/960 = 10.92; b_acc = 6 + 8 + 4 = 18, E_add = 1.42/24 -> 72*1.42/24 =
-  //   4.26; weight bits 18*6 + 64 = 172 -> 3440; activation bits 192 -> 30; BOPs 72 * 48 = 3456;
-  //   energy 10.92 + 4.26 + 3440 + 30 = 3485.18.
-  ExpectCost(r.layers[0], {.name = "conv", .macs = 72, .weight_bits = 172, .activation_bits = 192,
-                           .bops = 3456, .mult_pj = 10.92, .add_pj = 4.26, .weight_fetch_pj = 3440,
-                           .activation_pj = 30, .energy_pj = 3485.18});
+  //   4.26; weight bits 18*6 + 64 + 2 scales * 32 = 236 -> 4720; activation bits 192 -> 30;
+  //   BOPs 72 * 48 = 3456; energy 10.92 + 4.26 + 4720 + 30 = 4765.18.
+  ExpectCost(r.layers[0], {.name = "conv", .macs = 72, .weight_bits = 236, .activation_bits = 192,
+                           .bops = 3456, .mult_pj = 10.92, .add_pj = 4.26, .weight_fetch_pj = 4720,
+                           .activation_pj = 30, .energy_pj = 4765.18});
   // fc: mult 24 * 145.6/960 = 3.64; b_acc = 6 + 8 + 3 = 17, E_add = 1.35/24 -> 1.35;
-  //   weight bits 24*6 + 96 = 240 -> 4800; activation bits 88 -> 13.75; BOPs 24 * 48 = 1152;
-  //   energy 3.64 + 1.35 + 4800 + 13.75 = 4818.74.
-  ExpectCost(r.layers[1], {.name = "fc", .macs = 24, .weight_bits = 240, .activation_bits = 88,
-                           .bops = 1152, .mult_pj = 3.64, .add_pj = 1.35, .weight_fetch_pj = 4800,
-                           .activation_pj = 13.75, .energy_pj = 4818.74});
+  //   weight bits 24*6 + 96 + 3 scales * 32 = 336 -> 6720; activation bits 88 -> 13.75;
+  //   BOPs 24 * 48 = 1152; energy 3.64 + 1.35 + 6720 + 13.75 = 6738.74.
+  ExpectCost(r.layers[1], {.name = "fc", .macs = 24, .weight_bits = 336, .activation_bits = 88,
+                           .bops = 1152, .mult_pj = 3.64, .add_pj = 1.35, .weight_fetch_pj = 6720,
+                           .activation_pj = 13.75, .energy_pj = 6738.74});
   ExpectTotals(r);
+}
+
+TEST(CostModelTest, IntWeightParameters) {
+  // Per scale group: a 32-bit scale, and a B-bit zero point when asymmetric.
+  EXPECT_EQ(WeightParameterBits(Int(4, /*symmetric=*/false, /*per_channel=*/true), 10),
+            10 * (32 + 4));
+  EXPECT_EQ(WeightParameterBits(Int(4, false, false), 10), 32 + 4);
+  EXPECT_EQ(WeightParameterBits(Int(8, true, false), 10), 32);
+  EXPECT_EQ(WeightParameterBits(Int(8, true, true), 10), 10 * 32);
+  EXPECT_EQ(WeightParameterBits(Int(8, true, true), 0), 32);  // channels unknown: one group
+  EXPECT_EQ(WeightParameterBits(Fixed(8), 10), 0);
+  EXPECT_EQ(WeightParameterBits(Fp32(), 10), 0);
+  // In a report: the fc layer (N = 3) with int:4:asym:channel weights stores 24 four-bit codes,
+  // 3 biases, and 3 scales and 3 zero points: 96 + 96 + 3 * 36 = 300 bits.
+  const CostReport r = TwoLayer(Uniform(Fp32(), Fp32()), Uniform(Int(4, false, true), Fp32()));
+  EXPECT_EQ(r.layers[1].weight_bits, 300);
+  EXPECT_DOUBLE_EQ(r.layers[1].weight_fetch_pj, 300 * 20.0);
 }
 
 TEST(CostModelTest, PerLayerFormatsAndTotals) {

@@ -978,6 +978,7 @@ quant::LayerInfo ConvLayerInfo(const Shape& ws, const Shape& x_shape, const Shap
   info.macs = Product(out_shape, 1, out_shape.size()) * info.fan_in;
   info.weight_count = NumElements(ws);
   info.bias_count = has_bias ? ws[0] : 0;
+  info.output_channels = ws[0];
   return info;
 }
 
@@ -992,6 +993,7 @@ quant::LayerInfo GemmLayerInfo(const Shape& b_shape, int64_t k, int64_t nn, bool
   info.macs = k * nn;
   info.weight_count = k * nn;
   info.bias_count = has_bias ? nn : 0;
+  info.output_channels = nn;
   return info;
 }
 

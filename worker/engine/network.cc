@@ -340,6 +340,7 @@ absl::Status Network::Impl::CompileMatMul(const Node& n) {
   info.fan_in = k;
   info.macs = NumElements(out) / (a_vector ? 1 : std::max<int64_t>(out[0], 1)) * k;
   info.weight_count = NumElements(bs);
+  info.output_channels = bs.empty() ? 1 : bs.back();
   FinishLayer(n, View(result, logical), output_fused, std::move(info));
   return absl::OkStatus();
 }
