@@ -5,7 +5,7 @@
 // the plan puts it, inputs on private copies, whole-batch primitives). The plain placement is
 // what the network compiles while an observer watches the layers, so the same network with and
 // without a no-op observer is the comparison. Also: the float int kernel against
-// the exact enumeration reference at and around every rounding midpoint.
+// the enumeration reference at and around every rounding midpoint.
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -210,7 +210,8 @@ TEST(PlacementTest, HandMadeGraphAgainstTheScalarReference) {
   EXPECT_GT(effect, 10 * worst);
 }
 
-// The float int kernel decides round(x / s) exactly: every midpoint (k + 1/2) * s, the floats
+// The float int kernel computes PyTorch's rule round(fl(x * fl(1/s))) as the enumeration reference
+// states it: every midpoint (k + 1/2) * s, the floats
 // around it, and values far outside the range, for many scales, both nearest roundings,
 // symmetric and asymmetric, widths up to the float kernel's limit and beyond (double kernel).
 TEST(IntKernelTest, MidpointsAgreeWithTheEnumerationReference) {

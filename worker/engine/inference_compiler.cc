@@ -224,19 +224,44 @@ const quant::LayerQuantPlan* InferenceCompiler::PlanFor(const Node& n) const {
 }
 
 bool InferenceCompiler::AppendQuantizerPostOps(const quant::Quantizer& q, dnnl::post_ops* ops) {
-  const bool is_fixed =
-      q.format.kind == quant::FormatKind::kFixed || q.format.kind == quant::FormatKind::kUfixed;
-  if (!is_fixed || q.rounding != quant::Rounding::kNearestEven) return false;
-  // linear(2^FL) -> round (half to even) -> clip -> pow(2^-FL, 1). A second eltwise_linear in
-  // the chain would reuse the first one's alpha in oneDNN 2.6.3 (AppendEltwise), hence pow.
-  const int b = q.format.bits;
-  const bool is_signed = q.format.kind == quant::FormatKind::kFixed;
-  const float lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
-  const float hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
-  AppendEltwise(ops, dnnl::algorithm::eltwise_linear, std::ldexp(1.0f, q.fractional_bits), 0.0f);
+  if (q.rounding != quant::Rounding::kNearestEven) return false;
+  // linear(m) -> round (half to even) -> clip(lo, hi) -> pow(r, 1): fl(fl(x * m) rounded, clipped
+  // to integer bounds, times r), exactly what format.cc computes in float. A second
+  // eltwise_linear in the chain would reuse the first one's alpha in oneDNN 2.6.3
+  // (AppendEltwise), hence pow for the rescale.
+  float m, lo, hi, r;
+  switch (q.format.kind) {
+    case quant::FormatKind::kFixed:
+    case quant::FormatKind::kUfixed: {
+      // m = 2^FL, r = 2^-FL: both products exact.
+      const int b = q.format.bits;
+      const bool is_signed = q.format.kind == quant::FormatKind::kFixed;
+      lo = is_signed ? -std::ldexp(1.0f, b - 1) : 0.0f;
+      hi = is_signed ? std::ldexp(1.0f, b - 1) - 1.0f : std::ldexp(1.0f, b) - 1.0f;
+      m = std::ldexp(1.0f, q.fractional_bits);
+      r = std::ldexp(1.0f, -q.fractional_bits);
+      break;
+    }
+    case quant::FormatKind::kInt: {
+      // PyTorch's rule: m = fl(1 / s), clip to [qmin - zp, qmax - zp] (the zero point is a shift
+      // of the bounds), r = s. Per tensor, and within the float kernel's range (|bound| <= 2^22)
+      // where every bound and n * s are exact floats as in format.cc.
+      if (q.format.per_channel || q.scale.size() != 1 || q.zero_point.size() != 1) return false;
+      const quant::IntGrid g = quant::IntGridOf(q, 0);
+      if (g.lo < -0x1p22 || g.hi > 0x1p22) return false;
+      lo = static_cast<float>(g.lo);
+      hi = static_cast<float>(g.hi);
+      m = g.inverse;
+      r = g.scale;
+      break;
+    }
+    default:
+      return false;
+  }
+  AppendEltwise(ops, dnnl::algorithm::eltwise_linear, m, 0.0f);
   AppendEltwise(ops, dnnl::algorithm::eltwise_round, 0.0f, 0.0f);
   AppendEltwise(ops, dnnl::algorithm::eltwise_clip, lo, hi);  // clip_v2 after a fused Clip
-  AppendEltwise(ops, dnnl::algorithm::eltwise_pow, std::ldexp(1.0f, -q.fractional_bits), 1.0f);
+  AppendEltwise(ops, dnnl::algorithm::eltwise_pow, r, 1.0f);
   return true;
 }
 
