@@ -358,6 +358,7 @@ BITSWEEP_INLINE void MinifloatKernel(float* data, int64_t begin, int64_t end,
   const uint32_t one = mask != 0 ? 1u : 0u;          // shift == 0: no rounding at all
   const int32_t min_normal_bits = p.min_normal_bits, max_bits = p.max_bits;
   const float s1 = p.s1, s2 = p.s2, step = p.step;
+  const uint32_t half_min_normal_bits = BitCast<uint32_t>(0.5f * BitCast<float>(min_normal_bits));
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
     const uint32_t bits = BitCast<uint32_t>(x);
@@ -370,19 +371,22 @@ BITSWEEP_INLINE void MinifloatKernel(float* data, int64_t begin, int64_t end,
     } else {
       an = (a + half + one) & ~mask;                   // + 2^(shift-1): ties away from zero
     }
-    // Sub-normal region: uniform grid.
-    const float v = (BitCast<float>(a) * s1) * s2;
-    float r;
-    if constexpr (kDenormals) {
-      r = RoundNonNegative<R>(v);
+    // Integer comparisons and min/max on the bit patterns (monotone for non-negative floats);
+    // an only overflows the int32 range for NaN, which the last line keeps.
+    int32_t res;
+    if constexpr (kDenormals) {  // sub-normal region: a uniform grid
+      const float v = (BitCast<float>(a) * s1) * s2;
+      const int32_t as = BitCast<int32_t>(RoundNonNegative<R>(v) * step);
+      res = static_cast<int32_t>(a) < min_normal_bits ? as : static_cast<int32_t>(an);
     } else {
-      r = SelectF(v >= 0.5f, 1.0f, 0.0f);  // ties (exactly half the smallest normal) round up
+      // Below the smallest normal: 0 under half of it, else the smallest normal (ties round up).
+      // From half of it up, max(an, smallest normal) is that (an <= it there) and an above it.
+      res = std::max(static_cast<int32_t>(an), min_normal_bits);
+      res = a < half_min_normal_bits ? 0 : res;
     }
-    const uint32_t as = BitCast<uint32_t>(r * step);
-    uint32_t res = Select(static_cast<int32_t>(a) < min_normal_bits, as, an);
-    res = Select(static_cast<int32_t>(res) > max_bits, static_cast<uint32_t>(max_bits), res);
-    res = Select(static_cast<int32_t>(a) > 0x7F800000, bits, res | sign);  // NaN stays NaN
-    data[i] = BitCast<float>(res);
+    res = std::min(res, max_bits);
+    const uint32_t out = static_cast<uint32_t>(res) | sign;
+    data[i] = BitCast<float>(static_cast<int32_t>(a) > 0x7F800000 ? bits : out);  // NaN: itself
   }
 }
 
