@@ -101,9 +101,9 @@ TEST_P(ZooPlacementTest, MovedQuantizersGiveThePlainPlacementsValues) {
   ASSERT_TRUE(model.ok());
   absl::StatusOr<Graph> graph = ImportOnnxModel(*model, {}, arch);
   ASSERT_TRUE(graph.ok());
-  // Batch 32: the passes run in parallel blocks, and the larger convolutions' outputs (over 1 MiB)
-  // are computed and quantized sub-batch by sub-batch.
-  const Tensor x = Random({32, 1, 28, 28}, 11, 0.0f, 1.0f);
+  // Batch 64: the passes run in parallel blocks, and the larger convolutions' outputs (over 4 MiB:
+  // squeezenet-mini's and alexnet-mini's first) are computed and quantized sub-batch by sub-batch.
+  const Tensor x = Random({64, 1, 28, 28}, 11, 0.0f, 1.0f);
   const Tensor fp32 = RunNet(*graph, x, nullptr, false);
   const Calibrated calibrated = Calibrate(*graph);
   for (const std::string& config :
