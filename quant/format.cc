@@ -10,11 +10,12 @@
 //     are finite normal floats; calibration clamps into that range, ParseFormat rejects others.
 //     The kernel runs in float while |k| <= 2^22 (fixed B <= 23, ufixed B <= 22), else in
 //     double; for B > 24 the output k * 2^-FL is rounded once to float (k may not fit a float).
-//   * int: k = round(x / s) is taken from the correctly rounded double quotient, which equals the
-//     integer nearest to the exact quotient (ties included) for |x / s| < 2^28, i.e. whenever it
-//     matters for B <= 27. The output value of grid integer n is float(double(n) * double(s)),
-//     which is the correctly rounded n * s for B <= 29. A scale is clamped to [FLT_MIN, FLT_MAX]
-//     (an all-zero clip range gives a grid of FLT_MIN steps, not a division by zero).
+//   * int: PyTorch's fake quantization rule, k = round(fl(x * inv)) with inv = fl(1 / s) (float
+//     arithmetic, not the exact quotient x / s: a value near a tie of x / s may round to the
+//     other neighbour), clamped to [qmin - zp, qmax - zp]; the output of grid integer n is
+//     fl(n * s), computed as float(double(n) * double(s)) (the same for |n| <= 2^24). A scale is
+//     clamped to [FLT_MIN, FLT_MAX] (an all-zero clip range gives a grid of FLT_MIN steps, not a
+//     division by zero); 1 / FLT_MIN is finite.
 //     int:32:asym is rejected: its zero point (up to 2^32 - 1) does not fit the int32 field.
 //   * minifloat: normal exponents are fields 1 .. 2^E-1 (e = field - bias), field 0 is zero (and
 //     the denormals with ":denormal"). Representable values that a float cannot hold are not
@@ -357,6 +358,7 @@ BITSWEEP_INLINE void MinifloatKernel(float* data, int64_t begin, int64_t end,
   const uint32_t one = mask != 0 ? 1u : 0u;          // shift == 0: no rounding at all
   const int32_t min_normal_bits = p.min_normal_bits, max_bits = p.max_bits;
   const float s1 = p.s1, s2 = p.s2, step = p.step;
+  const uint32_t half_min_normal_bits = BitCast<uint32_t>(0.5f * BitCast<float>(min_normal_bits));
   for (int64_t i = begin; i < end; ++i) {
     const float x = data[i];
     const uint32_t bits = BitCast<uint32_t>(x);
@@ -369,19 +371,22 @@ BITSWEEP_INLINE void MinifloatKernel(float* data, int64_t begin, int64_t end,
     } else {
       an = (a + half + one) & ~mask;                   // + 2^(shift-1): ties away from zero
     }
-    // Sub-normal region: uniform grid.
-    const float v = (BitCast<float>(a) * s1) * s2;
-    float r;
-    if constexpr (kDenormals) {
-      r = RoundNonNegative<R>(v);
+    // Integer comparisons and min/max on the bit patterns (monotone for non-negative floats);
+    // an only overflows the int32 range for NaN, which the last line keeps.
+    int32_t res;
+    if constexpr (kDenormals) {  // sub-normal region: a uniform grid
+      const float v = (BitCast<float>(a) * s1) * s2;
+      const int32_t as = BitCast<int32_t>(RoundNonNegative<R>(v) * step);
+      res = static_cast<int32_t>(a) < min_normal_bits ? as : static_cast<int32_t>(an);
     } else {
-      r = SelectF(v >= 0.5f, 1.0f, 0.0f);  // ties (exactly half the smallest normal) round up
+      // Below the smallest normal: 0 under half of it, else the smallest normal (ties round up).
+      // From half of it up, max(an, smallest normal) is that (an <= it there) and an above it.
+      res = std::max(static_cast<int32_t>(an), min_normal_bits);
+      res = a < half_min_normal_bits ? 0 : res;
     }
-    const uint32_t as = BitCast<uint32_t>(r * step);
-    uint32_t res = Select(static_cast<int32_t>(a) < min_normal_bits, as, an);
-    res = Select(static_cast<int32_t>(res) > max_bits, static_cast<uint32_t>(max_bits), res);
-    res = Select(static_cast<int32_t>(a) > 0x7F800000, bits, res | sign);  // NaN stays NaN
-    data[i] = BitCast<float>(res);
+    res = std::min(res, max_bits);
+    const uint32_t out = static_cast<uint32_t>(res) | sign;
+    data[i] = BitCast<float>(static_cast<int32_t>(a) > 0x7F800000 ? bits : out);  // NaN: itself
   }
 }
 
@@ -490,7 +495,9 @@ void Pow2Kernel(float* data, int64_t begin, int64_t end, const Pow2Plan& p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// int: q = (clamp(round(x / s) + zp, qmin, qmax) - zp) * s, in double.
+// int: q = (clamp(round(fl(x * inv)) + zp, qmin, qmax) - zp) * s, inv = fl(1 / s): PyTorch's
+// fake quantization rule (torch.fake_quantize_per_tensor_affine), which a oneDNN post-op chain
+// computes too (InferenceCompiler::AppendQuantizerPostOps).
 
 struct IntChannel {
   double scale = 1, lo = 0, hi = 0;  // lo/hi: the range of round(x / s), i.e. [qmin-zp, qmax-zp]
@@ -533,53 +540,37 @@ IntChannel PlanIntChannel(const Quantizer& q, size_t c) {
   return ch;
 }
 
+// The reciprocal every int kernel multiplies by: fl(1 / s), as PyTorch's inv_scale.
+float IntInverse(double scale) { return 1.0f / static_cast<float>(scale); }
+
+// Integer ranges beyond +-2^22 (B >= 23): y = fl(x * inv) is rounded and clamped in double (an
+// integer-valued float y >= 2^23 is already on the grid), and the output fl(n * s) is the double
+// product rounded once to float.
 template <Rounding R>
 void IntKernel(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
   const double s = ch.scale, lo = ch.lo, hi = ch.hi;
+  const float inv = IntInverse(ch.scale);
   for (int64_t i = begin; i < end; ++i) {
-    double y = double(data[i]) / s;
+    double y = static_cast<double>(data[i] * inv);
     y = y < lo ? lo : y;
     y = y > hi ? hi : y;
     data[i] = static_cast<float>(RoundSmall<double, R>(y) * s);
   }
 }
 
-// The same q in float arithmetic, for integer ranges within +-2^21 (B <= 22): k0, the integer
-// nearest to fl(x * fl(1/s)), is within one of round(x / s) (|x/s - k0| < 1 whenever
-// |x/s| <= 2^21 + 2, as the product's relative error is below 2^-23). The residual
-// r = x - k0*s is then exactly representable (|r| < s, and x and k0*s are multiples of
-// min(ulp(x), ulp(s)), so r needs at most 24 bits) and one FMA gives it exactly; comparing it
-// with s/2 picks round(x / s) among k0 - 1, k0, k0 + 1, ties included, as the double kernel
-// does. Values of x/s far outside [lo, hi] are pre-clamped to lo - 2 / hi + 2, where r may be
-// inexact but every candidate is beyond the range and clamps alike. NaN stays NaN.
+// The same q in float arithmetic, for integer ranges within +-2^22 (B <= 23 symmetric, B <= 22
+// asymmetric): clamping y = fl(x * inv) to the integer bounds before rounding gives the same
+// result as after and keeps |y| small enough for RoundSmall; n * s with |n| <= 2^22 is fl(n * s)
+// exactly as PyTorch's float product. NaN stays NaN (the comparisons keep it, and so does the
+// rounding), +-Inf clamp to the extreme codes.
 template <Rounding R>
 BITSWEEP_INLINE void IntFloatLoop(float* data, int64_t begin, int64_t end, float s, float inv,
                                   float lo, float hi) {
-  // r > s/2 is r >= the float after s/2 (r is exact); a tie r == s/2 goes up when the rule
-  // says so. Likewise downwards.
-  const float half = 0.5f * s, above_half = std::nextafter(half, FLT_MAX);
-  const float below = lo - 2.0f, above = hi + 2.0f;
   for (int64_t i = begin; i < end; ++i) {
-    const float x = data[i];
-    float y = x * inv;
-    y = y < below ? below : y;
-    y = y > above ? above : y;
-    const float t = y + kMagic<float>;  // 1.5 * 2^23 + k0: its last mantissa bit is k0's parity
-    const float k0 = t - kMagic<float>;
-    const float r = __builtin_fmaf(-k0, s, x);  // std::fma would be a call in the clones
-    bool tie_up, tie_down;
-    if constexpr (R == Rounding::kNearestEven) {
-      tie_up = tie_down = (BitCast<uint32_t>(t) & 1u) != 0;  // odd k0: ties leave it
-    } else {  // ties away from zero
-      tie_up = k0 >= 0.0f;
-      tie_down = k0 <= 0.0f;
-    }
-    const float up = SelectF(tie_up, half, above_half);
-    const float down = SelectF(tie_down, -half, -above_half);
-    float k = k0 + SelectF(r >= up, 1.0f, 0.0f) - SelectF(r <= down, 1.0f, 0.0f);
-    k = k < lo ? lo : k;
-    k = k > hi ? hi : k;
-    data[i] = k * s;
+    float y = data[i] * inv;
+    y = y < lo ? lo : y;
+    y = y > hi ? hi : y;
+    data[i] = RoundSmall<float, R>(y) * s;
   }
 }
 
@@ -594,11 +585,11 @@ BITSWEEP_VECTOR_CLONES(IntFloatAway, BITSWEEP_INT_ARGS, (data, begin, end, s, in
 // Nearest-rounding int q over [begin, end): the float kernel when the range allows it.
 template <Rounding R>
 void IntNearest(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
-  if (ch.lo < -0x1p21 || ch.hi > 0x1p21) {
+  if (ch.lo < -0x1p22 || ch.hi > 0x1p22) {
     IntKernel<R>(data, begin, end, ch);
     return;
   }
-  const float s = static_cast<float>(ch.scale), inv = 1.0f / s;
+  const float s = static_cast<float>(ch.scale), inv = IntInverse(ch.scale);
   const float lo = static_cast<float>(ch.lo), hi = static_cast<float>(ch.hi);
   if constexpr (R == Rounding::kNearestEven) {
     IntFloatEven(data, begin, end, s, inv, lo, hi);
@@ -607,10 +598,12 @@ void IntNearest(float* data, int64_t begin, int64_t end, const IntChannel& ch) {
   }
 }
 
+// floor(y + u) for y = fl(x * inv), in double (exact for every B).
 void IntStochastic(float* data, int64_t begin, int64_t end, int64_t offset, const IntChannel& ch,
                    const Counter& rng) {
+  const float inv = IntInverse(ch.scale);
   for (int64_t i = begin; i < end; ++i) {
-    double y = double(data[i]) / ch.scale;
+    double y = static_cast<double>(data[i] * inv);
     y = y < ch.lo ? ch.lo : y;
     y = y > ch.hi ? ch.hi : y;
     const double f = FloorSmall(y);
@@ -917,6 +910,11 @@ void QuantizeInPlace(const Quantizer& q, float* data, int64_t count, int64_t off
     case FormatKind::kInt:
       return QuantizeInt(q, data, count, offset);
   }
+}
+
+IntGrid IntGridOf(const Quantizer& q, size_t channel) {
+  const IntChannel ch = PlanIntChannel(q, channel);
+  return {static_cast<float>(ch.scale), IntInverse(ch.scale), ch.lo, ch.hi};
 }
 
 float MaxMagnitude(const Quantizer& q) {

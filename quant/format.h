@@ -34,15 +34,19 @@
 //                             integer affine, default sym:tensor. sym: q in [-(2^(B-1)-1),
 //                             2^(B-1)-1], zero point 0, scale = T / (2^(B-1)-1). asym: q in
 //                             [0, 2^B-1], scale = (hi - lo) / (2^B-1) over [lo, hi] (extended to
-//                             include 0), zero point = round(-lo/scale). q(x) = (clamp(round(x/s)
-//                             + zp, qmin, qmax) - zp) * s. channel: one scale per output channel
-//                             (dimension 0 of a weight tensor); weights only. B >= 2.
+//                             include 0), zero point = round(-lo/scale). q(x) = (clamp(round(
+//                             fl(x * inv)) + zp, qmin, qmax) - zp) * s, inv = fl(1/s) in float
+//                             arithmetic: PyTorch's fake quantization rule (bit-exact with
+//                             torch.fake_quantize_per_tensor_affine), not the exact quotient x/s.
+//                             channel: one scale per output channel (dimension 0 of a weight
+//                             tensor); weights only. B >= 2.
 // Rounding (fixed, ufixed, minifloat mantissa, int): nearest_even (default; oneDNN's
 // eltwise_round), nearest_away (Ristretto's CPU), stochastic (floor(v + u), u ~ U[0,1) from a
 // seeded counter-based generator, so a given seed always gives the same result).
 #ifndef BITSWEEP_QUANT_FORMAT_H_
 #define BITSWEEP_QUANT_FORMAT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -107,6 +111,17 @@ Quantizer MakeIntQuantizer(const NumberFormat& format, const std::vector<float>&
 // channels] row-major. `offset` is the index of data[0] within the whole tensor, so stochastic
 // rounding draws the same u for the same element however the tensor is split across calls.
 void QuantizeInPlace(const Quantizer& q, float* data, int64_t count, int64_t offset = 0);
+
+// An int quantizer's grid for one channel (0 for per-tensor ones), as every int kernel uses it:
+// q(x) = clamp(round(fl(x * inverse)), lo, hi) * scale, with inverse = fl(1 / scale) and
+// [lo, hi] = [qmin - zp, qmax - zp]. For code outside format.cc that computes the same q
+// (the engine's fused post-op chain, the int8 network, the ONNX export).
+struct IntGrid {
+  float scale = 1;    // sanitized: within [FLT_MIN, FLT_MAX]
+  float inverse = 1;  // fl(1 / scale)
+  double lo = 0, hi = 0;
+};
+IntGrid IntGridOf(const Quantizer& q, size_t channel);
 
 // The largest finite magnitude a quantizer can output (fp32: FLT_MAX). Used by energy/size
 // reports and by tests.

@@ -441,9 +441,10 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
       for (size_t i = 0; i < values.size(); ++i) {
         const int c = channels == 1 ? 0 : static_cast<int>((i / inner) % axis_size);
         const int32_t zp = p.zero_point_size() > c ? p.zero_point(c) : 0;
-        // The double quotient rounds like the exact one (as the engine computes it, format.cc);
-        // a float quotient can land on the other side of a tie.
-        const double q = std::nearbyint(static_cast<double>(values[i]) / p.scale(c)) + zp;
+        // PyTorch's fake quantization rule, as the engine computes it (format.cc): the float
+        // product with the float reciprocal, rounded half to even.
+        const float inv = 1.0f / p.scale(c);
+        const double q = std::nearbyint(static_cast<double>(values[i] * inv)) + zp;
         // One byte per weight: int8 two's complement, or uint8.
         codes.mutable_raw_data()->push_back(
             static_cast<char>(static_cast<int32_t>(std::clamp<double>(q, lo, hi))));

@@ -70,9 +70,13 @@ Tensor RunEmulated(const Graph& graph, const Tensor& x, const quant::QuantPlan& 
   return testing::RunEmulation(graph, x, &plan);
 }
 
-// Code of x under a symmetric 8-bit scale, computed independently of format.cc.
+// Code of x under a symmetric 8-bit scale, computed independently of format.cc by the int
+// formats' rule (PyTorch's fake quantization): x as a float times the float reciprocal of the
+// scale, rounded half to even.
 int64_t CodeOf(double x, double scale) {
-  return static_cast<int64_t>(std::clamp(std::nearbyint(x / scale), -127.0, 127.0));
+  const float inv = 1.0f / static_cast<float>(scale);
+  const double y = static_cast<double>(static_cast<float>(x) * inv);
+  return static_cast<int64_t>(std::clamp(std::nearbyint(y), -127.0, 127.0));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 // the same quantizers applied at the same points (weights before use, layer outputs after their
 // fused activations, layer inputs on a private copy). The quantizer math itself is checked against
 // the independent enumeration reference in format_test; here the question is placement and the
-// fused oneDNN post-op chain (linear -> round -> clip -> pow) in blocked and plain layouts.
+// fused oneDNN post-op chain (linear -> round -> clip -> pow; fixed point and int) in blocked and
+// plain layouts.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <random>
 #include <string>
@@ -66,6 +68,17 @@ int64_t Mismatches(const Tensor& a, const Tensor& b) {
   return bad;
 }
 
+// An output quantizer as calibration would make it from the fp32 output range [lo, hi]: fixed
+// point from max|x|, int from the range itself.
+Quantizer OutputQuantizer(const std::string& format, float lo, float hi) {
+  const NumberFormat f = Format(format);
+  if (f.kind == FormatKind::kInt) {
+    return quant::MakeIntQuantizer(f, {lo}, {hi}, quant::Rounding::kNearestEven);
+  }
+  return quant::MakeFixedQuantizer(f, std::max(std::fabs(lo), std::fabs(hi)),
+                                   quant::Rounding::kNearestEven);
+}
+
 void FusedChainCase(const std::string& format, bool relu) {
   const onnx::ModelProto model = ConvModel(relu);
   absl::StatusOr<Graph> graph = ImportOnnxModel(model);
@@ -73,10 +86,9 @@ void FusedChainCase(const std::string& format, bool relu) {
   const Tensor x = Random({4, 16, 40, 40}, 3);
   // Output quantizer with the FL calibration would choose for the fp32 output.
   const Tensor fp32 = RunEngine(*graph, x, nullptr);
-  float max_abs = 0;
-  for (float v : fp32.floats()) max_abs = std::max(max_abs, std::fabs(v));
+  const auto [lo, hi] = std::minmax_element(fp32.floats().begin(), fp32.floats().end());
   quant::LayerQuantPlan layer;
-  layer.outputs = quant::MakeFixedQuantizer(Format(format), max_abs, quant::Rounding::kNearestEven);
+  layer.outputs = OutputQuantizer(format, *lo, *hi);
   quant::QuantPlan plan = {{"conv", layer}};
   const Tensor got = RunEngine(*graph, x, &plan);
   ASSERT_EQ(got.num_elements(), 409600);
@@ -92,9 +104,14 @@ void FusedChainCase(const std::string& format, bool relu) {
   ASSERT_TRUE(ref.ok()) << ref.status();
   Tensor ref_q = ref->at("y");
   quant::QuantizeInPlace(layer.outputs, ref_q.floats().data(), ref_q.num_elements());
-  const float step = std::ldexp(1.0f, -layer.outputs.fractional_bits);
+  const float step = layer.outputs.format.kind == FormatKind::kInt
+                         ? layer.outputs.scale[0]
+                         : std::ldexp(1.0f, -layer.outputs.fractional_bits);
   for (int64_t i = 0; i < got.num_elements(); ++i) {
-    ASSERT_LE(std::fabs(got.floats()[i] - ref_q.floats()[i]), step * 1.001f) << i;
+    // (Plus the float rounding of both outputs n * s: int grids are not exact binary values.)
+    ASSERT_LE(std::fabs(got.floats()[i] - ref_q.floats()[i]),
+              step * 1.001f + 4 * FLT_EPSILON * std::fabs(ref_q.floats()[i]))
+        << i;
   }
 }
 
@@ -103,6 +120,18 @@ TEST(FusedQuantizationTest, FixedPointChainMatchesScalarInBlockedLayout) {
   FusedChainCase("fixed:4", false);
   FusedChainCase("ufixed:8", true);
   FusedChainCase("fixed:16", true);
+}
+
+// The int chain linear(fl(1/s)) -> round -> clip(qmin - zp, qmax - zp) -> pow(s, 1) computes
+// PyTorch's rule exactly as format.cc does, symmetric and asymmetric (the zero point shifts the
+// clip bounds; after a fused Relu the range starts at 0), narrow and wide.
+TEST(FusedQuantizationTest, IntChainMatchesScalarInBlockedLayout) {
+  FusedChainCase("int:8", false);
+  FusedChainCase("int:8:asym", false);
+  FusedChainCase("int:8:asym", true);
+  FusedChainCase("int:4", true);
+  FusedChainCase("int:16:asym", false);
+  FusedChainCase("int:22", false);
 }
 
 // Depthwise Conv -> Clip(0, 6) (MobileNet's ReLU6) with a fused fixed-point output: oneDNN 2.6.3
@@ -147,13 +176,16 @@ TEST(FusedQuantizationTest, FixedPointChainMatchesScalarInPlainLayout) {
   absl::StatusOr<Graph> graph = ImportOnnxModel(model);
   ASSERT_TRUE(graph.ok());
   const Tensor x = Random({3200, 256}, 5);  // 409,600 outputs
-  quant::LayerQuantPlan layer;
-  layer.outputs = quant::MakeFixedQuantizer(Format("fixed:8"), 4.0f, quant::Rounding::kNearestEven);
-  quant::QuantPlan plan = {{"fc", layer}};
-  const Tensor got = RunEngine(*graph, x, &plan);
-  Tensor want = RunEngine(*graph, x, nullptr);
-  quant::QuantizeInPlace(layer.outputs, want.floats().data(), want.num_elements());
-  EXPECT_EQ(Mismatches(got, want), 0);
+  const Tensor fp32 = RunEngine(*graph, x, nullptr);
+  for (const char* format : {"fixed:8", "int:8", "int:7:asym"}) {
+    quant::LayerQuantPlan layer;
+    layer.outputs = OutputQuantizer(format, -4.0f, 3.0f);
+    quant::QuantPlan plan = {{"fc", layer}};
+    const Tensor got = RunEngine(*graph, x, &plan);
+    Tensor want = fp32;
+    quant::QuantizeInPlace(layer.outputs, want.floats().data(), want.num_elements());
+    EXPECT_EQ(Mismatches(got, want), 0) << format;
+  }
 }
 
 // A zoo model under a config, engine vs reference with the same quantizers placed by value name.

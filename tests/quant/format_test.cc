@@ -520,8 +520,11 @@ TEST(Int, HandComputed) {
   EXPECT_EQ(Q(w, 1e30f), static_cast<float>(2147483647.0 * s32));
   EXPECT_EQ(Q(w, -1e30f), static_cast<float>(-2147483647.0 * s32));
   EXPECT_EQ(Q(w, kInf), static_cast<float>(2147483647.0 * s32));
+  // PyTorch's rule: the float product with fl(1 / s) (24 bits near 2^30, so not the exact
+  // quotient's nearest integer), the output the double product rounded once.
+  const float inv32 = 1.0f / w.scale[0];
   for (float x : {1.0f, -2.9f, 0.123456f, 2.9999f}) {
-    EXPECT_EQ(Q(w, x), static_cast<float>(std::nearbyint(double(x) / s32) * s32)) << x;
+    EXPECT_EQ(Q(w, x), static_cast<float>(std::nearbyint(double(x * inv32)) * s32)) << x;
   }
   Quantizer w31 = MakeIntQuantizer(Parse("int:31:asym"), {-3.0f}, {2.0f}, Rounding::kNearestEven);
   EXPECT_GT(w31.zero_point[0], 0);
@@ -539,6 +542,77 @@ TEST(Int, HandComputed) {
   Quantizer t = MakeIntQuantizer(Parse("int:4"), {-7.0f, -0.7f}, {1.0f, 14.0f},
                                  Rounding::kNearestEven);
   EXPECT_EQ(t.scale, std::vector<float>{2.0f});
+}
+
+// torch.fake_quantize_per_tensor_affine / _per_channel_affine (ATen's CPU kernel), written out:
+// inv = 1.0f / s; code = clamp(int64(nearbyintf(x * inv)) + zp, qmin, qmax); (code - zp) * s in
+// float. NaN is left out (ATen turns it into a code).
+float TorchFakeQuantize(float x, float s, int64_t zp, int64_t qmin, int64_t qmax) {
+  const float inv = 1.0f / s;
+  const int64_t code =
+      std::clamp(static_cast<int64_t>(std::nearbyintf(x * inv)) + zp, qmin, qmax);
+  return static_cast<float>(code - zp) * s;
+}
+
+// Inputs at and next to the exact midpoints (k + 1/2) * s, where fl(x * fl(1/s)) and the exact
+// quotient x / s disagree most often, plus random values, over scales that are not powers of two.
+TEST(Int, EqualsPyTorchFakeQuantizationOnTies) {
+  std::mt19937 rng(15);
+  std::uniform_real_distribution<float> range(0.01f, 40.0f);
+  int64_t checked = 0, differs_from_exact = 0;
+  for (int bits : {2, 4, 8, 12}) {
+    for (const char* sym : {"sym", "asym"}) {
+      for (const char* gran : {"tensor", "channel"}) {
+        const NumberFormat f = Parse(absl::StrCat("int:", bits, ":", sym, ":", gran));
+        const int channels = f.per_channel ? 5 : 1;
+        std::vector<float> lo, hi;
+        for (int c = 0; c < channels; ++c) {
+          lo.push_back(-range(rng) * (f.symmetric ? 1.0f : 0.3f));
+          hi.push_back(range(rng));
+        }
+        const Quantizer q = MakeIntQuantizer(f, lo, hi, Rounding::kNearestEven);
+        const int64_t qmax = f.symmetric ? (int64_t{1} << (bits - 1)) - 1 : (int64_t{1} << bits) - 1;
+        const int64_t qmin = f.symmetric ? -qmax : 0;
+        // Per channel: [channels, inner]; inner large enough for the vectorized blocks.
+        std::vector<std::vector<float>> rows(channels);
+        for (int c = 0; c < channels; ++c) {
+          const float s = q.scale[c];
+          std::uniform_real_distribution<float> any(-1.5f * (qmax - qmin) * s,
+                                                    1.5f * (qmax - qmin) * s);
+          for (int64_t k = qmin - q.zero_point[c] - 2; k <= qmax - q.zero_point[c] + 2; ++k) {
+            const float mid = static_cast<float>((static_cast<double>(k) + 0.5) * s);
+            for (float x : {mid, std::nextafter(mid, -FLT_MAX), std::nextafter(mid, FLT_MAX)}) {
+              rows[c].push_back(x);
+              rows[c].push_back(-x);
+            }
+          }
+          while (rows[c].size() < 20000) rows[c].push_back(any(rng));
+        }
+        size_t inner = 0;
+        for (const auto& r : rows) inner = std::max(inner, r.size());
+        std::vector<float> data(inner * channels, 0.0f);
+        for (int c = 0; c < channels; ++c) std::copy(rows[c].begin(), rows[c].end(), data.begin() + c * inner);
+        const std::vector<float> got = QAll(q, data);
+        int bad = 0;
+        for (size_t i = 0; i < data.size(); ++i) {
+          const int c = static_cast<int>(i / inner);
+          const float s = q.scale[c];
+          const float want = TorchFakeQuantize(data[i], s, q.zero_point[c], qmin, qmax);
+          ++checked;
+          const double exact = std::clamp(std::nearbyint(double(data[i]) / s),
+                                          double(qmin - q.zero_point[c]),
+                                          double(qmax - q.zero_point[c]));
+          differs_from_exact += static_cast<float>(exact * s) != want;
+          if (!SameBits(got[i], want) && ++bad <= 5) {
+            ADD_FAILURE() << Describe(q) << " channel " << c << ": q(" << data[i] << ") = "
+                          << got[i] << ", torch's rule " << want;
+          }
+        }
+      }
+    }
+  }
+  // The inputs do exercise the difference between the two rules.
+  EXPECT_GT(differs_from_exact, 100) << "of " << checked;
 }
 
 TEST(MaxMagnitude, PerFormat) {

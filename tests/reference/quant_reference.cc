@@ -92,11 +92,12 @@ ReferenceQuantizer::ReferenceQuantizer(const Quantizer& q, int64_t channel) : q_
       const int64_t q_min = f.symmetric ? -q_max : 0;
       const int64_t zp = q.zero_point.at(channel);
       const float s = q.scale[channel];
+      // Grid points are the integers n themselves: q rounds y = fl(x * fl(1 / s)) (Position).
+      int_inverse_ = 1.0f / s;
       for (int64_t k = q_min; k <= q_max; ++k) {
         const int64_t n = k - zp;
-        const long double v = static_cast<long double>(n) * s;
         const float out = static_cast<float>(static_cast<double>(n) * static_cast<double>(s));
-        points_.push_back({v, n, out});
+        points_.push_back({static_cast<long double>(n), n, out});
       }
       break;
     }
@@ -123,11 +124,20 @@ float ReferenceQuantizer::Pow2(float x) const {
   return std::copysign(std::ldexp(1.0f, e), x);
 }
 
+long double ReferenceQuantizer::Position(float x) const {
+  if (q_.format.kind == FormatKind::kInt) {
+    // PyTorch's fake quantization: the float product with the float reciprocal, nothing exact.
+    volatile float y = x * int_inverse_;  // one float rounding, as written
+    return y;
+  }
+  return sign_magnitude_ ? std::fabs(static_cast<long double>(x)) : x;
+}
+
 float ReferenceQuantizer::Quantize(float x) const {
   if (std::isnan(x)) return x;
   if (q_.rounding == Rounding::kStochastic) Fail("stochastic rounding has no single reference");
   if (q_.format.kind == FormatKind::kPow2) return Pow2(x);
-  const long double a = sign_magnitude_ ? std::fabs(static_cast<long double>(x)) : x;
+  const long double a = Position(x);
   const Point* pick;
   if (a <= points_.front().value) {
     pick = &points_.front();
@@ -156,7 +166,7 @@ float ReferenceQuantizer::Quantize(float x) const {
 
 std::pair<float, float> ReferenceQuantizer::Neighbors(float x) const {
   if (std::isnan(x)) return {x, x};
-  const long double a = sign_magnitude_ ? std::fabs(static_cast<long double>(x)) : x;
+  const long double a = Position(x);
   float lo, hi;
   if (a <= points_.front().value) {
     lo = hi = points_.front().out;

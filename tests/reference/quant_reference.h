@@ -14,7 +14,7 @@
 //
 // The rules, stated on the grid:
 //   * nearest value; a tie (x exactly halfway) goes, under nearest_even, to the value whose code
-//     is even (fixed/ufixed: the integer k of k * 2^-FL; int: n = round(x / s) of n * s;
+//     is even (fixed/ufixed: the integer k of k * 2^-FL; int: n of n * s;
 //     minifloat: the code field<<M | mantissa, i.e. the even mantissa LSB, for M = 0 the even
 //     exponent field), under nearest_away to the value of larger magnitude;
 //   * x beyond the extreme values saturates to them (+-Inf included); NaN stays NaN;
@@ -25,7 +25,9 @@
 //     window, 2^e_max above it;
 //   * minifloat and pow2 are sign-magnitude: q(x) = sign(x) * q(|x|), so negative values that round
 //     to zero give -0.0f; the other formats give +0.0f;
-//   * int: grid point n is the real number n * s (ties decided on it exactly); the output is
+//   * int (PyTorch's fake quantization rule): the grid points are the integers n in
+//     [qmin - zp, qmax - zp], and x is placed among them as y = fl(x * fl(1 / s)) in float
+//     arithmetic (not the exact x / s); the nearest n to y (ties as above) gives the output
 //     float(double(n) * double(s)).
 // Stochastic rounding has no single answer: Neighbors(x) gives the two candidates.
 #ifndef BITSWEEP_TESTS_REFERENCE_QUANT_REFERENCE_H_
@@ -59,12 +61,14 @@ class ReferenceQuantizer {
     float out;          // what q returns for it
   };
   size_t Upper(long double a) const;  // index of the first point with value >= a (a in range)
+  long double Position(float x) const;  // where x lies on the points' value axis
   float Pow2(float x) const;
 
   quant::Quantizer q_;
   bool sign_magnitude_ = false;  // minifloat, pow2: points hold magnitudes
   std::vector<Point> points_;    // ascending by value
   int pow2_e_min_ = 0, pow2_e_max_ = 0;
+  float int_inverse_ = 1;  // int: fl(1 / s)
 };
 
 float ReferenceQuantize(const quant::Quantizer& q, float x, int64_t channel = 0);

@@ -147,7 +147,7 @@ class InferenceCompiler {
   // values for a monotone deterministic quantizer. Sets out->grid when applied now.
   void QuantizeLayerOutput(const Node& n, Value* out, bool fused);
   // The layer primitive of n over the whole batch (`pd`, arguments `args`: DNNL_ARG_SRC and
-  // DNNL_ARG_DST hold batch-major activations), with `sub_batch(b)` making the same primitive for
+  // DNNL_ARG_DST hold batch-major activations; the post-ops' operands are added here), with `sub_batch(b)` making the same primitive for
   // b images. When QuantizeLayerOutput then adds a pass over the output, it runs the primitive
   // sub-batch by sub-batch instead, each followed by its pass while that part of the output is
   // in cache (only where oneDNN picks the same implementation and layouts for the sub-batch, so
@@ -164,6 +164,11 @@ class InferenceCompiler {
   // The output post-ops that compute `q` exactly in fp32 inside the producing primitive, appended
   // to `ops` (false, `ops` unchanged, when q cannot be computed that way).
   static bool AppendQuantizerPostOps(const quant::Quantizer& q, dnnl::post_ops* ops);
+  // Layer n's output quantizer `q` as post-ops (AppendQuantizerPostOps) and, when that fuses and
+  // the readers' common input quantizer is another grid that fuses too, that one after it (as
+  // binary post-ops whose scalar operands AddLayerStep passes), so the layer writes its readers'
+  // input values directly (Conv layers); false when `q` is not fused.
+  bool AppendLayerQuantizerPostOps(const Node& n, const quant::Quantizer& q, dnnl::post_ops* ops);
 
   // Memory for data the steps write at run time (a computed value, a temporary): with
   // reuse_buffers, a place in the arena shared with values whose lifetimes do not overlap, so
@@ -245,6 +250,10 @@ class InferenceCompiler {
   // pooling / concatenation / view whose output qualifies in turn); nullopt otherwise.
   std::optional<quant::Quantizer> DownstreamInputQuantizer(const std::string& name,
                                                            bool direct_only) const;
+  // The readers' common input quantizer of n's output when AppendLayerQuantizerPostOps puts it
+  // in n's post-ops after the fused output quantizer `q`.
+  std::optional<quant::Quantizer> FusedNextQuantizer(const Node& n,
+                                                     const quant::Quantizer& q) const;
   // Whether `name` is a computed value with memory of its own (not a view of another value, a
   // constant or a graph output), so that quantizing it in place affects no other value.
   bool OwnsMemory(const std::string& name) const;
@@ -272,6 +281,8 @@ class InferenceCompiler {
     Value value;
   };
   std::vector<QuantizedCopy> quantized_copies_;
+  // Layer name -> the operands of its binary post-ops (AppendLayerQuantizerPostOps).
+  std::map<std::string, std::vector<std::pair<int, memory>>> post_op_args_;
 
   std::map<std::string, Value> plain_cache_;  // key: name and element type
   std::vector<Step> steps_;

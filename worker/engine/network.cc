@@ -46,8 +46,9 @@ class Network::Impl : public InferenceCompiler {
   absl::StatusOr<Value> LayerInput(const Node& n, const std::string& name);
   // `weights` quantized in place per the plan; `channels` is the size of dimension 0.
   void QuantizeWeights(const Node& n, Tensor* weights, int64_t channels);
-  // Post-ops of the layer: its fused activations, then the output quantizer when it can be fused.
-  dnnl::primitive_attr LayerAttr(const Node& n, bool* output_quantizer_fused) const;
+  // Post-ops of the layer: its fused activations, then the output quantizer when it can be fused
+  // (and its readers' input quantizer after it, AppendLayerQuantizerPostOps).
+  dnnl::primitive_attr LayerAttr(const Node& n, bool* output_quantizer_fused);
   // Registers the layer's output value: host quantization when not fused, grid, observer, info.
   void FinishLayer(const Node& n, Value out, bool output_quantizer_fused, quant::LayerInfo info);
   void Observe(const Node& n, bool is_output, const std::string& name, const Value& v);
@@ -105,13 +106,13 @@ void Network::Impl::QuantizeWeights(const Node& n, Tensor* weights, int64_t chan
   weight_quantizers_[n.name] = std::move(q);
 }
 
-dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quantizer_fused) const {
+dnnl::primitive_attr Network::Impl::LayerAttr(const Node& n, bool* output_quantizer_fused) {
   *output_quantizer_fused = false;
   dnnl::primitive_attr attr = PostOpAttr(n.post_ops);
   const quant::LayerQuantPlan* plan = PlanFor(n);
   if (plan == nullptr) return attr;
   dnnl::post_ops ops = attr.get_post_ops();
-  *output_quantizer_fused = AppendQuantizerPostOps(plan->outputs, &ops);
+  *output_quantizer_fused = AppendLayerQuantizerPostOps(n, plan->outputs, &ops);
   attr.set_post_ops(ops);
   return attr;
 }

@@ -55,7 +55,8 @@ int64_t ElementCount(const memory& m) {
 
 // ---------------------------------------------------------------------------------------------
 // Host quantization with the emulation's math (format.cc, IntKernel with nearest-even rounding):
-// y = x / s in double, clamped to [-127, 127], rounded half to even. An int8 source stands for
+// y = fl(x * fl(1 / s)) (PyTorch's fake quantization rule), clamped to [-127, 127], rounded half
+// to even. An int8 source stands for
 // the float fl(code * scale), which is what the emulation holds.
 
 template <typename In>
@@ -68,7 +69,8 @@ inline float SourceValue(const In* src, int64_t i, double src_scale) {
 }
 
 inline int Code(float x, double scale) {
-  double y = static_cast<double>(x) / scale;
+  const float inv = 1.0f / static_cast<float>(scale);
+  double y = static_cast<double>(x * inv);
   if (!(y == y)) return 0;  // NaN has no code
   y = y < -kCodeMax ? -kCodeMax : y;
   y = y > kCodeMax ? kCodeMax : y;

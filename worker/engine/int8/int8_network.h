@@ -28,7 +28,7 @@
 //     flattening reorder int8 codes; every other operator runs in fp32 on dequantized values
 //     (a reorder with the input's scale, which gives exactly the emulation's fl(code * scale)).
 //   * A layer input not already in the layer's u8 codes (network input, fp32 regions, another
-//     grid) is quantized by a vectorized host pass with the emulation's math (x / s in double,
+//     grid) is quantized by a vectorized host pass with the emulation's math (fl(x * fl(1 / s)),
 //     clamp to +-127, round half to even).
 // Why signed inputs are split: on CPUs without VNNI (AVX2 machines) oneDNN multiplies u8 by s8
 // with vpmaddubsw, whose 16-bit pair sums saturate above 32767, and avoids that for s8 sources by
