@@ -31,6 +31,14 @@ bool TableExists(Database& db, const std::string& name) {
   return row.ok() && *row;
 }
 
+// A fresh database whose only migration is `sql` (used during Open only).
+absl::StatusOr<std::unique_ptr<Database>> OpenWithSchema(const std::string& sql) {
+  std::vector<Migration> migrations = {{1, "0001.sql", sql}};
+  DatabaseOptions options;
+  options.migrations = &migrations;
+  return Database::Open(TempDbPath("store"), options);
+}
+
 TEST(EmbeddedMigrationsTest, NumberedFromOneWithoutGaps) {
   const std::vector<Migration>& migrations = EmbeddedMigrations();
   ASSERT_FALSE(migrations.empty());
@@ -200,11 +208,8 @@ TEST(StatementTest, BindsAndReadsEveryType) {
 }
 
 TEST(StatementTest, CachedStatementsCanNest) {
-  std::vector<Migration> migrations = {{1, "0001.sql", "CREATE TABLE t (i INTEGER);"
-                                                       "INSERT INTO t VALUES (1), (2), (3);"}};
-  DatabaseOptions options;
-  options.migrations = &migrations;
-  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(TempDbPath("store"), options);
+  absl::StatusOr<std::unique_ptr<Database>> db =
+      OpenWithSchema("CREATE TABLE t (i INTEGER); INSERT INTO t VALUES (1), (2), (3);");
   ASSERT_TRUE(db.ok()) << db.status();
   const std::string sql = "SELECT i FROM t WHERE i >= ?1 ORDER BY i";
   absl::StatusOr<Statement> outer = (*db)->Prepare(sql);
@@ -228,11 +233,8 @@ TEST(StatementTest, CachedStatementsCanNest) {
 }
 
 TEST(StatementTest, ForEachRowVisitsEveryRowInOrderAndReturnsStepErrors) {
-  std::vector<Migration> migrations = {{1, "0001.sql", "CREATE TABLE t (i INTEGER);"
-                                                       "INSERT INTO t VALUES (3), (1), (2);"}};
-  DatabaseOptions options;
-  options.migrations = &migrations;
-  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(TempDbPath("store"), options);
+  absl::StatusOr<std::unique_ptr<Database>> db =
+      OpenWithSchema("CREATE TABLE t (i INTEGER); INSERT INTO t VALUES (3), (1), (2);");
   ASSERT_TRUE(db.ok()) << db.status();
   absl::StatusOr<Statement> select = (*db)->Prepare("SELECT i FROM t WHERE i >= ?1 ORDER BY i");
   ASSERT_TRUE(select.ok());
