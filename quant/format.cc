@@ -540,9 +540,6 @@ IntChannel PlanIntChannel(const Quantizer& q, size_t c) {
   return ch;
 }
 
-// The reciprocal every int kernel multiplies by: fl(1 / s), as PyTorch's inv_scale.
-float IntInverse(double scale) { return 1.0f / static_cast<float>(scale); }
-
 // Integer ranges beyond +-2^22 (B >= 23): y = fl(x * inv) is rounded and clamped in double (an
 // integer-valued float y >= 2^23 is already on the grid), and the output fl(n * s) is the double
 // product rounded once to float.

@@ -122,6 +122,9 @@ struct IntGrid {
   double lo = 0, hi = 0;
 };
 IntGrid IntGridOf(const Quantizer& q, size_t channel);
+// The reciprocal every int quantizer multiplies by, fl(1 / s) (PyTorch's inv_scale): code
+// k = round_half_even(fl(x * IntInverse(s))). The int8 path and the QDQ export use it too.
+inline float IntInverse(double scale) { return 1.0f / static_cast<float>(scale); }
 
 // The largest finite magnitude a quantizer can output (fp32: FLT_MAX). Used by energy/size
 // reports and by tests.

@@ -14,6 +14,7 @@
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
 #include "quant/bn_fold.h"
+#include "quant/format.h"
 
 namespace bitsweep::server {
 namespace {
@@ -443,7 +444,7 @@ absl::StatusOr<std::string> BuildQdqModel(const std::string& model_bytes,
         const int32_t zp = p.zero_point_size() > c ? p.zero_point(c) : 0;
         // PyTorch's fake quantization rule, as the engine computes it (format.cc): the float
         // product with the float reciprocal, rounded half to even.
-        const float inv = 1.0f / p.scale(c);
+        const float inv = quant::IntInverse(p.scale(c));
         const double q = std::nearbyint(static_cast<double>(values[i] * inv)) + zp;
         // One byte per weight: int8 two's complement, or uint8.
         codes.mutable_raw_data()->push_back(

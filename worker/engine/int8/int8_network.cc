@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "quant/format.h"
 #include "worker/engine/dnnl_util.h"
 #include "worker/engine/graph_passes.h"
 #include "worker/engine/inference_compiler.h"
@@ -69,7 +70,7 @@ inline float SourceValue(const In* src, int64_t i, double src_scale) {
 }
 
 inline int Code(float x, double scale) {
-  const float inv = 1.0f / static_cast<float>(scale);
+  const float inv = quant::IntInverse(scale);
   double y = static_cast<double>(x * inv);
   if (!(y == y)) return 0;  // NaN has no code
   y = y < -kCodeMax ? -kCodeMax : y;
