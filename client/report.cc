@@ -155,6 +155,7 @@ footer { margin-top: 40px; color: #777; font-size: 12px; }
 std::string ReportEscape(const v1::Sweep& sweep, const std::vector<v1::Trial>& trials,
                        const PlotOptions& options) {
   const v1::SweepSpec& spec = sweep.spec();
+  const v1::FinetuneSpec finetune = server::EffectiveFinetune(spec);
   const double margin = spec.has_error_margin() ? spec.error_margin() : 1.0;
   std::string title = absl::StrCat("bitsweep report: sweep ", sweep.id());
   if (!spec.name().empty()) absl::StrAppend(&title, " (", spec.name(), ")");
@@ -205,9 +206,10 @@ std::string ReportEscape(const v1::Sweep& sweep, const std::vector<v1::Trial>& t
                                              "; std ", data.std().empty() ? "-" : absl::StrJoin(data.std(), ", ")))),
       Row("calibration samples", absl::StrCat(data.calibration_samples() > 0 ? data.calibration_samples() : 1000)),
       Row("batch", absl::StrCat(spec.settings().batch() > 0 ? spec.settings().batch() : 256)),
-      Row("fine-tuning", spec.finetune().steps() > 0
-                             ? absl::StrFormat("%d steps, learning rate %g", spec.finetune().steps(),
-                                               spec.finetune().learning_rate() > 0 ? spec.finetune().learning_rate() : 0.001)
+      Row("fine-tuning", finetune.steps() > 0
+                             ? absl::StrFormat("%d steps%s, learning rate %g", finetune.steps(),
+                                               spec.finetune().has_steps() ? "" : " (the strategy's default)",
+                                               finetune.learning_rate() > 0 ? finetune.learning_rate() : 0.001)
                              : std::string("none")),
       Row("hardware profile (energy)", Escape(hardware)));
   if (spec.budget() > 0) absl::StrAppend(&html, Row("budget", absl::StrCat(spec.budget())));

@@ -61,7 +61,9 @@ ABSL_FLAG(std::string, grid, "",
           "ROLE weights|inputs|outputs|activations");
 ABSL_FLAG(std::string, objectives, "", "frontier objectives, e.g. top1,size (top1 top5 size "
           "energy bops); the first cost is also hawq's budget (default energy; hawq-table: size)");
-ABSL_FLAG(int64_t, finetune_steps, 0, "fine-tuning steps for the stages that fine-tune");
+ABSL_FLAG(std::optional<int64_t>, finetune_steps, std::nullopt,
+          "fine-tuning steps for the stages that fine-tune (default: the strategy's, 1000 for "
+          "hawq and none for the others; 0 turns fine-tuning off)");
 ABSL_FLAG(int64_t, budget, 0,
           "random, evolutionary: configs to evaluate (default 32 for random, 64 for evolutionary); "
           "hawq: configs taken from its predicted frontier (default 11; hawq-table: 24)");
@@ -261,11 +263,11 @@ absl::StatusOr<v1::SweepSpec> SweepSpecFromFlags() {
   }
   ASSIGN_OR_RETURN(std::vector<v1::Objective> objectives, ObjectivesFromFlag());
   if (!objectives.empty()) *spec.mutable_objectives() = {objectives.begin(), objectives.end()};
-  if (const int64_t steps = absl::GetFlag(FLAGS_finetune_steps); steps != 0) {
-    if (steps < 0) return UsageError("--finetune_steps must be >= 0");
-    spec.mutable_finetune()->set_steps(steps);
-    if (absl::GetFlag(FLAGS_lr) > 0) spec.mutable_finetune()->set_learning_rate(absl::GetFlag(FLAGS_lr));
+  if (const std::optional<int64_t> steps = absl::GetFlag(FLAGS_finetune_steps); steps) {
+    if (*steps < 0) return UsageError(absl::StrCat("--finetune_steps must be >= 0, got ", *steps));
+    spec.mutable_finetune()->set_steps(*steps);
   }
+  if (absl::GetFlag(FLAGS_lr) > 0) spec.mutable_finetune()->set_learning_rate(absl::GetFlag(FLAGS_lr));
   if (absl::GetFlag(FLAGS_budget) != 0) spec.set_budget(absl::GetFlag(FLAGS_budget));
   if (absl::GetFlag(FLAGS_population) != 0) spec.set_population(absl::GetFlag(FLAGS_population));
   if (absl::GetFlag(FLAGS_max_attempts) != 0) spec.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));

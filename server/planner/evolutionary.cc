@@ -249,7 +249,7 @@ class EvolutionaryStrategy : public Strategy {
   // After the last generation: fine-tune up to kMaxFinetunePoints configs spread along the
   // first front within the margin (when fine-tuning is asked for and there is one), else done.
   static PlanStep Finish(const v1::SweepSpec& spec, const std::vector<Member>& ranked) {
-    if (spec.finetune().steps() <= 0) return DoneStep();
+    if (EffectiveFinetune(spec).steps() <= 0) return DoneStep();
     std::vector<const Member*> front;
     for (const Member& m : ranked) {
       if (m.rank == 0 && m.within_margin) front.push_back(&m);
@@ -271,7 +271,7 @@ class EvolutionaryStrategy : public Strategy {
     for (const Member* m : chosen) {
       tuned.push_back(FinetuneTrial(
           m->outcome->spec, spec,
-          absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", m->outcome->spec.label())));
+          absl::StrCat("finetune ", EffectiveFinetune(spec).steps(), " steps: ", m->outcome->spec.label())));
     }
     return StageStep(kFinetuneStage, std::move(tuned));
   }

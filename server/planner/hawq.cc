@@ -26,7 +26,8 @@
 //                        least-squares fit (through 0) of measured top-1 drop on predicted loss
 //                        over the "hawq" configs within 3 margins, so the predictor can be
 //                        checked.
-//   Default budget 11 configs: 13 trials in all, 20 % of squeezenet-mini's per-class grid.
+//   Default budget 7 configs with fine-tuning (the default, DefaultFinetuneStepsFor), 11 without
+//   (FinetuneSpec.steps = 0): at most 13 trials in all, 20 % of squeezenet-mini's per-class grid.
 //   Default weight candidates (DefaultWeightFormatsFor("hawq"), strategy.h): fixed:16 and the
 //   per-channel asymmetric integers int:8:asym:channel down to int:2:asym:channel, which lose far
 //   less than per-tensor fixed point at 2-4 bits; activations as the other strategies.
@@ -53,7 +54,7 @@
 // layer shapes and the sweep's hardware profile: exactly what a worker reports. The knapsack DP
 // (knapsack.h) finds the optimal plan for EVERY budget at once. Each label carries the budget,
 // the prediction and the predicted cost (bench/search_quality.sh compares them with the measured).
-//   stage "finetune"     (finetune.steps > 0) the measured top-1-vs-cost frontier of the hawq
+//   stage "finetune"     (fine-tuning steps > 0: by default 1000 for hawq) the measured top-1-vs-cost frontier of the hawq
 //                        configs within 2 x the error margin, its 4 cheapest points: the
 //                        in-margin end of the frontier and the points just outside it, which
 //                        fine-tuning can bring back within.
@@ -88,7 +89,10 @@ constexpr char kHawqStage[] = "hawq";
 constexpr char kSensitivitiesStage[] = "hessian";
 constexpr char kRefineStage[] = "hawq_refine";
 constexpr int64_t kDefaultConfigs = 24;         // hawq-table
-constexpr int64_t kDefaultHessianConfigs = 11;  // hawq, both rounds
+constexpr int64_t kDefaultHessianConfigs = 11;  // hawq, both rounds, without fine-tuning
+// With fine-tuning (the default) the rounds take 7 so that with up to kMaxFinetunePoints
+// fine-tuned, the baseline and the sensitivities trial the sweep stays at 13 trials.
+constexpr int64_t kDefaultFinetunedHessianConfigs = 7;
 constexpr double kNearMarginMultiple = 2.0;
 constexpr size_t kMaxFinetunePoints = 4;
 constexpr int kFp32Bits = 32;
@@ -442,7 +446,11 @@ class HessianPlanner {
     return p;
   }
 
-  int64_t total() const { return spec_.budget() > 0 ? spec_.budget() : kDefaultHessianConfigs; }
+  int64_t total() const {
+    if (spec_.budget() > 0) return spec_.budget();
+    return EffectiveFinetune(spec_).steps() > 0 ? kDefaultFinetunedHessianConfigs
+                                                : kDefaultHessianConfigs;
+  }
   int64_t first_round() const { return std::max<int64_t>(1, total() * 5 / 11); }
 
   // Stage "hawq": targets from 1 % to 100 % of the baseline loss.
@@ -554,7 +562,7 @@ class HawqStrategy : public Strategy {
         return StageStep(kHawqStage, std::move(trials));
       }
     }
-    if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
+    if (EffectiveFinetune(spec).steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
       return FinetuneStep(spec, FinetunePoints(spec, base.baseline.top1, outcomes));
     }
     return DoneStep();

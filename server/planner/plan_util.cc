@@ -68,6 +68,16 @@ std::vector<std::string> DefaultWeightFormatsFor(absl::string_view strategy) {
   return formats;
 }
 
+int64_t DefaultFinetuneStepsFor(absl::string_view strategy) {
+  return strategy == "hawq" ? 1000 : 0;
+}
+
+v1::FinetuneSpec EffectiveFinetune(const v1::SweepSpec& spec) {
+  v1::FinetuneSpec finetune = spec.finetune();
+  if (!finetune.has_steps()) finetune.set_steps(DefaultFinetuneStepsFor(spec.strategy()));
+  return finetune;
+}
+
 std::vector<std::string> DefaultActivationFormats() {
   return {"fixed:16", "fixed:8", "fixed:7", "fixed:6", "fixed:5", "fixed:4"};
 }
@@ -129,7 +139,7 @@ v1::TrialSpec MakeTrial(const std::string& stage, const std::string& label,
 v1::TrialSpec FinetuneTrial(const v1::TrialSpec& trial, const v1::SweepSpec& spec,
                             const std::string& label) {
   v1::TrialSpec tuned = MakeTrial(kFinetuneStage, label, trial.config_json());
-  *tuned.mutable_finetune() = spec.finetune();
+  *tuned.mutable_finetune() = EffectiveFinetune(spec);
   return tuned;
 }
 
@@ -139,7 +149,7 @@ PlanStep FinetuneStep(const v1::SweepSpec& spec, const std::vector<const TrialOu
   for (const TrialOutcome* o : points) {
     tuned.push_back(FinetuneTrial(
         o->spec, spec,
-        absl::StrCat("finetune ", spec.finetune().steps(), " steps: ", o->spec.label())));
+        absl::StrCat("finetune ", EffectiveFinetune(spec).steps(), " steps: ", o->spec.label())));
   }
   return StageStep(kFinetuneStage, std::move(tuned));
 }

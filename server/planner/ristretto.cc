@@ -190,10 +190,10 @@ class RistrettoStrategy : public Strategy {
     }
 
     // Step 3: fine-tune the final combination.
-    if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
+    if (EffectiveFinetune(spec).steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
       return StageStep(kFinetuneStage,
                        {FinetuneTrial(*final_combination, spec,
-                                      absl::StrCat("finetune ", spec.finetune().steps(),
+                                      absl::StrCat("finetune ", EffectiveFinetune(spec).steps(),
                                                    " steps: ", final_combination->label()))});
     }
     return DoneStep();

@@ -173,7 +173,7 @@ class SensitivityStrategy : public Strategy {
       return StageStep(kGreedyStage, std::move(greedy));
     }
 
-    if (spec.finetune().steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
+    if (EffectiveFinetune(spec).steps() > 0 && !HasStage(outcomes, kFinetuneStage)) {
       // The smallest greedy results on the top1-vs-size frontier: the aggressive end of the
       // curve, around and beyond the margin, is where fine-tuning has accuracy to win back.
       return FinetuneStep(spec, CheapestFrontierPoints(OfStage(outcomes, kGreedyStage),

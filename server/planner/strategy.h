@@ -73,6 +73,14 @@ std::vector<std::string> DefaultActivationFormats();
 // candidate's loss from one trial, so it can afford formats the others would have to measure
 // layer by layer. Every other strategy: DefaultWeightFormats().
 std::vector<std::string> DefaultWeightFormatsFor(absl::string_view strategy);
+// The fine-tuning steps of `strategy` when the sweep does not set FinetuneSpec.steps: 1000 for
+// hawq, whose trial budget leaves room for fine-tuning its cheapest configs near the error margin
+// (at 2-4 bits per-channel weights, 1000 steps bring configs 1-2 points outside the margin back
+// within it: docs/RESULTS.md), 0 (none) for every other strategy. FinetuneSpec.steps = 0 turns it
+// off.
+int64_t DefaultFinetuneStepsFor(absl::string_view strategy);
+// The sweep's fine-tuning with the strategy's default filled in (steps always set).
+v1::FinetuneSpec EffectiveFinetune(const v1::SweepSpec& spec);
 
 // NOT_FOUND-free: an unknown name is INVALID_ARGUMENT listing the known ones.
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(absl::string_view name);

@@ -945,7 +945,8 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   EXPECT_GE(first.size(), 3u);
   EXPECT_LE(first.size(), 5u);
   EXPECT_GE(refine.size(), 2u);
-  EXPECT_LE(first.size() + refine.size(), 11u);  // the default budget: 13 trials in all
+  // The default budget when fine-tuning: 7 configs, then at most 4 fine-tuned, 13 trials in all.
+  EXPECT_LE(first.size() + refine.size(), 7u);
   std::set<std::string> configs;
   for (const auto* stage : {&first, &refine}) {
     for (const TrialOutcome* o : *stage) {
@@ -1089,6 +1090,50 @@ TEST(Hawq, ALayerWhoseTraceIsNotSignificantUsesItsMeasuredIncreases) {
           << o->spec.label();
     }
   }
+}
+
+// hawq fine-tunes by default (1000 steps) within 13 trials; FinetuneSpec.steps = 0 turns it off
+// and gives the 4 fine-tuning trials back to the knapsack rounds. The other strategies do not
+// fine-tune unless asked.
+TEST(Hawq, FineTunesByDefaultAndZeroStepsTurnsItOff) {
+  const FakeModel model = LeNetLike();
+  EXPECT_EQ(DefaultFinetuneStepsFor("hawq"), 1000);
+  EXPECT_EQ(DefaultFinetuneStepsFor("hawq-table"), 0);
+  EXPECT_EQ(DefaultFinetuneStepsFor("ristretto"), 0);
+  EXPECT_EQ(EffectiveFinetune(Spec("hawq")).steps(), 1000);
+  EXPECT_EQ(EffectiveFinetune(Spec("evolutionary")).steps(), 0);
+
+  const Sweep tuned = RunSweep(*Make("hawq"), Spec("hawq"), model);
+  EXPECT_TRUE(tuned.last().done);
+  EXPECT_EQ(tuned.StepStages(), (std::vector<std::string>{"baseline", "hessian", "hawq",
+                                                          "hawq_refine", "finetune"}));
+  const size_t tuned_configs = tuned.OfStage("hawq").size() + tuned.OfStage("hawq_refine").size();
+  EXPECT_LE(tuned_configs, 7u);
+  const auto finetuned = tuned.OfStage("finetune");
+  ASSERT_FALSE(finetuned.empty());
+  EXPECT_LE(finetuned.size(), 4u);
+  EXPECT_LE(2 + tuned_configs + finetuned.size(), 13u);
+  for (const TrialOutcome* t : finetuned) {
+    EXPECT_EQ(t->spec.finetune().steps(), 1000) << t->spec.label();
+    EXPECT_THAT(t->spec.label(), HasSubstr("finetune 1000 steps"));
+  }
+  for (const char* stage : {"baseline", "hessian", "hawq", "hawq_refine"}) {
+    for (const TrialOutcome* o : tuned.OfStage(stage)) {
+      EXPECT_FALSE(o->spec.finetune().has_steps()) << o->spec.label();
+    }
+  }
+
+  v1::SweepSpec off = Spec("hawq");
+  off.mutable_finetune()->set_steps(0);
+  EXPECT_EQ(EffectiveFinetune(off).steps(), 0);
+  const Sweep plain = RunSweep(*Make("hawq"), off, model);
+  EXPECT_TRUE(plain.last().done);
+  EXPECT_TRUE(plain.OfStage("finetune").empty());
+  const size_t plain_configs = plain.OfStage("hawq").size() + plain.OfStage("hawq_refine").size();
+  EXPECT_GT(plain_configs, tuned_configs);
+  EXPECT_LE(plain_configs, 11u);
+
+  EXPECT_TRUE(RunSweep(*Make("hawq-table"), Spec("hawq-table"), model).OfStage("finetune").empty());
 }
 
 TEST(Hawq, ABudgetSplitsBetweenTheRounds) {
