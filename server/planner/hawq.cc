@@ -19,13 +19,16 @@
 //   stage "hawq"         the knapsack (below) over predicted loss increases (nats); the cheapest
 //                        plan predicted at or under each of budget x 5/11 targets spaced
 //                        geometrically from 1 % to 100 % of the baseline's loss.
-//   stage "hawq_refine"  the rest of the budget: targets spaced geometrically between the largest
-//                        predicted increase measured within the error margin and the smallest one
-//                        measured outside it (the bracket where the cheapest in-margin config
-//                        lies). Labels carry the predicted loss and a predicted top-1 from a
-//                        least-squares fit (through 0) of measured top-1 drop on predicted loss
-//                        over the "hawq" configs within 3 margins, so the predictor can be
-//                        checked.
+//   stages "hawq_refine", "hawq_refine_2"  the rest of the budget in two rounds of (about) half
+//                        each: targets spaced geometrically between the largest predicted increase
+//                        measured within the error margin so far and the smallest one measured
+//                        outside it (the bracket where the cheapest in-margin config lies), which
+//                        the second round narrows. With fine-tuning (the default) the bracket is
+//                        on 2 x the margin instead, the fine-tuning stage's reach: the rounds
+//                        find the cheapest configs it can still bring in. Labels carry the predicted
+//                        loss and a predicted top-1 from a least-squares fit (through 0) of
+//                        measured top-1 drop on predicted loss over the configs measured so far
+//                        within 3 margins, so the predictor can be checked.
 //   Default budget 7 configs with fine-tuning (the default, DefaultFinetuneStepsFor), 11 without
 //   (FinetuneSpec.steps = 0): at most 13 trials in all, 20 % of squeezenet-mini's per-class grid.
 //   Default weight candidates (DefaultWeightFormatsFor("hawq"), strategy.h): fixed:16 and the
@@ -87,9 +90,13 @@ namespace quant = ::bitsweep::quant;
 
 constexpr char kHawqStage[] = "hawq";
 constexpr char kSensitivitiesStage[] = "hessian";
-constexpr char kRefineStage[] = "hawq_refine";
+// The refinement rounds: each brackets the error margin more narrowly than the one before, so
+// that the frontier has configs just inside and just outside it (those fine-tuning can bring in).
+constexpr const char* kRefineStages[] = {"hawq_refine", "hawq_refine_2"};
+// Every stage whose configs come from the knapsack front.
+constexpr const char* kHawqStages[] = {kHawqStage, kRefineStages[0], kRefineStages[1]};
 constexpr int64_t kDefaultConfigs = 24;         // hawq-table
-constexpr int64_t kDefaultHessianConfigs = 11;  // hawq, both rounds, without fine-tuning
+constexpr int64_t kDefaultHessianConfigs = 11;  // hawq, all rounds, without fine-tuning
 // With fine-tuning (the default) the rounds take 7 so that with up to kMaxFinetunePoints
 // fine-tuned, the baseline and the sensitivities trial the sweep stays at 13 trials.
 constexpr int64_t kDefaultFinetunedHessianConfigs = 7;
@@ -98,6 +105,17 @@ constexpr size_t kMaxFinetunePoints = 4;
 constexpr int kFp32Bits = 32;
 constexpr double kTraceSigmas = 2.0;
 constexpr double kTieBreak = 1e-7;  // nats
+
+// The outcomes of the stages `stages`, stage by stage.
+template <size_t N>
+std::vector<const TrialOutcome*> OfStages(const std::vector<TrialOutcome>& outcomes,
+                                          const char* const (&stages)[N]) {
+  std::vector<const TrialOutcome*> out;
+  for (const char* stage : stages) {
+    for (const TrialOutcome* o : OfStage(outcomes, stage)) out.push_back(o);
+  }
+  return out;
+}
 
 // The first of SweepSpec.objectives that is size, energy or BOPs; without one, energy for hawq
 // (it prices weights and activations, where a size budget leaves activations free and so at their
@@ -387,14 +405,12 @@ std::optional<double> PredictedLossOfLabel(const std::string& label) {
 std::vector<Measured> MeasuredPlans(const std::vector<TrialOutcome>& outcomes,
                                     double baseline_top1, double margin_pp) {
   std::vector<Measured> out;
-  for (const char* stage : {kHawqStage, kRefineStage}) {
-    for (const TrialOutcome* o : OfStage(outcomes, stage)) {
-      if (!o->succeeded) continue;
-      std::optional<double> predicted = PredictedLossOfLabel(o->spec.label());
-      if (!predicted) continue;
-      out.push_back({*predicted, baseline_top1 - o->result.top1(),
-                     Passes(*o, baseline_top1, margin_pp)});
-    }
+  for (const TrialOutcome* o : OfStages(outcomes, kHawqStages)) {
+    if (!o->succeeded) continue;
+    std::optional<double> predicted = PredictedLossOfLabel(o->spec.label());
+    if (!predicted) continue;
+    out.push_back({*predicted, baseline_top1 - o->result.top1(),
+                   Passes(*o, baseline_top1, margin_pp)});
   }
   return out;
 }
@@ -416,7 +432,7 @@ double DropPerNat(const std::vector<Measured>& measured, double near) {
   return xx > 0 ? std::max(0.0, xy / xx) : 0.0;
 }
 
-// Targets (predicted loss) of the "hawq_refine" stage: inside the bracket of the measured plans.
+// Targets (predicted loss) of a refinement round: inside the bracket of the measured plans.
 std::vector<double> RefineTargets(const std::vector<Measured>& measured, double max_loss,
                                   int64_t count) {
   double low = 0, high = max_loss;
@@ -465,17 +481,32 @@ class HessianPlanner {
     return Trials(kHawqStage, targets, {}, std::nullopt);
   }
 
-  // Stage "hawq_refine": the rest of the budget inside the measured bracket.
-  absl::StatusOr<std::vector<v1::TrialSpec>> SecondRound(
-      const std::vector<TrialOutcome>& outcomes) const {
-    const int64_t n = total() - first_round();
+  // Refinement round `round` (0-based, stage kRefineStages[round]): its share of the rest of the
+  // budget inside the bracket measured so far, which each round narrows.
+  absl::StatusOr<std::vector<v1::TrialSpec>> RefineRound(
+      size_t round, const std::vector<TrialOutcome>& outcomes) const {
+    const int64_t rest = total() - first_round();
+    const int64_t rounds = static_cast<int64_t>(std::size(kRefineStages));
+    // Round r takes ceil of an equal share of what the earlier rounds left.
+    int64_t n = 0, left = rest;
+    for (int64_t r = 0; r <= static_cast<int64_t>(round); ++r) {
+      n = (left + (rounds - r) - 1) / (rounds - r);
+      left -= n;
+    }
     if (n <= 0) return std::vector<v1::TrialSpec>{};
+    // With fine-tuning the bracket is the fine-tuning stage's reach (FinetunePoints), whose
+    // cheapest configs it may bring within the margin; without, the margin itself.
+    const double bracket_pp = (EffectiveFinetune(spec_).steps() > 0 ? kNearMarginMultiple : 1.0) *
+                              ErrorMarginPp(spec_);
+    const std::vector<Measured> bracket = MeasuredPlans(outcomes, baseline_.top1, bracket_pp);
     const std::vector<Measured> measured =
         MeasuredPlans(outcomes, baseline_.top1, ErrorMarginPp(spec_));
     std::set<std::string> done;
-    for (const TrialOutcome* o : OfStage(outcomes, kHawqStage)) done.insert(o->spec.config_json());
-    return Trials(kRefineStage, RefineTargets(measured, front_.plans.front().loss, n), done,
-                  DropPerNat(measured, kNearFit * ErrorMarginPp(spec_) / 100.0));
+    for (const TrialOutcome* o : OfStages(outcomes, kHawqStages)) {
+      done.insert(o->spec.config_json());
+    }
+    return Trials(kRefineStages[round], RefineTargets(bracket, front_.plans.front().loss, n),
+                  done, DropPerNat(measured, kNearFit * ErrorMarginPp(spec_) / 100.0));
   }
 
  private:
@@ -525,10 +556,8 @@ std::vector<const TrialOutcome*> FinetunePoints(const v1::SweepSpec& spec, doubl
                                                 const std::vector<TrialOutcome>& outcomes) {
   const double near_pp = kNearMarginMultiple * ErrorMarginPp(spec);
   std::vector<const TrialOutcome*> near;
-  for (const char* stage : {kHawqStage, kRefineStage}) {
-    for (const TrialOutcome* o : OfStage(outcomes, stage)) {
-      if (Passes(*o, baseline_top1, near_pp)) near.push_back(o);
-    }
+  for (const TrialOutcome* o : OfStages(outcomes, kHawqStages)) {
+    if (Passes(*o, baseline_top1, near_pp)) near.push_back(o);
   }
   return CheapestFrontierPoints(near, BudgetObjective(spec), kMaxFinetunePoints);
 }
@@ -569,7 +598,7 @@ class HawqStrategy : public Strategy {
   }
 
  private:
-  // The sensitivities trial and the two rounds; nullopt once they ran.
+  // The sensitivities trial and the knapsack rounds; nullopt once they ran.
   static absl::StatusOr<std::optional<PlanStep>> HessianStep(
       const v1::SweepSpec& spec, const Baseline& baseline,
       const std::vector<TrialOutcome>& outcomes) {
@@ -583,17 +612,21 @@ class HawqStrategy : public Strategy {
       failed.failure = absl::StrCat("the sensitivities trial failed: ", runs.front()->error);
       return failed;
     }
-    const bool first = !HasStage(outcomes, kHawqStage);
-    if (!first && HasStage(outcomes, kRefineStage)) return std::nullopt;
     ASSIGN_OR_RETURN(HessianPlanner planner,
                      HessianPlanner::Create(spec, baseline, runs.front()->result));
-    if (first) {
+    if (!HasStage(outcomes, kHawqStage)) {
       ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> trials, planner.FirstRound());
       return StageStep(kHawqStage, std::move(trials));
     }
-    ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> trials, planner.SecondRound(outcomes));
-    if (trials.empty()) return std::nullopt;
-    return StageStep(kRefineStage, std::move(trials));
+    // The next refinement round; a round with nothing new to try (its targets fell on configs
+    // already measured) ends them.
+    for (size_t round = 0; round < std::size(kRefineStages); ++round) {
+      if (HasStage(outcomes, kRefineStages[round])) continue;
+      ASSIGN_OR_RETURN(std::vector<v1::TrialSpec> trials, planner.RefineRound(round, outcomes));
+      if (trials.empty()) return std::nullopt;
+      return StageStep(kRefineStages[round], std::move(trials));
+    }
+    return std::nullopt;
   }
 
   bool hessian_;

@@ -919,14 +919,59 @@ double LabelPredictedLoss(const std::string& label) {
   return NumberAfter(label, "predicted loss +");
 }
 
-TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
+// Each refinement round's configs lie inside the bracket of everything measured before it: above
+// the largest predicted loss measured within `bracket` (a top-1 drop) and below the smallest
+// measured beyond it. Returns the configs of the knapsack stages.
+std::set<std::string> ExpectRoundsNarrowTheBracket(const Sweep& sweep, const FakeModel& model,
+                                                  double bracket) {
+  std::set<std::string> configs;
+  std::vector<const TrialOutcome*> before = sweep.OfStage("hawq");
+  for (const TrialOutcome* o : before) {
+    EXPECT_THAT(o->spec.label(), ::testing::Not(HasSubstr("predicted top-1")));
+  }
+  for (const char* stage : {"hawq_refine", "hawq_refine_2"}) {
+    double in = -1, out = 1e9;
+    for (const TrialOutcome* o : before) {
+      const double loss = LabelPredictedLoss(o->spec.label());
+      if (o->result.top1() >= model.baseline_top1 - bracket - 1e-12) {
+        in = std::max(in, loss);
+      } else {
+        out = std::min(out, loss);
+      }
+    }
+    const auto round = sweep.OfStage(stage);
+    EXPECT_FALSE(round.empty()) << stage;
+    for (const TrialOutcome* o : round) {
+      // The fake's loss is exactly proportional to its top-1 drop: the fit on the configs
+      // measured before predicts this round's top-1.
+      EXPECT_NEAR(PredictedTop1(o->spec.label()), o->result.top1(), 1e-4) << o->spec.label();
+      const double loss = LabelPredictedLoss(o->spec.label());
+      EXPECT_GT(loss, in) << stage << ": " << o->spec.label();
+      EXPECT_LT(loss, out) << stage << ": " << o->spec.label();
+    }
+    before.insert(before.end(), round.begin(), round.end());
+  }
+  for (const TrialOutcome* o : before) {
+    EXPECT_TRUE(configs.insert(o->spec.config_json()).second) << o->spec.label();
+    // The default budget is energy; predicted cost = measured energy (the cost model on the
+    // baseline's shapes); predicted loss = measured.
+    EXPECT_NEAR(LabelCost(o->spec.label(), "energy"), o->result.energy_pj(), 0.5)
+        << o->spec.label();
+    EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
+        << o->spec.label();
+  }
+  return configs;
+}
+
+TEST(Hawq, OneSensitivityTrialThenRoundsOfKnapsackConfigs) {
   const FakeModel model = LeNetLike();
+  const double margin = 0.01;
   v1::SweepSpec spec = Spec("hawq");
-  spec.mutable_finetune()->set_steps(50);
+  spec.mutable_finetune()->set_steps(0);
   const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
   EXPECT_TRUE(sweep.last().done);
   EXPECT_EQ(sweep.StepStages(), (std::vector<std::string>{"baseline", "hessian", "hawq",
-                                                          "hawq_refine", "finetune"}));
+                                                          "hawq_refine", "hawq_refine_2"}));
   // One trial gives every sensitivity: fp32 with the default candidates, and a config of its own
   // (a seed) so that the deduplication never serves it a plain fp32 result without them.
   const auto hessian = sweep.OfStage("hessian");
@@ -941,44 +986,12 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
   EXPECT_NE(h.config_json(), sweep.OfStage("baseline")[0]->spec.config_json());
 
   const auto first = sweep.OfStage("hawq");
-  const auto refine = sweep.OfStage("hawq_refine");
   EXPECT_GE(first.size(), 3u);
   EXPECT_LE(first.size(), 5u);
-  EXPECT_GE(refine.size(), 2u);
-  // The default budget when fine-tuning: 7 configs, then at most 4 fine-tuned, 13 trials in all.
-  EXPECT_LE(first.size() + refine.size(), 7u);
-  std::set<std::string> configs;
-  for (const auto* stage : {&first, &refine}) {
-    for (const TrialOutcome* o : *stage) {
-      EXPECT_TRUE(configs.insert(o->spec.config_json()).second) << o->spec.label();
-      // The default budget is energy; predicted cost = measured energy (the cost model on the
-      // baseline's shapes); predicted loss = measured.
-      EXPECT_NEAR(LabelCost(o->spec.label(), "energy"), o->result.energy_pj(), 0.5)
-          << o->spec.label();
-      EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
-          << o->spec.label();
-    }
-  }
-  // The fake's loss is exactly proportional to its top-1 drop: the fit on the first round
-  // predicts the second round's top-1.
-  const double margin = 0.01;
-  double in_first = -1, out_first = 1e9;
-  for (const TrialOutcome* o : first) {
-    EXPECT_THAT(o->spec.label(), ::testing::Not(HasSubstr("predicted top-1")));
-    const double loss = LabelPredictedLoss(o->spec.label());
-    if (o->result.top1() >= model.baseline_top1 - margin) {
-      in_first = std::max(in_first, loss);
-    } else {
-      out_first = std::min(out_first, loss);
-    }
-  }
-  for (const TrialOutcome* o : refine) {
-    EXPECT_NEAR(PredictedTop1(o->spec.label()), o->result.top1(), 1e-4) << o->spec.label();
-    // Inside the bracket the first round measured.
-    const double loss = LabelPredictedLoss(o->spec.label());
-    EXPECT_GT(loss, in_first) << o->spec.label();
-    EXPECT_LT(loss, out_first) << o->spec.label();
-  }
+  // Without fine-tuning the rounds bracket the margin itself; the default budget is 11 configs.
+  const std::set<std::string> configs = ExpectRoundsNarrowTheBracket(sweep, model, margin);
+  EXPECT_LE(configs.size(), 11u);
+  EXPECT_GT(configs.size(), 7u);
   // Within the margin, the refinement found a cheaper config than the first round.
   auto cheapest_within = [&](const std::vector<const TrialOutcome*>& os) {
     double best = 1e300;
@@ -989,10 +1002,9 @@ TEST(Hawq, OneSensitivityTrialThenTwoRoundsOfKnapsackConfigs) {
     }
     return best;
   };
-  EXPECT_LT(cheapest_within(refine), cheapest_within(first));
-  const auto tuned = sweep.OfStage("finetune");
-  ASSERT_FALSE(tuned.empty());
-  for (const TrialOutcome* t : tuned) EXPECT_TRUE(configs.count(t->spec.config_json()));
+  std::vector<const TrialOutcome*> refined = sweep.OfStage("hawq_refine");
+  for (const TrialOutcome* o : sweep.OfStage("hawq_refine_2")) refined.push_back(o);
+  EXPECT_LT(cheapest_within(refined), cheapest_within(first));
 }
 
 // hawq's own default weight candidates: fixed:16 and asymmetric per-channel integers from 8 bits
@@ -1018,7 +1030,7 @@ TEST(Hawq, DefaultsArePerChannelIntegersUnderAnEnergyBudget) {
   EXPECT_EQ(hessian[0]->spec.sensitivity_activation_formats_size(), 6);
   // Every config's weights are one of the candidates, and the narrow ones are integers.
   int narrow = 0;
-  for (const char* stage : {"hawq", "hawq_refine"}) {
+  for (const char* stage : {"hawq", "hawq_refine", "hawq_refine_2"}) {
     for (const TrialOutcome* o : sweep.OfStage(stage)) {
       for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
         if (!roles.weights) continue;
@@ -1035,7 +1047,7 @@ TEST(Hawq, DefaultsArePerChannelIntegersUnderAnEnergyBudget) {
   // Without a cost objective hawq's budget is energy, which prices activations too: some config
   // narrows them below the widest candidate (under a size budget they would stay at 16 bits).
   int narrow_activations = 0;
-  for (const char* stage : {"hawq", "hawq_refine"}) {
+  for (const char* stage : {"hawq", "hawq_refine", "hawq_refine_2"}) {
     for (const TrialOutcome* o : sweep.OfStage(stage)) {
       EXPECT_THAT(o->spec.label(), HasSubstr("; energy ")) << o->spec.label();
       for (const auto& [layer, roles] : ParsedConfig(*o).layers) {
@@ -1084,7 +1096,7 @@ TEST(Hawq, ALayerWhoseTraceIsNotSignificantUsesItsMeasuredIncreases) {
   model.unreliable_trace_layer = "conv2";
   const Sweep sweep = RunSweep(*Make("hawq"), Spec("hawq"), model);
   EXPECT_TRUE(sweep.last().done);
-  for (const char* stage : {"hawq", "hawq_refine"}) {
+  for (const char* stage : {"hawq", "hawq_refine", "hawq_refine_2"}) {
     for (const TrialOutcome* o : sweep.OfStage(stage)) {
       EXPECT_NEAR(LabelPredictedLoss(o->spec.label()), o->result.loss() - 0.3, 1e-4)
           << o->spec.label();
@@ -1106,18 +1118,25 @@ TEST(Hawq, FineTunesByDefaultAndZeroStepsTurnsItOff) {
   const Sweep tuned = RunSweep(*Make("hawq"), Spec("hawq"), model);
   EXPECT_TRUE(tuned.last().done);
   EXPECT_EQ(tuned.StepStages(), (std::vector<std::string>{"baseline", "hessian", "hawq",
-                                                          "hawq_refine", "finetune"}));
-  const size_t tuned_configs = tuned.OfStage("hawq").size() + tuned.OfStage("hawq_refine").size();
+                                                          "hawq_refine", "hawq_refine_2",
+                                                          "finetune"}));
+  // With fine-tuning the rounds bracket twice the margin (0.01), what the fine-tuning stage takes.
+  const std::set<std::string> configs = ExpectRoundsNarrowTheBracket(tuned, model, 0.02);
+  const size_t tuned_configs = configs.size();
   EXPECT_LE(tuned_configs, 7u);
   const auto finetuned = tuned.OfStage("finetune");
   ASSERT_FALSE(finetuned.empty());
+  for (const TrialOutcome* t : finetuned) {
+    EXPECT_TRUE(configs.count(t->spec.config_json())) << t->spec.label();
+    EXPECT_GE(t->result.top1_before_finetune(), model.baseline_top1 - 0.02 - 1e-12);
+  }
   EXPECT_LE(finetuned.size(), 4u);
   EXPECT_LE(2 + tuned_configs + finetuned.size(), 13u);
   for (const TrialOutcome* t : finetuned) {
     EXPECT_EQ(t->spec.finetune().steps(), 1000) << t->spec.label();
     EXPECT_THAT(t->spec.label(), HasSubstr("finetune 1000 steps"));
   }
-  for (const char* stage : {"baseline", "hessian", "hawq", "hawq_refine"}) {
+  for (const char* stage : {"baseline", "hessian", "hawq", "hawq_refine", "hawq_refine_2"}) {
     for (const TrialOutcome* o : tuned.OfStage(stage)) {
       EXPECT_FALSE(o->spec.finetune().has_steps()) << o->spec.label();
     }
@@ -1129,7 +1148,8 @@ TEST(Hawq, FineTunesByDefaultAndZeroStepsTurnsItOff) {
   const Sweep plain = RunSweep(*Make("hawq"), off, model);
   EXPECT_TRUE(plain.last().done);
   EXPECT_TRUE(plain.OfStage("finetune").empty());
-  const size_t plain_configs = plain.OfStage("hawq").size() + plain.OfStage("hawq_refine").size();
+  const size_t plain_configs = plain.OfStage("hawq").size() + plain.OfStage("hawq_refine").size() +
+                               plain.OfStage("hawq_refine_2").size();
   EXPECT_GT(plain_configs, tuned_configs);
   EXPECT_LE(plain_configs, 11u);
 
@@ -1142,11 +1162,15 @@ TEST(Hawq, ABudgetSplitsBetweenTheRounds) {
   spec.set_budget(22);
   const Sweep sweep = RunSweep(*Make("hawq"), spec, model);
   EXPECT_TRUE(sweep.last().done);
-  const size_t first = sweep.OfStage("hawq").size(), refine = sweep.OfStage("hawq_refine").size();
+  const size_t first = sweep.OfStage("hawq").size(), refine = sweep.OfStage("hawq_refine").size(),
+               refine_2 = sweep.OfStage("hawq_refine_2").size();
   EXPECT_LE(first, 10u);
   EXPECT_GE(first, 5u);
-  EXPECT_LE(first + refine, 22u);
-  EXPECT_GT(refine, 5u);
+  EXPECT_LE(first + refine + refine_2, 22u);
+  // The rest, 12, in two rounds of at most 6 each.
+  EXPECT_LE(refine, 6u);
+  EXPECT_LE(refine_2, 6u);
+  EXPECT_GT(refine + refine_2, 5u);
 }
 
 // ---- random ----------------------------------------------------------------------------------
